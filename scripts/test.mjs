@@ -1,0 +1,65 @@
+// The test command: `npm test` runs `all`; `npm run test:unit|test:integration|test:e2e` one suite.
+// all = lint + type-check + unit + integration + e2e (from a packed tarball) + the packed package check.
+// Every suite runs on Node's own test runner against the TypeScript sources (type stripping).
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+
+const root = new URL('..', import.meta.url).pathname;
+const bin = (name) => join(root, 'node_modules', '.bin', name);
+const SUITES = {
+  unit: 'test/unit/**/*.test.ts',
+  integration: 'test/integration/**/*.test.ts',
+  e2e: 'test/e2e/**/*.test.ts',
+};
+
+const which = process.argv[2] ?? 'all';
+if (which !== 'all' && !SUITES[which]) {
+  console.error(`usage: scripts/test.mjs all|${Object.keys(SUITES).join('|')}`);
+  process.exit(2);
+}
+
+function run(title, cmd, args, env = {}) {
+  console.log(`\n== ${title}`);
+  const res = spawnSync(cmd, args, { stdio: 'inherit', cwd: root, env: { ...process.env, ...env } });
+  if (res.status !== 0) {
+    console.error(`\n${title}: failed (${res.status ?? res.signal})`);
+    process.exit(res.status || 1);
+  }
+}
+
+/** Packs the package once (prepack builds it) and returns the tarball's path. */
+function pack() {
+  const dir = join(root, '.tmp', 'pack');
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  run('npm pack', 'npm', ['pack', '--silent', '--pack-destination', dir]);
+  const tgz = readdirSync(dir).find((f) => f.endsWith('.tgz'));
+  return join(dir, tgz);
+}
+
+function nodeTest(patterns, env) {
+  const [maj, min] = process.versions.node.split('.').map(Number);
+  const flags = maj === 22 && min < 18 ? ['--experimental-strip-types'] : [];
+  run(
+    `node --test ${patterns.join(' ')}`,
+    process.execPath,
+    [...flags, '--disable-warning=ExperimentalWarning', '--test', '--test-timeout=300000', ...patterns],
+    env,
+  );
+}
+
+if (which === 'all') {
+  run('lint (biome)', bin('biome'), ['check', '.']);
+  run('type-check (tsc)', bin('tsc'), ['-p', 'tsconfig.json', '--noEmit']);
+  const tarball = pack();
+  nodeTest(Object.values(SUITES), { PG_RESILIENCE_TEST_TARBALL: tarball });
+  run('packed package (publint, attw)', process.execPath, [
+    join(root, 'scripts', 'check-package.mjs'),
+    tarball,
+  ]);
+} else if (which === 'e2e') {
+  nodeTest([SUITES.e2e], { PG_RESILIENCE_TEST_TARBALL: pack() });
+} else {
+  nodeTest([SUITES[which]]);
+}
