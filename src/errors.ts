@@ -1,0 +1,116 @@
+/**
+ * Typed errors raised by pg-resilience's own policies, with `isX` guards (cockatiel style). Every one
+ * carries the target (`host:port/database`) it was raised for, and names it in its message.
+ * Guards check a brand symbol rather than `instanceof`, so they also work across two copies of the
+ * package (the ESM and the CommonJS build loaded in one process).
+ */
+const BRAND = Symbol.for('pg-resilience.error');
+
+export type ResilienceErrorCode =
+  | 'PGR_CIRCUIT_OPEN'
+  | 'PGR_RATE_LIMITED'
+  | 'PGR_BULKHEAD_REJECTED'
+  | 'PGR_TIMEOUT'
+  | 'PGR_TRANSACTION_OUTCOME_UNKNOWN';
+
+export abstract class ResilienceError extends Error {
+  abstract readonly code: ResilienceErrorCode;
+  readonly target: string;
+  constructor(target: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.target = target;
+    Object.defineProperty(this, BRAND, { value: true });
+  }
+  override get name(): string {
+    return this.constructor.name;
+  }
+}
+
+/** The target's circuit breaker is open (or half-open with every probe slot taken): the call was not attempted. */
+export class CircuitOpenError extends ResilienceError {
+  readonly code = 'PGR_CIRCUIT_OPEN';
+  /** Epoch ms of the next half-open probe, when known. */
+  readonly nextProbeAt: number | undefined;
+  readonly state: 'open' | 'half_open';
+  constructor(target: string, state: 'open' | 'half_open', nextProbeAt?: number, cause?: unknown) {
+    const when =
+      nextProbeAt === undefined
+        ? ''
+        : `; next probe in ${Math.max(0, Math.round((nextProbeAt - Date.now()) / 100) / 10)} s`;
+    super(
+      target,
+      state === 'open'
+        ? `Circuit breaker for ${target} is open: the call was not attempted${when}`
+        : `Circuit breaker for ${target} is half-open and its probe slots are busy: the call was not attempted`,
+      { cause },
+    );
+    this.state = state;
+    this.nextProbeAt = nextProbeAt;
+  }
+}
+
+/** The target's rate limiter had no permit for the call. */
+export class RateLimitedError extends ResilienceError {
+  readonly code = 'PGR_RATE_LIMITED';
+  /** `drop`: no permit and the strategy drops; `queue_full`: the queue was full; `max_wait`: waited too long; `aborted`: the caller's signal fired while waiting. */
+  readonly reason: 'drop' | 'queue_full' | 'max_wait' | 'aborted';
+  /** Milliseconds until a permit is expected to be free (a hint for the caller). */
+  readonly retryAfterMs: number;
+  constructor(target: string, reason: RateLimitedError['reason'], retryAfterMs: number) {
+    super(
+      target,
+      `Rate limit for ${target} reached (${reason.replace('_', ' ')}): the call was not attempted; retry after ${Math.ceil(retryAfterMs)} ms`,
+    );
+    this.reason = reason;
+    this.retryAfterMs = retryAfterMs;
+  }
+}
+
+/** The target's bulkhead (concurrency cap) and its queue were full. */
+export class BulkheadRejectedError extends ResilienceError {
+  readonly code = 'PGR_BULKHEAD_REJECTED';
+  constructor(target: string, maxConcurrent: number, maxQueue: number) {
+    super(
+      target,
+      `Bulkhead for ${target} is full (${maxConcurrent} running, ${maxQueue} queued): the call was not attempted`,
+    );
+  }
+}
+
+/** An attempt took longer than the configured timeout. For a statement, its outcome on the server is unknown. */
+export class OperationTimeoutError extends ResilienceError {
+  readonly code = 'PGR_TIMEOUT';
+  readonly timeoutMs: number;
+  constructor(target: string, operation: string, timeoutMs: number) {
+    super(target, `${operation} on ${target} timed out after ${timeoutMs} ms`);
+    this.timeoutMs = timeoutMs;
+  }
+}
+
+/** A transaction's COMMIT was sent but the connection died before its answer: it may or may not have committed. Never retried. */
+export class TransactionOutcomeUnknownError extends ResilienceError {
+  readonly code = 'PGR_TRANSACTION_OUTCOME_UNKNOWN';
+  constructor(target: string, cause: unknown) {
+    super(
+      target,
+      `The connection to ${target} was lost while COMMIT was in flight: the transaction may or may not have committed, so it was not retried`,
+      { cause },
+    );
+  }
+}
+
+const hasCode = (e: unknown, code: ResilienceErrorCode): boolean =>
+  typeof e === 'object' &&
+  e !== null &&
+  (e as Record<symbol, unknown>)[BRAND] === true &&
+  (e as { code?: unknown }).code === code;
+
+export const isResilienceError = (e: unknown): e is ResilienceError =>
+  typeof e === 'object' && e !== null && (e as Record<symbol, unknown>)[BRAND] === true;
+export const isCircuitOpenError = (e: unknown): e is CircuitOpenError => hasCode(e, 'PGR_CIRCUIT_OPEN');
+export const isRateLimitedError = (e: unknown): e is RateLimitedError => hasCode(e, 'PGR_RATE_LIMITED');
+export const isBulkheadRejectedError = (e: unknown): e is BulkheadRejectedError =>
+  hasCode(e, 'PGR_BULKHEAD_REJECTED');
+export const isOperationTimeoutError = (e: unknown): e is OperationTimeoutError => hasCode(e, 'PGR_TIMEOUT');
+export const isTransactionOutcomeUnknownError = (e: unknown): e is TransactionOutcomeUnknownError =>
+  hasCode(e, 'PGR_TRANSACTION_OUTCOME_UNKNOWN');

@@ -1,0 +1,115 @@
+/**
+ * The events every policy emits, for telemetry (metrics, spans, logs) and introspection to listen to.
+ * Policies expose them cockatiel-style: `policy.onRetry(listener) → IDisposable`, built on cockatiel's
+ * `EventEmitter`. Listeners must never be able to break a call: emitters call them inside try/catch
+ * (see `safeEmit`). Telemetry listens; it never calls back into a policy.
+ */
+import { EventEmitter } from 'cockatiel';
+import type { ErrorClass } from '../classify/types.ts';
+
+/** What kind of logical operation a policy is running. */
+export type OperationKind = 'query' | 'connect' | 'transaction' | 'probe';
+export type CircuitStateName = 'closed' | 'open' | 'half_open';
+export type SuppressReason =
+  | 'in_transaction'
+  | 'unknown_outcome'
+  | 'budget'
+  | 'submittable'
+  | 'not_retryable';
+
+/** Common to every event: which target (`host:port/database`) and which kind of operation. */
+export interface OperationRef {
+  readonly target: string;
+  readonly operation: OperationKind;
+}
+
+export interface RetryEvent extends OperationRef {
+  /** The attempt that failed (1-based). The next attempt is `attempt + 1`. */
+  readonly attempt: number;
+  readonly maxAttempts: number;
+  readonly delayMs: number;
+  readonly error: unknown;
+  readonly errorType: string;
+  readonly errorClass: ErrorClass;
+}
+
+export interface RetryExhaustedEvent extends OperationRef {
+  readonly attempts: number;
+  readonly error: unknown;
+  readonly errorType: string;
+}
+
+export interface RetrySuppressedEvent extends OperationRef {
+  readonly reason: SuppressReason;
+  readonly attempt: number;
+  readonly error: unknown;
+  readonly errorType: string;
+}
+
+export interface CircuitStateChangeEvent {
+  readonly target: string;
+  readonly from: CircuitStateName;
+  readonly to: CircuitStateName;
+  /** Epoch ms of the change. */
+  readonly at: number;
+  /** The failure that opened it, when it opened. */
+  readonly error?: unknown;
+  /** Epoch ms of the next probe, when it opened. */
+  readonly nextProbeAt?: number;
+}
+
+export interface CircuitRejectedEvent extends OperationRef {
+  readonly state: CircuitStateName;
+  readonly nextProbeAt: number | undefined;
+}
+
+export interface RateLimitWaitEvent extends OperationRef {
+  /** Time spent waiting for the permit, in ms (only emitted for calls that waited). */
+  readonly waitedMs: number;
+}
+
+export interface RateLimitRejectedEvent extends OperationRef {
+  readonly reason: 'drop' | 'queue_full' | 'max_wait' | 'aborted';
+}
+
+export interface RateLimitQueueEvent {
+  readonly target: string;
+  /** Calls waiting for a permit now. */
+  readonly size: number;
+}
+
+export interface BulkheadRejectedEvent extends OperationRef {}
+
+export interface TimeoutEvent extends OperationRef {
+  readonly timeoutMs: number;
+}
+
+export interface RecoveryAttemptEvent {
+  readonly target: string;
+  /** 1-based probe number within the current outage. */
+  readonly attempt: number;
+  readonly outcome: 'success' | 'failure';
+  readonly durationMs: number;
+  readonly error?: unknown;
+}
+
+/** Emits to every listener, each in its own try/catch: a listener that throws never breaks the call nor the other listeners. */
+export class SafeEventEmitter<T> extends EventEmitter<T> {
+  override emit(value: T): void {
+    const listeners = this.listeners;
+    if (!listeners) return;
+    if (typeof listeners === 'function') {
+      callSafely(listeners, value);
+      return;
+    }
+    for (const listener of listeners.slice()) callSafely(listener, value);
+  }
+}
+
+function callSafely<T>(listener: (data: T) => void, value: T): void {
+  try {
+    listener(value);
+  } catch {
+    // A telemetry listener failed: never let it break the call. Telemetry reports its own errors.
+  }
+}
