@@ -14,6 +14,8 @@ const SUITES = {
 };
 
 const which = process.argv[2] ?? 'all';
+// Optional file patterns after the suite name narrow it: `npm run test:unit -- test/unit/retry.test.ts`.
+const only = process.argv.slice(3);
 if (which !== 'all' && !SUITES[which]) {
   console.error(`usage: scripts/test.mjs all|${Object.keys(SUITES).join('|')}`);
   process.exit(2);
@@ -59,7 +61,7 @@ if (which === 'all') {
     tarball,
   ]);
 } else if (which === 'e2e') {
-  nodeTest([SUITES.e2e], { PG_RESILIENCE_TEST_TARBALL: pack() });
+  nodeTest(only.length ? only : [SUITES.e2e], { PG_RESILIENCE_TEST_TARBALL: pack() });
 } else {
-  nodeTest([SUITES[which]]);
+  nodeTest(only.length ? only : [SUITES[which]]);
 }

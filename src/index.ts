@@ -1,3 +1,40 @@
+// pg-resilience: the public API. The Node.js guard comes first so an unsupported Node fails with one
+// clear message before anything else loads.
 import './node-guard.ts';
 
+export type { ClassifierOverride, ErrorClass, ErrorClassification, ServerReach } from './classify/types.ts';
+export { ERROR_CLASSES } from './classify/types.ts';
+export type {
+  Backpressure,
+  BreakerMode,
+  BulkheadSettings,
+  CircuitBreakerSettings,
+  DeepPartial,
+  Jitter,
+  ProfileName,
+  RateLimitSettings,
+  RecoverySettings,
+  ResilienceConfig,
+  ResilienceOptions,
+  ResilienceSettings,
+  RetryBudgetSettings,
+  RetrySettings,
+  RetryTiming,
+  TimeoutSettings,
+} from './config/types.ts';
+export {
+  BulkheadRejectedError,
+  CircuitOpenError,
+  isBulkheadRejectedError,
+  isCircuitOpenError,
+  isOperationTimeoutError,
+  isRateLimitedError,
+  isResilienceError,
+  isTransactionOutcomeUnknownError,
+  OperationTimeoutError,
+  RateLimitedError,
+  ResilienceError,
+  type ResilienceErrorCode,
+  TransactionOutcomeUnknownError,
+} from './errors.ts';
 export { MIN_NODE_VERSION } from './node-guard.ts';
