@@ -1,0 +1,314 @@
+/**
+ * One target's circuit breaker: closed → open → half-open → closed, moving on time.
+ *
+ * Built here rather than on cockatiel's `CircuitBreakerPolicy` because that one half-opens lazily (only
+ * inside `execute()`, so a gauge says "open" for a server that is back), makes extra half-open calls wait
+ * for the probe's verdict instead of failing fast, ties half-open concurrency to the successes needed to
+ * close, and throws an untyped error without the target. The decision to trip while closed is cockatiel's:
+ * `ConsecutiveBreaker` (mode `consecutive`) or `SamplingBreaker` (mode `failure_rate`).
+ *
+ * Two limits of cockatiel's `SamplingBreaker`, handled or documented here:
+ * - it reads time from `Date.now()`, not from the injected clock. In production both are the wall
+ *   clock; tests of the `failure_rate` mode must fake `Date` as well.
+ * - it ages its sub-windows only when a call arrives, one sub-window per call: after a quiet spell the
+ *   failures of a past outage still count as "in the window" (seen: 4 failures, 60 s of silence, then
+ *   one failure trips a 5 s window). `FreshAfterIdle` below starts a new sampler when no call came for
+ *   a whole window. With sparse traffic (fewer calls than sub-windows per window) a sub-window can still
+ *   outlive the window by a few sub-window lengths.
+ */
+import { CircuitState, ConsecutiveBreaker, type Event, type IBreaker, SamplingBreaker } from 'cockatiel';
+import type { CircuitBreakerSettings } from '../config/types.ts';
+import { CircuitOpenError } from '../errors.ts';
+import { type Clock, realClock } from './clock.ts';
+import {
+  type CircuitRejectedEvent,
+  type CircuitStateChangeEvent,
+  type CircuitStateName,
+  type OperationKind,
+  SafeEventEmitter,
+} from './events.ts';
+
+/** One stretch of half-open state: its probe slots in use and the successes seen so far. */
+interface HalfOpenRound {
+  inFlight: number;
+  successes: number;
+}
+
+/** A failure share can never exceed 1: with a threshold of 1 or more the breaker never trips on rate. */
+class NeverBreaker implements IBreaker {
+  state: unknown = null;
+  success(): void {}
+  failure(): boolean {
+    return false;
+  }
+}
+
+/**
+ * cockatiel's `SamplingBreaker`, replaced by a fresh one when no call came for a whole sampling window:
+ * everything it holds is then older than the window, but it would only drop it one sub-window per call.
+ */
+class FreshAfterIdle implements IBreaker {
+  readonly #options: ConstructorParameters<typeof SamplingBreaker>[0];
+  #inner: SamplingBreaker;
+  #lastCallAt = Date.now();
+
+  constructor(options: ConstructorParameters<typeof SamplingBreaker>[0]) {
+    this.#options = options;
+    this.#inner = new SamplingBreaker(options);
+  }
+  get state(): unknown {
+    return this.#inner.state;
+  }
+  set state(value: unknown) {
+    this.#inner.state = value;
+  }
+  success(state: CircuitState): void {
+    this.#age();
+    this.#inner.success(state);
+  }
+  failure(state: CircuitState): boolean {
+    this.#age();
+    return this.#inner.failure(state);
+  }
+  #age(): void {
+    // Date.now(), like SamplingBreaker itself.
+    const now = Date.now();
+    if (now - this.#lastCallAt >= this.#options.duration) this.#inner = new SamplingBreaker(this.#options);
+    this.#lastCallAt = now;
+  }
+}
+
+const countsAsFailure = (): boolean => true;
+
+export class CircuitBreaker {
+  readonly target: string;
+  readonly #settings: CircuitBreakerSettings;
+  readonly #clock: Clock;
+  readonly #stateChange = new SafeEventEmitter<CircuitStateChangeEvent>();
+  readonly #rejected = new SafeEventEmitter<CircuitRejectedEvent>();
+  readonly #halfOpenMaxProbes: number;
+  readonly #successesToClose: number;
+
+  #state: CircuitStateName = 'closed';
+  #stateSince: number;
+  #nextProbeAt: number | undefined;
+  #lastFailure: { error: unknown; at: number } | undefined;
+  /** The trip decision while closed (cockatiel's); replaced by a fresh one on every close. */
+  #trip: IBreaker;
+  /** Bumped on every state change: an outcome of a call started under an older epoch is ignored. */
+  #epoch = 0;
+  #halfOpen: HalfOpenRound = { inFlight: 0, successes: 0 };
+  #timer: unknown;
+  #disposed = false;
+
+  /** Fires on every state change, after the state has changed. */
+  readonly onStateChange: Event<CircuitStateChangeEvent> = this.#stateChange.addListener;
+  /** Fires for every call rejected without being attempted. */
+  readonly onRejected: Event<CircuitRejectedEvent> = this.#rejected.addListener;
+
+  constructor(settings: CircuitBreakerSettings, target: string, clock: Clock = realClock) {
+    this.#settings = settings;
+    this.target = target;
+    this.#clock = clock;
+    this.#halfOpenMaxProbes = Math.max(1, Math.floor(settings.halfOpenMaxProbes));
+    this.#successesToClose = Math.max(1, Math.floor(settings.successesToClose));
+    this.#stateSince = clock.now();
+    this.#trip = this.#newTrip();
+  }
+
+  /** The current state. Open turns half-open on time (a timer), with or without traffic. */
+  get state(): CircuitStateName {
+    this.#halfOpenIfDue();
+    return this.#state;
+  }
+
+  /** Epoch ms of the last state change (of construction, before any). */
+  get stateSince(): number {
+    this.#halfOpenIfDue();
+    return this.#stateSince;
+  }
+
+  /** While open: epoch ms at which the breaker half-opens. Otherwise undefined. */
+  get nextProbeAt(): number | undefined {
+    this.#halfOpenIfDue();
+    return this.#nextProbeAt;
+  }
+
+  /** The last counted failure (one for which `isFailure` said true), and when it happened. */
+  get lastFailure(): { error: unknown; at: number } | undefined {
+    return this.#lastFailure;
+  }
+
+  /**
+   * Runs `fn` if the state allows it. Closed: runs. Half-open: runs if fewer than `halfOpenMaxProbes`
+   * half-open calls are in flight, else rejects at once with `CircuitOpenError(target, 'half_open')`.
+   * Open: rejects at once with `CircuitOpenError(target, 'open', nextProbeAt)`.
+   *
+   * A rejection of `fn` for which `isFailure(error)` is true counts as a failure; any other outcome
+   * (including rejections that do not count: the server answered) counts as a success. `fn`'s result or
+   * error is passed through unchanged. A disabled breaker just runs `fn`.
+   */
+  execute<T>(
+    fn: () => Promise<T>,
+    operation: OperationKind,
+    isFailure: (error: unknown) => boolean,
+  ): Promise<T> {
+    if (!this.#settings.enabled) return invoke(fn);
+    this.#halfOpenIfDue();
+    switch (this.#state) {
+      case 'closed':
+        return this.#run(fn, isFailure, undefined);
+      case 'half_open':
+        if (this.#halfOpen.inFlight < this.#halfOpenMaxProbes)
+          return this.#run(fn, isFailure, this.#halfOpen);
+        return this.#reject(operation, 'half_open');
+      default:
+        return this.#reject(operation, 'open');
+    }
+  }
+
+  /**
+   * Runs a recovery probe. Open: half-opens now (skipping the rest of the wait) and runs `fn` as a
+   * half-open call. Closed, or half-open with a free slot: like `execute()`. Half-open with every slot
+   * busy: rejects with `CircuitOpenError(target, 'half_open')`. By default every error of `fn` counts
+   * as a failure.
+   */
+  probe<T>(fn: () => Promise<T>, isFailure: (error: unknown) => boolean = countsAsFailure): Promise<T> {
+    if (this.#settings.enabled) {
+      this.#halfOpenIfDue();
+      if (this.#state === 'open') this.#toHalfOpen();
+    }
+    return this.execute(fn, 'probe', isFailure);
+  }
+
+  /** Stops the half-open timer. The breaker keeps answering calls; open turns half-open on the next call due. */
+  dispose(): void {
+    this.#disposed = true;
+    this.#clearTimer();
+  }
+
+  async #run<T>(
+    fn: () => Promise<T>,
+    isFailure: (error: unknown) => boolean,
+    round: HalfOpenRound | undefined,
+  ): Promise<T> {
+    const epoch = this.#epoch;
+    if (round) round.inFlight++;
+    try {
+      const value = await fn();
+      this.#settle(epoch, round, undefined, false);
+      return value;
+    } catch (error) {
+      this.#settle(epoch, round, error, judge(isFailure, error));
+      throw error;
+    }
+  }
+
+  #settle(epoch: number, round: HalfOpenRound | undefined, error: unknown, failed: boolean): void {
+    if (round) round.inFlight--;
+    const now = this.#clock.now();
+    if (failed) this.#lastFailure = { error, at: now };
+    // The state changed while the call ran: its outcome belongs to a state that is gone.
+    if (epoch !== this.#epoch) return;
+    if (this.#state === 'closed') {
+      if (!failed) this.#trip.success(CircuitState.Closed);
+      else if (this.#trip.failure(CircuitState.Closed)) this.#open(error);
+    } else if (this.#state === 'half_open' && round) {
+      if (failed) this.#open(error);
+      else if (++round.successes >= this.#successesToClose) this.#close();
+    }
+  }
+
+  #reject<T>(operation: OperationKind, state: 'open' | 'half_open'): Promise<T> {
+    const nextProbeAt = state === 'open' ? this.#nextProbeAt : undefined;
+    this.#rejected.emit({ target: this.target, operation, state, nextProbeAt });
+    return Promise.reject(new CircuitOpenError(this.target, state, nextProbeAt));
+  }
+
+  #open(error: unknown): void {
+    const from = this.#state;
+    const at = this.#clock.now();
+    const nextProbeAt = at + this.#settings.halfOpenAfterMs;
+    this.#state = 'open';
+    this.#stateSince = at;
+    this.#nextProbeAt = nextProbeAt;
+    this.#epoch++;
+    this.#clearTimer();
+    if (!this.#disposed) {
+      this.#timer = this.#clock.setTimeout(() => {
+        this.#timer = undefined;
+        if (this.#state === 'open') this.#toHalfOpen();
+      }, this.#settings.halfOpenAfterMs);
+    }
+    this.#stateChange.emit({ target: this.target, from, to: 'open', at, error, nextProbeAt });
+  }
+
+  #toHalfOpen(): void {
+    const at = this.#clock.now();
+    this.#state = 'half_open';
+    this.#stateSince = at;
+    this.#nextProbeAt = undefined;
+    this.#epoch++;
+    this.#halfOpen = { inFlight: 0, successes: 0 };
+    this.#clearTimer();
+    this.#stateChange.emit({ target: this.target, from: 'open', to: 'half_open', at });
+  }
+
+  #close(): void {
+    const from = this.#state;
+    const at = this.#clock.now();
+    this.#state = 'closed';
+    this.#stateSince = at;
+    this.#nextProbeAt = undefined;
+    this.#epoch++;
+    this.#trip = this.#newTrip();
+    this.#clearTimer();
+    this.#stateChange.emit({ target: this.target, from, to: 'closed', at });
+  }
+
+  /** Half-opens when the wait is over but the timer has not fired yet (a busy event loop, or after dispose). */
+  #halfOpenIfDue(): void {
+    if (this.#state === 'open' && this.#nextProbeAt !== undefined && this.#clock.now() >= this.#nextProbeAt) {
+      this.#toHalfOpen();
+    }
+  }
+
+  #clearTimer(): void {
+    if (this.#timer !== undefined) {
+      this.#clock.clearTimeout(this.#timer);
+      this.#timer = undefined;
+    }
+  }
+
+  #newTrip(): IBreaker {
+    const s = this.#settings;
+    if (s.mode === 'failure_rate') {
+      if (s.failureRateThreshold >= 1) return new NeverBreaker();
+      return new FreshAfterIdle({
+        threshold: s.failureRateThreshold,
+        duration: s.failureRateWindowMs,
+        // cockatiel reads 0 as "guess one"; here 0 means no minimum.
+        minimumRps: s.minimumRps > 0 ? s.minimumRps : Number.MIN_VALUE,
+      });
+    }
+    return new ConsecutiveBreaker(Math.max(1, s.consecutiveFailures));
+  }
+}
+
+/** Calls `fn`, turning a synchronous throw into a rejection. */
+function invoke<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return Promise.resolve(fn());
+  } catch (error) {
+    return Promise.reject(error);
+  }
+}
+
+/** A classifier that throws must not open the circuit: its verdict counts as "not a failure". */
+function judge(isFailure: (error: unknown) => boolean, error: unknown): boolean {
+  try {
+    return isFailure(error) === true;
+  } catch {
+    return false;
+  }
+}
