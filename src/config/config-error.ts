@@ -1,0 +1,68 @@
+/**
+ * The one error bad configuration raises. It lists every problem found, one per line, each naming the
+ * field, the value, where the value came from and what is allowed:
+ *
+ *   pg-resilience: invalid configuration (1 issue):
+ *     retry.maxAttempts = 0 (from env PG_RESILIENCE_RETRY_ATTEMPTS): must be an integer from 1 to 100
+ *
+ * `isConfigError` checks a brand symbol rather than `instanceof`, so it also works across two copies of
+ * the package (the ESM and the CommonJS build loaded in one process).
+ */
+const BRAND = Symbol.for('pg-resilience.config-error');
+
+export interface ConfigIssue {
+  /** The setting (`retry.maxAttempts`, `targets["db:5432/app"].retry.maxAttempts`) or variable name. */
+  readonly field: string;
+  /** The offending value as it was given (for environment variables: the raw string). */
+  readonly value: unknown;
+  /** What is allowed, as a sentence fragment: `must be an integer from 1 to 100`. */
+  readonly allowed: string;
+  /** Where the value came from: `code`, `env PG_RESILIENCE_X`, `file /path/to/config.json` or `profile`. */
+  readonly source: string;
+}
+
+const NUMBER_TEXT = /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i;
+
+/** How a value appears in a message: numbers and booleans as written, strings quoted, objects as short JSON. */
+export function formatValue(value: unknown, source = ''): string {
+  // Environment variables are strings: show a number as written, anything else quoted.
+  if (source.startsWith('env ') && typeof value === 'string') {
+    return NUMBER_TEXT.test(value.trim()) ? value : JSON.stringify(value);
+  }
+  if (typeof value === 'function') return '[function]';
+  if (typeof value === 'bigint') return `${value}n`;
+  if (typeof value === 'symbol') return value.toString();
+  if (value === undefined) return 'undefined';
+  if (typeof value === 'number') return Object.is(value, -0) ? '-0' : String(value);
+  let text: string;
+  try {
+    text = JSON.stringify(value) ?? String(value);
+  } catch {
+    text = Object.prototype.toString.call(value);
+  }
+  return text.length > 80 ? `${text.slice(0, 77)}...` : text;
+}
+
+export function formatIssue(issue: ConfigIssue): string {
+  return `${issue.field} = ${formatValue(issue.value, issue.source)} (from ${issue.source}): ${issue.allowed}`;
+}
+
+export class ConfigError extends Error {
+  readonly issues: ReadonlyArray<ConfigIssue>;
+  constructor(issues: ReadonlyArray<ConfigIssue>) {
+    const n = issues.length;
+    super(
+      `pg-resilience: invalid configuration (${n} ${n === 1 ? 'issue' : 'issues'}):\n${issues
+        .map((i) => `  ${formatIssue(i)}`)
+        .join('\n')}`,
+    );
+    this.issues = Object.freeze(issues.map((i) => Object.freeze({ ...i })));
+    Object.defineProperty(this, BRAND, { value: true });
+  }
+  override get name(): string {
+    return 'ConfigError';
+  }
+}
+
+export const isConfigError = (e: unknown): e is ConfigError =>
+  typeof e === 'object' && e !== null && (e as Record<symbol, unknown>)[BRAND] === true;

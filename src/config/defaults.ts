@@ -1,0 +1,213 @@
+/**
+ * The profiles: complete settings that the JSON file, the environment and the code options override.
+ *
+ * Every field carries a one-line `//` rationale right above it. `scripts/gen-config-docs.ts` publishes
+ * those lines in docs/configuration.md, so keep them one line, directly above the field they explain.
+ */
+import type { ProfileName, ResilienceSettings } from './types.ts';
+
+/** `default`: protect an online app, and never slow a healthy one. */
+const DEFAULT_PROFILE: ResilienceSettings = {
+  retry: {
+    // Retries run only for failures classified safe to repeat, so they are on.
+    enabled: true,
+    // Two retries ride out a blip (a failover, a dropped connection) without piling up latency.
+    maxAttempts: 3,
+    // The first retry comes quickly: most transient faults in an online app clear within milliseconds.
+    initialDelayMs: 50,
+    // No single wait exceeds 1 s, so a request never stalls long on a retry.
+    maxDelayMs: 1000,
+    // Doubling spreads the attempts out while staying inside a request's patience.
+    multiplier: 2,
+    // Decorrelated jitter keeps many clients from retrying in lockstep against a recovering server.
+    jitter: 'decorrelated',
+    perErrorClass: {
+      // The server is restarting or failing over: be more patient, nothing reached it.
+      connect_refused: { maxAttempts: 5, initialDelayMs: 100, maxDelayMs: 2000 },
+      // Connection slots free up as other clients finish: wait a little longer before each try.
+      too_many_connections: { maxAttempts: 5, initialDelayMs: 200, maxDelayMs: 2000 },
+      // The pool frees a client as soon as a query finishes: a few quick retries usually get one.
+      pool_exhausted: { maxAttempts: 4, initialDelayMs: 100, maxDelayMs: 2000 },
+      // Re-running a statement that already hit the server's timeout makes an overload worse.
+      statement_timeout: { maxAttempts: 1 },
+    },
+    budget: {
+      // A budget stops retries from multiplying the load when the whole target is failing.
+      enabled: true,
+      // At most one retry per five calls: retries add no more than 20% load during an outage.
+      ratio: 0.2,
+      // Ten seconds of history is enough to judge the recent failure share.
+      windowMs: 10000,
+      // A quiet target still gets a few retries, whatever the ratio says.
+      minRetries: 10,
+    },
+  },
+  circuitBreaker: {
+    // Failing fast while the database is down spares the app's threads, sockets and users.
+    enabled: true,
+    // Consecutive failures trip reliably at any traffic level, low traffic included.
+    mode: 'consecutive',
+    // Five failures in a row is a pattern, not a blip.
+    consecutiveFailures: 5,
+    // failure_rate mode only: open when half the calls in the window fail.
+    failureRateThreshold: 0.5,
+    // failure_rate mode only: judge the last ten seconds.
+    failureRateWindowMs: 10000,
+    // failure_rate mode only: below five calls per second the rate says too little.
+    minimumRps: 5,
+    // Five seconds gives a restarting server time to come back before it is probed by traffic.
+    halfOpenAfterMs: 5000,
+    // One probe at a time: a recovering server is not flooded.
+    halfOpenMaxProbes: 1,
+    // One successful probe closes the breaker, so service resumes as soon as the server answers.
+    successesToClose: 1,
+  },
+  rateLimit: {
+    // Off: a rate limit slows a healthy app by design.
+    enabled: false,
+    // When turned on: 100 calls per second sustained.
+    ratePerMinute: 6000,
+    // When turned on: absorbs a burst of 100 calls after a quiet period.
+    burst: 100,
+    // When turned on: callers wait for a permit rather than fail.
+    strategy: 'wait',
+    // queue strategy only: the queue is bounded, so waiting callers cannot exhaust memory.
+    maxQueueSize: 1000,
+    // When turned on: a caller waits at most five seconds for a permit, then gets RateLimitedError.
+    maxWaitMs: 5000,
+  },
+  timeout: {
+    // Off: rely on the server's statement_timeout; a client-side timeout cannot cancel the statement.
+    queryMs: 0,
+    // pg waits forever by default: a blackholed server would hang every caller.
+    connectMs: 10000,
+  },
+  bulkhead: {
+    // Off: the pool already caps concurrency.
+    maxConcurrent: 0,
+    // When turned on: up to 100 calls wait for a slot before they are rejected.
+    maxQueue: 100,
+  },
+  recovery: {
+    // Background probes notice a recovered server without waiting for user traffic to risk it.
+    enabled: true,
+    // Recovery within about a second of the server coming back.
+    intervalMs: 500,
+    // Unlimited: keep probing for as long as the outage lasts.
+    maxAttempts: 0,
+  },
+};
+
+/** `batch`: background jobs that prefer waiting over failing, and must not overload the database. */
+const BATCH_PROFILE: ResilienceSettings = {
+  retry: {
+    // As default: retries run only for failures classified safe to repeat.
+    enabled: true,
+    // As default: two retries.
+    maxAttempts: 3,
+    // A job can afford to wait a second before retrying, which gives the database room to recover.
+    initialDelayMs: 1000,
+    // Waits of up to ten seconds are fine for a job and kind to a struggling server.
+    maxDelayMs: 10000,
+    // As default: doubling between attempts.
+    multiplier: 2,
+    // As default: decorrelated jitter keeps workers from retrying in lockstep.
+    jitter: 'decorrelated',
+    perErrorClass: {
+      // As default: more patient when the server refuses connections.
+      connect_refused: { maxAttempts: 5, initialDelayMs: 100, maxDelayMs: 2000 },
+      // As default: wait for connection slots to free up.
+      too_many_connections: { maxAttempts: 5, initialDelayMs: 200, maxDelayMs: 2000 },
+      // As default: a few quick retries for a pool client.
+      pool_exhausted: { maxAttempts: 4, initialDelayMs: 100, maxDelayMs: 2000 },
+      // As default: never re-run a statement that hit the server's timeout.
+      statement_timeout: { maxAttempts: 1 },
+    },
+    budget: {
+      // As default: retries must not multiply the load during an outage.
+      enabled: true,
+      // As default: retries add at most 20% load.
+      ratio: 0.2,
+      // As default: a ten-second window.
+      windowMs: 10000,
+      // As default: a quiet target still gets a few retries.
+      minRetries: 10,
+    },
+  },
+  circuitBreaker: {
+    // As default: stop hammering a database that is down.
+    enabled: true,
+    // As default: failures in a row.
+    mode: 'consecutive',
+    // As default: five failures in a row.
+    consecutiveFailures: 5,
+    // As default (failure_rate mode only).
+    failureRateThreshold: 0.5,
+    // As default (failure_rate mode only).
+    failureRateWindowMs: 10000,
+    // As default (failure_rate mode only).
+    minimumRps: 5,
+    // Thirty seconds: a job can wait, and the database gets real time to recover.
+    halfOpenAfterMs: 30000,
+    // As default: one probe at a time.
+    halfOpenMaxProbes: 1,
+    // Two successes before closing: do not unleash a whole batch on a server that answered once.
+    successesToClose: 2,
+  },
+  rateLimit: {
+    // On: a batch must not starve the online traffic sharing the database.
+    enabled: true,
+    // Five calls per second sustained.
+    ratePerMinute: 300,
+    // Up to 50 calls at once after a quiet period.
+    burst: 50,
+    // Jobs wait for a permit rather than fail.
+    strategy: 'wait',
+    // queue strategy only: as default.
+    maxQueueSize: 1000,
+    // No limit: batch jobs accept long waits.
+    maxWaitMs: 0,
+  },
+  timeout: {
+    // As default: rely on the server's statement_timeout (batch statements can legitimately run long).
+    queryMs: 0,
+    // Thirty seconds: a busy server may be slow to accept, and a job can wait.
+    connectMs: 30000,
+  },
+  bulkhead: {
+    // As default: off, the pool already caps concurrency.
+    maxConcurrent: 0,
+    // As default: 100 waiting calls when turned on.
+    maxQueue: 100,
+  },
+  recovery: {
+    // As default: probe in the background while the breaker is open.
+    enabled: true,
+    // Every thirty seconds: no hurry, and the probes stay light on a struggling server.
+    intervalMs: 30000,
+    // Three probes per outage, then recovery is left to the jobs' own traffic.
+    maxAttempts: 3,
+  },
+};
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+/** The profiles, frozen. `default` is used unless `profile` / PG_RESILIENCE_PROFILE says otherwise. */
+export const PROFILES: Record<ProfileName, ResilienceSettings> = deepFreeze({
+  default: DEFAULT_PROFILE,
+  batch: BATCH_PROFILE,
+});
+
+export const PROFILE_NAMES = Object.freeze(Object.keys(PROFILES) as ProfileName[]);
+
+/** What each profile is for (one line each, for the docs). */
+export const PROFILE_SUMMARIES: Readonly<Record<ProfileName, string>> = Object.freeze({
+  default: 'protect an online app, and never slow a healthy one',
+  batch: 'background jobs that prefer waiting over failing, and must not overload the database',
+});

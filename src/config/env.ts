@@ -1,0 +1,277 @@
+/**
+ * The simple tier of configuration: PG_RESILIENCE_* environment variables, turned into partial options.
+ *
+ * Values are parsed here (numbers, booleans, names) but validated in resolve.ts with the same schema as
+ * every other layer; errors report the raw string. An empty value counts as unset. Any PG_RESILIENCE_*
+ * variable that is neither known nor reserved for another module is an error (it is most likely a typo).
+ */
+import type { ConfigIssue } from './config-error.ts';
+import type { ResilienceOptions } from './types.ts';
+
+export const ENV_PREFIX = 'PG_RESILIENCE_';
+
+type EnvKind = 'boolean' | 'integer' | 'number' | 'name' | 'path' | 'rateLimit';
+
+export interface EnvVar {
+  name: string;
+  /** The setting it sets (dotted), if any. */
+  setting?: string;
+  kind: EnvKind;
+  /** What the variable does, for the docs. */
+  description: string;
+  /** Replaces the setting's own "allowed" text in errors, when the variable accepts something else. */
+  allowed?: string;
+}
+
+export const ENV_VARS: ReadonlyArray<EnvVar> = [
+  {
+    name: 'PG_RESILIENCE_DISABLED',
+    setting: 'disabled',
+    kind: 'boolean',
+    description: 'Turn the package off entirely: `true`/`false`, `1`/`0`, `yes`/`no`.',
+    allowed: 'must be one of: true, false, 1, 0, yes, no',
+  },
+  {
+    name: 'PG_RESILIENCE_PROFILE',
+    setting: 'profile',
+    kind: 'name',
+    description: 'The profile to start from: `default` or `batch`.',
+  },
+  {
+    name: 'PG_RESILIENCE_CONFIG',
+    kind: 'path',
+    description:
+      'Path of a JSON file holding any part of the configuration (relative to the working directory).',
+  },
+  {
+    name: 'PG_RESILIENCE_RETRY_ATTEMPTS',
+    setting: 'retry.maxAttempts',
+    kind: 'integer',
+    description: 'Total attempts including the first (per-error-class values keep their own).',
+  },
+  {
+    name: 'PG_RESILIENCE_RETRY_INITIAL_DELAY_MS',
+    setting: 'retry.initialDelayMs',
+    kind: 'integer',
+    description: 'Delay before the first retry, in ms.',
+  },
+  {
+    name: 'PG_RESILIENCE_RETRY_MAX_DELAY_MS',
+    setting: 'retry.maxDelayMs',
+    kind: 'integer',
+    description: 'Upper bound of any single retry delay, in ms.',
+  },
+  {
+    name: 'PG_RESILIENCE_TIMEOUT_MS',
+    setting: 'timeout.queryMs',
+    kind: 'integer',
+    description: 'Per-attempt statement timeout, in ms (0 = off).',
+  },
+  {
+    name: 'PG_RESILIENCE_CONNECT_TIMEOUT_MS',
+    setting: 'timeout.connectMs',
+    kind: 'integer',
+    description: 'Per-attempt connect / pool checkout timeout, in ms (0 = off).',
+  },
+  {
+    name: 'PG_RESILIENCE_RATE_LIMIT',
+    setting: 'rateLimit.ratePerMinute',
+    kind: 'rateLimit',
+    description:
+      'Permits per minute. A positive value also turns the limiter on (`rateLimit.enabled`); 0 turns it off.',
+    allowed:
+      'must be a number of permits per minute: 0 turns the limiter off, a number greater than 0 and at most 60000000 turns it on',
+  },
+  {
+    name: 'PG_RESILIENCE_RATE_LIMIT_BURST',
+    setting: 'rateLimit.burst',
+    kind: 'integer',
+    description: 'Rate limiter bucket size.',
+  },
+  {
+    name: 'PG_RESILIENCE_RATE_LIMIT_STRATEGY',
+    setting: 'rateLimit.strategy',
+    kind: 'name',
+    description: 'What a call does when no permit is free: `wait`, `drop` or `queue`.',
+  },
+  {
+    name: 'PG_RESILIENCE_BREAKER_FAILURES',
+    setting: 'circuitBreaker.consecutiveFailures',
+    kind: 'integer',
+    description: 'Failures in a row that open the breaker (consecutive mode).',
+  },
+  {
+    name: 'PG_RESILIENCE_BREAKER_HALF_OPEN_AFTER_MS',
+    setting: 'circuitBreaker.halfOpenAfterMs',
+    kind: 'integer',
+    description: 'Time the breaker stays open before it lets a probe through, in ms.',
+  },
+  {
+    name: 'PG_RESILIENCE_RECOVERY_INTERVAL_MS',
+    setting: 'recovery.intervalMs',
+    kind: 'integer',
+    description: 'Time between background recovery probes, in ms.',
+  },
+  {
+    name: 'PG_RESILIENCE_BULKHEAD',
+    setting: 'bulkhead.maxConcurrent',
+    kind: 'integer',
+    description: 'Concurrent calls per target (0 = off).',
+  },
+];
+
+/** Variables other modules read: accepted here, not interpreted. */
+export const RESERVED_ENV_VARS: ReadonlyArray<string> = [
+  'PG_RESILIENCE_LOG_LEVEL',
+  'PG_RESILIENCE_HEALTH_PORT',
+  'PG_RESILIENCE_HEALTH_HOST',
+  'PG_RESILIENCE_NODE_CACHE',
+];
+/** Prefixes reserved for other modules (the test harness). */
+export const RESERVED_ENV_PREFIXES: ReadonlyArray<string> = ['PG_RESILIENCE_TEST_'];
+
+const BY_NAME = new Map(ENV_VARS.map((v) => [v.name, v]));
+const NUMBER_TEXT = /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i;
+const BOOLEANS: Record<string, boolean> = {
+  true: true,
+  false: false,
+  1: true,
+  0: false,
+  yes: true,
+  no: false,
+};
+
+/** Where an env-derived setting came from: the variable and its raw value. */
+export interface EnvOrigin {
+  name: string;
+  raw: string;
+  /** Replaces the setting's "allowed" text in errors. */
+  allowed?: string;
+}
+
+export interface EnvLayer {
+  /** The settings the variables set (values parsed; a value that does not parse stays the raw string). */
+  options: ResilienceOptions;
+  /** Dotted setting path → the variable that set it. */
+  origins: Map<string, EnvOrigin>;
+  /** PG_RESILIENCE_CONFIG, if set. */
+  configPath?: string;
+  /** Unknown PG_RESILIENCE_* variables. */
+  issues: ConfigIssue[];
+}
+
+function setPath(target: Record<string, unknown>, dotted: string, value: unknown): void {
+  const keys = dotted.split('.');
+  let node = target;
+  for (const key of keys.slice(0, -1)) {
+    node[key] ??= {};
+    node = node[key] as Record<string, unknown>;
+  }
+  node[keys[keys.length - 1]!] = value;
+}
+
+function parseNumber(raw: string): number | string {
+  const text = raw.trim();
+  return NUMBER_TEXT.test(text) ? Number(text) : raw;
+}
+
+/** Reads the PG_RESILIENCE_* variables of `env`. */
+export function readEnv(env: NodeJS.ProcessEnv): EnvLayer {
+  const options: Record<string, unknown> = {};
+  const origins = new Map<string, EnvOrigin>();
+  const issues: ConfigIssue[] = [];
+  let configPath: string | undefined;
+
+  for (const name of Object.keys(env).sort()) {
+    if (!name.startsWith(ENV_PREFIX)) continue;
+    const raw = env[name];
+    if (raw === undefined || raw === '') continue;
+    const spec = BY_NAME.get(name);
+    if (!spec) {
+      if (RESERVED_ENV_VARS.includes(name) || RESERVED_ENV_PREFIXES.some((p) => name.startsWith(p))) continue;
+      const known = [...ENV_VARS.map((v) => v.name), ...RESERVED_ENV_VARS];
+      const guess = closest(name, known, ENV_PREFIX);
+      issues.push({
+        field: name,
+        value: raw,
+        source: `env ${name}`,
+        allowed: `is not a pg-resilience variable${guess ? ` (did you mean ${guess}?)` : ''}; known variables: ${known.join(', ')}`,
+      });
+      continue;
+    }
+    const origin: EnvOrigin = spec.allowed ? { name, raw, allowed: spec.allowed } : { name, raw };
+    switch (spec.kind) {
+      case 'path':
+        configPath = raw.trim();
+        break;
+      case 'boolean': {
+        const parsed = BOOLEANS[raw.trim().toLowerCase()];
+        setPath(options, spec.setting!, parsed ?? raw);
+        origins.set(spec.setting!, origin);
+        break;
+      }
+      case 'name':
+        setPath(options, spec.setting!, raw.trim().toLowerCase());
+        origins.set(spec.setting!, origin);
+        break;
+      case 'integer':
+      case 'number':
+        setPath(options, spec.setting!, parseNumber(raw));
+        origins.set(spec.setting!, origin);
+        break;
+      case 'rateLimit': {
+        const value = parseNumber(raw);
+        if (value === 0) {
+          setPath(options, 'rateLimit.enabled', false);
+          origins.set('rateLimit.enabled', origin);
+        } else {
+          if (typeof value === 'number' && value > 0) {
+            setPath(options, 'rateLimit.enabled', true);
+            origins.set('rateLimit.enabled', origin);
+          }
+          setPath(options, spec.setting!, value);
+          origins.set(spec.setting!, origin);
+        }
+        break;
+      }
+    }
+  }
+  return configPath === undefined
+    ? { options: options as ResilienceOptions, origins, issues }
+    : { options: options as ResilienceOptions, origins, issues, configPath };
+}
+
+// ---- "did you mean" ----
+
+function distance(a: string, b: string): number {
+  const prev = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    let diag = prev[0]!;
+    prev[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const up = prev[j]!;
+      prev[j] = Math.min(up + 1, prev[j - 1]! + 1, diag + (a[i - 1] === b[j - 1] ? 0 : 1));
+      diag = up;
+    }
+  }
+  return prev[b.length]!;
+}
+
+/**
+ * The candidate closest to `word` (case-insensitive edit distance), if it is close enough to be a
+ * likely typo: at most a third of the word's length (at least 2) edits away.
+ */
+export function closest(word: string, candidates: Iterable<string>, strip = ''): string | undefined {
+  const norm = (s: string) => (strip && s.startsWith(strip) ? s.slice(strip.length) : s).toLowerCase();
+  const w = norm(word);
+  let best: string | undefined;
+  let bestD = Number.POSITIVE_INFINITY;
+  for (const c of candidates) {
+    const d = distance(w, norm(c));
+    if (d < bestD) {
+      best = c;
+      bestD = d;
+    }
+  }
+  return bestD <= Math.max(2, Math.floor(w.length / 3)) ? best : undefined;
+}

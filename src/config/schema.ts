@@ -1,0 +1,372 @@
+/**
+ * zod schemas mirroring src/config/types.ts. Every field carries metadata (`.meta()`):
+ * - `description`: what it does (published in docs/configuration.md, and in `z.toJSONSchema` output);
+ * - `allowed`: what values are accepted, as used in error messages (`must be <allowed>`);
+ * - `type`: the value's type, for the docs.
+ *
+ * Range checks live here. Rules that tie two fields together (initialDelayMs ≤ maxDelayMs…) need the
+ * merged configuration and the source of each value, so they live in resolve.ts; CROSS_FIELD_RULES
+ * below describes them for the docs.
+ */
+import { z } from 'zod';
+import { ERROR_CLASSES, type ErrorClass } from '../classify/types.ts';
+import type { DeepPartial, ResilienceOptions, ResilienceSettings, RetryTiming } from './types.ts';
+
+export interface FieldMeta {
+  description: string;
+  /** Sentence fragment after "must be": `an integer from 1 to 100`. */
+  allowed: string;
+  /** integer, number, boolean, string, object, function. */
+  type: string;
+}
+
+// ---- leaves ----
+
+const int = (min: number, max: number, description: string, zero?: string) =>
+  z
+    .number()
+    .int()
+    .min(min)
+    .max(max)
+    .meta({
+      description,
+      allowed: `an integer from ${min} to ${max}${zero ? ` (0 = ${zero})` : ''}`,
+      type: 'integer',
+    });
+
+const num = (min: number, max: number, description: string) =>
+  z
+    .number()
+    .min(min)
+    .max(max)
+    .meta({ description, allowed: `a number from ${min} to ${max}`, type: 'number' });
+
+const bool = (description: string) =>
+  z.boolean().meta({ description, allowed: 'true or false', type: 'boolean' });
+
+const oneOf = <const T extends readonly [string, ...string[]]>(values: T, description: string) =>
+  z.enum(values).meta({ description, allowed: `one of: ${values.join(', ')}`, type: 'string' });
+
+const object = <T extends z.core.$ZodLooseShape>(shape: T, description: string, allowed?: string) =>
+  z.strictObject(shape).meta({
+    description,
+    allowed: allowed ?? `an object with the keys: ${Object.keys(shape).join(', ')}`,
+    type: 'object',
+  });
+
+/** Longest single delay or wait accepted: 10 minutes. */
+export const MAX_DELAY_MS = 600_000;
+/** Longest timeout accepted: 24 hours. */
+export const MAX_TIMEOUT_MS = 86_400_000;
+
+// ---- retry ----
+
+const retryTimingShape = {
+  maxAttempts: int(1, 100, 'Total attempts including the first (1 = no retry).'),
+  initialDelayMs: int(0, MAX_DELAY_MS, 'Delay before the first retry, in ms.'),
+  maxDelayMs: int(0, MAX_DELAY_MS, 'Upper bound of any single delay between attempts, in ms.'),
+  multiplier: num(1, 10, "Growth factor between delays (cockatiel's `exponent`)."),
+  jitter: oneOf(
+    ['decorrelated', 'full', 'none'],
+    'Randomisation of the delays: decorrelated (cockatiel’s decorrelatedJitterGenerator), full, or none.',
+  ),
+};
+
+const retryTimingOverride = z
+  .strictObject(retryTimingShape)
+  .partial()
+  .meta({
+    description: 'Overrides of attempts and backoff for one error class; unset fields come from retry.*.',
+    allowed: `an object with any of the keys: ${Object.keys(retryTimingShape).join(', ')}`,
+    type: 'object',
+  });
+
+const perErrorClassSchema = object(
+  Object.fromEntries(ERROR_CLASSES.map((c) => [c, retryTimingOverride.optional()])),
+  'Per error class overrides of attempts and backoff (e.g. more patient for connect refusals). Keys are the error classes of docs/error-classification.md.',
+  `an object keyed by error class (${ERROR_CLASSES.join(', ')})`,
+) as unknown as z.ZodType<Partial<Record<ErrorClass, Partial<RetryTiming>>>>;
+
+const budgetSchema = object(
+  {
+    enabled: bool(
+      'Cap retries to a share of recent calls, so retries cannot multiply the load of an outage.',
+    ),
+    ratio: num(0, 1, 'Retries may not exceed this share of the calls made in the window.'),
+    windowMs: int(1, MAX_DELAY_MS, 'Length of the sliding window, in ms.'),
+    minRetries: int(
+      0,
+      1_000_000,
+      'Retries always allowed per window whatever the ratio, so a quiet target can still retry.',
+    ),
+  },
+  'Retry budget: a cap on retries relative to traffic.',
+);
+
+const retrySchema = object(
+  {
+    enabled: bool('Retry failed calls that are classified transient and safe to repeat.'),
+    ...retryTimingShape,
+    perErrorClass: perErrorClassSchema,
+    budget: budgetSchema,
+  },
+  'Retries of transient failures, with exponential backoff.',
+);
+
+// ---- the others ----
+
+const circuitBreakerSchema = object(
+  {
+    enabled: bool('Stop calling a target that keeps failing; let probes through after a pause.'),
+    mode: oneOf(
+      ['consecutive', 'failure_rate'],
+      '`consecutive`: open after N failures in a row; `failure_rate`: open when the failure share in a sliding window exceeds a threshold.',
+    ),
+    consecutiveFailures: int(1, 1000, 'consecutive mode: failures in a row that open the breaker.'),
+    failureRateThreshold: num(
+      0,
+      1,
+      'failure_rate mode: share of failed calls that opens the breaker (more than 0, less than 1).',
+    ),
+    failureRateWindowMs: int(1, MAX_DELAY_MS, 'failure_rate mode: sliding window length, in ms.'),
+    minimumRps: num(
+      0,
+      1_000_000,
+      'failure_rate mode: calls per second needed in the window before the rate is judged.',
+    ),
+    halfOpenAfterMs: int(
+      0,
+      MAX_DELAY_MS,
+      'Time the breaker stays open before it lets probes through (half-open), in ms.',
+    ),
+    halfOpenMaxProbes: int(
+      1,
+      1000,
+      'Calls let through at once while half-open; the others are rejected at once.',
+    ),
+    successesToClose: int(1, 1000, 'Successful half-open calls needed to close; any failure re-opens.'),
+  },
+  'Circuit breaker, one per target.',
+);
+
+const rateLimitSchema = object(
+  {
+    enabled: bool(
+      'Limit the call rate per target (off by default: a rate limit slows a healthy app by design).',
+    ),
+    ratePerMinute: z.number().gt(0).max(60_000_000).meta({
+      description: 'Sustained permits per minute.',
+      allowed: 'a number greater than 0 and at most 60000000',
+      type: 'number',
+    }),
+    burst: int(1, 1_000_000, 'Bucket size: permits available at once after a quiet period.'),
+    strategy: oneOf(
+      ['wait', 'drop', 'queue'],
+      'When no permit is free: wait (FIFO, up to maxWaitMs), drop (reject at once), queue (bounded FIFO of maxQueueSize, reject when full).',
+    ),
+    maxQueueSize: int(0, 1_000_000, 'queue strategy: most calls waiting at once.'),
+    maxWaitMs: int(
+      0,
+      MAX_DELAY_MS,
+      'wait and queue strategies: longest a call waits for a permit before it is rejected, in ms (0 = no limit).',
+      'no limit',
+    ),
+  },
+  'Token-bucket rate limiter, one per target.',
+);
+
+const timeoutSchema = object(
+  {
+    queryMs: int(
+      0,
+      MAX_TIMEOUT_MS,
+      "Per-attempt limit for a statement, in ms (0 = off: rely on the server's statement_timeout).",
+      'off',
+    ),
+    connectMs: int(
+      0,
+      MAX_TIMEOUT_MS,
+      'Per-attempt limit for getting a connection (connect or pool checkout), in ms (0 = off).',
+      'off',
+    ),
+  },
+  'Client-side timeouts, per attempt.',
+);
+
+const bulkheadSchema = object(
+  {
+    maxConcurrent: int(0, 100_000, 'Concurrent calls per target (0 = off).', 'off'),
+    maxQueue: int(0, 1_000_000, 'Calls that may wait for a slot when maxConcurrent are running.'),
+  },
+  'Concurrency cap per target.',
+);
+
+const recoverySchema = object(
+  {
+    enabled: bool('Probe a target whose breaker is open in the background (connect + SELECT 1).'),
+    intervalMs: int(0, MAX_DELAY_MS, 'Time between probes, in ms.'),
+    maxAttempts: int(
+      0,
+      1_000_000,
+      'Probes per outage before the loop stops and leaves recovery to traffic (0 = no limit).',
+      'no limit',
+    ),
+  },
+  'Background recovery probes while a breaker is open.',
+);
+
+/** One target's complete settings. */
+export const settingsSchema = object(
+  {
+    retry: retrySchema,
+    circuitBreaker: circuitBreakerSchema,
+    rateLimit: rateLimitSchema,
+    timeout: timeoutSchema,
+    bulkhead: bulkheadSchema,
+    recovery: recoverySchema,
+  },
+  'The settings one target’s policies are built from.',
+);
+
+// ---- partial schemas: what the layers (file, env, code, per-target overrides) may hold ----
+
+function unwrap(schema: z.ZodType): z.ZodType {
+  let s = schema;
+  while (s instanceof z.ZodOptional) s = s.unwrap() as z.ZodType;
+  return s;
+}
+
+/** The same schema with every object field optional, at every depth (zod 4 has no deepPartial). */
+function deepPartial(schema: z.ZodType): z.ZodType {
+  const s = unwrap(schema);
+  if (!(s instanceof z.ZodObject)) return s;
+  const shape: Record<string, z.ZodType> = {};
+  for (const [key, field] of Object.entries(s.shape as Record<string, z.ZodType>)) {
+    shape[key] = deepPartial(field).optional();
+  }
+  return z.strictObject(shape).meta(s.meta() ?? {});
+}
+
+/** What a per-target override may hold: any subset of the settings. */
+export const settingsOverrideSchema = deepPartial(settingsSchema) as z.ZodType<
+  DeepPartial<ResilienceSettings>
+>;
+
+const TARGET_KEY_SHAPE = '`host:port/database` (port from 1 to 65535)';
+const TARGET_KEY_HELP = 'host:port/database with a port from 1 to 65535, e.g. "db.internal:5432/app"';
+
+const configFieldsShape = {
+  disabled: bool('Turn the package off entirely (pg is left unpatched).'),
+  profile: oneOf(
+    ['default', 'batch'],
+    'The defaults to start from: `default` (online apps) or `batch` (background jobs).',
+  ),
+  targets: z.record(z.string(), settingsOverrideSchema.optional()).meta({
+    description: `Per-target overrides, keyed ${TARGET_KEY_SHAPE} exactly as pg-resilience names the target, deep-merged over the settings above.`,
+    allowed: `an object keyed ${TARGET_KEY_HELP}`,
+    type: 'object',
+  }),
+};
+
+const classifySchema = z
+  .custom<NonNullable<ResilienceOptions['classify']>>((v) => typeof v === 'function')
+  .meta({
+    description:
+      'Extend or override the error classification: `(error, defaults) => Partial<ErrorClassification> | undefined` (code only).',
+    allowed: 'a function (error, defaults) => Partial<ErrorClassification> | undefined',
+    type: 'function',
+  });
+
+/** What the JSON file (PG_RESILIENCE_CONFIG) may hold: everything but `classify`. */
+export const fileOptionsSchema = z
+  .strictObject({
+    ...(deepPartial(settingsSchema) as z.ZodObject).shape,
+    disabled: configFieldsShape.disabled.optional(),
+    profile: configFieldsShape.profile.optional(),
+    targets: configFieldsShape.targets.optional(),
+  })
+  .meta({ description: 'The JSON file', allowed: 'a JSON object', type: 'object' });
+
+/** What code may pass (`ResilienceOptions`). */
+export const optionsSchema = fileOptionsSchema
+  .extend({ classify: classifySchema.optional() })
+  .meta({ description: 'The options object', allowed: 'an object', type: 'object' });
+
+/** The whole resolved configuration (for JSON Schema generation and the docs). */
+export const configSchema = settingsSchema
+  .extend({ ...configFieldsShape, classify: classifySchema.optional() })
+  .meta(settingsSchema.meta() ?? {});
+
+// ---- walking the schemas ----
+
+/** The metadata of a schema node (unwrapping `optional`). */
+export function metaOf(schema: z.ZodType): FieldMeta | undefined {
+  const m = unwrap(schema).meta() as Partial<FieldMeta> | undefined;
+  return m?.description !== undefined && m.allowed !== undefined && m.type !== undefined
+    ? (m as FieldMeta)
+    : undefined;
+}
+
+/** The schema node at `path` under `root`, or undefined if the path leaves the schema. */
+export function schemaAt(root: z.ZodType, path: ReadonlyArray<PropertyKey>): z.ZodType | undefined {
+  let s: z.ZodType | undefined = unwrap(root);
+  for (const key of path) {
+    if (s instanceof z.ZodObject) {
+      const shape: Record<string, z.ZodType> = s.shape;
+      const next: z.ZodType | undefined = Object.hasOwn(shape, String(key)) ? shape[String(key)] : undefined;
+      s = next === undefined ? undefined : unwrap(next);
+    } else if (s instanceof z.ZodRecord) {
+      s = unwrap(s.valueType as z.ZodType);
+    } else {
+      return undefined;
+    }
+    if (s === undefined) return undefined;
+  }
+  return s;
+}
+
+/** The keys an object node accepts (for "did you mean" and "known keys" hints). */
+export function keysAt(root: z.ZodType, path: ReadonlyArray<PropertyKey>): string[] {
+  const s = schemaAt(root, path);
+  return s instanceof z.ZodObject ? Object.keys(s.shape) : [];
+}
+
+export interface LeafField {
+  path: string[];
+  schema: z.ZodType;
+  meta: FieldMeta;
+}
+
+/** Every leaf of the settings (perErrorClass and its classes count as one leaf: an object). */
+export function settingsLeaves(root: z.ZodType = settingsSchema, prefix: string[] = []): LeafField[] {
+  const s = unwrap(root);
+  const out: LeafField[] = [];
+  if (s instanceof z.ZodObject) {
+    for (const [key, field] of Object.entries(s.shape as Record<string, z.ZodType>)) {
+      const child = unwrap(field);
+      const meta = metaOf(child);
+      if (child instanceof z.ZodObject && key !== 'perErrorClass')
+        out.push(...settingsLeaves(child, [...prefix, key]));
+      else if (meta) out.push({ path: [...prefix, key], schema: child, meta });
+    }
+  }
+  return out;
+}
+
+/** The rules between fields, checked on the merged configuration (and on every target's settings). */
+export const CROSS_FIELD_RULES: ReadonlyArray<string> = [
+  '`retry.initialDelayMs` ≤ `retry.maxDelayMs`, and the same for every `retry.perErrorClass` entry once merged with `retry.*`.',
+  '`rateLimit.strategy` `queue` needs `rateLimit.maxQueueSize` ≥ 1.',
+  '`circuitBreaker.mode` `failure_rate` needs `circuitBreaker.failureRateThreshold` above 0 and below 1.',
+  '`recovery.enabled` needs `recovery.intervalMs` ≥ 1.',
+  'An enabled retry budget with `ratio` 0 and `minRetries` 0 would block every retry: set `retry.enabled` false instead.',
+  'Target keys are shaped `host:port/database` with a numeric port from 1 to 65535.',
+];
+
+export const TARGET_KEY_ALLOWED = `a key shaped ${TARGET_KEY_HELP}`;
+
+// ---- the schemas mirror the contract (a type error here means types.ts and this file disagree) ----
+
+type Equals<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false;
+const settingsMirror: Equals<z.infer<typeof settingsSchema>, ResilienceSettings> = true;
+void settingsMirror;
