@@ -3,7 +3,16 @@
 import './node-guard.ts';
 
 export type { ClassifierOverride, ErrorClass, ErrorClassification, ServerReach } from './classify/types.ts';
+export { classifyError } from './classify/index.ts';
 export { ERROR_CLASSES } from './classify/types.ts';
+export {
+  ConfigError,
+  type ConfigIssue,
+  isConfigError,
+  PROFILES,
+  resolveConfig,
+  settingsForTarget,
+} from './config/index.ts';
 export type {
   Backpressure,
   BreakerMode,

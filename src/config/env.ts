@@ -28,7 +28,8 @@ export const ENV_VARS: ReadonlyArray<EnvVar> = [
     name: 'PG_RESILIENCE_DISABLED',
     setting: 'disabled',
     kind: 'boolean',
-    description: 'Turn the package off entirely: `true`/`false`, `1`/`0`, `yes`/`no`.',
+    description:
+      'Turn the package off entirely: `true`/`false`, `1`/`0`, `yes`/`no`. The kill switch: `true` wins over code and skips validating the rest of the configuration.',
     allowed: 'must be one of: true, false, 1, 0, yes, no',
   },
   {
@@ -47,7 +48,8 @@ export const ENV_VARS: ReadonlyArray<EnvVar> = [
     name: 'PG_RESILIENCE_RETRY_ATTEMPTS',
     setting: 'retry.maxAttempts',
     kind: 'integer',
-    description: 'Total attempts including the first (per-error-class values keep their own).',
+    description:
+      'Total attempts including the first; also caps the per-error-class attempts of the profile and the file (`1` = no retries at all).',
   },
   {
     name: 'PG_RESILIENCE_RETRY_INITIAL_DELAY_MS',

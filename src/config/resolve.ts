@@ -403,6 +403,10 @@ export interface ResolveInput {
  */
 export function resolveConfig(input: ResolveInput = {}): ResilienceConfig {
   const env = input.env ?? process.env;
+  // The kill switch: PG_RESILIENCE_DISABLED=true wins over everything and skips the rest of the
+  // configuration, so an operator can switch the package off even when a bad file or variable would
+  // otherwise stop the app from starting.
+  if (killSwitchOn(env)) return DISABLED_CONFIG;
   const readFile: ReadFile = input.readFile ?? readFileUtf8;
   const issues: ConfigIssue[] = [];
   const invalid = new Set<string>();
@@ -475,6 +479,8 @@ export function resolveConfig(input: ResolveInput = {}): ResilienceConfig {
   );
   mergeInto(merged, codeData, [], () => CODE_ORIGIN, origins);
 
+  capClassAttempts(merged, envData, origins);
+
   const settings = Object.fromEntries(
     SETTINGS_KEYS.map((k) => [k, merged[k]]),
   ) as unknown as ResilienceSettings;
@@ -503,6 +509,36 @@ export function resolveConfig(input: ResolveInput = {}): ResilienceConfig {
   const classify = codeData.classify;
   if (typeof classify === 'function') config.classify = classify as ResilienceConfig['classify'];
   return deepFreeze(config);
+}
+
+const KILL_SWITCH_ON = new Set(['true', '1', 'yes']);
+function killSwitchOn(env: NodeJS.ProcessEnv): boolean {
+  const raw = env.PG_RESILIENCE_DISABLED;
+  return typeof raw === 'string' && KILL_SWITCH_ON.has(raw.trim().toLowerCase());
+}
+const DISABLED_CONFIG: ResilienceConfig = deepFreeze({
+  disabled: true,
+  profile: 'default',
+  ...(clone(PROFILES.default) as ResilienceSettings),
+  targets: {},
+});
+
+/**
+ * PG_RESILIENCE_RETRY_ATTEMPTS is an operator's switch: it caps the per-error-class attempts that came
+ * from the profile or the file too, so `=1` means no retries at all (not "none except for the classes
+ * the profile makes more patient"). Per-class values set in code or higher are left alone.
+ */
+function capClassAttempts(merged: Obj, envData: Obj, origins: Map<string, Origin>): void {
+  const envRetry = envData.retry;
+  const cap = isObject(envRetry) ? envRetry.maxAttempts : undefined;
+  const retry = merged.retry;
+  if (typeof cap !== 'number' || !isObject(retry) || !isObject(retry.perErrorClass)) return;
+  for (const [cls, timing] of Object.entries(retry.perErrorClass)) {
+    if (!isObject(timing) || typeof timing.maxAttempts !== 'number' || timing.maxAttempts <= cap) continue;
+    const origin = origins.get(label(['retry', 'perErrorClass', cls, 'maxAttempts']));
+    if ((origin?.rank ?? 0) >= 2) continue;
+    timing.maxAttempts = cap;
+  }
 }
 
 const baseCache = new WeakMap<ResilienceConfig, ResilienceSettings>();

@@ -327,9 +327,10 @@ describe('precedence: profile < file < env < code', () => {
     ] as const) {
       assert.equal(resolve({ env: { PG_RESILIENCE_DISABLED: raw } }).disabled, want, raw);
     }
+    // The kill switch wins over code (see config-operator-switches.test.ts).
     assert.equal(
       resolve({ env: { PG_RESILIENCE_DISABLED: 'true' }, options: { disabled: false } }).disabled,
-      false,
+      true,
     );
   });
 
