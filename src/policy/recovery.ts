@@ -1,0 +1,198 @@
+/**
+ * Background recovery for one target: while its breaker is not closed, probe it every `intervalMs`
+ * through `breaker.probe()` (which half-opens an open breaker early), so a server that is back closes the
+ * breaker without risking user traffic on it, and without waiting for any traffic at all.
+ *
+ * - An outage starts when the breaker opens and ends when it closes. Probes run on a grid of
+ *   `intervalMs` from the opening, never two at once: a probe slower than the interval makes the loop
+ *   skip grid points, not overlap. Re-openings within the outage (a failed probe, failed traffic) keep
+ *   the grid and the attempt count.
+ * - After `maxAttempts` probes in one outage (0 = no limit) the loop stops, leaving recovery to traffic
+ *   (the breaker half-opens on its own timer); the next outage starts with a fresh count.
+ * - When every half-open slot is taken (traffic is probing already), the attempt is skipped: not counted,
+ *   no event.
+ * - When the breaker closes while a probe is running (traffic closed it), or on dispose(), the probe's
+ *   signal is aborted and its outcome is not reported.
+ *
+ * Hand-written: the pg-specific probe (connect + SELECT 1) is supplied by the instrumentation.
+ */
+import type { Event, IDisposable } from 'cockatiel';
+import type { RecoverySettings } from '../config/types.ts';
+import type { CircuitBreaker } from './circuit-breaker.ts';
+import { type Clock, realClock } from './clock.ts';
+import { type CircuitStateChangeEvent, type RecoveryAttemptEvent, SafeEventEmitter } from './events.ts';
+
+/** One running probe. */
+interface Running {
+  readonly controller: AbortController;
+  /** The probe function has settled (its outcome is what the breaker records). */
+  settled: boolean;
+}
+
+export class RecoveryLoop {
+  readonly target: string;
+  readonly #enabled: boolean;
+  readonly #intervalMs: number;
+  readonly #maxAttempts: number;
+  readonly #breaker: CircuitBreaker;
+  readonly #probe: (signal: AbortSignal) => Promise<void>;
+  readonly #clock: Clock;
+  readonly #attempt = new SafeEventEmitter<RecoveryAttemptEvent>();
+  #subscription: IDisposable | undefined;
+
+  #inOutage = false;
+  /** Grid origin: when the current outage started. */
+  #origin = 0;
+  #attempts = 0;
+  #timer: unknown;
+  #nextAttemptAt: number | undefined;
+  #running: Running | undefined;
+  #disposed = false;
+
+  /** Fires when a probe finishes (not for skipped or aborted ones). */
+  readonly onAttempt: Event<RecoveryAttemptEvent> = this.#attempt.addListener;
+
+  constructor(
+    settings: RecoverySettings,
+    breaker: CircuitBreaker,
+    probe: (signal: AbortSignal) => Promise<void>,
+    target: string,
+    clock: Clock = realClock,
+  ) {
+    this.target = target;
+    this.#enabled = settings.enabled;
+    this.#intervalMs = Math.max(1, settings.intervalMs);
+    this.#maxAttempts = Math.max(0, settings.maxAttempts);
+    this.#breaker = breaker;
+    this.#probe = probe;
+    this.#clock = clock;
+    if (!this.#enabled) return;
+    this.#subscription = breaker.onStateChange((e) => this.#onStateChange(e));
+    if (breaker.state !== 'closed') this.#startOutage(clock.now());
+  }
+
+  /** Epoch ms of the next probe; undefined while none is scheduled (closed, probing now, stopped, disabled). */
+  get nextAttemptAt(): number | undefined {
+    return this.#nextAttemptAt;
+  }
+
+  /** Stops probing for good: clears the timer, aborts a running probe, stops listening to the breaker. */
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    this.#subscription?.dispose();
+    this.#subscription = undefined;
+    this.#stop();
+  }
+
+  #onStateChange(e: CircuitStateChangeEvent): void {
+    if (this.#disposed) return;
+    if (e.to === 'closed') {
+      this.#inOutage = false;
+      this.#attempts = 0;
+      this.#stop();
+    } else if (e.to === 'open' && !this.#inOutage) {
+      this.#startOutage(e.at);
+    }
+  }
+
+  #startOutage(at: number): void {
+    this.#inOutage = true;
+    this.#attempts = 0;
+    this.#origin = at;
+    this.#schedule(at + this.#intervalMs);
+  }
+
+  #schedule(at: number): void {
+    this.#clearTimer();
+    this.#nextAttemptAt = at;
+    this.#timer = this.#clock.setTimeout(
+      () => {
+        this.#timer = undefined;
+        this.#nextAttemptAt = undefined;
+        this.#run();
+      },
+      Math.max(0, at - this.#clock.now()),
+    );
+  }
+
+  /** The next grid point strictly after now. */
+  #scheduleNext(): void {
+    const now = this.#clock.now();
+    const k = Math.floor((now - this.#origin) / this.#intervalMs) + 1;
+    this.#schedule(this.#origin + k * this.#intervalMs);
+  }
+
+  #run(): void {
+    if (this.#disposed || !this.#inOutage || this.#running) return;
+    if (this.#breaker.state === 'closed') {
+      // Closed without us hearing it (cannot happen while subscribed; kept as a guard).
+      this.#inOutage = false;
+      return;
+    }
+    const running: Running = { controller: new AbortController(), settled: false };
+    this.#running = running;
+    const attempt = ++this.#attempts;
+    const startedAt = this.#clock.now();
+    let ran = false;
+    const probe = (): Promise<void> => {
+      ran = true;
+      let p: Promise<void>;
+      try {
+        p = this.#probe(running.controller.signal);
+      } catch (error) {
+        p = Promise.reject(error);
+      }
+      return p.finally(() => {
+        running.settled = true;
+      });
+    };
+    this.#breaker.probe(probe).then(
+      () => this.#finish(running, ran, attempt, startedAt, 'success', undefined),
+      (error: unknown) => this.#finish(running, ran, attempt, startedAt, 'failure', error),
+    );
+  }
+
+  #finish(
+    running: Running,
+    ran: boolean,
+    attempt: number,
+    startedAt: number,
+    outcome: 'success' | 'failure',
+    error: unknown,
+  ): void {
+    if (this.#running === running) this.#running = undefined;
+    // Aborted by us (the breaker closed meanwhile, or dispose): the outcome says nothing.
+    if (running.controller.signal.aborted) return;
+    if (!ran) {
+      // Every half-open slot was busy: traffic is probing. Not an attempt.
+      if (this.#inOutage && this.#attempts === attempt) this.#attempts--;
+    } else {
+      const durationMs = this.#clock.now() - startedAt;
+      this.#attempt.emit(
+        outcome === 'success'
+          ? { target: this.target, attempt, outcome, durationMs }
+          : { target: this.target, attempt, outcome, durationMs, error },
+      );
+    }
+    if (this.#disposed || !this.#inOutage) return;
+    if (this.#maxAttempts > 0 && this.#attempts >= this.#maxAttempts) return;
+    this.#scheduleNext();
+  }
+
+  /** Clears the timer and aborts a probe still running. */
+  #stop(): void {
+    this.#clearTimer();
+    this.#nextAttemptAt = undefined;
+    const running = this.#running;
+    this.#running = undefined;
+    if (running && !running.settled) running.controller.abort();
+  }
+
+  #clearTimer(): void {
+    if (this.#timer !== undefined) {
+      this.#clock.clearTimeout(this.#timer);
+      this.#timer = undefined;
+    }
+  }
+}
