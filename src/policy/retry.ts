@@ -1,0 +1,268 @@
+/**
+ * The retry loop.
+ *
+ * Hand-written around cockatiel's backoffs (see backoff.ts) rather than cockatiel's `retry()` policy:
+ * - attempts and backoff are tuned per error class (`retry.perErrorClass`), and each class walks its
+ *   own backoff sequence within one call; cockatiel's `retry(handleWhen(…), { maxAttempts, backoff })`
+ *   has one attempt limit and one backoff per policy;
+ * - a retry budget is consulted before every retry, and a per-call safety veto (`canRetry`: dispatch
+ *   tracking, transaction status, idempotence) decides whether this call may be repeated at all;
+ *   cockatiel's `handleWhen` predicate sees only the error, neither the attempt number nor the call;
+ * - a refused retry must surface the original error object (transparency) and say why it was
+ *   refused (`onSuppressed`), which cockatiel's `onGiveUp` cannot distinguish.
+ *
+ * Rules, in the order they are applied after a failed attempt:
+ * 1. not transient (including every `resilience_rejection`, e.g. the breaker's own CircuitOpenError):
+ *    rethrow at once, no event;
+ * 2. the safety veto refuses: `onSuppressed(reason)`, rethrow;
+ * 3. the attempts allowed for this error's class are used up (`attempt >= maxAttempts` of that class,
+ *    counting every attempt of the call): `onExhausted`, rethrow the last error;
+ * 4. the caller's signal already aborted: reject with its reason;
+ * 5. the retry budget refuses: `onSuppressed('budget')`, rethrow;
+ * 6. `onRetry`, wait this class's next backoff delay (abortable through `ctx.signal`), try again.
+ * Errors always surface as thrown (the same object), never wrapped.
+ */
+import type { Event, IBackoff, IBackoffFactory } from 'cockatiel';
+import type { ErrorClass, ErrorClassification } from '../classify/types.ts';
+import type { RetrySettings } from '../config/types.ts';
+import { createBackoff } from './backoff.ts';
+import { type Clock, realClock } from './clock.ts';
+import {
+  type OperationKind,
+  type RetryEvent,
+  type RetryExhaustedEvent,
+  type RetrySuppressedEvent,
+  SafeEventEmitter,
+  type SuppressReason,
+} from './events.ts';
+import type { RetryBudget } from './retry-budget.ts';
+
+export interface RetryContext {
+  readonly operation: OperationKind;
+  /** Aborting it during a backoff wait rejects the call at once with the signal's reason. */
+  readonly signal?: AbortSignal;
+  /**
+   * Safety veto, asked after a transient failure before retrying: return true to allow, or a
+   * SuppressReason ('in_transaction' | 'unknown_outcome' | 'submittable' …) to refuse. The
+   * instrumentation supplies it (dispatch tracking, transaction status, idempotence). Default: allow
+   * only when `classification.reachedServer !== 'unknown'`. A veto that throws refuses ('not_retryable').
+   */
+  canRetry?(error: unknown, classification: ErrorClassification, attempt: number): true | SuppressReason;
+}
+
+/** Attempts and backoff for one error class (or the base settings). */
+interface ClassPlan {
+  readonly maxAttempts: number;
+  readonly backoff: IBackoffFactory<unknown>;
+}
+
+/** The default veto: never repeat something that may already have been applied. */
+const defaultCanRetry = (_error: unknown, c: ErrorClassification): true | SuppressReason =>
+  c.reachedServer !== 'unknown' ? true : 'unknown_outcome';
+
+export class RetryPolicy {
+  private readonly retryEmitter = new SafeEventEmitter<RetryEvent>();
+  private readonly exhaustedEmitter = new SafeEventEmitter<RetryExhaustedEvent>();
+  private readonly suppressedEmitter = new SafeEventEmitter<RetrySuppressedEvent>();
+  /** A retry is about to happen (after its backoff delay). */
+  readonly onRetry: Event<RetryEvent> = this.retryEmitter.addListener;
+  /** A transient failure could not be retried: the attempts for its class were used up. */
+  readonly onExhausted: Event<RetryExhaustedEvent> = this.exhaustedEmitter.addListener;
+  /** A transient failure was not retried: vetoed (unsafe), or the retry budget is spent. */
+  readonly onSuppressed: Event<RetrySuppressedEvent> = this.suppressedEmitter.addListener;
+
+  private readonly target: string;
+  private readonly classify: (error: unknown) => ErrorClassification;
+  private readonly budget: RetryBudget | undefined;
+  private readonly clock: Clock;
+  private readonly enabled: boolean;
+  private readonly base: ClassPlan;
+  private readonly perClass: ReadonlyMap<ErrorClass, ClassPlan>;
+
+  constructor(
+    settings: RetrySettings,
+    target: string,
+    classify: (error: unknown) => ErrorClassification,
+    budget?: RetryBudget,
+    clock: Clock = realClock,
+  ) {
+    this.target = target;
+    this.classify = classify;
+    this.budget = budget;
+    this.clock = clock;
+    this.enabled = settings.enabled && settings.maxAttempts > 1 ? true : hasMoreAttempts(settings);
+    this.base = { maxAttempts: settings.maxAttempts, backoff: createBackoff(settings) };
+    const perClass = new Map<ErrorClass, ClassPlan>();
+    for (const [errorClass, override] of Object.entries(settings.perErrorClass ?? {})) {
+      if (!override) continue;
+      const timing = { ...pickTiming(settings), ...withoutUndefined(override) };
+      perClass.set(errorClass as ErrorClass, {
+        maxAttempts: timing.maxAttempts,
+        backoff: createBackoff(timing),
+      });
+    }
+    this.perClass = perClass;
+  }
+
+  /**
+   * Runs `fn(1)`, and again with the next attempt number after each retryable failure. Resolves with the
+   * first success; rejects with the error that ended the call (the same object `fn` threw), or with
+   * `ctx.signal`'s reason when it aborts during a backoff wait.
+   */
+  async execute<T>(fn: (attempt: number) => Promise<T>, ctx: RetryContext): Promise<T> {
+    if (!this.enabled) return fn(1);
+    this.budget?.recordCall();
+    let attempt = 1;
+    // Per call, per error class: where that class is in its backoff sequence. Allocated on the first failure.
+    let backoffs: Map<ErrorClass, IBackoff<unknown>> | undefined;
+    for (;;) {
+      try {
+        return await fn(attempt);
+      } catch (error) {
+        backoffs ??= new Map();
+        const delayMs = this.afterFailure(error, attempt, ctx, backoffs);
+        if (delayMs > 0) await this.sleep(delayMs, ctx.signal);
+        attempt++;
+      }
+    }
+  }
+
+  /** Decides what follows a failed attempt: returns the delay before the next one, or throws. */
+  private afterFailure(
+    error: unknown,
+    attempt: number,
+    ctx: RetryContext,
+    backoffs: Map<ErrorClass, IBackoff<unknown>>,
+  ): number {
+    const c = this.classify(error);
+    if (!c.transient) throw error;
+
+    const verdict = veto(ctx, error, c, attempt);
+    if (verdict !== true) {
+      this.suppressedEmitter.emit({
+        target: this.target,
+        operation: ctx.operation,
+        reason: verdict,
+        attempt,
+        error,
+        errorType: c.errorType,
+      });
+      throw error;
+    }
+
+    const plan = this.perClass.get(c.errorClass) ?? this.base;
+    if (attempt >= plan.maxAttempts) {
+      this.exhaustedEmitter.emit({
+        target: this.target,
+        operation: ctx.operation,
+        attempts: attempt,
+        error,
+        errorType: c.errorType,
+      });
+      throw error;
+    }
+
+    if (ctx.signal?.aborted) throw ctx.signal.reason;
+
+    if (this.budget && !this.budget.tryAcquire()) {
+      this.suppressedEmitter.emit({
+        target: this.target,
+        operation: ctx.operation,
+        reason: 'budget',
+        attempt,
+        error,
+        errorType: c.errorType,
+      });
+      throw error;
+    }
+
+    const previous = backoffs.get(c.errorClass);
+    const backoff = previous ? previous.next(undefined) : plan.backoff.next(undefined);
+    backoffs.set(c.errorClass, backoff);
+    const delayMs = backoff.duration;
+    this.retryEmitter.emit({
+      target: this.target,
+      operation: ctx.operation,
+      attempt,
+      maxAttempts: plan.maxAttempts,
+      delayMs,
+      error,
+      errorType: c.errorType,
+      errorClass: c.errorClass,
+    });
+    return delayMs;
+  }
+
+  /**
+   * Waits `ms`; rejects with the signal's reason as soon as it aborts (clearing the timer). The timer
+   * is ref'd again although the clock unrefs its timers: someone is awaiting this call, and with the
+   * server down there may be no socket left to keep the process alive, so an unref'd backoff would let
+   * a script exit silently in the middle of a retry.
+   */
+  private sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      if (!signal) {
+        keepAlive(this.clock.setTimeout(resolve, ms));
+        return;
+      }
+      if (signal.aborted) {
+        reject(signal.reason);
+        return;
+      }
+      const onAbort = (): void => {
+        this.clock.clearTimeout(handle);
+        reject(signal.reason);
+      };
+      const handle = this.clock.setTimeout(() => {
+        signal.removeEventListener('abort', onAbort);
+        resolve();
+      }, ms);
+      keepAlive(handle);
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+}
+
+function veto(
+  ctx: RetryContext,
+  error: unknown,
+  c: ErrorClassification,
+  attempt: number,
+): true | SuppressReason {
+  if (!ctx.canRetry) return defaultCanRetry(error, c);
+  try {
+    return ctx.canRetry(error, c, attempt);
+  } catch {
+    return 'not_retryable';
+  }
+}
+
+/** Retries can happen at all: globally enabled and some class (or the base) allows a second attempt. */
+function hasMoreAttempts(settings: RetrySettings): boolean {
+  if (!settings.enabled) return false;
+  for (const override of Object.values(settings.perErrorClass ?? {})) {
+    if (override?.maxAttempts !== undefined && override.maxAttempts > 1) return true;
+  }
+  return false;
+}
+
+function pickTiming(s: RetrySettings) {
+  return {
+    maxAttempts: s.maxAttempts,
+    initialDelayMs: s.initialDelayMs,
+    maxDelayMs: s.maxDelayMs,
+    multiplier: s.multiplier,
+    jitter: s.jitter,
+  };
+}
+
+function withoutUndefined<T extends object>(o: T): Partial<T> {
+  const out: Partial<T> = {};
+  for (const [k, v] of Object.entries(o)) if (v !== undefined) (out as Record<string, unknown>)[k] = v;
+  return out;
+}
+
+/** Ref a Node timer handle (no-op for other clocks' handles). */
+function keepAlive(handle: unknown): void {
+  (handle as { ref?: () => void } | null)?.ref?.();
+}

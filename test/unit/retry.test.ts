@@ -1,0 +1,470 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import FakeTimers from '@sinonjs/fake-timers';
+import { classifyError } from '../../src/classify/index.ts';
+import type { ErrorClass, ErrorClassification, ServerReach } from '../../src/classify/types.ts';
+import type { RetrySettings } from '../../src/config/types.ts';
+import { CircuitOpenError } from '../../src/errors.ts';
+import type { Clock } from '../../src/policy/clock.ts';
+import type { RetryEvent, RetryExhaustedEvent, RetrySuppressedEvent } from '../../src/policy/events.ts';
+import { RetryPolicy } from '../../src/policy/retry.ts';
+import { RetryBudget } from '../../src/policy/retry-budget.ts';
+
+// ---- helpers ----
+
+function fakeClock() {
+  const fake = FakeTimers.createClock(1_700_000_000_000);
+  const clock: Clock = {
+    now: () => fake.now,
+    setTimeout: (cb, ms) => fake.setTimeout(cb, ms),
+    clearTimeout: (h) => fake.clearTimeout(h as FakeTimers.TimerId),
+  };
+  return { fake, clock };
+}
+
+/** Lets pending promise callbacks run (the retry loop registers its timer after a microtask or two). */
+const flush = () => new Promise<void>((r) => setImmediate(r));
+
+/** A test error that carries its own classification. */
+class TestError extends Error {
+  readonly c: Partial<ErrorClassification> & { errorClass: ErrorClass };
+  constructor(c: Partial<ErrorClassification> & { errorClass: ErrorClass }) {
+    super(c.errorClass);
+    this.c = c;
+  }
+}
+const transient = (errorClass: ErrorClass, reachedServer: ServerReach = 'no') =>
+  new TestError({ errorClass, transient: true, reachedServer, errorType: errorClass });
+const permanent = (errorClass: ErrorClass = 'syntax_or_access') =>
+  new TestError({ errorClass, transient: false, reachedServer: 'rejected', errorType: '42601' });
+
+const classify = (e: unknown): ErrorClassification =>
+  e instanceof TestError
+    ? { transient: false, reachedServer: 'no', countsForBreaker: false, errorType: 'x', ...e.c }
+    : classifyError(e);
+
+const settings = (o: Partial<RetrySettings> = {}): RetrySettings => ({
+  enabled: true,
+  maxAttempts: 3,
+  initialDelayMs: 100,
+  maxDelayMs: 10_000,
+  multiplier: 2,
+  jitter: 'none',
+  perErrorClass: {},
+  budget: { enabled: false, ratio: 0.2, windowMs: 10_000, minRetries: 10 },
+  ...o,
+});
+
+function setup(o: Partial<RetrySettings> = {}, budget?: (clock: Clock) => RetryBudget) {
+  const { fake, clock } = fakeClock();
+  const b = budget?.(clock);
+  const policy = new RetryPolicy(settings(o), 'db:5432/app', classify, b, clock);
+  const events = {
+    retry: [] as RetryEvent[],
+    exhausted: [] as RetryExhaustedEvent[],
+    suppressed: [] as RetrySuppressedEvent[],
+  };
+  policy.onRetry((e) => events.retry.push(e));
+  policy.onExhausted((e) => events.exhausted.push(e));
+  policy.onSuppressed((e) => events.suppressed.push(e));
+  return { fake, clock, policy, events, budget: b };
+}
+
+/** fn failing with the given errors in turn, then resolving 'ok'. Records the attempt numbers. */
+function script(...errors: unknown[]) {
+  const calls: number[] = [];
+  const fn = (attempt: number): Promise<string> => {
+    calls.push(attempt);
+    const e = errors[calls.length - 1];
+    return e === undefined ? Promise.resolve('ok') : Promise.reject(e);
+  };
+  return { fn, calls };
+}
+
+/** Runs the fake clock until `p` settles; returns its outcome. */
+async function settle<T>(fake: FakeTimers.Clock, p: Promise<T>): Promise<{ value?: T; error?: unknown }> {
+  let done = false;
+  const out: { value?: T; error?: unknown } = {};
+  p.then(
+    (v) => {
+      done = true;
+      out.value = v;
+    },
+    (e) => {
+      done = true;
+      out.error = e;
+    },
+  );
+  for (let i = 0; i < 1000 && !done; i++) {
+    await flush();
+    if (!done) fake.next();
+  }
+  assert.ok(done, 'settled');
+  return out;
+}
+
+const ctx = { operation: 'query' as const };
+
+// ---- tests ----
+
+describe('RetryPolicy', () => {
+  it('a successful first attempt runs at once: attempt 1, no timer, no event', async () => {
+    const { fake, policy, events } = setup();
+    const { fn, calls } = script();
+    assert.equal(await policy.execute(fn, ctx), 'ok');
+    assert.deepEqual(calls, [1]);
+    assert.equal(fake.countTimers(), 0);
+    assert.deepEqual(events, { retry: [], exhausted: [], suppressed: [] });
+  });
+
+  it('a non-transient error is rethrown at once, same object, no event, no retry', async () => {
+    const { fake, policy, events } = setup();
+    const err = permanent();
+    const { fn, calls } = script(err);
+    assert.equal((await settle(fake, policy.execute(fn, ctx))).error, err);
+    assert.deepEqual(calls, [1]);
+    assert.deepEqual(events, { retry: [], exhausted: [], suppressed: [] });
+  });
+
+  it("the breaker's own CircuitOpenError (a resilience_rejection) is never retried", async () => {
+    const { fake, policy, events } = setup();
+    const err = new CircuitOpenError('db:5432/app', 'open', Date.now() + 5000);
+    const { fn, calls } = script(err);
+    assert.equal((await settle(fake, policy.execute(fn, ctx))).error, err);
+    assert.deepEqual(calls, [1]);
+    assert.deepEqual(events.retry, []);
+  });
+
+  it('a transient error is retried after the backoff delay, with onRetry carrying the details', async () => {
+    const { fake, policy, events } = setup();
+    const e1 = transient('connect_refused');
+    const e2 = transient('connect_refused');
+    const { fn, calls } = script(e1, e2);
+    const p = policy.execute(fn, ctx);
+    await flush();
+    assert.deepEqual(calls, [1]);
+    fake.tick(99);
+    await flush();
+    assert.deepEqual(calls, [1], 'not before the delay');
+    fake.tick(1);
+    await flush();
+    assert.deepEqual(calls, [1, 2]);
+    fake.tick(199);
+    await flush();
+    assert.deepEqual(calls, [1, 2]);
+    fake.tick(1);
+    assert.equal(await p, 'ok');
+    assert.deepEqual(calls, [1, 2, 3]);
+    assert.deepEqual(
+      events.retry.map(
+        ({ attempt, maxAttempts, delayMs, error, errorType, errorClass, target, operation }) => ({
+          attempt,
+          maxAttempts,
+          delayMs,
+          error,
+          errorType,
+          errorClass,
+          target,
+          operation,
+        }),
+      ),
+      [
+        {
+          attempt: 1,
+          maxAttempts: 3,
+          delayMs: 100,
+          error: e1,
+          errorType: 'connect_refused',
+          errorClass: 'connect_refused',
+          target: 'db:5432/app',
+          operation: 'query',
+        },
+        {
+          attempt: 2,
+          maxAttempts: 3,
+          delayMs: 200,
+          error: e2,
+          errorType: 'connect_refused',
+          errorClass: 'connect_refused',
+          target: 'db:5432/app',
+          operation: 'query',
+        },
+      ],
+    );
+  });
+
+  it('exhausted: after maxAttempts, onExhausted fires and the LAST error (same object) is rethrown', async () => {
+    const { fake, policy, events } = setup({ maxAttempts: 3 });
+    const errs = [
+      transient('connection_lost', 'no'),
+      transient('connection_lost', 'no'),
+      transient('connection_lost', 'no'),
+    ];
+    const { fn, calls } = script(...errs);
+    const out = await settle(fake, policy.execute(fn, ctx));
+    assert.equal(out.error, errs[2]);
+    assert.deepEqual(calls, [1, 2, 3]);
+    assert.equal(events.retry.length, 2);
+    assert.equal(events.exhausted.length, 1);
+    assert.equal(events.exhausted[0]!.attempts, 3);
+    assert.equal(events.exhausted[0]!.error, errs[2]);
+    assert.equal(events.exhausted[0]!.errorType, 'connection_lost');
+  });
+
+  it('per-class maxAttempts: a class override allows more (or fewer) attempts than the base', async () => {
+    const more = setup({ maxAttempts: 3, perErrorClass: { connect_refused: { maxAttempts: 5 } } });
+    const errs = Array.from({ length: 6 }, () => transient('connect_refused'));
+    const a = script(...errs);
+    const out = await settle(more.fake, more.policy.execute(a.fn, ctx));
+    assert.equal(out.error, errs[4]);
+    assert.deepEqual(a.calls, [1, 2, 3, 4, 5]);
+    assert.deepEqual(
+      more.events.retry.map((e) => e.maxAttempts),
+      [5, 5, 5, 5],
+    );
+    assert.equal(more.events.exhausted[0]!.attempts, 5);
+
+    const fewer = setup({ maxAttempts: 3, perErrorClass: { deadlock: { maxAttempts: 1 } } });
+    const d = transient('deadlock', 'rejected');
+    const b = script(d);
+    assert.equal((await settle(fewer.fake, fewer.policy.execute(b.fn, ctx))).error, d);
+    assert.deepEqual(b.calls, [1]);
+    assert.equal(fewer.events.exhausted.length, 1);
+    assert.equal(fewer.events.retry.length, 0);
+
+    // A class without an override uses the base.
+    const base = setup({ maxAttempts: 2, perErrorClass: { connect_refused: { maxAttempts: 5 } } });
+    const c = script(transient('pool_exhausted'), transient('pool_exhausted'));
+    const outBase = await settle(base.fake, base.policy.execute(c.fn, ctx));
+    assert.ok(outBase.error);
+    assert.deepEqual(c.calls, [1, 2]);
+  });
+
+  it('per-class backoff: each class walks its own sequence, with its timing merged over the base', async () => {
+    const { fake, policy, events } = setup({
+      maxAttempts: 10,
+      initialDelayMs: 100,
+      multiplier: 2,
+      perErrorClass: { connect_refused: { initialDelayMs: 1000, multiplier: 3 } },
+    });
+    const { fn, calls } = script(
+      transient('connection_lost', 'no'),
+      transient('connect_refused'),
+      transient('connection_lost', 'no'),
+      transient('connect_refused'),
+      transient('connection_lost', 'no'),
+    );
+    const out = await settle(fake, policy.execute(fn, ctx));
+    assert.equal(out.value, 'ok');
+    assert.equal(calls.length, 6);
+    assert.deepEqual(
+      events.retry.map((e) => [e.errorClass, e.delayMs]),
+      [
+        ['connection_lost', 100],
+        ['connect_refused', 1000],
+        ['connection_lost', 200],
+        ['connect_refused', 3000],
+        ['connection_lost', 400],
+      ],
+    );
+    // The clock really waited those delays.
+    assert.equal(fake.now - 1_700_000_000_000, 100 + 1000 + 200 + 3000 + 400);
+  });
+
+  it('veto: canRetry refusing emits onSuppressed(reason) and rethrows the ORIGINAL error; it sees error, classification, attempt', async () => {
+    const { fake, policy, events } = setup();
+    const err = transient('connection_lost', 'no');
+    const { fn, calls } = script(err);
+    const seen: unknown[][] = [];
+    assert.equal(
+      (
+        await settle(
+          fake,
+          policy.execute(fn, {
+            operation: 'query',
+            canRetry: (e, c, attempt) => {
+              seen.push([e, c.errorClass, attempt]);
+              return 'in_transaction';
+            },
+          }),
+        )
+      ).error,
+      err,
+    );
+    assert.deepEqual(calls, [1]);
+    assert.deepEqual(seen, [[err, 'connection_lost', 1]]);
+    assert.equal(events.suppressed.length, 1);
+    assert.equal(events.suppressed[0]!.reason, 'in_transaction');
+    assert.equal(events.suppressed[0]!.error, err);
+    assert.equal(events.suppressed[0]!.attempt, 1);
+    assert.equal(events.retry.length, 0);
+    assert.equal(events.exhausted.length, 0);
+  });
+
+  it("default veto: an error whose outcome is unknown (reachedServer 'unknown') is suppressed as 'unknown_outcome'", async () => {
+    const { fake, policy, events } = setup();
+    const err = transient('connection_lost', 'unknown');
+    const { fn, calls } = script(err);
+    assert.equal((await settle(fake, policy.execute(fn, ctx))).error, err);
+    assert.deepEqual(calls, [1]);
+    assert.equal(events.suppressed[0]!.reason, 'unknown_outcome');
+  });
+
+  it('canRetry returning true allows a retry even when the outcome is unknown (the caller knows better)', async () => {
+    const { fake, policy } = setup();
+    const { fn, calls } = script(transient('connection_lost', 'unknown'));
+    const out = await settle(fake, policy.execute(fn, { operation: 'query', canRetry: () => true }));
+    assert.equal(out.value, 'ok');
+    assert.deepEqual(calls, [1, 2]);
+  });
+
+  it("a canRetry that throws refuses ('not_retryable') and the original error surfaces", async () => {
+    const { fake, policy, events } = setup();
+    const err = transient('connect_refused');
+    const { fn } = script(err);
+    assert.equal(
+      (
+        await settle(
+          fake,
+          policy.execute(fn, {
+            operation: 'query',
+            canRetry: () => {
+              throw new Error('bug');
+            },
+          }),
+        )
+      ).error,
+      err,
+    );
+    assert.equal(events.suppressed[0]!.reason, 'not_retryable');
+  });
+
+  it("budget refusal: onSuppressed('budget') and the original error; recordCall once per execute", async () => {
+    const { fake, policy, events, budget } = setup(
+      { maxAttempts: 5 },
+      (clock) => new RetryBudget({ enabled: true, ratio: 0, windowMs: 10_000, minRetries: 2 }, clock),
+    );
+    const errs = [transient('connect_refused'), transient('connect_refused'), transient('connect_refused')];
+    const { fn, calls } = script(...errs);
+    const out = await settle(fake, policy.execute(fn, ctx));
+    assert.equal(out.error, errs[2]);
+    assert.deepEqual(calls, [1, 2, 3], 'two retries granted (minRetries), the third refused');
+    assert.equal(events.retry.length, 2);
+    assert.equal(events.suppressed.length, 1);
+    assert.equal(events.suppressed[0]!.reason, 'budget');
+    assert.equal(events.suppressed[0]!.error, errs[2]);
+    assert.equal(events.suppressed[0]!.attempt, 3);
+    assert.equal(events.exhausted.length, 0);
+    assert.equal(budget!.remaining, 0);
+  });
+
+  it('recordCall once per execute, tryAcquire once per retry', async () => {
+    const { fake, clock } = fakeClock();
+    const budget = new RetryBudget({ enabled: true, ratio: 1, windowMs: 10_000, minRetries: 0 }, clock);
+    const policy = new RetryPolicy(settings({ maxAttempts: 5 }), 't', classify, budget, clock);
+    for (let i = 0; i < 3; i++) await policy.execute(script().fn, ctx); // 3 calls → 3 retries allowed
+    assert.equal(budget.remaining, 3);
+    const { fn } = script(transient('connect_refused'), transient('connect_refused'));
+    await settle(fake, policy.execute(fn, ctx)); // 4 calls, 2 retries
+    assert.equal(budget.remaining, 2);
+  });
+
+  it('abort during a backoff wait rejects at once with the signal reason, clears the timer, no further attempt', async () => {
+    const { fake, policy } = setup({ initialDelayMs: 5000 });
+    const ac = new AbortController();
+    const { fn, calls } = script(transient('connect_refused'));
+    const p = policy.execute(fn, { operation: 'query', signal: ac.signal });
+    await flush();
+    assert.equal(fake.countTimers(), 1);
+    const reason = new Error('caller gave up');
+    ac.abort(reason);
+    await assert.rejects(p, (e) => e === reason);
+    assert.equal(fake.countTimers(), 0, 'timer cleared');
+    fake.tick(10_000);
+    await flush();
+    assert.deepEqual(calls, [1]);
+  });
+
+  it('a signal already aborted when the attempt fails: rejects with its reason, no retry event, no budget taken', async () => {
+    const { fake, policy, events, budget } = setup(
+      {},
+      (clock) => new RetryBudget({ enabled: true, ratio: 0, windowMs: 10_000, minRetries: 1 }, clock),
+    );
+    const ac = new AbortController();
+    const reason = new Error('aborted');
+    const fn = (): Promise<never> => {
+      ac.abort(reason);
+      return Promise.reject(transient('connect_refused'));
+    };
+    assert.equal(
+      (await settle(fake, policy.execute(fn, { operation: 'query', signal: ac.signal }))).error,
+      reason,
+    );
+    assert.equal(events.retry.length, 0);
+    assert.equal(budget!.remaining, 1);
+  });
+
+  it('enabled: false runs fn(1) only, even for a transient error, without touching the budget', async () => {
+    const { fake, clock } = fakeClock();
+    const budget = new RetryBudget({ enabled: true, ratio: 1, windowMs: 10_000, minRetries: 0 }, clock);
+    const policy = new RetryPolicy(settings({ enabled: false }), 't', classify, budget, clock);
+    const err = transient('connect_refused');
+    const { fn, calls } = script(err);
+    assert.equal((await settle(fake, policy.execute(fn, ctx))).error, err);
+    assert.deepEqual(calls, [1]);
+    assert.equal(fake.countTimers(), 0);
+    assert.equal(budget.remaining, 0, 'no call recorded');
+  });
+
+  it('maxAttempts 1 with no class allowing more: same as disabled', async () => {
+    const { fake, policy, events } = setup({ maxAttempts: 1 });
+    const err = transient('connect_refused');
+    const { fn, calls } = script(err);
+    assert.equal((await settle(fake, policy.execute(fn, ctx))).error, err);
+    assert.deepEqual(calls, [1]);
+    assert.equal(events.retry.length, 0);
+  });
+
+  it('a synchronous throw from fn is handled like a rejection (and retried when transient)', async () => {
+    const { fake, policy } = setup();
+    let n = 0;
+    const fn = (): Promise<string> => {
+      if (++n === 1) throw transient('connect_refused');
+      return Promise.resolve('ok');
+    };
+    const out = await settle(fake, policy.execute(fn, ctx));
+    assert.equal(out.value, 'ok');
+    assert.equal(n, 2);
+  });
+
+  it('a listener that throws breaks neither the call nor the retry', async () => {
+    const { fake, policy } = setup();
+    policy.onRetry(() => {
+      throw new Error('listener bug');
+    });
+    const { fn, calls } = script(transient('connect_refused'));
+    const out = await settle(fake, policy.execute(fn, ctx));
+    assert.equal(out.value, 'ok');
+    assert.deepEqual(calls, [1, 2]);
+  });
+
+  it('with the real classifier: ECONNREFUSED is retried, a syntax error is not', async () => {
+    const { fake, clock } = fakeClock();
+    const policy = new RetryPolicy(settings(), 't', (e) => classifyError(e), undefined, clock);
+    const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), {
+      code: 'ECONNREFUSED',
+      errno: -111,
+      syscall: 'connect',
+    });
+    const a = script(refused);
+    assert.equal((await settle(fake, policy.execute(a.fn, ctx))).value, 'ok');
+    assert.deepEqual(a.calls, [1, 2]);
+    const syntax = Object.assign(new Error('syntax error at or near "SELEC"'), {
+      code: '42601',
+      severity: 'ERROR',
+    });
+    const b = script(syntax);
+    assert.equal((await settle(fake, policy.execute(b.fn, ctx))).error, syntax);
+    assert.deepEqual(b.calls, [1]);
+  });
+});
