@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { describe, it } from 'node:test';
 import FakeTimers from '@sinonjs/fake-timers';
 import { classifyError } from '../../src/classify/index.ts';
@@ -466,5 +467,27 @@ describe('RetryPolicy', () => {
     const b = script(syntax);
     assert.equal((await settle(fake, policy.execute(b.fn, ctx))).error, syntax);
     assert.deepEqual(b.calls, [1]);
+  });
+
+  it('with the real clock: a backoff wait keeps the process alive (the server is down: no socket holds the loop)', () => {
+    const url = new URL('../../src/policy/retry.ts', import.meta.url).href;
+    const out = execFileSync(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        `import { RetryPolicy } from ${JSON.stringify(url)};
+         const settings = { enabled: true, maxAttempts: 2, initialDelayMs: 50, maxDelayMs: 50, multiplier: 2,
+           jitter: 'none', perErrorClass: {}, budget: { enabled: false, ratio: 0, windowMs: 1000, minRetries: 0 } };
+         const classify = () => ({ errorClass: 'connect_refused', transient: true, reachedServer: 'no',
+           countsForBreaker: true, errorType: 'ECONNREFUSED' });
+         let n = 0;
+         new RetryPolicy(settings, 't', classify)
+           .execute(() => (++n === 1 ? Promise.reject(new Error('refused')) : Promise.resolve('ok')), { operation: 'query' })
+           .then((v) => console.log(v, n));`,
+      ],
+      { encoding: 'utf8' },
+    );
+    assert.equal(out.trim(), 'ok 2');
   });
 });
