@@ -75,7 +75,7 @@ export class RetryPolicy {
   private readonly classify: (error: unknown) => ErrorClassification;
   private readonly budget: RetryBudget | undefined;
   private readonly clock: Clock;
-  private readonly enabled: boolean;
+  readonly #enabled: boolean;
   private readonly base: ClassPlan;
   private readonly perClass: ReadonlyMap<ErrorClass, ClassPlan>;
 
@@ -90,7 +90,7 @@ export class RetryPolicy {
     this.classify = classify;
     this.budget = budget;
     this.clock = clock;
-    this.enabled = settings.enabled && settings.maxAttempts > 1 ? true : hasMoreAttempts(settings);
+    this.#enabled = settings.enabled && settings.maxAttempts > 1 ? true : hasMoreAttempts(settings);
     this.base = { maxAttempts: settings.maxAttempts, backoff: createBackoff(settings) };
     const perClass = new Map<ErrorClass, ClassPlan>();
     for (const [errorClass, override] of Object.entries(settings.perErrorClass ?? {})) {
@@ -104,25 +104,43 @@ export class RetryPolicy {
     this.perClass = perClass;
   }
 
+  /** Retries can happen at all: enabled, and the base or some error class allows a second attempt. */
+  get enabled(): boolean {
+    return this.#enabled;
+  }
+
   /**
    * Runs `fn(1)`, and again with the next attempt number after each retryable failure. Resolves with the
    * first success; rejects with the error that ended the call (the same object `fn` threw), or with
-   * `ctx.signal`'s reason when it aborts during a backoff wait.
+   * `ctx.signal`'s reason when it aborts during a backoff wait. Records the call on the budget.
    */
   async execute<T>(fn: (attempt: number) => Promise<T>, ctx: RetryContext): Promise<T> {
-    if (!this.enabled) return fn(1);
+    if (!this.#enabled) return fn(1);
     this.budget?.recordCall();
-    let attempt = 1;
-    // Per call, per error class: where that class is in its backoff sequence. Allocated on the first failure.
-    let backoffs: Map<ErrorClass, IBackoff<unknown>> | undefined;
-    for (;;) {
+    try {
+      return await fn(1);
+    } catch (error) {
+      return this.retryAfter(error, fn, ctx);
+    }
+  }
+
+  /**
+   * The rest of `execute()`, for a caller that ran attempt 1 itself (and recorded the call on the
+   * budget): decides about `error` (attempt 1's failure) and goes on from attempt 2. The pipeline uses
+   * it to keep one async frame off the happy path.
+   */
+  async retryAfter<T>(error: unknown, fn: (attempt: number) => Promise<T>, ctx: RetryContext): Promise<T> {
+    if (!this.#enabled) throw error;
+    // Per call, per error class: where that class is in its backoff sequence.
+    const backoffs = new Map<ErrorClass, IBackoff<unknown>>();
+    let failure = error;
+    for (let attempt = 1; ; attempt++) {
+      const delayMs = this.afterFailure(failure, attempt, ctx, backoffs);
+      if (delayMs > 0) await this.sleep(delayMs, ctx.signal);
       try {
-        return await fn(attempt);
-      } catch (error) {
-        backoffs ??= new Map();
-        const delayMs = this.afterFailure(error, attempt, ctx, backoffs);
-        if (delayMs > 0) await this.sleep(delayMs, ctx.signal);
-        attempt++;
+        return await fn(attempt + 1);
+      } catch (e) {
+        failure = e;
       }
     }
   }
