@@ -316,7 +316,7 @@ class Connection {
 
 export class FaultProxy {
   readonly host: string;
-  port = 0;
+  #port = 0;
   readonly targetHost: string;
   readonly targetPort: number;
   readonly stats: ProxyStats = {
@@ -331,7 +331,9 @@ export class FaultProxy {
     bytesSwallowed: 0,
     upstreamFailed: 0,
   };
+  /** @internal the limits new connections take (see closeAfterBytes / resetAfterBytes) */
   closeLimit: Limit | undefined;
+  /** @internal */
   resetLimit: Limit | undefined;
   readonly #random: () => number;
   #server: net.Server | undefined;
@@ -360,6 +362,11 @@ export class FaultProxy {
     return FaultProxy.start({ ...options, targetHost: server.host, targetPort: server.port });
   }
 
+  /** The listening port (kept across refuse(true) / refuse(false)). */
+  get port(): number {
+    return this.#port;
+  }
+
   get isBlackholed(): boolean {
     return this.#blackhole;
   }
@@ -378,7 +385,7 @@ export class FaultProxy {
         server.off('error', onError);
         server.on('error', noop); // e.g. EMFILE on accept: never crash the test process
         const addr = server.address();
-        if (typeof addr === 'object' && addr) this.port = addr.port;
+        if (typeof addr === 'object' && addr) this.#port = addr.port;
         this.#server = server;
         resolve();
       });
@@ -467,7 +474,7 @@ export class FaultProxy {
       this.resetOpenConnections();
       await closed;
     } else if (!this.#server) {
-      await this.#listen(this.port);
+      await this.#listen(this.#port);
     }
   }
 
