@@ -77,12 +77,21 @@ export class BulkheadRejectedError extends ResilienceError {
   }
 }
 
-/** An attempt took longer than the configured timeout. For a statement, its outcome on the server is unknown. */
+/** The kinds of operation a per-attempt timeout applies to. */
+export type TimedOperation = 'query' | 'connect' | 'transaction' | 'probe';
+
+/**
+ * An attempt took longer than the configured timeout. For `connect` and `probe` nothing was sent (it
+ * classifies like pg's connect timeout: retried, counted by the breaker); for a statement its outcome
+ * on the server is unknown (it classifies like pg's `query_timeout`).
+ */
 export class OperationTimeoutError extends ResilienceError {
   readonly code = 'PGR_TIMEOUT';
+  readonly operation: TimedOperation;
   readonly timeoutMs: number;
-  constructor(target: string, operation: string, timeoutMs: number) {
+  constructor(target: string, operation: TimedOperation, timeoutMs: number) {
     super(target, `${operation} on ${target} timed out after ${timeoutMs} ms`);
+    this.operation = operation;
     this.timeoutMs = timeoutMs;
   }
 }

@@ -43,12 +43,15 @@ const RESILIENCE = new Map<unknown, ErrorClassification>([
   ['PGR_CIRCUIT_OPEN', freeze('resilience_rejection', false, 'no', false, 'PGR_CIRCUIT_OPEN')],
   ['PGR_RATE_LIMITED', freeze('resilience_rejection', false, 'no', false, 'PGR_RATE_LIMITED')],
   ['PGR_BULKHEAD_REJECTED', freeze('resilience_rejection', false, 'no', false, 'PGR_BULKHEAD_REJECTED')],
-  ['PGR_TIMEOUT', freeze('resilience_rejection', false, 'unknown', false, 'PGR_TIMEOUT')],
   [
     'PGR_TRANSACTION_OUTCOME_UNKNOWN',
     freeze('resilience_rejection', false, 'unknown', false, 'PGR_TRANSACTION_OUTCOME_UNKNOWN'),
   ],
 ]);
+// This package's per-attempt timeout is a health signal like pg's own timeouts: a connect (or probe)
+// that timed out never sent anything; a statement that timed out may still run on the server.
+const OUR_CONNECT_TIMEOUT = freeze('connect_timeout', true, 'no', true, 'PGR_TIMEOUT');
+const OUR_QUERY_TIMEOUT = freeze('query_timeout', true, 'unknown', true, 'PGR_TIMEOUT');
 const RESILIENCE_OTHER = freeze('resilience_rejection', false, 'unknown', false, 'resilience_rejection');
 
 const CLASS_SET: ReadonlySet<unknown> = new Set<unknown>(ERROR_CLASSES);
@@ -76,7 +79,14 @@ function recognise(e: object): ErrorClassification | undefined {
   } catch {
     // a proxy that throws on the brand read: not ours
   }
-  if (branded) return RESILIENCE.get(get(e, 'code')) ?? RESILIENCE_OTHER;
+  if (branded) {
+    const ownCode = get(e, 'code');
+    if (ownCode === 'PGR_TIMEOUT') {
+      const op = get(e, 'operation');
+      return op === 'connect' || op === 'probe' ? OUR_CONNECT_TIMEOUT : OUR_QUERY_TIMEOUT;
+    }
+    return RESILIENCE.get(ownCode) ?? RESILIENCE_OTHER;
+  }
 
   const code = get(e, 'code');
   if (typeof code === 'string') {

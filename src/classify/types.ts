@@ -10,7 +10,7 @@
 export const ERROR_CLASSES = [
   /** The server could not be reached at all: ECONNREFUSED, ENOTFOUND, EAI_AGAIN, EHOSTUNREACH, ENETUNREACH, 57P03 (cannot connect now), 08001, 08004. Never reached the server. */
   'connect_refused',
-  /** Connecting took too long: pg's "timeout expired", "Connection terminated due to connection timeout", ETIMEDOUT while connecting. */
+  /** Connecting took too long: pg's "timeout expired", "Connection terminated due to connection timeout", ETIMEDOUT, and this package's own connect/probe timeout (PGR_TIMEOUT). */
   'connect_timeout',
   /** The pool had no client to give in time: "timeout exceeded when trying to connect". Never reached the server. */
   'pool_exhausted',
@@ -20,7 +20,7 @@ export const ERROR_CLASSES = [
   'connection_lost',
   /** pg refuses to use a client whose connection already failed ("Client has encountered a connection error and is not queryable"): nothing was sent. */
   'client_unusable',
-  /** pg's client-side `query_timeout` fired ("Query read timeout"): the statement may still run on the server. */
+  /** pg's client-side `query_timeout` fired ("Query read timeout"), or this package's statement timeout (PGR_TIMEOUT): the statement may still run on the server. */
   'query_timeout',
   /** 40001 serialization failure: the transaction was rolled back; safe to re-run the whole transaction. */
   'serialization_failure',
@@ -48,7 +48,7 @@ export const ERROR_CLASSES = [
   'protocol',
   /** Any other SQLSTATE the server sent. */
   'other_server_error',
-  /** Rejections produced by this package's own policies (breaker open, rate limited, bulkhead full, timeout). Never retried, never counted by the breaker. */
+  /** Rejections produced by this package's own policies (breaker open, rate limited, bulkhead full, unknown COMMIT outcome). Never retried, never counted by the breaker. Its timeouts are classed connect_timeout / query_timeout. */
   'resilience_rejection',
   /** Anything else (programming errors, unknown shapes). */
   'unknown',

@@ -49,7 +49,7 @@ export const ENV_VARS: ReadonlyArray<EnvVar> = [
     setting: 'retry.maxAttempts',
     kind: 'integer',
     description:
-      'Total attempts including the first; also caps the per-error-class attempts of the profile and the file (`1` = no retries at all).',
+      'Total attempts including the first; also caps the per-error-class attempts of lower layers (`1` = no retries at all).',
   },
   {
     name: 'PG_RESILIENCE_RETRY_INITIAL_DELAY_MS',

@@ -479,7 +479,10 @@ export function resolveConfig(input: ResolveInput = {}): ResilienceConfig {
   );
   mergeInto(merged, codeData, [], () => CODE_ORIGIN, origins);
 
-  capClassAttempts(merged, envData, origins);
+  const rankOf = (path: Path) => origins.get(label(path))?.rank ?? 0;
+  capClassAttempts(merged.retry, rankOf(['retry', 'maxAttempts']), (cls) =>
+    rankOf(['retry', 'perErrorClass', cls, 'maxAttempts']),
+  );
 
   const settings = Object.fromEntries(
     SETTINGS_KEYS.map((k) => [k, merged[k]]),
@@ -524,20 +527,17 @@ const DISABLED_CONFIG: ResilienceConfig = deepFreeze({
 });
 
 /**
- * PG_RESILIENCE_RETRY_ATTEMPTS is an operator's switch: it caps the per-error-class attempts that came
- * from the profile or the file too, so `=1` means no retries at all (not "none except for the classes
- * the profile makes more patient"). Per-class values set in code or higher are left alone.
+ * `retry.maxAttempts` caps the per-error-class attempts that come from a lower-precedence layer: set
+ * `retry.maxAttempts: 1` (in the file, env or code) and nothing is retried, not "nothing except the
+ * classes the profile makes more patient". A per-class value set at the same or a higher layer stands.
  */
-function capClassAttempts(merged: Obj, envData: Obj, origins: Map<string, Origin>): void {
-  const envRetry = envData.retry;
-  const cap = isObject(envRetry) ? envRetry.maxAttempts : undefined;
-  const retry = merged.retry;
-  if (typeof cap !== 'number' || !isObject(retry) || !isObject(retry.perErrorClass)) return;
+function capClassAttempts(retry: unknown, maxRank: number, classRank: (cls: string) => number): void {
+  if (!isObject(retry) || !isObject(retry.perErrorClass) || maxRank <= 0) return;
+  const cap = retry.maxAttempts;
+  if (typeof cap !== 'number') return;
   for (const [cls, timing] of Object.entries(retry.perErrorClass)) {
     if (!isObject(timing) || typeof timing.maxAttempts !== 'number' || timing.maxAttempts <= cap) continue;
-    const origin = origins.get(label(['retry', 'perErrorClass', cls, 'maxAttempts']));
-    if ((origin?.rank ?? 0) >= 2) continue;
-    timing.maxAttempts = cap;
+    if (classRank(cls) < maxRank) timing.maxAttempts = cap;
   }
 }
 
@@ -566,7 +566,21 @@ export function settingsForTarget(config: ResilienceConfig, target: string): Res
   }
   const targets = config.targets ?? {};
   const override = Object.hasOwn(targets, target) ? targets[target] : undefined;
-  const settings = override ? deepFreeze(deepMerge(base, override)) : base;
+  let settings = base;
+  if (override) {
+    const merged = deepMerge(base, override) as unknown as Obj;
+    // A target's own retry.maxAttempts caps the per-class attempts it inherits (see capClassAttempts).
+    const own = isObject(override.retry) ? (override.retry as Obj) : undefined;
+    const ownClasses = own && isObject(own.perErrorClass) ? own.perErrorClass : {};
+    if (own && typeof own.maxAttempts === 'number') {
+      merged.retry = clone(merged.retry);
+      capClassAttempts(merged.retry, 1, (cls) => {
+        const t = ownClasses[cls];
+        return isObject(t) && typeof t.maxAttempts === 'number' ? 1 : 0;
+      });
+    }
+    settings = deepFreeze(merged as unknown as ResilienceSettings);
+  }
   perTarget.set(target, settings);
   return settings;
 }

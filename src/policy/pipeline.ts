@@ -13,8 +13,9 @@
  *   CircuitOpenError, a `resilience_rejection` that the retry never retries: retries stop at once.
  * - Timeout innermost: it limits each attempt (a retry gets a fresh deadline; `queryMs` for `query` and
  *   `transaction`, `connectMs` for `connect` and `probe`), and the breaker sees a timed-out attempt's
- *   outcome (counted as a failure only if the classifier says so: today OperationTimeoutError is a
- *   `resilience_rejection`, never counted and never retried).
+ *   outcome: OperationTimeoutError classifies like pg's own timeouts (a connect/probe timeout sent
+ *   nothing: retried and counted; a statement timeout has an unknown outcome: counted, retried only
+ *   when the call's safety veto allows it).
  *
  * Happy path (rate limit, bulkhead and timeout off, as by default; a first attempt that succeeds):
  * `budget.recordCall()` (a clock read and two increments), the breaker's closed check and its success

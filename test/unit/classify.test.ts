@@ -45,7 +45,8 @@ const resilienceErrors: Record<string, () => Error> = {
     new CircuitOpenError(TARGET, 'open', Date.now() + 1000, systemError('ECONNREFUSED')),
   PGR_RATE_LIMITED: () => new RateLimitedError(TARGET, 'queue_full', 20),
   PGR_BULKHEAD_REJECTED: () => new BulkheadRejectedError(TARGET, 10, 0),
-  PGR_TIMEOUT: () => new OperationTimeoutError(TARGET, 'query', 500),
+  'PGR_TIMEOUT:connect': () => new OperationTimeoutError(TARGET, 'connect', 500),
+  'PGR_TIMEOUT:query': () => new OperationTimeoutError(TARGET, 'query', 500),
   PGR_TRANSACTION_OUTCOME_UNKNOWN: () =>
     new TransactionOutcomeUnknownError(TARGET, systemError('ECONNRESET')),
 };
@@ -289,6 +290,7 @@ describe('classifyError: wrappers (AggregateError, cause)', () => {
 
 describe('classifyError: this package’s errors', () => {
   for (const [code, make] of Object.entries(resilienceErrors)) {
+    if (code.startsWith('PGR_TIMEOUT')) continue; // timeouts are health signals: next test
     it(code, () => {
       const r = classifyError(make());
       assert.equal(r.errorClass, 'resilience_rejection');
@@ -297,6 +299,23 @@ describe('classifyError: this package’s errors', () => {
       assert.equal(r.errorType, code);
     });
   }
+
+  it('its timeouts classify like pg\'s: a connect timeout sent nothing, a statement timeout has an unknown outcome', () => {
+    assert.deepEqual(
+      { ...classifyError(resilienceErrors['PGR_TIMEOUT:connect']!()) },
+      c('connect_timeout', true, 'no', true, 'PGR_TIMEOUT'),
+    );
+    assert.deepEqual(
+      { ...classifyError(new OperationTimeoutError(TARGET, 'probe', 100)) },
+      c('connect_timeout', true, 'no', true, 'PGR_TIMEOUT'),
+    );
+    for (const op of ['query', 'transaction'] as const) {
+      assert.deepEqual(
+        { ...classifyError(new OperationTimeoutError(TARGET, op, 100)) },
+        c('query_timeout', true, 'unknown', true, 'PGR_TIMEOUT'),
+      );
+    }
+  });
 
   it('is resilience_rejection even when its cause is a transient network error', () => {
     assert.equal(classifyError(resilienceErrors.PGR_CIRCUIT_OPEN!()).errorClass, 'resilience_rejection');

@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { isConfigError, PROFILES, resolveConfig } from '../../src/config/index.ts';
+import { isConfigError, PROFILES, resolveConfig, settingsForTarget } from '../../src/config/index.ts';
 
 describe('PG_RESILIENCE_DISABLED=true is a kill switch', () => {
   it('turns the package off even when the rest of the configuration is invalid', () => {
@@ -60,6 +60,29 @@ describe('PG_RESILIENCE_RETRY_ATTEMPTS caps every error class', () => {
     assert.equal(config.retry.maxAttempts, 4);
     assert.equal(config.retry.perErrorClass.connect_refused?.maxAttempts, 4);
     assert.equal(config.retry.perErrorClass.statement_timeout?.maxAttempts, 1);
+  });
+
+  it('the same holds for retry.maxAttempts from the file, from code and in a target override', () => {
+    const fromCode = resolveConfig({ env: {}, options: { retry: { maxAttempts: 1 } } });
+    assert.equal(fromCode.retry.perErrorClass.connect_refused?.maxAttempts, 1);
+    const fromFile = resolveConfig({
+      env: { PG_RESILIENCE_CONFIG: '/cfg.json' },
+      readFile: () => JSON.stringify({ retry: { maxAttempts: 2 } }),
+    });
+    assert.equal(fromFile.retry.perErrorClass.too_many_connections?.maxAttempts, 2);
+    const config = resolveConfig({
+      env: {},
+      options: {
+        targets: {
+          'db:5432/app': { retry: { maxAttempts: 1 } },
+          'db:5432/other': { retry: { maxAttempts: 1, perErrorClass: { connect_refused: { maxAttempts: 3 } } } },
+        },
+      },
+    });
+    assert.equal(settingsForTarget(config, 'db:5432/app').retry.perErrorClass.connect_refused?.maxAttempts, 1);
+    assert.equal(settingsForTarget(config, 'db:5432/other').retry.perErrorClass.connect_refused?.maxAttempts, 3);
+    assert.equal(settingsForTarget(config, 'db:5432/other').retry.perErrorClass.pool_exhausted?.maxAttempts, 1);
+    assert.equal(settingsForTarget(config, 'db:5432/third').retry.perErrorClass.connect_refused?.maxAttempts, 5);
   });
 
   it('per-class values set in code are left alone', () => {

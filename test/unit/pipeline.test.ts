@@ -293,13 +293,41 @@ describe('TargetPolicy', () => {
       ['probe', 500],
     ] as const) {
       const start = fake.now;
-      const out = await settle(fake, policy.execute(hung, { operation }));
+      // retry: false isolates one attempt (connect timeouts are retried: see the next test).
+      const out = await settle(fake, policy.execute(hung, { operation, retry: false }));
       assert.ok(out.error instanceof OperationTimeoutError, operation);
       assert.equal(out.error.timeoutMs, ms);
       assert.equal(fake.now - start, ms, `${operation} timed out after ${ms} ms`);
     }
     assert.deepEqual(timeouts, ['query:100', 'transaction:100', 'connect:500', 'probe:500']);
     assert.equal(policy.snapshot().counters.timeouts, 4);
+  });
+
+  it('a blackholed server: connect timeouts are retried and open the breaker; a statement timeout is not retried unless safe', async () => {
+    const { fake, policy } = setup({
+      timeout: { connectMs: 100, queryMs: 100 },
+      retry: { maxAttempts: 2, perErrorClass: {} },
+      circuitBreaker: { consecutiveFailures: 4 },
+    });
+    const hung = (_attempt: number, signal?: AbortSignal) =>
+      new Promise<never>((_r, reject) => signal?.addEventListener('abort', () => reject(new Error('late'))));
+    let attempts = 0;
+    const counting = (a: number, s?: AbortSignal) => {
+      attempts++;
+      return hung(a, s);
+    };
+    const first = await settle(fake, policy.execute(counting, { operation: 'connect' }));
+    assert.ok(first.error instanceof OperationTimeoutError);
+    assert.equal(attempts, 2, 'a connect that timed out sent nothing: retried');
+    // The default safety rule refuses to repeat a statement whose outcome is unknown.
+    attempts = 0;
+    const stmt = await settle(fake, policy.execute(counting, { operation: 'query' }));
+    assert.ok(stmt.error instanceof OperationTimeoutError);
+    assert.equal(attempts, 1, 'a statement that timed out may still run: not retried by default');
+    attempts = 0;
+    await settle(fake, policy.execute(counting, { operation: 'connect' }));
+    assert.equal(policy.circuitState, 'open', 'four timed-out attempts opened the breaker');
+    assert.equal(policy.snapshot().circuit.lastFailure?.errorType, 'PGR_TIMEOUT');
   });
 
   it('each attempt gets a fresh deadline: two 80 ms attempts under a 100 ms timeout succeed', async () => {
