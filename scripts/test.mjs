@@ -52,7 +52,8 @@ function nodeTest(patterns, env) {
 }
 
 if (which === 'all') {
-  run('lint (biome)', bin('biome'), ['check', '.']);
+  run('lint (eslint)', bin('eslint'), ['.']);
+  run('format (prettier --check)', bin('prettier'), ['--check', '.']);
   run('type-check (tsc)', bin('tsc'), ['-p', 'tsconfig.json', '--noEmit']);
   const tarball = pack();
   nodeTest(Object.values(SUITES), { PG_RESILIENCE_TEST_TARBALL: tarball });

@@ -10,6 +10,9 @@ import type { ResilienceOptions } from './types.ts';
 
 export const ENV_PREFIX = 'PG_RESILIENCE_';
 
+/** An environment such as `process.env` (declared here so the package's types need no @types/node). */
+export type EnvLike = Readonly<Record<string, string | undefined>>;
+
 type EnvKind = 'boolean' | 'integer' | 'number' | 'name' | 'path' | 'rateLimit';
 
 export interface EnvVar {
@@ -178,7 +181,7 @@ function parseNumber(raw: string): number | string {
 }
 
 /** Reads the PG_RESILIENCE_* variables of `env`. */
-export function readEnv(env: NodeJS.ProcessEnv): EnvLayer {
+export function readEnv(env: EnvLike): EnvLayer {
   const options: Record<string, unknown> = {};
   const origins = new Map<string, EnvOrigin>();
   const issues: ConfigIssue[] = [];

@@ -8,7 +8,7 @@
 import { ERROR_CLASSES } from '../classify/types.ts';
 import { ConfigError, type ConfigIssue } from './config-error.ts';
 import { PROFILES } from './defaults.ts';
-import { closest, type EnvOrigin, readEnv } from './env.ts';
+import { closest, type EnvLike, type EnvOrigin, readEnv } from './env.ts';
 import { type ReadFile, readConfigFile, readFileUtf8 } from './file.ts';
 import {
   fileOptionsSchema,
@@ -141,7 +141,7 @@ function unknownKeyHint(layer: Layer, parent: Path, key: string): string {
     const guess = closest(key, ERROR_CLASSES);
     return `is not an error class${guess ? ` (did you mean ${guess}?)` : ''}; error classes: ${ERROR_CLASSES.join(', ')}`;
   }
-  let guesses: string[] = [];
+  let guesses: string[];
   const sibling = closest(key, siblings);
   if (sibling) guesses = [label([...parent, sibling])];
   else {
@@ -389,7 +389,7 @@ export interface ResolveInput {
   /** The options passed in code: they override everything else. */
   options?: ResilienceOptions;
   /** Defaults to process.env. */
-  env?: NodeJS.ProcessEnv;
+  env?: EnvLike;
   /** Reads the PG_RESILIENCE_CONFIG file (UTF-8); defaults to fs.readFileSync. Injectable for tests. */
   readFile?: (path: string) => string;
 }
@@ -515,7 +515,7 @@ export function resolveConfig(input: ResolveInput = {}): ResilienceConfig {
 }
 
 const KILL_SWITCH_ON = new Set(['true', '1', 'yes']);
-function killSwitchOn(env: NodeJS.ProcessEnv): boolean {
+function killSwitchOn(env: EnvLike): boolean {
   const raw = env.PG_RESILIENCE_DISABLED;
   return typeof raw === 'string' && KILL_SWITCH_ON.has(raw.trim().toLowerCase());
 }

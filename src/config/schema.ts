@@ -62,7 +62,11 @@ export const MAX_TIMEOUT_MS = 86_400_000;
 // ---- retry ----
 
 const retryTimingShape = {
-  maxAttempts: int(1, 100, 'Total attempts including the first (1 = no retry). Caps the per-error-class attempts set at a lower layer (profile < file < env < code; a target caps what it inherits).'),
+  maxAttempts: int(
+    1,
+    100,
+    'Total attempts including the first (1 = no retry). Caps the per-error-class attempts set at a lower layer (profile < file < env < code; a target caps what it inherits).',
+  ),
   initialDelayMs: int(0, MAX_DELAY_MS, 'Delay before the first retry, in ms.'),
   maxDelayMs: int(0, MAX_DELAY_MS, 'Upper bound of any single delay between attempts, in ms.'),
   multiplier: num(1, 10, "Growth factor between delays (cockatiel's `exponent`)."),

@@ -11,11 +11,7 @@ import type { ErrorClass } from '../classify/types.ts';
 export type OperationKind = 'query' | 'connect' | 'transaction' | 'probe';
 export type CircuitStateName = 'closed' | 'open' | 'half_open';
 export type SuppressReason =
-  | 'in_transaction'
-  | 'unknown_outcome'
-  | 'budget'
-  | 'submittable'
-  | 'not_retryable';
+  'in_transaction' | 'unknown_outcome' | 'budget' | 'submittable' | 'not_retryable';
 
 /** Common to every event: which target (`host:port/database`) and which kind of operation. */
 export interface OperationRef {
@@ -78,7 +74,7 @@ export interface RateLimitQueueEvent {
   readonly size: number;
 }
 
-export interface BulkheadRejectedEvent extends OperationRef {}
+export type BulkheadRejectedEvent = OperationRef;
 
 export interface TimeoutEvent extends OperationRef {
   readonly timeoutMs: number;

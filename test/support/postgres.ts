@@ -34,7 +34,6 @@ export interface TestServer {
   /** host/port/user/password/database, plus the overrides */
   clientConfig(overrides?: Partial<ClientConfig>): ClientConfig;
   /** Admin query on a fresh short-lived client, as superuser, on the suite's database. */
-  // biome-ignore lint/suspicious/noExplicitAny: the contract's default row type
   query<R extends QueryResultRow = any>(sql: string, params?: unknown[]): Promise<QueryResult<R>>;
   /** Graceful stop (fast shutdown, SIGINT): resolves when the port no longer accepts connections. */
   stop(): Promise<void>;
@@ -517,7 +516,6 @@ class EmbeddedServer implements TestServer {
     };
   }
 
-  // biome-ignore lint/suspicious/noExplicitAny: the contract's default row type
   query<R extends QueryResultRow = any>(sql: string, params?: unknown[]): Promise<QueryResult<R>> {
     return withClient(this.clientConfig(), (c) => c.query<R>(sql, params));
   }
@@ -564,7 +562,9 @@ class EmbeddedServer implements TestServer {
     let logStart = 0;
     try {
       logStart = statSync(this.logFile).size;
-    } catch {}
+    } catch {
+      // no log file yet: read it from the start
+    }
     const started = Date.now();
     for (;;) {
       if (shuttingDown || this.#state === 'closed') throw new Error('test server: the process is exiting');
@@ -837,7 +837,6 @@ class ExternalServer implements TestServer {
     };
   }
 
-  // biome-ignore lint/suspicious/noExplicitAny: the contract's default row type
   query<R extends QueryResultRow = any>(sql: string, params?: unknown[]): Promise<QueryResult<R>> {
     return withClient(this.clientConfig(), (c) => c.query<R>(sql, params));
   }

@@ -300,7 +300,7 @@ describe('classifyError: this package’s errors', () => {
     });
   }
 
-  it('its timeouts classify like pg\'s: a connect timeout sent nothing, a statement timeout has an unknown outcome', () => {
+  it("its timeouts classify like pg's: a connect timeout sent nothing, a statement timeout has an unknown outcome", () => {
     assert.deepEqual(
       { ...classifyError(resilienceErrors['PGR_TIMEOUT:connect']!()) },
       c('connect_timeout', true, 'no', true, 'PGR_TIMEOUT'),

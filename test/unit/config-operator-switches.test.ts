@@ -75,14 +75,28 @@ describe('PG_RESILIENCE_RETRY_ATTEMPTS caps every error class', () => {
       options: {
         targets: {
           'db:5432/app': { retry: { maxAttempts: 1 } },
-          'db:5432/other': { retry: { maxAttempts: 1, perErrorClass: { connect_refused: { maxAttempts: 3 } } } },
+          'db:5432/other': {
+            retry: { maxAttempts: 1, perErrorClass: { connect_refused: { maxAttempts: 3 } } },
+          },
         },
       },
     });
-    assert.equal(settingsForTarget(config, 'db:5432/app').retry.perErrorClass.connect_refused?.maxAttempts, 1);
-    assert.equal(settingsForTarget(config, 'db:5432/other').retry.perErrorClass.connect_refused?.maxAttempts, 3);
-    assert.equal(settingsForTarget(config, 'db:5432/other').retry.perErrorClass.pool_exhausted?.maxAttempts, 1);
-    assert.equal(settingsForTarget(config, 'db:5432/third').retry.perErrorClass.connect_refused?.maxAttempts, 5);
+    assert.equal(
+      settingsForTarget(config, 'db:5432/app').retry.perErrorClass.connect_refused?.maxAttempts,
+      1,
+    );
+    assert.equal(
+      settingsForTarget(config, 'db:5432/other').retry.perErrorClass.connect_refused?.maxAttempts,
+      3,
+    );
+    assert.equal(
+      settingsForTarget(config, 'db:5432/other').retry.perErrorClass.pool_exhausted?.maxAttempts,
+      1,
+    );
+    assert.equal(
+      settingsForTarget(config, 'db:5432/third').retry.perErrorClass.connect_refused?.maxAttempts,
+      5,
+    );
   });
 
   it('per-class values set in code are left alone', () => {
