@@ -6,6 +6,7 @@
 //   node scripts/gen-config-docs.ts          write both files
 //   node scripts/gen-config-docs.ts --check  exit 1 if either differs from what would be generated
 import { readFileSync, writeFileSync } from 'node:fs';
+import * as prettier from 'prettier';
 import { join } from 'node:path';
 import { ERROR_CLASSES } from '../src/classify/types.ts';
 import { isConfigError } from '../src/config/config-error.ts';
@@ -445,12 +446,18 @@ function withRegion(readme: string): string {
 
 // ---- main ----
 
-function main(): number {
+/** The text as the repository's Prettier settings format it (the files are checked by `prettier --check`). */
+async function formatted(path: string, text: string): Promise<string> {
+  const options = (await prettier.resolveConfig(path)) ?? {};
+  return prettier.format(text, { ...options, filepath: path });
+}
+
+async function main(): Promise<number> {
   const check = process.argv.includes('--check');
   checkExample();
   const wanted: Array<[path: string, text: string]> = [
-    [DOCS, docs()],
-    [README, withRegion(readFileSync(README, 'utf8'))],
+    [DOCS, await formatted(DOCS, docs())],
+    [README, await formatted(README, withRegion(readFileSync(README, 'utf8')))],
   ];
   const stale: string[] = [];
   for (const [path, text] of wanted) {
@@ -476,4 +483,4 @@ function main(): number {
   return 0;
 }
 
-process.exitCode = main();
+process.exitCode = await main();
