@@ -4,18 +4,7 @@ import { classifyError } from '../../src/classify/index.ts';
 import { BulkheadRejectedError, isBulkheadRejectedError } from '../../src/errors.ts';
 import { BulkheadPolicy, createBulkhead } from '../../src/policy/bulkhead.ts';
 import type { BulkheadRejectedEvent } from '../../src/policy/events.ts';
-
-function deferred<T>() {
-  let resolve!: (v: T) => void;
-  let reject!: (e: unknown) => void;
-  const promise = new Promise<T>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  return { promise, resolve, reject };
-}
-
-const flush = () => new Promise<void>((r) => setImmediate(r));
+import { deferred, flush } from '../support/clock.ts';
 
 describe('BulkheadPolicy', () => {
   it('runs up to maxConcurrent at once, queues maxQueue, rejects the rest with our BulkheadRejectedError + onRejected', async () => {

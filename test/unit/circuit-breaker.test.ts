@@ -6,6 +6,7 @@ import { CircuitOpenError, isCircuitOpenError } from '../../src/errors.ts';
 import { CircuitBreaker } from '../../src/policy/circuit-breaker.ts';
 import { type Clock, realClock } from '../../src/policy/clock.ts';
 import type { CircuitRejectedEvent, CircuitStateChangeEvent } from '../../src/policy/events.ts';
+import { deferred } from '../support/clock.ts';
 
 const START = 1_700_000_000_000;
 const TARGET = 'db.example:5432/app';
@@ -59,16 +60,6 @@ async function fail(b: CircuitBreaker, error: Error = new Down('down')): Promise
       (e: unknown) => e,
     );
   return got;
-}
-
-function deferred<T = string>() {
-  let resolve!: (v: T) => void;
-  let reject!: (e: unknown) => void;
-  const promise = new Promise<T>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  return { promise, resolve, reject };
 }
 
 async function trip(b: CircuitBreaker, n = SETTINGS.consecutiveFailures): Promise<void> {
@@ -228,9 +219,9 @@ describe('CircuitBreaker: open', () => {
 
   it('results of calls started while closed are ignored once the state changed', async () => {
     const { b, changes } = breaker({ successesToClose: 1 });
-    const slow = deferred();
+    const slow = deferred<string>();
     const slowCall = b.execute(() => slow.promise, 'query', isFailure);
-    const slowFail = deferred();
+    const slowFail = deferred<string>();
     const slowFailCall = b.execute(() => slowFail.promise, 'query', isFailure).catch((e: unknown) => e);
     await trip(b);
     fake.tick(SETTINGS.halfOpenAfterMs);
@@ -260,8 +251,8 @@ describe('CircuitBreaker: half-open', () => {
 
   it('lets halfOpenMaxProbes calls through at once and rejects the next one fast with state half_open', async () => {
     const { b, rejected } = await halfOpen({ halfOpenMaxProbes: 2, successesToClose: 2 });
-    const d1 = deferred();
-    const d2 = deferred();
+    const d1 = deferred<string>();
+    const d2 = deferred<string>();
     const p1 = b.execute(() => d1.promise, 'query', isFailure);
     const p2 = b.execute(() => d2.promise, 'query', isFailure);
     let ran = false;
@@ -289,7 +280,7 @@ describe('CircuitBreaker: half-open', () => {
     d1.resolve('a');
     assert.equal(await p1, 'a');
     assert.equal(b.state, 'half_open');
-    const d3 = deferred();
+    const d3 = deferred<string>();
     const p3 = b.execute(() => d3.promise, 'query', isFailure);
     d2.resolve('b');
     d3.resolve('c');
@@ -383,7 +374,7 @@ describe('CircuitBreaker: probe()', () => {
     assert.equal(b.state, 'closed');
     await trip(b);
     fake.tick(SETTINGS.halfOpenAfterMs);
-    const d = deferred();
+    const d = deferred<string>();
     const p = b.execute(() => d.promise, 'query', isFailure);
     const err = await b.probe(async () => 'x').catch((e: unknown) => e);
     assert.ok(isCircuitOpenError(err));

@@ -11,25 +11,11 @@ import {
   OperationTimeoutError,
   RateLimitedError,
 } from '../../src/errors.ts';
-import type { Clock } from '../../src/policy/clock.ts';
 import type { OperationKind } from '../../src/policy/events.ts';
 import { type OperationEvent, PolicyRegistry, TargetPolicy } from '../../src/policy/pipeline.ts';
+import { fakeClock, flush, T0 } from '../support/clock.ts';
 
 // ---- helpers ----
-
-const T0 = 1_700_000_000_000;
-
-function fakeClock() {
-  const fake = FakeTimers.createClock(T0);
-  const clock: Clock = {
-    now: () => fake.now,
-    setTimeout: (cb, ms) => fake.setTimeout(cb, ms),
-    clearTimeout: (h) => fake.clearTimeout(h as FakeTimers.TimerId),
-  };
-  return { fake, clock };
-}
-
-const flush = () => new Promise<void>((r) => setImmediate(r));
 
 function merge<T>(base: T, o: DeepPartial<T> | undefined): T {
   if (o === undefined) return base;

@@ -10,21 +10,11 @@ import type { Clock } from '../../src/policy/clock.ts';
 import type { RetryEvent, RetryExhaustedEvent, RetrySuppressedEvent } from '../../src/policy/events.ts';
 import { RetryPolicy } from '../../src/policy/retry.ts';
 import { RetryBudget } from '../../src/policy/retry-budget.ts';
+import { fakeClock, flush } from '../support/clock.ts';
 
 // ---- helpers ----
 
-function fakeClock() {
-  const fake = FakeTimers.createClock(1_700_000_000_000);
-  const clock: Clock = {
-    now: () => fake.now,
-    setTimeout: (cb, ms) => fake.setTimeout(cb, ms),
-    clearTimeout: (h) => fake.clearTimeout(h as FakeTimers.TimerId),
-  };
-  return { fake, clock };
-}
-
 /** Lets pending promise callbacks run (the retry loop registers its timer after a microtask or two). */
-const flush = () => new Promise<void>((r) => setImmediate(r));
 
 /** A test error that carries its own classification. */
 class TestError extends Error {

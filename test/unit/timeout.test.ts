@@ -1,33 +1,10 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { describe, it } from 'node:test';
-import FakeTimers from '@sinonjs/fake-timers';
 import { isOperationTimeoutError, OperationTimeoutError } from '../../src/errors.ts';
-import type { Clock } from '../../src/policy/clock.ts';
 import type { TimeoutEvent } from '../../src/policy/events.ts';
 import { createTimeout, TimeoutPolicy } from '../../src/policy/timeout.ts';
-
-function fakeClock() {
-  const fake = FakeTimers.createClock(1_700_000_000_000);
-  const clock: Clock = {
-    now: () => fake.now,
-    setTimeout: (cb, ms) => fake.setTimeout(cb, ms),
-    clearTimeout: (h) => fake.clearTimeout(h as FakeTimers.TimerId),
-  };
-  return { fake, clock };
-}
-
-const flush = () => new Promise<void>((r) => setImmediate(r));
-
-function deferred<T>() {
-  let resolve!: (v: T) => void;
-  let reject!: (e: unknown) => void;
-  const promise = new Promise<T>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  return { promise, resolve, reject };
-}
+import { deferred, fakeClock, flush } from '../support/clock.ts';
 
 describe('TimeoutPolicy', () => {
   it('passes the value through when fn settles in time, clears its timer, and never aborts the signal', async () => {
