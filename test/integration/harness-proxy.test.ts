@@ -23,6 +23,7 @@ function seeded(seed: number): () => number {
   };
 }
 
+const NODE_MAJOR = Number(process.versions.node.split('.')[0]);
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 const clients = new Set<pg.Client>();
@@ -326,10 +327,25 @@ describe('test/support/fault-proxy.ts, through a pg client', () => {
 
   it('resetAfterBytes(n): like closeAfterBytes but the client sees ECONNRESET', T, async () => {
     proxy.resetAfterBytes(64 * 1024, 'downstream');
-    const { client } = await connected({ connectionString: url });
-    await assert.rejects(client.query(`SELECT repeat('x', 1000) FROM generate_series(1, 1000)`), {
-      code: 'ECONNRESET',
-    });
+    const { client, errors } = await connected({ connectionString: url });
+    const failed = await client.query(`SELECT repeat('x', 1000) FROM generate_series(1, 1000)`).then(
+      () => assert.fail('the query completed through a cut connection'),
+      (err: PgError) => err,
+    );
+    await sleep(50); // pg delivers the client's 'error' on a later tick
+    // pg races the socket's 'error' (ECONNRESET) against its 'end' ("Connection terminated unexpectedly"):
+    // the query gets either, but an RST always surfaces ECONNRESET somewhere; a FIN never does.
+    const codes = [failed, ...errors].map((e) => e.code ?? e.message);
+    if (NODE_MAJOR >= 24) {
+      assert.ok(codes.includes('ECONNRESET'), `no ECONNRESET seen: ${codes.join(', ')}`);
+    } else {
+      // Node 22's resetAndDestroy() sometimes closes with a FIN (see resetWhenFlushed in the proxy):
+      // there the test can only require that the connection was cut mid-result.
+      assert.ok(
+        codes.every((c) => c === 'ECONNRESET' || c === 'Connection terminated unexpectedly'),
+        codes.join(', '),
+      );
+    }
     assert.equal(proxy.stats.resetAfterBytes, 1);
   });
 

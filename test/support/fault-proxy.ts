@@ -292,7 +292,7 @@ class Connection {
     for (const s of [this.client, this.upstream]) {
       if (s.destroyed) continue;
       if (s.connecting || s.pending) s.destroy();
-      else s.resetAndDestroy();
+      else resetWhenFlushed(s);
     }
     this.finish();
   }
@@ -538,4 +538,25 @@ export class FaultProxy {
     }
     return this.#closing;
   }
+}
+
+/** How long a reset waits for already-forwarded bytes to leave Node's buffer before it resets anyway. */
+const RESET_DRAIN_MS = 1000;
+
+/**
+ * TCP RST. Node 22's `resetAndDestroy()` closes with a FIN instead while writes are still queued (in the
+ * stream or in libuv: seen on 22.23; Node 24 sends the RST), so let the bytes already forwarded leave
+ * first. A peer that never reads gets the reset after RESET_DRAIN_MS anyway.
+ */
+function resetWhenFlushed(s: net.Socket): void {
+  const deadline = Date.now() + RESET_DRAIN_MS;
+  const queued = () =>
+    s.writableLength +
+    ((s as unknown as { _handle?: { writeQueueSize?: number } })._handle?.writeQueueSize ?? 0);
+  const attempt = () => {
+    if (s.destroyed) return;
+    if (queued() === 0 || Date.now() >= deadline) s.resetAndDestroy();
+    else setTimeout(attempt, 1).unref();
+  };
+  attempt();
 }
