@@ -46,4 +46,7 @@ export {
   type ResilienceErrorCode,
   TransactionOutcomeUnknownError,
 } from './errors.ts';
+export { PgResilienceInstrumentation } from './instrumentation/instrumentation.ts';
+export type { PgResilienceInstrumentationConfig } from './instrumentation/types.ts';
 export { MIN_NODE_VERSION } from './node-guard.ts';
+export type { ClientErrorAbsorbedEvent, ErrorSource } from './recovery/error-guards.ts';
