@@ -1,4 +1,12 @@
-// `node --require pg-resilience/register app.js` / `node --import pg-resilience/register app.mjs`.
-// Placeholder until the instrumentation issue: loads the package (so an unsupported Node fails here with
-// one clear message) and does nothing else yet.
+// `node --import pg-resilience/register app.mjs` (the ESM entry; the CommonJS one is register-cjs.ts).
+// Registers import-in-the-middle's loader hook, so ES modules importing pg are patched, then starts
+// the SDK and the instrumentations (src/register/start.ts) before the app's modules load.
+// Compiled only into dist/esm: import.meta does not exist in the CommonJS build.
 import './node-guard.ts';
+import { register } from 'node:module';
+import { registerDisabled, startPgResilience } from './register/start.ts';
+
+if (!registerDisabled()) {
+  register('@opentelemetry/instrumentation/hook.mjs', import.meta.url);
+  startPgResilience();
+}

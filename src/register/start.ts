@@ -1,0 +1,97 @@
+/**
+ * What `pg-resilience/register` does, shared by its ESM entry (src/register.ts, which first registers
+ * the import-in-the-middle hook) and its CommonJS entry (src/register-cjs.ts):
+ * start OpenTelemetry's NodeSDK with instrumentation-pg and then PgResilienceInstrumentation (ours
+ * last, so its wrappers are outermost). The SDK reads the standard OTEL_* environment itself
+ * (OTEL_SDK_DISABLED, OTEL_TRACES_EXPORTER, OTEL_METRICS_EXPORTER, OTEL_EXPORTER_PROMETHEUS_HOST/PORT,
+ * OTEL_SERVICE_NAME…). PG_RESILIENCE_DISABLED=true: nothing at all is started and pg is untouched.
+ * OTEL_SDK_DISABLED=true: no SDK (no exporters, no instrumentation-pg), but PgResilienceInstrumentation
+ * still runs: switching telemetry off must not bring the crashes back.
+ *
+ * Shutdown: on beforeExit, and on SIGTERM/SIGINT. On a signal, when the app has no handler of its own,
+ * the SDK is shut down (at most SHUTDOWN_TIMEOUT_MS) and the process exits with 128 + the signal
+ * number (143 for SIGTERM, 130 for SIGINT), as it would have without us; when the app has its own
+ * handler, the signal is left to it. Telemetry failures are logged through diag, never thrown.
+ */
+import { constants } from 'node:os';
+import { diag } from '@opentelemetry/api';
+import { registerInstrumentations } from '@opentelemetry/instrumentation';
+import { PgInstrumentation } from '@opentelemetry/instrumentation-pg';
+import { NodeSDK } from '@opentelemetry/sdk-node';
+import { PgResilienceInstrumentation } from '../instrumentation/instrumentation.ts';
+
+export const SHUTDOWN_TIMEOUT_MS = 5_000;
+const SIGNALS = ['SIGTERM', 'SIGINT'] as const;
+
+export interface Started {
+  /** undefined when OTEL_SDK_DISABLED=true (telemetry off; the crash guards still run). */
+  readonly sdk: NodeSDK | undefined;
+  readonly instrumentation: PgResilienceInstrumentation;
+  shutdown(): Promise<void>;
+}
+
+function envTrue(value: string | undefined): boolean {
+  return value !== undefined && ['true', '1', 'yes', 'on'].includes(value.trim().toLowerCase());
+}
+
+/** OTEL_SDK_DISABLED, read as the SDK reads it (case-insensitive `true`). */
+function otelSdkDisabled(env: NodeJS.ProcessEnv = process.env): boolean {
+  return env.OTEL_SDK_DISABLED?.trim().toLowerCase() === 'true';
+}
+
+/** True when PG_RESILIENCE_DISABLED switches the package off. */
+export function registerDisabled(env: NodeJS.ProcessEnv = process.env): boolean {
+  return envTrue(env.PG_RESILIENCE_DISABLED);
+}
+
+/** Starts the SDK and the instrumentations; undefined when PG_RESILIENCE_DISABLED is set. */
+export function startPgResilience(): Started | undefined {
+  if (registerDisabled()) return undefined;
+  // A ConfigError from our instrumentation surfaces here, at start-up.
+  const instrumentation = new PgResilienceInstrumentation();
+  if (otelSdkDisabled()) {
+    // Telemetry off, resilience on. NodeSDK is not even constructed: its constructor builds the
+    // metric readers from OTEL_METRICS_EXPORTER even when disabled, and the Prometheus exporter
+    // starts serving /metrics in its own constructor.
+    registerInstrumentations({ instrumentations: [instrumentation] });
+    return { sdk: undefined, instrumentation, shutdown: () => Promise.resolve() };
+  }
+  const sdk = new NodeSDK({ instrumentations: [new PgInstrumentation(), instrumentation] });
+  try {
+    sdk.start();
+  } catch (error) {
+    diag.error('pg-resilience/register: the OpenTelemetry SDK failed to start', error);
+  }
+
+  let shutdownPromise: Promise<void> | undefined;
+  const shutdown = (): Promise<void> => {
+    shutdownPromise ??= new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, SHUTDOWN_TIMEOUT_MS);
+      timer.unref();
+      let pending: Promise<void>;
+      try {
+        pending = sdk.shutdown();
+      } catch (error) {
+        pending = Promise.reject(error);
+      }
+      pending
+        .catch((error: unknown) => diag.error('pg-resilience/register: SDK shutdown failed', error))
+        .finally(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+    });
+    return shutdownPromise;
+  };
+
+  process.once('beforeExit', () => void shutdown());
+  for (const signal of SIGNALS) {
+    const onSignal = (): void => {
+      // The app's own handlers (added after ours) decide what the signal means: leave it to them.
+      if (process.listenerCount(signal) > 0) return;
+      void shutdown().finally(() => process.exit(128 + constants.signals[signal]));
+    };
+    process.once(signal, onSignal);
+  }
+  return { sdk, instrumentation, shutdown };
+}

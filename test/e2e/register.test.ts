@@ -1,0 +1,177 @@
+/**
+ * `pg-resilience/register` from the packed tarball, in real child processes against a real PostgreSQL:
+ * a CommonJS app under `--require` and an ES module app under `--import`. Each proves the SDK and
+ * instrumentation-pg run (instrumentation-pg's series on the Prometheus endpoint, scraped over HTTP
+ * while the app is alive) and that our instrumentation is active in that load mode (the app survives
+ * pg_terminate_backend with no pool 'error' listener), then that SIGTERM exits promptly with 143.
+ * The off switches (OTEL_SDK_DISABLED, PG_RESILIENCE_DISABLED) leave the app running without /metrics.
+ */
+import assert from 'node:assert/strict';
+import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
+import { after, before, describe, it } from 'node:test';
+import { scratchApp, type ScratchApp } from '../support/package.ts';
+import { freePort, startServer, type TestServer } from '../support/postgres.ts';
+
+const T = { timeout: 60_000 };
+
+// The app: a pool with no 'error' listener, a few queries, then one more query per line on stdin.
+const APP_BODY = `
+const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: 2 });
+for (let i = 0; i < 3; i++) await pool.query('SELECT 1');
+console.log('READY');
+process.stdin.setEncoding('utf8');
+process.stdin.on('data', () => {
+  pool.query('SELECT 1 AS one').then(
+    (r) => console.log('QUERY ' + r.rows[0].one),
+    (e) => console.log('QUERY FAILED ' + e.message),
+  );
+});
+`;
+const CJS_APP = `const pg = require('pg');\n(async () => {${APP_BODY}})();\n`;
+const ESM_APP = `import pg from 'pg';\n${APP_BODY}`;
+
+interface Running {
+  child: ChildProcessWithoutNullStreams;
+  output: () => string;
+  waitFor: (text: string, ms?: number) => Promise<void>;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+function start(app: ScratchApp, args: string[], env: NodeJS.ProcessEnv): Running {
+  const child = spawn(process.execPath, args, { cwd: app.dir, env: { ...process.env, ...env } });
+  let out = '';
+  child.stdout.setEncoding('utf8');
+  child.stderr.setEncoding('utf8');
+  child.stdout.on('data', (c: string) => (out += c));
+  child.stderr.on('data', (c: string) => (out += c));
+  child.stdin.on('error', () => {});
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once('exit', (code, signal) => resolve({ code, signal })),
+  );
+  const waitFor = async (text: string, ms = 20_000): Promise<void> => {
+    const deadline = Date.now() + ms;
+    while (!out.includes(text)) {
+      if (child.exitCode !== null || child.signalCode !== null)
+        throw new Error(`app exited before "${text}": ${out}`);
+      if (Date.now() > deadline) throw new Error(`no "${text}" within ${ms} ms: ${out}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+  return { child, output: () => out, waitFor, exited };
+}
+
+async function stopApp(
+  run: Running,
+): Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number }> {
+  const t0 = Date.now();
+  run.child.kill('SIGTERM');
+  const timer = setTimeout(() => run.child.kill('SIGKILL'), 10_000);
+  const res = await run.exited;
+  clearTimeout(timer);
+  return { ...res, ms: Date.now() - t0 };
+}
+
+async function scrape(port: number): Promise<string> {
+  const res = await fetch(`http://127.0.0.1:${port}/metrics`);
+  assert.equal(res.status, 200);
+  return res.text();
+}
+
+describe('pg-resilience/register (packed tarball, real PostgreSQL)', () => {
+  let app: ScratchApp;
+  let server: TestServer;
+  before(async () => {
+    server = await startServer();
+    app = scratchApp('register');
+    app.write('app.cjs', CJS_APP);
+    app.write('app.mjs', ESM_APP);
+  });
+  after(async () => {
+    app?.remove();
+    await server?.close();
+  });
+
+  for (const [mode, args] of [
+    ['CommonJS app, --require', ['--require', 'pg-resilience/register', 'app.cjs']],
+    ['ES module app, --import', ['--import', 'pg-resilience/register', 'app.mjs']],
+  ] as const) {
+    it(
+      `${mode}: metrics from instrumentation-pg, survives a terminated backend, SIGTERM exits 143`,
+      T,
+      async () => {
+        const port = await freePort();
+        const run = start(app, [...args], {
+          DATABASE_URL: server.connectionString,
+          OTEL_METRICS_EXPORTER: 'prometheus',
+          OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1',
+          OTEL_EXPORTER_PROMETHEUS_PORT: String(port),
+          OTEL_TRACES_EXPORTER: 'none',
+          OTEL_LOGS_EXPORTER: 'none',
+        });
+        try {
+          await run.waitFor('READY');
+          const metrics = await scrape(port);
+          assert.match(metrics, /^db_client_operation_duration_(bucket|count|sum)\{/m, metrics);
+
+          assert.ok((await server.terminateBackends()) >= 1);
+          await new Promise((r) => setTimeout(r, 500));
+          assert.equal(run.child.exitCode, null, `the app died: ${run.output()}`);
+          run.child.stdin.write('query\n');
+          await run.waitFor('QUERY 1');
+
+          const stopped = await stopApp(run);
+          assert.deepEqual([stopped.code, stopped.signal], [143, null], run.output());
+          assert.ok(stopped.ms < 6_000, `SIGTERM took ${stopped.ms} ms`);
+        } finally {
+          run.child.kill('SIGKILL');
+        }
+      },
+    );
+  }
+
+  const offSwitches: [string, NodeJS.ProcessEnv][] = [
+    ['OTEL_SDK_DISABLED=true', { OTEL_SDK_DISABLED: 'true' }],
+    ['PG_RESILIENCE_DISABLED=true', { PG_RESILIENCE_DISABLED: 'true' }],
+  ];
+  for (const [name, env] of offSwitches) {
+    for (const args of [
+      ['--require', 'pg-resilience/register', 'app.cjs'],
+      ['--import', 'pg-resilience/register', 'app.mjs'],
+    ]) {
+      it(`${name}, ${args[0]}: the app runs, no /metrics`, T, async () => {
+        const port = await freePort();
+        const run = start(app, args, {
+          ...env,
+          DATABASE_URL: server.connectionString,
+          OTEL_METRICS_EXPORTER: 'prometheus',
+          OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1',
+          OTEL_EXPORTER_PROMETHEUS_PORT: String(port),
+          OTEL_TRACES_EXPORTER: 'none',
+        });
+        try {
+          await run.waitFor('READY');
+          await assert.rejects(fetch(`http://127.0.0.1:${port}/metrics`));
+          run.child.stdin.write('query\n');
+          await run.waitFor('QUERY 1');
+          if (env.PG_RESILIENCE_DISABLED) {
+            // pg untouched: the idle client's error with no pool listener kills the app, as with bare pg.
+            await server.terminateBackends();
+            const res = await run.exited;
+            assert.notEqual(res.code, 0, run.output());
+            assert.match(run.output(), /terminating connection/);
+            return;
+          }
+          // Telemetry off, the crash guards still on.
+          await server.terminateBackends();
+          await new Promise((r) => setTimeout(r, 500));
+          assert.equal(run.child.exitCode, null, `the app died: ${run.output()}`);
+          // Nothing of ours handles signals: the default action ends the process.
+          const stopped = await stopApp(run);
+          assert.deepEqual([stopped.code, stopped.signal], [null, 'SIGTERM'], run.output());
+        } finally {
+          run.child.kill('SIGKILL');
+        }
+      });
+    }
+  }
+});
