@@ -85,6 +85,16 @@ describe('pg-resilience/register (packed tarball, real PostgreSQL)', () => {
     app = scratchApp('register');
     app.write('app.cjs', CJS_APP);
     app.write('app.mjs', ESM_APP);
+    app.write(
+      'own-handler.cjs',
+      `const pg = require('pg');
+       const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL });
+       process.on('SIGTERM', () => {
+         console.log('APP SIGTERM');
+         pool.end().then(() => setTimeout(() => process.exit(7), 200));
+       });
+       pool.query('SELECT 1').then(() => console.log('READY'));`,
+    );
   });
   after(async () => {
     app?.remove();
@@ -128,6 +138,23 @@ describe('pg-resilience/register (packed tarball, real PostgreSQL)', () => {
       },
     );
   }
+
+  it("an app's own SIGTERM handler keeps the signal: it runs, and decides the exit code", T, async () => {
+    const run = start(app, ['--require', 'pg-resilience/register', 'own-handler.cjs'], {
+      DATABASE_URL: server.connectionString,
+      OTEL_METRICS_EXPORTER: 'none',
+      OTEL_TRACES_EXPORTER: 'none',
+      OTEL_LOGS_EXPORTER: 'none',
+    });
+    try {
+      await run.waitFor('READY');
+      const stopped = await stopApp(run);
+      assert.match(run.output(), /APP SIGTERM/);
+      assert.deepEqual([stopped.code, stopped.signal], [7, null], run.output());
+    } finally {
+      run.child.kill('SIGKILL');
+    }
+  });
 
   const offSwitches: [string, NodeJS.ProcessEnv][] = [
     ['OTEL_SDK_DISABLED=true', { OTEL_SDK_DISABLED: 'true' }],
