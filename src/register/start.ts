@@ -21,6 +21,12 @@ import { NodeSDK } from '@opentelemetry/sdk-node';
 import { PgResilienceInstrumentation } from '../instrumentation/instrumentation.ts';
 
 export const SHUTDOWN_TIMEOUT_MS = 5_000;
+/**
+ * At a natural exit (the app is done), the SDK gets this long to flush before the process exits with
+ * the app's exit code anyway: an unreachable or hanging collector must not hold a finished app (the
+ * OTLP exporters retry for up to OTEL_EXPORTER_OTLP_TIMEOUT, 10 s by default).
+ */
+export const EXIT_FLUSH_TIMEOUT_MS = 1_000;
 const SIGNALS = ['SIGTERM', 'SIGINT'] as const;
 
 export interface Started {
@@ -84,7 +90,12 @@ export function startPgResilience(): Started | undefined {
     return shutdownPromise;
   };
 
-  process.once('beforeExit', () => void shutdown());
+  process.once('beforeExit', (code) => {
+    // Unref'd: it only fires if the flush still holds the event loop open when it is due.
+    const cap = setTimeout(() => process.exit(process.exitCode ?? code), EXIT_FLUSH_TIMEOUT_MS);
+    cap.unref();
+    void shutdown().finally(() => clearTimeout(cap));
+  });
   for (const signal of SIGNALS) {
     const onSignal = (): void => {
       // The app's own handlers (added after ours) decide what the signal means: leave it to them.

@@ -8,6 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
+import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { scratchApp, type ScratchApp } from '../support/package.ts';
 import { freePort, startServer, type TestServer } from '../support/postgres.ts';
@@ -155,6 +156,54 @@ describe('pg-resilience/register (packed tarball, real PostgreSQL)', () => {
       run.child.kill('SIGKILL');
     }
   });
+
+  it(
+    'a finished app exits promptly, with its own exit code, even when the OTLP collector hangs',
+    T,
+    async () => {
+      // A collector that accepts connections and never answers: the exporters' worst case.
+      const sockets = new Set<net.Socket>();
+      const collector = net.createServer((s) => {
+        sockets.add(s);
+        s.on('error', () => {});
+      });
+      await new Promise<void>((r) => collector.listen(0, '127.0.0.1', r));
+      const { port } = collector.address() as net.AddressInfo;
+      app.write(
+        'done.cjs',
+        `const pg = require('pg');
+       const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL });
+       pool.query('SELECT 1').then(() => pool.end()).then(() => { console.log('DONE'); process.exitCode = 3; });`,
+      );
+      try {
+        const t0 = performance.now();
+        const res = await new Promise<{ code: number | null; out: string }>((resolve) => {
+          const child = spawn(process.execPath, ['--require', 'pg-resilience/register', 'done.cjs'], {
+            cwd: app.dir,
+            env: {
+              ...process.env,
+              DATABASE_URL: server.connectionString,
+              OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}`,
+              OTEL_TRACES_EXPORTER: 'otlp',
+              OTEL_METRICS_EXPORTER: 'otlp',
+            },
+          });
+          let out = '';
+          child.stdout.on('data', (d) => (out += d));
+          child.stderr.on('data', (d) => (out += d));
+          child.on('exit', (code) => resolve({ code, out }));
+        });
+        const elapsed = performance.now() - t0;
+        assert.match(res.out, /DONE/);
+        assert.equal(res.code, 3, res.out);
+        // Without the cap the exporters hold the process for their 10 s timeout.
+        assert.ok(elapsed < 6_000, `exited after ${Math.round(elapsed)} ms`);
+      } finally {
+        for (const s of sockets) s.destroy();
+        collector.close();
+      }
+    },
+  );
 
   const offSwitches: [string, NodeJS.ProcessEnv][] = [
     ['OTEL_SDK_DISABLED=true', { OTEL_SDK_DISABLED: 'true' }],
