@@ -3,25 +3,13 @@
 import assert from 'node:assert/strict';
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
 import pg from 'pg';
-import { FaultProxy } from '../support/fault-proxy.ts';
+import { FaultProxy, seededRandom } from '../support/fault-proxy.ts';
 import { freePort, portAcceptsConnections, startServer, type TestServer } from '../support/postgres.ts';
 
 type PgError = Error & { code?: string };
 
 /** Per-test limit: a broken fault must fail its test, not hang the file. */
 const T = { timeout: 15_000 };
-
-/** A small seeded PRNG (mulberry32) for reproducible fault schedules. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const NODE_MAJOR = Number(process.versions.node.split('.')[0]);
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -88,7 +76,11 @@ describe('test/support/fault-proxy.ts, through a pg client', () => {
     await server?.close();
   });
   beforeEach(async () => {
-    proxy = await FaultProxy.start({ targetHost: server.host, targetPort: server.port, random: seeded(1) });
+    proxy = await FaultProxy.start({
+      targetHost: server.host,
+      targetPort: server.port,
+      random: seededRandom(1),
+    });
     url = proxy.connectionString(server);
   });
   afterEach(async () => {
@@ -182,7 +174,7 @@ describe('test/support/fault-proxy.ts, through a pg client', () => {
         const p = await FaultProxy.start({
           targetHost: server.host,
           targetPort: server.port,
-          random: seeded(seed),
+          random: seededRandom(seed),
         });
         try {
           p.resetNewConnections(0.5);

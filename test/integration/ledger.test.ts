@@ -5,8 +5,8 @@
 // losing some inserts; with the package loaded (retries) the invariants must hold just the same.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { FaultProxy } from '../support/fault-proxy.ts';
-import { type LedgerResult, runLedger, seededRandom } from '../support/ledger.ts';
+import { FaultProxy, seededRandom } from '../support/fault-proxy.ts';
+import { type LedgerResult, runLedger } from '../support/ledger.ts';
 import { scratchApp, type ScratchApp } from '../support/package.ts';
 import { startServer, type TestServer } from '../support/postgres.ts';
 

@@ -73,18 +73,6 @@ interface WorkerOutcome {
   failed: Array<{ key: string; errorCode: string }>;
 }
 
-/** mulberry32: a small seeded PRNG for FaultProxy's `random`. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 const keyOf = (worker: number, i: number) => `w${worker}-${i}`;
 
 function errorCode(err: unknown): string {
