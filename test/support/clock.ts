@@ -2,6 +2,7 @@
  * Fake time for unit tests: a `@sinonjs/fake-timers` clock and the `Clock` the policies take, driven by
  * it, plus the small promise helpers those tests share.
  */
+import assert from 'node:assert/strict';
 import FakeTimers from '@sinonjs/fake-timers';
 import type { Clock } from '../../src/policy/clock.ts';
 
@@ -31,4 +32,29 @@ export function deferred<T = unknown>() {
     reject = rej;
   });
   return { promise, resolve, reject };
+}
+
+/** Runs the fake clock (timer by timer) until `p` settles; returns its value or error. */
+export async function settle<T>(
+  fake: FakeTimers.Clock,
+  p: Promise<T>,
+): Promise<{ value?: T; error?: unknown }> {
+  let done = false;
+  const out: { value?: T; error?: unknown } = {};
+  p.then(
+    (v) => {
+      done = true;
+      out.value = v;
+    },
+    (e) => {
+      done = true;
+      out.error = e;
+    },
+  );
+  for (let i = 0; i < 1000 && !done; i++) {
+    await flush();
+    if (!done) fake.next();
+  }
+  assert.ok(done, 'settled');
+  return out;
 }

@@ -13,7 +13,7 @@ import {
 } from '../../src/errors.ts';
 import type { OperationKind } from '../../src/policy/events.ts';
 import { type OperationEvent, PolicyRegistry, TargetPolicy } from '../../src/policy/pipeline.ts';
-import { fakeClock, flush, T0 } from '../support/clock.ts';
+import { fakeClock, flush, settle, T0 } from '../support/clock.ts';
 
 // ---- helpers ----
 
@@ -69,28 +69,6 @@ function script(...errors: unknown[]) {
     return e === undefined ? Promise.resolve('ok') : Promise.reject(e);
   };
   return { fn, calls };
-}
-
-/** Runs the fake clock (timer by timer) until `p` settles. */
-async function settle<T>(fake: FakeTimers.Clock, p: Promise<T>): Promise<{ value?: T; error?: unknown }> {
-  let done = false;
-  const out: { value?: T; error?: unknown } = {};
-  p.then(
-    (v) => {
-      done = true;
-      out.value = v;
-    },
-    (e) => {
-      done = true;
-      out.error = e;
-    },
-  );
-  for (let i = 0; i < 1000 && !done; i++) {
-    await flush();
-    if (!done) fake.next();
-  }
-  assert.ok(done, 'settled');
-  return out;
 }
 
 const query = { operation: 'query' as const };

@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { describe, it } from 'node:test';
-import FakeTimers from '@sinonjs/fake-timers';
 import { classifyError } from '../../src/classify/index.ts';
 import type { ErrorClass, ErrorClassification, ServerReach } from '../../src/classify/types.ts';
 import type { RetrySettings } from '../../src/config/types.ts';
@@ -10,7 +9,7 @@ import type { Clock } from '../../src/policy/clock.ts';
 import type { RetryEvent, RetryExhaustedEvent, RetrySuppressedEvent } from '../../src/policy/events.ts';
 import { RetryPolicy } from '../../src/policy/retry.ts';
 import { RetryBudget } from '../../src/policy/retry-budget.ts';
-import { fakeClock, flush } from '../support/clock.ts';
+import { fakeClock, flush, settle } from '../support/clock.ts';
 
 // ---- helpers ----
 
@@ -70,28 +69,6 @@ function script(...errors: unknown[]) {
     return e === undefined ? Promise.resolve('ok') : Promise.reject(e);
   };
   return { fn, calls };
-}
-
-/** Runs the fake clock until `p` settles; returns its outcome. */
-async function settle<T>(fake: FakeTimers.Clock, p: Promise<T>): Promise<{ value?: T; error?: unknown }> {
-  let done = false;
-  const out: { value?: T; error?: unknown } = {};
-  p.then(
-    (v) => {
-      done = true;
-      out.value = v;
-    },
-    (e) => {
-      done = true;
-      out.error = e;
-    },
-  );
-  for (let i = 0; i < 1000 && !done; i++) {
-    await flush();
-    if (!done) fake.next();
-  }
-  assert.ok(done, 'settled');
-  return out;
 }
 
 const ctx = { operation: 'query' as const };
