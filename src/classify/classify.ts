@@ -9,6 +9,7 @@
  * chain, bounded → `unknown`. See docs/error-classification.md for the table and its rationale.
  */
 import { isResilienceError } from '../errors.ts';
+import { classification } from './classification.ts';
 import { ERRNO_TABLE, PG_MESSAGES } from './network.ts';
 import { classifySqlState, isSqlStateShaped } from './sqlstate.ts';
 import {
@@ -26,14 +27,7 @@ const MAX_VISITS = 32;
 /** Longest `errorType` label accepted (from a constructor name or an override). */
 const MAX_LABEL = 40;
 
-const freeze = (
-  errorClass: ErrorClass,
-  transient: boolean,
-  reachedServer: ServerReach,
-  countsForBreaker: boolean,
-  errorType: string,
-): ErrorClassification =>
-  Object.freeze({ errorClass, transient, reachedServer, countsForBreaker, errorType });
+const freeze = classification;
 
 const UNKNOWN = freeze('unknown', false, 'unknown', false, 'unknown');
 

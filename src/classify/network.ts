@@ -3,16 +3,10 @@
  * they are stable strings in pg 8 / pg-pool 3). The rationale for every row is in
  * docs/error-classification.md (a unit test keeps the two in sync).
  */
-import type { ErrorClass, ErrorClassification, ServerReach } from './types.ts';
+import { classification } from './classification.ts';
+import type { ErrorClassification } from './types.ts';
 
-const entry = (
-  errorClass: ErrorClass,
-  transient: boolean,
-  reachedServer: ServerReach,
-  countsForBreaker: boolean,
-  errorType: string,
-): ErrorClassification =>
-  Object.freeze({ errorClass, transient, reachedServer, countsForBreaker, errorType });
+const entry = classification;
 
 const refused = (errno: string) => entry('connect_refused', true, 'no', true, errno);
 const lost = (errno: string) => entry('connection_lost', true, 'unknown', true, errno);

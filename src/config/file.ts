@@ -27,38 +27,21 @@ const reason = (e: unknown): string => (e instanceof Error ? e.message : String(
 export function readConfigFile(rawPath: string, readFile: ReadFile = readFileUtf8): FileLayer {
   const path = resolvePath(rawPath);
   const source = `file ${path}`;
+  const unusable = (allowed: string): FileLayer => ({
+    path,
+    source,
+    issues: [{ field: 'PG_RESILIENCE_CONFIG', value: rawPath, source: 'env PG_RESILIENCE_CONFIG', allowed }],
+  });
   let text: string;
   try {
     text = readFile(path);
   } catch (e) {
-    return {
-      path,
-      source,
-      issues: [
-        {
-          field: 'PG_RESILIENCE_CONFIG',
-          value: rawPath,
-          source: 'env PG_RESILIENCE_CONFIG',
-          allowed: `must name a readable JSON file; reading ${path} failed: ${reason(e)}`,
-        },
-      ],
-    };
+    return unusable(`must name a readable JSON file; reading ${path} failed: ${reason(e)}`);
   }
   try {
     // A byte-order mark is not JSON, but editors write one: tolerate it.
     return { path, source, content: JSON.parse(text.replace(/^\uFEFF/, '')), issues: [] };
   } catch (e) {
-    return {
-      path,
-      source,
-      issues: [
-        {
-          field: 'PG_RESILIENCE_CONFIG',
-          value: rawPath,
-          source: 'env PG_RESILIENCE_CONFIG',
-          allowed: `must name a file of valid JSON; ${path} is not: ${reason(e)}`,
-        },
-      ],
-    };
+    return unusable(`must name a file of valid JSON; ${path} is not: ${reason(e)}`);
   }
 }
