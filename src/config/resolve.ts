@@ -515,7 +515,8 @@ export function resolveConfig(input: ResolveInput = {}): ResilienceConfig {
 }
 
 const KILL_SWITCH_ON = new Set(['true', '1', 'yes']);
-function killSwitchOn(env: EnvLike): boolean {
+/** PG_RESILIENCE_DISABLED switches the package off (`true`, `1` or `yes`, any case): the kill switch. */
+export function killSwitchOn(env: EnvLike = process.env): boolean {
   const raw = env.PG_RESILIENCE_DISABLED;
   return typeof raw === 'string' && KILL_SWITCH_ON.has(raw.trim().toLowerCase());
 }

@@ -18,6 +18,7 @@ import { diag } from '@opentelemetry/api';
 import { registerInstrumentations } from '@opentelemetry/instrumentation';
 import { PgInstrumentation } from '@opentelemetry/instrumentation-pg';
 import { NodeSDK } from '@opentelemetry/sdk-node';
+import { killSwitchOn } from '../config/index.ts';
 import { PgResilienceInstrumentation } from '../instrumentation/instrumentation.ts';
 
 export const SHUTDOWN_TIMEOUT_MS = 5_000;
@@ -36,18 +37,14 @@ export interface Started {
   shutdown(): Promise<void>;
 }
 
-function envTrue(value: string | undefined): boolean {
-  return value !== undefined && ['true', '1', 'yes', 'on'].includes(value.trim().toLowerCase());
-}
-
 /** OTEL_SDK_DISABLED, read as the SDK reads it (case-insensitive `true`). */
 function otelSdkDisabled(env: NodeJS.ProcessEnv = process.env): boolean {
   return env.OTEL_SDK_DISABLED?.trim().toLowerCase() === 'true';
 }
 
-/** True when PG_RESILIENCE_DISABLED switches the package off. */
+/** True when PG_RESILIENCE_DISABLED switches the package off (the config's own kill switch). */
 export function registerDisabled(env: NodeJS.ProcessEnv = process.env): boolean {
-  return envTrue(env.PG_RESILIENCE_DISABLED);
+  return killSwitchOn(env);
 }
 
 /** Starts the SDK and the instrumentations; undefined when PG_RESILIENCE_DISABLED is set. */
