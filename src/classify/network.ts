@@ -9,7 +9,7 @@ import type { ErrorClassification } from './types.ts';
 const entry = classification;
 
 const refused = (errno: string) => entry('connect_refused', true, 'no', true, errno);
-const lost = (errno: string) => entry('connection_lost', true, 'unknown', true, errno);
+const lost = (errno: string) => entry('connection_lost', true, 'unknown', false, errno);
 
 /** Node system error codes (`err.code` of errors with `syscall`/`errno`, or of a happy-eyeballs AggregateError). */
 export const ERRNO_TABLE: ReadonlyMap<string, ErrorClassification> = new Map<string, ErrorClassification>([
@@ -29,7 +29,7 @@ export const ERRNO_TABLE: ReadonlyMap<string, ErrorClassification> = new Map<str
 /** pg's and pg-pool's errors that carry nothing but a message (exact match). */
 export const PG_MESSAGES: ReadonlyMap<string, ErrorClassification> = new Map<string, ErrorClassification>([
   // pg client: the socket ended without client.end() (server closed it / FIN).
-  ['Connection terminated unexpectedly', entry('connection_lost', true, 'unknown', true, 'connection_lost')],
+  ['Connection terminated unexpectedly', entry('connection_lost', true, 'unknown', false, 'connection_lost')],
   // pg client: client.end() was called while queries were queued or in flight. The application (or
   // the pool destroying a broken client) closed it: says nothing about the server's health.
   ['Connection terminated', entry('connection_lost', true, 'unknown', false, 'connection_lost')],

@@ -25,8 +25,8 @@ export const SQLSTATE_EXACT: ReadonlyMap<string, Verdict> = new Map<string, Verd
   ['08004', verdict('connect_refused', true, 'no', true)], // sqlserver_rejected_establishment_of_sqlconnection
   ['08P01', rejected('protocol')], // protocol_violation
   // class 57 (operator intervention)
-  ['57P01', verdict('connection_lost', true, 'unknown', true)], // admin_shutdown (also pg_terminate_backend)
-  ['57P02', verdict('connection_lost', true, 'unknown', true)], // crash_shutdown
+  ['57P01', verdict('connection_lost', true, 'unknown', false)], // admin_shutdown (also pg_terminate_backend)
+  ['57P02', verdict('connection_lost', true, 'unknown', false)], // crash_shutdown
   ['57P03', verdict('connect_refused', true, 'no', true)], // cannot_connect_now (starting up / shutting down)
   ['57P05', verdict('connection_lost', true, 'unknown', false)], // idle_session_timeout (PG 14+)
   ['57014', rejected('statement_timeout')], // query_canceled (statement_timeout, pg_cancel_backend)
@@ -44,7 +44,7 @@ export const SQLSTATE_EXACT: ReadonlyMap<string, Verdict> = new Map<string, Verd
 
 /** Two-character SQLSTATE classes. */
 export const SQLSTATE_CLASSES: ReadonlyMap<string, Verdict> = new Map<string, Verdict>([
-  ['08', verdict('connection_lost', true, 'unknown', true)], // connection_exception
+  ['08', verdict('connection_lost', true, 'unknown', false)], // connection_exception
   ['53', verdict('insufficient_resources', true, 'rejected', true)], // insufficient_resources
   ['25', rejected('transaction_state')], // invalid_transaction_state
   ['28', rejected('auth')], // invalid_authorization_specification

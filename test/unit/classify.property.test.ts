@@ -267,7 +267,8 @@ describe('classifyError properties', () => {
         );
         assert.equal(r.errorType, errno);
         assert.equal(r.transient, true);
-        assert.equal(r.countsForBreaker, true);
+        // Unreachable targets count; a lost established connection does not (the reconnect decides).
+        assert.equal(r.countsForBreaker, r.errorClass !== 'connection_lost');
       }),
       RUNS,
     );

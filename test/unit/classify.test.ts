@@ -67,13 +67,13 @@ const ERRNO_ROWS: Array<[string, ErrorClassification]> = [
   ['EAI_AGAIN', c('connect_refused', true, 'no', true, 'EAI_AGAIN')],
   ['EHOSTUNREACH', c('connect_refused', true, 'no', true, 'EHOSTUNREACH')],
   ['ENETUNREACH', c('connect_refused', true, 'no', true, 'ENETUNREACH')],
-  ['ECONNRESET', c('connection_lost', true, 'unknown', true, 'ECONNRESET')],
-  ['EPIPE', c('connection_lost', true, 'unknown', true, 'EPIPE')],
+  ['ECONNRESET', c('connection_lost', true, 'unknown', false, 'ECONNRESET')],
+  ['EPIPE', c('connection_lost', true, 'unknown', false, 'EPIPE')],
   ['ETIMEDOUT', c('connect_timeout', true, 'unknown', true, 'ETIMEDOUT')],
 ];
 
 const MESSAGE_ROWS: Array<[string, ErrorClassification]> = [
-  ['Connection terminated unexpectedly', c('connection_lost', true, 'unknown', true, 'connection_lost')],
+  ['Connection terminated unexpectedly', c('connection_lost', true, 'unknown', false, 'connection_lost')],
   ['Connection terminated', c('connection_lost', true, 'unknown', false, 'connection_lost')],
   ['timeout expired', c('connect_timeout', true, 'no', true, 'connect_timeout')],
   [
@@ -88,7 +88,7 @@ const MESSAGE_ROWS: Array<[string, ErrorClassification]> = [
   ],
 ];
 
-const lost = (code: string) => c('connection_lost', true, 'unknown', true, code);
+const lost = (code: string) => c('connection_lost', true, 'unknown', false, code);
 const permanent = (cls: ErrorClass, code: string) => c(cls, false, 'rejected', false, code);
 const SQLSTATE_ROWS: Array<[string, ErrorClassification]> = [
   // class 08
