@@ -11,7 +11,8 @@ export type ResilienceErrorCode =
   | 'PGR_RATE_LIMITED'
   | 'PGR_BULKHEAD_REJECTED'
   | 'PGR_TIMEOUT'
-  | 'PGR_TRANSACTION_OUTCOME_UNKNOWN';
+  | 'PGR_TRANSACTION_OUTCOME_UNKNOWN'
+  | 'PGR_TRANSACTION_ROLLED_BACK';
 
 export abstract class ResilienceError extends Error {
   abstract readonly code: ResilienceErrorCode;
@@ -108,6 +109,21 @@ export class TransactionOutcomeUnknownError extends ResilienceError {
   }
 }
 
+/**
+ * withTransaction's COMMIT was answered with ROLLBACK: an earlier statement of the transaction failed
+ * and the callback caught that error and went on, so nothing was committed (PostgreSQL reports this as
+ * a successful ROLLBACK, not as an error). Never retried: the callback chose to continue.
+ */
+export class TransactionRolledBackError extends ResilienceError {
+  readonly code = 'PGR_TRANSACTION_ROLLED_BACK';
+  constructor(target: string) {
+    super(
+      target,
+      `The transaction on ${target} was rolled back at COMMIT: an earlier statement in it failed (its error was caught inside the transaction callback), so nothing was committed`,
+    );
+  }
+}
+
 const hasCode = (e: unknown, code: ResilienceErrorCode): boolean =>
   typeof e === 'object' &&
   e !== null &&
@@ -123,3 +139,5 @@ export const isBulkheadRejectedError = (e: unknown): e is BulkheadRejectedError 
 export const isOperationTimeoutError = (e: unknown): e is OperationTimeoutError => hasCode(e, 'PGR_TIMEOUT');
 export const isTransactionOutcomeUnknownError = (e: unknown): e is TransactionOutcomeUnknownError =>
   hasCode(e, 'PGR_TRANSACTION_OUTCOME_UNKNOWN');
+export const isTransactionRolledBackError = (e: unknown): e is TransactionRolledBackError =>
+  hasCode(e, 'PGR_TRANSACTION_ROLLED_BACK');

@@ -40,13 +40,23 @@ export {
   isRateLimitedError,
   isResilienceError,
   isTransactionOutcomeUnknownError,
+  isTransactionRolledBackError,
   OperationTimeoutError,
   RateLimitedError,
   ResilienceError,
   type ResilienceErrorCode,
   TransactionOutcomeUnknownError,
+  TransactionRolledBackError,
 } from './errors.ts';
 export { PgResilienceInstrumentation } from './instrumentation/instrumentation.ts';
 export type { PgResilienceInstrumentationConfig } from './instrumentation/types.ts';
 export { MIN_NODE_VERSION } from './node-guard.ts';
 export type { ClientErrorAbsorbedEvent, ErrorSource } from './recovery/error-guards.ts';
+export { IDEMPOTENT, idempotent, isMarkedIdempotent, isReadOnlyStatement } from './safety/index.ts';
+export {
+  type IsolationLevel,
+  type TransactionClient,
+  type TransactionOptions,
+  type TransactionPool,
+  withTransaction,
+} from './transaction/with-transaction.ts';

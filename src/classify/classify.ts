@@ -41,6 +41,10 @@ const RESILIENCE = new Map<unknown, ErrorClassification>([
     'PGR_TRANSACTION_OUTCOME_UNKNOWN',
     freeze('resilience_rejection', false, 'unknown', false, 'PGR_TRANSACTION_OUTCOME_UNKNOWN'),
   ],
+  [
+    'PGR_TRANSACTION_ROLLED_BACK',
+    freeze('resilience_rejection', false, 'rejected', false, 'PGR_TRANSACTION_ROLLED_BACK'),
+  ],
 ]);
 // This package's per-attempt timeout is a health signal like pg's own timeouts: a connect (or probe)
 // that timed out never sent anything; a statement that timed out may still run on the server.

@@ -6,9 +6,13 @@
  * never read):
  * - crash guards (src/recovery/error-guards.ts): `emit` on pg's `Client.prototype` (the file
  *   `pg/lib/client.js`) and on pg-pool's `Pool.prototype` (pg.Pool is a per-module subclass of it).
- * - policies (retry, breaker, rate limit… from src/policy): to be added as their own patches of
- *   `Client.prototype.query` / `connect` and `Pool.prototype.connect` in `patchClient` / `patchPool`
- *   below, built from `this.resilienceConfig`.
+ * - policies (src/policy, one TargetPolicy per `host:port/database`): `Client.prototype.query` and
+ *   `connect` (client-query.ts, client-connect.ts), `Pool.prototype.query`, `connect` and `newClient`
+ *   (pool-query.ts, pool-connect.ts);
+ * - dispatch tracking (dispatch.ts): `Query.prototype.submit` and `handleError` (pg's file
+ *   `pg/lib/query.js`, also exported as `pg.Query`);
+ * - transaction status on pg < 8.21 (tx-status.ts): `Client.prototype._handleReadyForQuery`.
+ * Disabling unwraps every one of them; the policies' state (breakers, recovery loops) is disposed.
  */
 import type { Event } from 'cockatiel';
 import {
@@ -18,6 +22,15 @@ import {
   isWrapped,
 } from '@opentelemetry/instrumentation';
 import { resolveConfig } from '../config/index.ts';
+import { PolicyRegistry } from '../policy/pipeline.ts';
+import { clearRuntime, setRuntime } from '../runtime.ts';
+import { patchClientConnect } from './client-connect.ts';
+import { patchClientQuery } from './client-query.ts';
+import { trackHandleError, trackSubmit } from './dispatch.ts';
+import { markPoolNewClient, patchPoolConnect } from './pool-connect.ts';
+import { patchPoolQuery } from './pool-query.ts';
+import { Targets } from './targets.ts';
+import { recordReadyForQuery } from './tx-status.ts';
 import type { ResilienceConfig, ResilienceOptions } from '../config/types.ts';
 import { SafeEventEmitter } from '../policy/events.ts';
 import { type ClientErrorAbsorbedEvent, type ErrorSource, guardErrorEmit } from '../recovery/error-guards.ts';
@@ -34,7 +47,7 @@ const SUPPORTED_PG = ['>=8 <9'];
 const SUPPORTED_PG_POOL = ['>=3 <4'];
 
 interface Prototyped {
-  prototype: { emit: EmitFn };
+  prototype: { emit: EmitFn } & Record<string, unknown>;
 }
 
 export class PgResilienceInstrumentation extends InstrumentationBase<PgResilienceInstrumentationConfig> {
@@ -55,15 +68,50 @@ export class PgResilienceInstrumentation extends InstrumentationBase<PgResilienc
       enabled: enabled !== false && !resolved.disabled,
     });
     this.resilienceConfig = resolved;
+    // The base constructor enabled the hooks before resilienceConfig existed: publish the runtime now.
+    if (this.isEnabled()) setRuntime(this.#getTargets());
+  }
+
+  #targets: Targets | undefined;
+
+  /** Every target's policies (created on first use, from `resilienceConfig`). */
+  get policies(): PolicyRegistry {
+    return this.#getTargets().registry;
   }
 
   override enable(): void {
     // The base constructor calls enable() before resilienceConfig is set; it only does so when enabled.
     if (this.resilienceConfig?.disabled) return;
     super.enable();
+    if (this.resilienceConfig) setRuntime(this.#getTargets());
+  }
+
+  override disable(): void {
+    super.disable();
+    clearRuntime(this.#targets);
+    // Timers (breakers, recovery loops, rate limiters) stop; a later enable() starts from fresh policies.
+    this.#targets?.registry.dispose();
+  }
+
+  readonly #targetsFn = (): Targets => this.#getTargets();
+
+  #getTargets(): Targets {
+    this.#targets ??= new Targets(new PolicyRegistry(this.resilienceConfig));
+    return this.#targets;
   }
 
   protected override init(): InstrumentationNodeModuleDefinition[] {
+    const queryFile = new InstrumentationNodeModuleFile(
+      'pg/lib/query.js',
+      SUPPORTED_PG,
+      (exports: unknown) => {
+        this.patchQuery(moduleExports<Prototyped>(exports));
+        return exports;
+      },
+      (exports: unknown) => {
+        if (exports !== undefined) this.unpatchQuery(moduleExports<Prototyped>(exports));
+      },
+    );
     const clientFile = new InstrumentationNodeModuleFile(
       'pg/lib/client.js',
       SUPPORTED_PG,
@@ -81,16 +129,18 @@ export class PgResilienceInstrumentation extends InstrumentationBase<PgResilienc
         SUPPORTED_PG,
         (exports: unknown) => {
           // Only the Client property (a plain value); `pg.native` is a lazy getter and is never read.
-          const Client = moduleExports<{ Client?: Prototyped }>(exports).Client;
-          if (Client) this.patchClient(Client);
+          const pg = moduleExports<{ Client?: Prototyped; Query?: Prototyped }>(exports);
+          if (pg.Client) this.patchClient(pg.Client);
+          if (pg.Query) this.patchQuery(pg.Query);
           return exports;
         },
         (exports: unknown) => {
           if (exports === undefined) return;
-          const Client = moduleExports<{ Client?: Prototyped }>(exports).Client;
-          if (Client) this.unpatchClient(Client);
+          const pg = moduleExports<{ Client?: Prototyped; Query?: Prototyped }>(exports);
+          if (pg.Client) this.unpatchClient(pg.Client);
+          if (pg.Query) this.unpatchQuery(pg.Query);
         },
-        [clientFile],
+        [clientFile, queryFile],
       ),
       new InstrumentationNodeModuleDefinition(
         'pg-pool',
@@ -117,11 +167,26 @@ export class PgResilienceInstrumentation extends InstrumentationBase<PgResilienc
         this.errorGuard('client', (emitter) => clientTarget(emitter as PgClientLike)),
       );
     }
-    // The policies' Client.prototype.query / connect patches go here (one _wrap per concern).
+    this.#wrapOnce(proto, 'query', patchClientQuery(this.#targetsFn));
+    this.#wrapOnce(proto, 'connect', patchClientConnect(this.#targetsFn));
+    if (typeof proto['getTransactionStatus'] !== 'function') {
+      this.#wrapOnce(proto, '_handleReadyForQuery', recordReadyForQuery);
+    }
   }
 
   private unpatchClient(Client: Prototyped): void {
-    if (isWrapped(Client.prototype.emit)) this._unwrap(Client.prototype, 'emit');
+    this.#unwrapAll(Client.prototype, ['emit', 'query', 'connect', '_handleReadyForQuery']);
+  }
+
+  // ---- pg Query (dispatch tracking) ----
+
+  private patchQuery(Query: Prototyped): void {
+    this.#wrapOnce(Query.prototype, 'submit', trackSubmit);
+    this.#wrapOnce(Query.prototype, 'handleError', trackHandleError);
+  }
+
+  private unpatchQuery(Query: Prototyped): void {
+    this.#unwrapAll(Query.prototype, ['submit', 'handleError']);
   }
 
   // ---- pg-pool Pool ----
@@ -135,12 +200,25 @@ export class PgResilienceInstrumentation extends InstrumentationBase<PgResilienc
         this.errorGuard('pool', (emitter, args) => poolTarget(emitter as PgPoolLike, args[1])),
       );
     }
-    // The policies' Pool.prototype.connect patch goes here (Pool.query calls connect).
+    this.#wrapOnce(proto, 'query', patchPoolQuery(this.#targetsFn));
+    this.#wrapOnce(proto, 'connect', patchPoolConnect(this.#targetsFn));
+    this.#wrapOnce(proto, 'newClient', markPoolNewClient);
   }
 
   private unpatchPool(Pool: Prototyped): void {
     // pg-pool's Pool inherits emit from EventEmitter: _unwrap restores the own property shimmer set.
-    if (isWrapped(Pool.prototype.emit)) this._unwrap(Pool.prototype, 'emit');
+    this.#unwrapAll(Pool.prototype, ['emit', 'query', 'connect', 'newClient']);
+  }
+
+  /** Wraps `proto[name]` unless it is missing or already wrapped (pg and pg/lib/client.js are one prototype). */
+  #wrapOnce(proto: Record<string, unknown>, name: string, wrapper: (original: never) => unknown): void {
+    const current = proto[name];
+    if (typeof current !== 'function' || isWrapped(current)) return;
+    this._wrap(proto, name as never, wrapper as never);
+  }
+
+  #unwrapAll(proto: Record<string, unknown>, names: readonly string[]): void {
+    for (const name of names) if (isWrapped(proto[name])) this._unwrap(proto, name as never);
   }
 
   // ---- crash guards ----

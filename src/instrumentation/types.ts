@@ -13,12 +13,16 @@ export interface PgClientLike {
   readonly host?: string;
   readonly port?: number;
   readonly database?: string;
+  /** Set by pg-pool on the clients it hands out. */
+  readonly release?: unknown;
   listenerCount(event: string): number;
 }
 
 /** pg-pool's Pool as far as the patches need it. */
 export interface PgPoolLike {
   readonly options?: { host?: string; port?: number | string; database?: string; connectionString?: string };
+  /** true once `pool.end()` was called. */
+  readonly ending?: boolean;
   listenerCount(event: string): number;
 }
 

@@ -168,6 +168,21 @@ export class CircuitBreaker {
   }
 
   /**
+   * Admission without running anything through the breaker (for calls whose outcome the breaker cannot
+   * follow, e.g. pg Submittables): undefined when closed; otherwise the CircuitOpenError the call is
+   * refused with (and `onRejected` fires). Such calls are never used as half-open probes.
+   */
+  admit(operation: OperationKind): CircuitOpenError | undefined {
+    if (!this.#settings.enabled) return undefined;
+    this.#halfOpenIfDue();
+    if (this.#state === 'closed') return undefined;
+    const state = this.#state;
+    const nextProbeAt = state === 'open' ? this.#nextProbeAt : undefined;
+    this.#rejected.emit({ target: this.target, operation, state, nextProbeAt });
+    return new CircuitOpenError(this.target, state, nextProbeAt);
+  }
+
+  /**
    * Runs a recovery probe. Open: half-opens now (skipping the rest of the wait) and runs `fn` as a
    * half-open call. Closed, or half-open with a free slot: like `execute()`. Half-open with every slot
    * busy: rejects with `CircuitOpenError(target, 'half_open')`. By default every error of `fn` counts

@@ -64,8 +64,14 @@ export interface ExecuteContext {
   readonly signal?: AbortSignal;
   /** Safety veto asked before each retry (see RetryContext). */
   canRetry?: RetryContext['canRetry'];
-  /** false: never retried (e.g. Submittables); still rate limited, bulkheaded, breaker-guarded and timed out. */
+  /** false: never retried; still rate limited, bulkheaded, breaker-guarded and timed out. */
   readonly retry?: boolean;
+  /**
+   * false: the call runs inside an operation that was already admitted (a statement on a client checked
+   * out of a pool): no rate limit, no bulkhead, no breaker (neither refused nor counted). Retry and
+   * timeout still apply. Default true.
+   */
+  readonly admission?: boolean;
 }
 
 /** One logical operation finished (for the operation duration metric). */
@@ -237,7 +243,8 @@ export class TargetPolicy {
     let attempts = 0;
     const operation = ctx.operation;
     const timeout = isConnectLike(operation) ? this.#connectTimeout : this.#queryTimeout;
-    const breaker = this.#activeBreaker;
+    const admission = ctx.admission !== false;
+    const breaker = admission ? this.#activeBreaker : undefined;
 
     // One attempt: breaker → timeout → fn. `attempts` counts the attempts that really ran fn.
     const attempt = (n: number): Promise<T> => {
@@ -259,12 +266,12 @@ export class TargetPolicy {
     };
 
     try {
-      const limiter = this.#rateLimiter;
+      const limiter = admission ? this.#rateLimiter : undefined;
       if (limiter) {
         const permit = limiter.acquire(operation, ctx.signal);
         if (permit) await permit;
       }
-      const bulkhead = this.#bulkhead;
+      const bulkhead = admission ? this.#bulkhead : undefined;
       let value: T;
       if (bulkhead) {
         value = await bulkhead.execute(() => this.#retried(attempt, ctx), operation, ctx.signal);
@@ -305,6 +312,37 @@ export class TargetPolicy {
       }
       throw error;
     }
+  }
+
+  /**
+   * Admission only, for a call whose outcome the policies cannot follow (a pg Submittable such as
+   * pg-cursor: rows may be delivered long after it starts, and it is never retried): the breaker must be
+   * closed and the rate limit must grant a permit. Returns undefined when the call may go ahead now, or
+   * a promise that resolves when it may, or rejects with the typed refusal (CircuitOpenError,
+   * RateLimitedError). Counted as an operation; refusals as rejections.
+   */
+  admit(operation: OperationKind, signal?: AbortSignal): Promise<void> | undefined {
+    this.#operations++;
+    const refused = this.#activeBreaker?.admit(operation);
+    if (refused) return this.#rejectAdmission(operation, refused);
+    const permit = this.#rateLimiter?.acquire(operation, signal);
+    if (permit === undefined) return undefined;
+    return permit.catch((error: unknown) => this.#rejectAdmission(operation, error));
+  }
+
+  #rejectAdmission(operation: OperationKind, error: unknown): Promise<never> {
+    this.#rejections++;
+    if (this.#operation.size > 0) {
+      this.#operation.emit({
+        target: this.target,
+        operation,
+        outcome: 'rejected',
+        durationMs: 0,
+        attempts: 0,
+        errorType: this.#cachedClassify(error).errorType,
+      });
+    }
+    return Promise.reject(error);
   }
 
   /**
@@ -429,6 +467,11 @@ export class PolicyRegistry {
     this.#clock = clock;
     const override = config.classify;
     this.#classify = override ? (e) => classifyError(e, override) : (e) => classifyError(e);
+  }
+
+  /** The configured classification of an error (with the config's `classify` override). */
+  classify(error: unknown): ErrorClassification {
+    return this.#classify(error);
   }
 
   /** The target's policies, created on first use. After dispose(), creates fresh ones again. */

@@ -1,0 +1,152 @@
+/**
+ * `Client.prototype.query`: a statement on a client.
+ *
+ * - Inside an attempt of pg-pool's `Pool.query` (scope.poolQuery), the call is pg-pool's own: it runs
+ *   untouched, and only records for that attempt which client ran it, the transaction status before it,
+ *   and (dispatch tracking) whether its error proves it was never sent. The Pool.query patch applies
+ *   the policies, once.
+ * - A client checked out of a pool runs statements inside an admitted checkout: no rate limit,
+ *   bulkhead or breaker (`admission: false`); retries and timeouts apply.
+ * - A standalone client gets every policy.
+ * - Retries on a client are the same client's (pg cannot reconnect one): only a statement the server
+ *   rejected and rolled back, outside a transaction, with nothing else queued (retry-safety.ts).
+ * - Submittables (pg-cursor, pg-query-stream…): `client.query(q)` returns `q` itself, as pg does; they
+ *   are never retried. A standalone client admits them (breaker closed, rate-limit permit) before pg
+ *   sees them; a refusal reaches them through `q.handleError(err)`, the way pg fails a query.
+ * - Calls pg rejects synchronously (null query, a callback that is not a function) go straight to pg,
+ *   so they throw exactly as they would.
+ * Callbacks get the arguments pg gave the attempt that ended the call; promises are of the client's
+ * Promise class.
+ */
+import type { ExecuteContext } from '../policy/pipeline.ts';
+import { asPromise, type PromiseCtor, settleCallback } from './callbacks.ts';
+import { errorIsForUnsentQuery } from './dispatch.ts';
+import { statementVeto } from './retry-safety.ts';
+import { type PoolQueryAttempt, scope } from './scope.ts';
+import type { Targets } from './targets.ts';
+import { transactionStatus } from './tx-status.ts';
+import type { PgClientLike } from './types.ts';
+
+type QueryFn = (this: PgClientLike, ...args: unknown[]) => unknown;
+type Callback = (...args: unknown[]) => unknown;
+
+interface Submittable {
+  submit: (...args: unknown[]) => unknown;
+  handleError?: (error: unknown, connection: unknown) => void;
+  callback?: unknown;
+}
+
+/** App statements on this client not settled yet (a retry must not overtake one queued behind it). */
+const IN_FLIGHT = Symbol('pg-resilience.inFlight');
+type Counted = PgClientLike & { [IN_FLIGHT]?: number };
+
+export function patchClientQuery(targets: () => Targets): (original: QueryFn) => QueryFn {
+  return (original) =>
+    function query(this: PgClientLike, ...args: unknown[]): unknown {
+      const attempt = scope.poolQuery;
+      if (attempt !== undefined) return forPoolQuery(original, this, attempt, args);
+      const [config, values, callback] = args;
+      if (config == null || scope.ownClients.has(this)) return original.apply(this, args);
+
+      const pooled = scope.poolClients.has(this) || typeof this.release === 'function';
+      if (typeof (config as Submittable).submit === 'function') {
+        if (pooled) return original.apply(this, args);
+        return submittable(original, this, targets(), config as Submittable, args);
+      }
+
+      const cb =
+        callback ??
+        (typeof values === 'function' ? values : undefined) ??
+        (typeof config === 'object' ? (config as { callback?: unknown }).callback : undefined);
+      if (cb !== undefined && cb !== null && typeof cb !== 'function') {
+        return original.apply(this, args); // pg throws 'callback is not a function'
+      }
+
+      const client = this as Counted;
+      const statementValues = typeof values === 'function' ? undefined : values;
+      const ctx: ExecuteContext = {
+        operation: 'query',
+        admission: !pooled,
+        canRetry: statementVeto({
+          query: config,
+          values: statementValues,
+          freshConnection: false,
+          txStatus: () => transactionStatus(client),
+          provedUnsent: () => false,
+          othersQueued: () => (client[IN_FLIGHT] ?? 0) > 1,
+        }),
+      };
+      client[IN_FLIGHT] = (client[IN_FLIGHT] ?? 0) + 1;
+      const done = (): void => {
+        client[IN_FLIGHT] = (client[IN_FLIGHT] ?? 1) - 1;
+      };
+      const policy = targets().forClient(client);
+
+      if (typeof cb === 'function') {
+        let last: unknown[] | undefined;
+        const operation = policy.execute(
+          () =>
+            new Promise((resolve, reject) => {
+              const own = (...args: unknown[]): void => {
+                last = args;
+                if (args[0]) reject(args[0]);
+                else resolve(args[1]);
+              };
+              if (statementValues === undefined) original.call(client, config, own);
+              else original.call(client, config, statementValues, own);
+            }),
+          ctx,
+        );
+        operation.then(done, done);
+        settleCallback(operation, cb as Callback, () => last);
+        return undefined;
+      }
+
+      const operation = policy.execute(() => original.apply(client, args) as Promise<unknown>, ctx);
+      operation.then(done, done);
+      return asPromise(operation, (client as { _Promise?: PromiseCtor })._Promise);
+    };
+}
+
+/** pg-pool's own statement inside one Pool.query attempt: record what the attempt needs, run it as is. */
+function forPoolQuery(
+  original: QueryFn,
+  client: PgClientLike,
+  attempt: PoolQueryAttempt,
+  args: unknown[],
+): unknown {
+  scope.poolQuery = undefined; // this attempt's one statement; restored by the Pool.query patch
+  attempt.client = client;
+  attempt.txStatus = transactionStatus(client);
+  const cb = args[2];
+  if (typeof cb !== 'function') return original.apply(client, args);
+  return original.call(client, args[0], args[1], function (this: unknown, ...cbArgs: unknown[]) {
+    if (cbArgs[0]) attempt.provedUnsent = errorIsForUnsentQuery();
+    return (cb as Callback).apply(this, cbArgs);
+  });
+}
+
+function submittable(
+  original: QueryFn,
+  client: PgClientLike,
+  targets: Targets,
+  query: Submittable,
+  saved: unknown[],
+): unknown {
+  const gate = targets.forClient(client).admit('query');
+  if (gate === undefined) return original.apply(client, saved);
+  gate.then(
+    () => original.apply(client, saved),
+    (error: unknown) => {
+      // What pg does with a callback given alongside a Submittable, then how it fails a query.
+      if (!query.callback) {
+        if (typeof saved[1] === 'function') query.callback = saved[1];
+        else if (saved[2]) query.callback = saved[2];
+      }
+      if (typeof query.handleError === 'function') {
+        query.handleError(error, (client as { connection?: unknown }).connection);
+      }
+    },
+  );
+  return query;
+}

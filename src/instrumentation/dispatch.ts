@@ -1,0 +1,48 @@
+/**
+ * Dispatch tracking: did pg ever send this statement to the server?
+ *
+ * pg reports a dead connection with the same error ("Connection terminated unexpectedly", ECONNRESET…)
+ * to the statement that was on the wire and to the statements still waiting in the client's queue. Only
+ * the latter certainly never reached the server. pg sends a statement in exactly one place:
+ * `Query.prototype.submit(connection)`, called when the client takes it off its queue. So:
+ * - `submit` is wrapped to remember the query objects pg submitted (a WeakSet: nothing is added to
+ *   pg's objects, nothing is kept alive);
+ * - `handleError` (how pg delivers any error to a query: server errors, dead connections, unusable or
+ *   ended clients) is wrapped to say, while it runs, whether the query it is failing was never submitted.
+ *   pg calls the query's callback synchronously from `handleError`, so the patch that owns the callback
+ *   reads `errorIsForUnsentQuery()` from inside it.
+ * Anything not proven unsent counts as sent (its outcome is unknown): the rule can only err on the side
+ * of not retrying. Custom Submittables (pg-cursor, pg-query-stream) have their own `submit` and are never
+ * retried, so they are not tracked.
+ */
+
+const submitted = new WeakSet<object>();
+let failingUnsent = false;
+
+type Method = (this: object, ...args: unknown[]) => unknown;
+
+/** Wrapper for `Query.prototype.submit`. */
+export function trackSubmit(original: Method): Method {
+  return function submit(this: object, ...args: unknown[]): unknown {
+    submitted.add(this);
+    return original.apply(this, args);
+  };
+}
+
+/** Wrapper for `Query.prototype.handleError`. */
+export function trackHandleError(original: Method): Method {
+  return function handleError(this: object, ...args: unknown[]): unknown {
+    const previous = failingUnsent;
+    failingUnsent = !submitted.has(this);
+    try {
+      return original.apply(this, args);
+    } finally {
+      failingUnsent = previous;
+    }
+  };
+}
+
+/** True only inside a query callback that pg is calling with an error for a query it never submitted. */
+export function errorIsForUnsentQuery(): boolean {
+  return failingUnsent;
+}

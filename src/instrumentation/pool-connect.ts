@@ -1,0 +1,94 @@
+/**
+ * `Pool.prototype.connect` (and `newClient`, which marks the pool's own client connects).
+ *
+ * - Called by pg-pool's own `Pool.query` (scope.poolQuery): part of that attempt, so it passes through;
+ *   its callback runs with the attempt back in scope, so the statement pg-pool issues in it is
+ *   recognised as the attempt's.
+ * - Called by the package itself (withTransaction, scope.ownConnect): passes through; the transaction
+ *   operation governs it.
+ * - Called by the app: one `connect` operation. Rate limit, bulkhead and breaker run before pg-pool is
+ *   asked for a client, so a refused call never holds a pool slot. Transient failures are retried (no
+ *   statement has run: a connect is always safe to repeat), each attempt asking the pool again (a
+ *   failed new client is discarded by pg-pool, so a retry gets a fresh connection). When the package's
+ *   connect timeout gives up on an attempt and the client arrives later, it goes straight back to the
+ *   pool.
+ */
+import { asPromise, type PromiseCtor, settleCallback } from './callbacks.ts';
+import { type PoolQueryAttempt, scope } from './scope.ts';
+import type { Targets } from './targets.ts';
+import type { PgPoolLike } from './types.ts';
+
+type Fn = (this: PgPoolLike, ...args: unknown[]) => unknown;
+type Callback = (...args: unknown[]) => unknown;
+
+const always = (): true => true;
+
+export function patchPoolConnect(targets: () => Targets): (original: Fn) => Fn {
+  return (original) =>
+    function connect(this: PgPoolLike, ...args: unknown[]): unknown {
+      const cb = args[0];
+      const attempt = scope.poolQuery;
+      if (attempt !== undefined && typeof cb === 'function') {
+        return original.call(this, inAttemptScope(attempt, cb as Callback));
+      }
+      if (
+        attempt !== undefined ||
+        scope.ownConnect > 0 ||
+        this.ending === true ||
+        (cb !== undefined && typeof cb !== 'function')
+      ) {
+        return original.apply(this, args);
+      }
+      // eslint-disable-next-line @typescript-eslint/no-this-alias -- named for the closures below
+      const pool = this;
+      let last: unknown[] | undefined;
+      const operation = targets()
+        .forPool(pool)
+        .execute(
+          (_attempt, signal) =>
+            new Promise((resolve, reject) => {
+              original.call(pool, (...cbArgs: unknown[]) => {
+                if (signal?.aborted) {
+                  // This attempt already timed out: hand a late client back, report nothing.
+                  if (!cbArgs[0]) (cbArgs[1] as { release?: () => void } | undefined)?.release?.();
+                  return;
+                }
+                last = cbArgs;
+                if (cbArgs[0]) reject(cbArgs[0]);
+                else resolve(cbArgs[1]);
+              });
+            }),
+          { operation: 'connect', canRetry: always },
+        );
+      if (typeof cb === 'function') {
+        settleCallback(operation, cb as Callback, () => last);
+        return undefined;
+      }
+      return asPromise(operation, (pool as { Promise?: PromiseCtor }).Promise);
+    };
+}
+
+/** The connect callback of a Pool.query attempt, run with that attempt in scope. */
+function inAttemptScope(attempt: PoolQueryAttempt, cb: Callback): Callback {
+  return function (this: unknown, ...args: unknown[]): unknown {
+    const previous = scope.poolQuery;
+    scope.poolQuery = attempt;
+    try {
+      return cb.apply(this, args);
+    } finally {
+      scope.poolQuery = previous;
+    }
+  };
+}
+
+/** Wrapper for `Pool.prototype.newClient`: the client.connect() inside is the pool's own. */
+export function markPoolNewClient(original: Fn): Fn {
+  return function newClient(this: PgPoolLike, ...args: unknown[]): unknown {
+    scope.poolNewClient++;
+    try {
+      return original.apply(this, args);
+    } finally {
+      scope.poolNewClient--;
+    }
+  };
+}

@@ -1,0 +1,196 @@
+/**
+ * `withTransaction(pool, fn, options?)`: the explicit API for retrying a whole transaction.
+ *
+ * One `transaction` operation through the target's policies (rate limit, bulkhead, breaker, retry,
+ * timeout), each attempt on a freshly checked-out client:
+ *   BEGIN [ISOLATION LEVEL …] [READ ONLY] [DEFERRABLE] → `await fn(client)` → COMMIT → release.
+ * Retried (the callback runs again, from BEGIN, on another checkout) when the attempt failed before
+ * COMMIT was sent, or COMMIT itself was refused by the server, with:
+ * - 40001 serialization failure, 40P01 deadlock, 55P03 lock not available (or another transient error
+ *   the server answered: the transaction was rolled back, nothing was committed);
+ * - the connection lost before COMMIT was sent (the server rolls an open transaction back);
+ * - a checkout that failed (nothing was sent).
+ * Never retried:
+ * - the connection lost while COMMIT was in flight: it may or may not have committed, so the call
+ *   fails with `TransactionOutcomeUnknownError` (the original error is its `cause`);
+ * - COMMIT answered with ROLLBACK (the callback caught a failed statement's error and carried on):
+ *   `TransactionRolledBackError`;
+ * - the package's own transaction timeout (`timeout.queryMs`): the callback cannot be stopped, so a
+ *   second run could overlap the first; once the attempt has timed out it does not send COMMIT.
+ * - any error of the callback's own (a failed check, a constraint violation…): rolled back and rethrown.
+ * On failure the transaction is rolled back (or the connection discarded when it is broken), and the
+ * error the caller gets is the one that ended the last attempt, unchanged.
+ *
+ * The callback may run more than once: keep side effects outside the database (HTTP calls, messages)
+ * out of it, or make them idempotent. Statements inside it are never retried on their own (the
+ * connection is in a transaction).
+ *
+ * @example
+ * ```js
+ * const { withTransaction } = require('pg-resilience');
+ * await withTransaction(pool, async (client) => {
+ *   await client.query('UPDATE accounts SET balance = balance - $1 WHERE id = $2', [amount, from]);
+ *   await client.query('UPDATE accounts SET balance = balance + $1 WHERE id = $2', [amount, to]);
+ * }, { isolationLevel: 'serializable' });
+ * ```
+ */
+import type { ErrorClassification } from '../classify/types.ts';
+import {
+  isOperationTimeoutError,
+  TransactionOutcomeUnknownError,
+  TransactionRolledBackError,
+} from '../errors.ts';
+import { scope } from '../instrumentation/scope.ts';
+import type { SuppressReason } from '../policy/events.ts';
+import { runtime } from '../runtime.ts';
+
+export type IsolationLevel = 'read committed' | 'repeatable read' | 'serializable';
+
+export interface TransactionOptions {
+  /** BEGIN's isolation level; default: the server's (`default_transaction_isolation`). */
+  readonly isolationLevel?: IsolationLevel;
+  /** BEGIN … READ ONLY. */
+  readonly readOnly?: boolean;
+  /** BEGIN … DEFERRABLE (only meaningful with serializable and readOnly). */
+  readonly deferrable?: boolean;
+  /** Aborts waits (rate limit, bulkhead, backoff between attempts); the call rejects with its reason. */
+  readonly signal?: AbortSignal;
+}
+
+/** The client a pool hands out, as withTransaction uses it (pg's PoolClient fits). */
+export interface TransactionClient {
+  query(text: string): Promise<unknown>;
+  release(error?: Error | boolean): void;
+}
+
+/** A pg Pool, as withTransaction uses it. */
+export interface TransactionPool<C extends TransactionClient> {
+  connect(): Promise<C>;
+}
+
+const ISOLATION_LEVELS: readonly IsolationLevel[] = ['read committed', 'repeatable read', 'serializable'];
+
+export async function withTransaction<T, C extends TransactionClient>(
+  pool: TransactionPool<C>,
+  fn: (client: C) => Promise<T> | T,
+  options: TransactionOptions = {},
+): Promise<T> {
+  const begin = beginStatement(options);
+  if (typeof pool !== 'object' || pool === null || typeof pool.connect !== 'function') {
+    throw new TypeError('withTransaction(pool, fn): pool must be a pg Pool (an object with connect())');
+  }
+  if (typeof fn !== 'function') {
+    throw new TypeError(`withTransaction(pool, fn): fn must be a function, got ${typeof fn}`);
+  }
+  const targets = runtime();
+  const policy = targets.forPool(pool as never);
+  const target = policy.target;
+  const classify = (e: unknown): ErrorClassification => targets.registry.classify(e);
+  let commitSent = false;
+
+  return policy.execute(
+    async (_attempt, signal) => {
+      commitSent = false;
+      const client = await checkout(pool);
+      let discard: unknown;
+      try {
+        await client.query(begin);
+        const result = await fn(client);
+        signal?.throwIfAborted();
+        commitSent = true;
+        const answer = (await client.query('COMMIT')) as { command?: unknown } | undefined;
+        if (answer?.command === 'ROLLBACK') throw new TransactionRolledBackError(target);
+        return result;
+      } catch (error) {
+        const c = classify(error);
+        if (commitSent && c.reachedServer === 'unknown') {
+          discard = error;
+          throw new TransactionOutcomeUnknownError(target, error);
+        }
+        if (connectionBroken(c)) discard = error;
+        else if (!commitSent) discard = await rollback(client);
+        throw error;
+      } finally {
+        release(client, discard);
+      }
+    },
+    {
+      operation: 'transaction',
+      signal: options.signal,
+      canRetry: (error, c): true | SuppressReason => {
+        if (isOperationTimeoutError(error)) return 'unknown_outcome';
+        if (c.reachedServer === 'no' || c.reachedServer === 'rejected') return true;
+        return commitSent ? 'unknown_outcome' : true;
+      },
+    },
+  );
+}
+
+function beginStatement(options: TransactionOptions): string {
+  if (typeof options !== 'object' || options === null) {
+    throw new TypeError(`withTransaction options must be an object, got ${String(options)}`);
+  }
+  const { isolationLevel, readOnly, deferrable } = options;
+  let sql = 'BEGIN';
+  if (isolationLevel !== undefined) {
+    if (!ISOLATION_LEVELS.includes(isolationLevel)) {
+      throw new TypeError(
+        `withTransaction option isolationLevel: ${JSON.stringify(isolationLevel)} is not allowed; ` +
+          `use one of ${ISOLATION_LEVELS.map((l) => `'${l}'`).join(', ')}`,
+      );
+    }
+    sql += ` ISOLATION LEVEL ${isolationLevel.toUpperCase()}`;
+  }
+  for (const [name, value, keyword] of [
+    ['readOnly', readOnly, 'READ ONLY'],
+    ['deferrable', deferrable, 'DEFERRABLE'],
+  ] as const) {
+    if (value === undefined) continue;
+    if (typeof value !== 'boolean') {
+      throw new TypeError(
+        `withTransaction option ${name}: ${JSON.stringify(value)} is not allowed; use true or false`,
+      );
+    }
+    if (value) sql += ` ${keyword}`;
+  }
+  return sql;
+}
+
+/** A client from the pool, without a second `connect` operation (the transaction operation governs it). */
+function checkout<C>(pool: TransactionPool<C & TransactionClient>): Promise<C & TransactionClient> {
+  scope.ownConnect++;
+  try {
+    return pool.connect();
+  } finally {
+    scope.ownConnect--;
+  }
+}
+
+/** Error classes after which the connection must be discarded rather than rolled back. */
+const BROKEN = new Set(['connection_lost', 'client_unusable', 'query_timeout', 'protocol']);
+
+/**
+ * The connection cannot be reused: pg-pool must discard it (a dead connection, or a statement still
+ * running after a client-side timeout, behind which a ROLLBACK would wait).
+ */
+function connectionBroken(c: ErrorClassification): boolean {
+  return BROKEN.has(c.errorClass);
+}
+
+/** Rolls back; returns the error to discard the connection with when that fails. */
+async function rollback(client: TransactionClient): Promise<unknown> {
+  try {
+    await client.query('ROLLBACK');
+    return undefined;
+  } catch (error) {
+    return error;
+  }
+}
+
+function release(client: TransactionClient, discard: unknown): void {
+  try {
+    client.release(discard === undefined ? undefined : discard instanceof Error ? discard : true);
+  } catch {
+    // The callback released the client itself: pg-pool refuses a second release. Nothing to do.
+  }
+}
