@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
+import { FaultProxy } from '../support/fault-proxy.ts';
 import { scratchApp, type ScratchApp } from '../support/package.ts';
 import { freePort, startServer, type TestServer } from '../support/postgres.ts';
 
@@ -81,8 +82,10 @@ async function scrape(port: number): Promise<string> {
 describe('pg-resilience/register (packed tarball, real PostgreSQL)', () => {
   let app: ScratchApp;
   let server: TestServer;
+  let proxy: FaultProxy;
   before(async () => {
     server = await startServer();
+    proxy = await FaultProxy.forServer(server);
     app = scratchApp('register');
     app.write('app.cjs', CJS_APP);
     app.write('app.mjs', ESM_APP);
@@ -99,6 +102,7 @@ describe('pg-resilience/register (packed tarball, real PostgreSQL)', () => {
   });
   after(async () => {
     app?.remove();
+    await proxy?.close();
     await server?.close();
   });
 
@@ -107,12 +111,13 @@ describe('pg-resilience/register (packed tarball, real PostgreSQL)', () => {
     ['ES module app, --import', ['--import', 'pg-resilience/register', 'app.mjs']],
   ] as const) {
     it(
-      `${mode}: metrics from instrumentation-pg, survives a terminated backend, SIGTERM exits 143`,
+      `${mode}: metrics from instrumentation-pg, survives a terminated backend, retries a reset connect, SIGTERM exits 143`,
       T,
       async () => {
         const port = await freePort();
+        proxy.clear();
         const run = start(app, [...args], {
-          DATABASE_URL: server.connectionString,
+          DATABASE_URL: proxy.connectionString(server),
           OTEL_METRICS_EXPORTER: 'prometheus',
           OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1',
           OTEL_EXPORTER_PROMETHEUS_PORT: String(port),
@@ -129,6 +134,24 @@ describe('pg-resilience/register (packed tarball, real PostgreSQL)', () => {
           assert.equal(run.child.exitCode, null, `the app died: ${run.output()}`);
           run.child.stdin.write('query\n');
           await run.waitFor('QUERY 1');
+
+          // The pool's connections are gone: the next query opens one, and the proxy resets it.
+          assert.ok((await server.terminateBackends()) >= 1);
+          await new Promise((r) => setTimeout(r, 300));
+          proxy.resetStats();
+          proxy.resetNewConnections(1);
+          run.child.stdin.write('query\n');
+          const deadline = Date.now() + 5_000;
+          while (proxy.stats.resetOnAccept === 0 && Date.now() < deadline) {
+            await new Promise((r) => setTimeout(r, 2));
+          }
+          proxy.resetNewConnections(0);
+          assert.equal(proxy.stats.resetOnAccept, 1, 'the first connect was reset');
+          const answered = Date.now() + 10_000;
+          while ((run.output().match(/QUERY/g) ?? []).length < 2 && Date.now() < answered) {
+            await new Promise((r) => setTimeout(r, 20));
+          }
+          assert.equal((run.output().match(/QUERY 1/g) ?? []).length, 2, run.output());
 
           const stopped = await stopApp(run);
           assert.deepEqual([stopped.code, stopped.signal], [143, null], run.output());
