@@ -13,6 +13,7 @@
 import { asPromise, type PromiseCtor, settleCallback } from './callbacks.ts';
 import { scope } from './scope.ts';
 import type { Targets } from './targets.ts';
+import { watchTransactionStatus } from './tx-status.ts';
 import type { PgClientLike } from './types.ts';
 
 type ConnectFn = (this: PgClientLike, ...args: unknown[]) => unknown;
@@ -24,6 +25,7 @@ export function patchClientConnect(targets: () => Targets): (original: ConnectFn
   return (original) =>
     function connect(this: PgClientLike, ...args: unknown[]): unknown {
       const callback = args[0];
+      watchTransactionStatus(this); // pg < 8.21 only
       if (scope.poolNewClient > 0) {
         scope.poolClients.add(this);
         return original.apply(this, args);

@@ -11,7 +11,8 @@
  *   (pool-query.ts, pool-connect.ts);
  * - dispatch tracking (dispatch.ts): `Query.prototype.submit` and `handleError` (pg's file
  *   `pg/lib/query.js`, also exported as `pg.Query`);
- * - transaction status on pg < 8.21 (tx-status.ts): `Client.prototype._handleReadyForQuery`.
+ * - transaction status on pg < 8.21 (tx-status.ts): a 'readyForQuery' listener on each client's
+ *   connection, added by the connect patch.
  * Disabling unwraps every one of them; the policies' state (breakers, recovery loops) is disposed.
  */
 import type { Event } from 'cockatiel';
@@ -30,7 +31,6 @@ import { trackHandleError, trackSubmit } from './dispatch.ts';
 import { markPoolNewClient, patchPoolConnect } from './pool-connect.ts';
 import { patchPoolQuery } from './pool-query.ts';
 import { Targets } from './targets.ts';
-import { recordReadyForQuery } from './tx-status.ts';
 import type { ResilienceConfig, ResilienceOptions } from '../config/types.ts';
 import { SafeEventEmitter } from '../policy/events.ts';
 import { type ClientErrorAbsorbedEvent, type ErrorSource, guardErrorEmit } from '../recovery/error-guards.ts';
@@ -169,13 +169,10 @@ export class PgResilienceInstrumentation extends InstrumentationBase<PgResilienc
     }
     this.#wrapOnce(proto, 'query', patchClientQuery(this.#targetsFn));
     this.#wrapOnce(proto, 'connect', patchClientConnect(this.#targetsFn));
-    if (typeof proto['getTransactionStatus'] !== 'function') {
-      this.#wrapOnce(proto, '_handleReadyForQuery', recordReadyForQuery);
-    }
   }
 
   private unpatchClient(Client: Prototyped): void {
-    this.#unwrapAll(Client.prototype, ['emit', 'query', 'connect', '_handleReadyForQuery']);
+    this.#unwrapAll(Client.prototype, ['emit', 'query', 'connect']);
   }
 
   // ---- pg Query (dispatch tracking) ----

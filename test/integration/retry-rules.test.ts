@@ -19,10 +19,15 @@ const instrumentation = new PgResilienceInstrumentation({
 });
 const { startServer } = await import('../support/postgres.ts');
 const { FaultProxy } = await import('../support/fault-proxy.ts');
-const pg = createRequire(import.meta.url)('pg') as typeof import('pg');
-const Cursor = createRequire(import.meta.url)('pg-cursor') as new (
-  text: string,
-) => import('pg').Submittable & {
+// PG_RESILIENCE_TEST_PG_DIR: run the rules against the pg (and pg-cursor) installed in that directory,
+// e.g. an older pg 8.x (scripts/test-pg-versions.mjs does this for the supported range).
+const requirePg = createRequire(
+  process.env.PG_RESILIENCE_TEST_PG_DIR
+    ? `${process.env.PG_RESILIENCE_TEST_PG_DIR}/package.json`
+    : import.meta.url,
+);
+const pg = requirePg('pg') as typeof import('pg');
+const Cursor = requirePg('pg-cursor') as new (text: string) => import('pg').Submittable & {
   read(n: number): Promise<unknown[]>;
   close(): Promise<void>;
 };
