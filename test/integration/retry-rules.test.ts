@@ -393,4 +393,27 @@ describe('safe retries (real PostgreSQL)', { timeout: 180_000 }, () => {
       );
     });
   });
+
+  describe('disable() and enable()', () => {
+    it('disable() leaves pg untouched (no retry), enable() patches it again', T, async () => {
+      instrumentation.disable();
+      try {
+        await assert.rejects(pool.query('SELECT flaky(1)'), { code: '40001' });
+        assert.equal(retries.length, 0, 'no retry while disabled');
+      } finally {
+        instrumentation.enable();
+      }
+      await server.query('ALTER SEQUENCE flaky_seq RESTART');
+      const again = new pg.Pool({ ...proxy.clientConfig(server), max: 1 });
+      try {
+        const policy = instrumentation.policies.forTarget(`${proxy.host}:${proxy.port}/${server.database}`);
+        let retried = 0;
+        policy.onRetry(() => retried++);
+        assert.equal((await again.query('SELECT flaky(1) AS n')).rows[0].n, 2);
+        assert.equal(retried, 1, 'retried again after enable()');
+      } finally {
+        await again.end();
+      }
+    });
+  });
 });
