@@ -502,6 +502,26 @@ export const CASES: CallFormCase[] = [
       }),
   },
   {
+    // pg ≥ 8.22's pipeline mode (`new Client({ pipeline: true })`): several statements on the wire at
+    // once, one failing in the middle. On a pg without it the option is ignored and the same calls run
+    // one by one; the report says which (`pipeline`), so bare and patched runs still compare.
+    name: 'pipeline mode: concurrent statements, one failing',
+    run: (ctx) =>
+      withClient(
+        ctx,
+        async (c) => {
+          const calls = [
+            c.query('SELECT 1 AS n'),
+            c.query({ text: `SELECT v FROM ${ctx.schema}.t WHERE id = $1`, values: [2] }),
+            c.query('SELECT 1/0'),
+            c.query(`UPDATE ${ctx.schema}.t SET v = v WHERE id = 3`),
+          ];
+          return { pipeline: c.pipeline === true, results: await Promise.all(calls.map(settle)) };
+        },
+        { pipeline: true },
+      ),
+  },
+  {
     name: 'queries queued before connect finishes',
     run: async (ctx) => {
       const c = new ctx.pg.Client({ connectionString: ctx.connectionString });
