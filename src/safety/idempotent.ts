@@ -46,7 +46,12 @@ export function idempotent(query: string | object): object {
   const descriptors: Record<PropertyKey, PropertyDescriptor> = Object.getOwnPropertyDescriptors(query);
   delete descriptors[IDEMPOTENT];
   const copy = Object.create(Object.getPrototypeOf(query), descriptors) as object;
-  Object.defineProperty(copy, IDEMPOTENT, { value: true, enumerable: true, writable: true, configurable: true });
+  Object.defineProperty(copy, IDEMPOTENT, {
+    value: true,
+    enumerable: true,
+    writable: true,
+    configurable: true,
+  });
   return copy;
 }
 

@@ -281,7 +281,11 @@ export function isReadOnlyStatement(text: string): boolean {
       const next = tokens[i + 1];
       if (t.value === 'for' && next?.kind === 'word' && LOCKING_AFTER_FOR.has(next.value)) return false;
     }
-    if ((t.kind === 'word' || t.kind === 'quoted') && isPunct(tokens[i + 1], '(') && !isAllowedCall(tokens, i)) {
+    if (
+      (t.kind === 'word' || t.kind === 'quoted') &&
+      isPunct(tokens[i + 1], '(') &&
+      !isAllowedCall(tokens, i)
+    ) {
       return false;
     }
   }
