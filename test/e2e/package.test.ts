@@ -74,7 +74,7 @@ describe('the packed package loads both ways users load it', () => {
         files: ['consumer.cts', 'consumer.mts'],
       }),
     );
-    const body = `import { CircuitOpenError, isCircuitOpenError, MIN_NODE_VERSION } from 'pg-resilience';
+    const body = `import { CircuitOpenError, idempotent, isCircuitOpenError, MIN_NODE_VERSION, withTransaction } from 'pg-resilience';
       import type { ErrorClass, ResilienceOptions } from 'pg-resilience';
       const options: ResilienceOptions = { retry: { maxAttempts: 3 }, rateLimit: { strategy: 'drop' } };
       const cls: ErrorClass = 'connection_lost';
@@ -82,7 +82,19 @@ describe('the packed package loads both ways users load it', () => {
       if (isCircuitOpenError(e)) { const t: string = e.target; void t; }
       // @ts-expect-error: a misspelt setting must not type-check
       const bad: ResilienceOptions = { retry: { maxAttempt: 3 } };
-      export { options, cls, bad, MIN_NODE_VERSION };`;
+      // withTransaction and idempotent() with a pool shaped like pg's (the scratch app has no @types/pg)
+      type Client = { query(text: string): Promise<unknown>; release(err?: Error | boolean): void; tag: 'c' };
+      declare const pool: { connect(): Promise<Client> };
+      const total: Promise<number> = withTransaction(pool, async (client) => {
+        const tag: 'c' = client.tag;
+        void tag;
+        await client.query('SELECT 1');
+        return 1;
+      }, { isolationLevel: 'serializable', readOnly: true });
+      // @ts-expect-error: not an isolation level
+      void withTransaction(pool, async () => 1, { isolationLevel: 'snapshot' });
+      const marked: { text: string; values: number[] } = idempotent({ text: 'UPDATE t SET a = $1', values: [1] });
+      export { options, cls, bad, MIN_NODE_VERSION, total, marked };`;
     app.write('consumer.cts', body);
     app.write('consumer.mts', body);
     const res = spawnSync(`${repoRoot}/node_modules/.bin/tsc`, ['-p', 'tsconfig.json'], {
