@@ -116,9 +116,16 @@ function forPoolQuery(
   args: unknown[],
 ): unknown {
   scope.poolQuery = undefined; // this attempt's one statement; restored by the Pool.query patch
+  const cb = args[2];
+  if (attempt.abandoned !== undefined && typeof cb === 'function') {
+    // The attempt timed out while waiting for this client: do not send a statement nobody waits for.
+    // pg-pool releases the client with the error (and discards it); the caller already has its answer.
+    const reason = attempt.abandoned;
+    process.nextTick(() => (cb as Callback)(reason instanceof Error ? reason : new Error(String(reason))));
+    return undefined;
+  }
   attempt.client = client;
   attempt.txStatus = transactionStatus(client);
-  const cb = args[2];
   if (typeof cb !== 'function') return original.apply(client, args);
   return original.call(client, args[0], args[1], function (this: unknown, ...cbArgs: unknown[]) {
     if (cbArgs[0]) attempt.provedUnsent = errorIsForUnsentQuery();

@@ -50,7 +50,7 @@ export function patchPoolQuery(targets: () => Targets): (original: Fn) => Fn {
       const operation = targets()
         .forPool(pool)
         .execute(
-          () =>
+          (_n, signal) =>
             new Promise((resolve, reject) => {
               const attempt: PoolQueryAttempt = {
                 client: undefined,
@@ -58,6 +58,7 @@ export function patchPoolQuery(targets: () => Targets): (original: Fn) => Fn {
                 provedUnsent: false,
               };
               current = attempt;
+              signal?.addEventListener('abort', () => abandon(attempt, signal.reason), { once: true });
               const previous = scope.poolQuery;
               scope.poolQuery = attempt;
               try {
@@ -90,4 +91,23 @@ export function patchPoolQuery(targets: () => Targets): (original: Fn) => Fn {
       }
       return asPromise(operation, (pool as { Promise?: PromiseCtor }).Promise);
     };
+}
+
+/**
+ * The package's timeout gave up on an attempt: nobody waits for its answer any more.
+ * - Its statement not sent yet (still waiting for a pool client): it will not be sent (client-query.ts
+ *   checks `abandoned` when pg-pool hands the statement over).
+ * - Its statement on a checked-out client: one that never answers (a blackholed network) would keep
+ *   that pool slot forever, so the connection is closed: pg fails the statement, pg-pool's own query
+ *   callback releases the client with that error, and the pool discards it. (The statement's outcome
+ *   was already unknown; the server ends it when it notices the closed connection.)
+ */
+function abandon(attempt: PoolQueryAttempt, reason: unknown): void {
+  attempt.abandoned = reason ?? true;
+  const client = attempt.client as { connection?: { stream?: { destroy?: () => void } } } | undefined;
+  try {
+    client?.connection?.stream?.destroy?.();
+  } catch {
+    // already closed
+  }
 }

@@ -54,9 +54,15 @@ export function poolProbeFactory(pool: {
 }): ProbeClientFactory | undefined {
   const Client = pool.Client as ClientCtor | undefined;
   if (typeof Client !== 'function') return undefined;
-  const options = { ...(pool.options ?? {}) };
+  const options = (pool.options ?? {}) as Record<string, unknown>;
+  // pg-pool keeps `password` as a non-enumerable property of its options: a spread would drop it.
   return (timeoutMs) =>
-    new Client({ ...options, connectionTimeoutMillis: timeoutMs, query_timeout: timeoutMs });
+    new Client({
+      ...options,
+      password: options['password'],
+      connectionTimeoutMillis: timeoutMs,
+      query_timeout: timeoutMs,
+    });
 }
 
 /** A probe connection like a standalone client's (its resolved connection parameters, same class). */

@@ -11,11 +11,15 @@ import { clientProbeFactory, poolProbeFactory, type ProbeClientFactory, runProbe
 import type { PgClientLike, PgPoolLike } from './types.ts';
 import { clientTarget, poolTarget } from './utils.ts';
 
-/** Probe steps' limit when no connect timeout is configured: the recovery interval, within 1–10 s. */
+/**
+ * Probe steps' limit: twice the recovery interval, within 1–5 s, and never more than the configured
+ * connect timeout. A probe is a health check: one that hangs (a blackholed network) would hold the
+ * breaker's half-open slot, so traffic could not close the breaker either.
+ */
 function probeTimeoutMs(policy: TargetPolicy): number {
+  const own = Math.min(5_000, Math.max(1_000, 2 * policy.settings.recovery.intervalMs));
   const connectMs = policy.settings.timeout.connectMs;
-  if (connectMs > 0) return connectMs;
-  return Math.min(10_000, Math.max(1_000, policy.settings.recovery.intervalMs));
+  return connectMs > 0 ? Math.min(connectMs, own) : own;
 }
 
 export class Targets {

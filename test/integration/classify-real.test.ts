@@ -21,7 +21,7 @@ const c = (
 ): ErrorClassification => ({ errorClass, transient, reachedServer, countsForBreaker, errorType });
 
 const rejected = (errorClass: ErrorClass, code: string) => c(errorClass, false, 'rejected', false, code);
-const CONNECTION_LOST_MSG = c('connection_lost', true, 'unknown', true, 'connection_lost');
+const CONNECTION_LOST_MSG = c('connection_lost', true, 'unknown', false, 'connection_lost');
 const CLIENT_UNUSABLE = c('client_unusable', true, 'no', true, 'client_unusable');
 
 function describeError(err: unknown): string {
@@ -288,7 +288,7 @@ describe('classifyError on real PostgreSQL errors', () => {
         assert.equal(await server.terminateBackends({ applicationName: 'victim-busy' }), 1);
         const err = await within(running, 5000, 'the query to fail');
         expectClassified(t, 'in-flight query of a terminated backend', err, {
-          ...c('connection_lost', true, 'unknown', true, '57P01'),
+          ...c('connection_lost', true, 'unknown', false, '57P01'),
         });
         const event = await within(victim.firstError, 5000, "the client's 'error' event");
         expectClassified(t, "terminated backend: client 'error' event", event, CONNECTION_LOST_MSG);
@@ -305,7 +305,7 @@ describe('classifyError on real PostgreSQL errors', () => {
         assert.equal(await server.terminateBackends({ applicationName: 'victim-idle' }), 1);
         const event = await within(victim.firstError, 5000, "the client's 'error' event");
         expectClassified(t, "idle terminated backend: client 'error' event", event, {
-          ...c('connection_lost', true, 'unknown', true, '57P01'),
+          ...c('connection_lost', true, 'unknown', false, '57P01'),
         });
         const next = await rejection(victim.client.query('SELECT 1'));
         expectClassified(t, 'query on the dead client', next, CLIENT_UNUSABLE);
@@ -380,7 +380,7 @@ describe('classifyError on real PostgreSQL errors', () => {
         t,
         'RST during a query',
         err,
-        c('connection_lost', true, 'unknown', true, 'ECONNRESET'),
+        c('connection_lost', true, 'unknown', false, 'ECONNRESET'),
       );
       const next = await rejection(victim.client.query('SELECT 1'));
       expectClassified(t, 'query on the reset client', next, CLIENT_UNUSABLE);
@@ -395,7 +395,7 @@ describe('classifyError on real PostgreSQL errors', () => {
         assert.equal(proxy.resetOpenConnections(), 1);
         const event = await within(victim.firstError, 5000, "the client's 'error' event");
         expectClassified(t, "idle RST: client 'error' event", event, {
-          ...c('connection_lost', true, 'unknown', true, 'ECONNRESET'),
+          ...c('connection_lost', true, 'unknown', false, 'ECONNRESET'),
         });
         const next = await rejection(victim.client.query('SELECT 1'));
         expectClassified(t, 'query on the reset client', next, CLIENT_UNUSABLE);
@@ -499,7 +499,7 @@ describe('classifyError on real PostgreSQL errors', () => {
         try {
           const event = await within(idle.firstError, 5000, "the client's 'error' event");
           expectClassified(t, "server stop: idle client 'error' event", event, {
-            ...c('connection_lost', true, 'unknown', true, '57P01'),
+            ...c('connection_lost', true, 'unknown', false, '57P01'),
           });
           const next = await rejection(idle.client.query('SELECT 1'));
           expectClassified(t, 'query on a client of the stopped server', next, CLIENT_UNUSABLE);
@@ -528,7 +528,7 @@ describe('classifyError on real PostgreSQL errors', () => {
         t,
         "restart: client 'error' event",
         event,
-        c('connection_lost', true, 'unknown', true, '57P01'),
+        c('connection_lost', true, 'unknown', false, '57P01'),
       );
       const next = await rejection(idle.client.query('SELECT 1'));
       expectClassified(t, 'query after the restart', next, CLIENT_UNUSABLE);
