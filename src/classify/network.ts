@@ -47,6 +47,6 @@ export const PG_MESSAGES: ReadonlyMap<string, ErrorClassification> = new Map<str
   // pg client: the client's connection already failed; pg refused to send anything.
   [
     'Client has encountered a connection error and is not queryable',
-    entry('client_unusable', true, 'no', true, 'client_unusable'),
+    entry('client_unusable', true, 'no', false, 'client_unusable'),
   ],
 ]);

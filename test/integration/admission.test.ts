@@ -4,7 +4,6 @@
 // In process, against a real PostgreSQL, pg patched by an instrumentation created before pg loads.
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
-import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
@@ -18,45 +17,8 @@ import type { DeepPartial, ResilienceSettings } from '../../src/index.ts';
 // exist before pg loads). The proxies must exist before the instrumentation: their ports name the
 // targets of the configuration below.
 import { FaultProxy } from '../support/fault-proxy.ts';
+import { startRelay } from '../support/relay.ts';
 import type { TestServer } from '../support/postgres.ts';
-
-/**
- * A plain TCP relay to a port given later: the proxies are started before the server (their ports are
- * needed for the configuration, and the server cannot start before the instrumentation is created),
- * so they forward to this relay, which forwards to the server once its port is known.
- */
-async function startRelay(): Promise<{ port: number; to(port: number): void; close(): Promise<void> }> {
-  let targetPort = 0;
-  const open = new Set<net.Socket>();
-  const server = net.createServer({ allowHalfOpen: true }, (down) => {
-    const up = net.connect({ host: '127.0.0.1', port: targetPort, allowHalfOpen: true });
-    for (const [a, b] of [
-      [down, up],
-      [up, down],
-    ] as const) {
-      open.add(a);
-      a.on('error', () => b.destroy());
-      a.on('close', () => {
-        open.delete(a);
-        b.destroy();
-      });
-      a.pipe(b);
-    }
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as net.AddressInfo).port;
-  return {
-    port,
-    to(p) {
-      targetPort = p;
-    },
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const s of open) s.destroy();
-        server.close(() => resolve());
-      }),
-  };
-}
 
 const DATABASE = 'app';
 const relay = await startRelay();

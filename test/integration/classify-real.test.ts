@@ -22,7 +22,7 @@ const c = (
 
 const rejected = (errorClass: ErrorClass, code: string) => c(errorClass, false, 'rejected', false, code);
 const CONNECTION_LOST_MSG = c('connection_lost', true, 'unknown', false, 'connection_lost');
-const CLIENT_UNUSABLE = c('client_unusable', true, 'no', true, 'client_unusable');
+const CLIENT_UNUSABLE = c('client_unusable', true, 'no', false, 'client_unusable');
 
 function describeError(err: unknown): string {
   const e = err as PgError & { errors?: PgError[]; cause?: unknown };

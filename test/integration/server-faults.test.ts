@@ -8,7 +8,6 @@
 // the server is back, with no app call in between.
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
-import net from 'node:net';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ClientErrorAbsorbedEvent } from '../../src/index.ts';
@@ -19,46 +18,8 @@ import type { RecoveryAttemptEvent, RetryEvent } from '../../src/policy/events.t
 // exist before pg loads). Its proxies must exist before the instrumentation: their ports name the
 // targets of the per-target configuration below.
 import { FaultProxy } from '../support/fault-proxy.ts';
+import { startRelay } from '../support/relay.ts';
 import type { TestServer } from '../support/postgres.ts';
-
-/**
- * A plain TCP relay to a port given later. The proxies of scenario d are started before the server
- * (their ports are needed for the configuration, and the server cannot start before the
- * instrumentation is created): they forward to this relay, which forwards to the server once its port
- * is known.
- */
-async function startRelay(): Promise<{ port: number; to(port: number): void; close(): Promise<void> }> {
-  let targetPort = 0;
-  const open = new Set<net.Socket>();
-  const server = net.createServer({ allowHalfOpen: true }, (down) => {
-    const up = net.connect({ host: '127.0.0.1', port: targetPort, allowHalfOpen: true });
-    for (const [a, b] of [
-      [down, up],
-      [up, down],
-    ] as const) {
-      open.add(a);
-      a.on('error', () => b.destroy());
-      a.on('close', () => {
-        open.delete(a);
-        b.destroy();
-      });
-      a.pipe(b);
-    }
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as net.AddressInfo).port;
-  return {
-    port,
-    to(p) {
-      targetPort = p;
-    },
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const s of open) s.destroy();
-        server.close(() => resolve());
-      }),
-  };
-}
 
 const relay = await startRelay();
 const DATABASE = 'app';

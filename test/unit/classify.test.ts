@@ -84,7 +84,7 @@ const MESSAGE_ROWS: Array<[string, ErrorClassification]> = [
   ['Query read timeout', c('query_timeout', true, 'unknown', true, 'query_timeout')],
   [
     'Client has encountered a connection error and is not queryable',
-    c('client_unusable', true, 'no', true, 'client_unusable'),
+    c('client_unusable', true, 'no', false, 'client_unusable'),
   ],
 ];
 

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { seededRandom } from '../support/fault-proxy.ts';
 import {
   IDEMPOTENT,
   idempotent,
@@ -332,18 +333,6 @@ describe('isMarkedIdempotent', () => {
 
 // ---- property: never throws ----
 
-/** mulberry32: a small seeded generator, so a failure reproduces. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 const ALPHABET = [
   ...'\'"$;-/*()\\., \n\rEeabxSELECTselectINTOFORUPDATEcount0123456789_:',
   'SELECT ',
@@ -360,7 +349,7 @@ const ALPHABET = [
 
 describe('statement safety: random input never throws', () => {
   it('2000 random SQL-ish strings', () => {
-    const random = seeded(0x5eed);
+    const random = seededRandom(0x5eed);
     for (let run = 0; run < 2000; run++) {
       const length = Math.floor(random() * 60);
       let text = '';
