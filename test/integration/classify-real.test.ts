@@ -5,20 +5,16 @@
 import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, it, type TestContext } from 'node:test';
 import pg from 'pg';
+import { classification } from '../../src/classify/classification.ts';
 import { classifyError } from '../../src/classify/index.ts';
-import type { ErrorClass, ErrorClassification, ServerReach } from '../../src/classify/types.ts';
+import type { ErrorClass, ErrorClassification } from '../../src/classify/types.ts';
 import { FaultProxy } from '../support/fault-proxy.ts';
 import { startServer, type TestServer } from '../support/postgres.ts';
 
 type PgError = Error & { code?: string; severity?: string };
 
-const c = (
-  errorClass: ErrorClass,
-  transient: boolean,
-  reachedServer: ServerReach,
-  countsForBreaker: boolean,
-  errorType: string,
-): ErrorClassification => ({ errorClass, transient, reachedServer, countsForBreaker, errorType });
+/** The expected classification (the same constructor the tables use). */
+const c = classification;
 
 const rejected = (errorClass: ErrorClass, code: string) => c(errorClass, false, 'rejected', false, code);
 const CONNECTION_LOST_MSG = c('connection_lost', true, 'unknown', false, 'connection_lost');

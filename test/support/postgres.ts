@@ -443,12 +443,40 @@ function buildConnectionString(
   return `postgres://${encodeURIComponent(user)}:${encodeURIComponent(password)}@${h}:${port}/${encodeURIComponent(database)}`;
 }
 
+/** What both kinds of server derive from their address: connection string, client config, admin query. */
+abstract class ServerAddress {
+  abstract readonly host: string;
+  abstract readonly port: number;
+  abstract readonly user: string;
+  abstract readonly password: string;
+  abstract readonly database: string;
+
+  get connectionString(): string {
+    return buildConnectionString(this.host, this.port, this.user, this.password, this.database);
+  }
+
+  clientConfig(overrides: Partial<ClientConfig> = {}): ClientConfig {
+    return {
+      host: this.host,
+      port: this.port,
+      user: this.user,
+      password: this.password,
+      database: this.database,
+      ...overrides,
+    };
+  }
+
+  query<R extends QueryResultRow = any>(sql: string, params?: unknown[]): Promise<QueryResult<R>> {
+    return withClient(this.clientConfig(), (c) => c.query<R>(sql, params));
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // the embedded server
 
 type State = 'running' | 'stopped' | 'closed';
 
-class EmbeddedServer implements TestServer {
+class EmbeddedServer extends ServerAddress implements TestServer {
   readonly host = HOST;
   port = 0;
   readonly user = USER;
@@ -473,6 +501,7 @@ class EmbeddedServer implements TestServer {
     database: string,
     settings: Record<string, string>,
   ) {
+    super();
     this.#bins = bins;
     this.baseDir = baseDir;
     this.dataDir = path.join(baseDir, 'data');
@@ -496,28 +525,9 @@ class EmbeddedServer implements TestServer {
     }
   }
 
-  get connectionString(): string {
-    return buildConnectionString(this.host, this.port, this.user, this.password, this.database);
-  }
-
   /** The postmaster's pid while it runs. */
   get pid(): number | undefined {
     return this.#exited ? undefined : this.#child?.pid;
-  }
-
-  clientConfig(overrides: Partial<ClientConfig> = {}): ClientConfig {
-    return {
-      host: this.host,
-      port: this.port,
-      user: this.user,
-      password: this.password,
-      database: this.database,
-      ...overrides,
-    };
-  }
-
-  query<R extends QueryResultRow = any>(sql: string, params?: unknown[]): Promise<QueryResult<R>> {
-    return withClient(this.clientConfig(), (c) => c.query<R>(sql, params));
   }
 
   logTail(lines = 30): string {
@@ -800,7 +810,7 @@ export async function startServer(options: StartServerOptions = {}): Promise<Tes
 
 export const EXTERNAL_URL_ENV = 'PG_RESILIENCE_TEST_DATABASE_URL';
 
-class ExternalServer implements TestServer {
+class ExternalServer extends ServerAddress implements TestServer {
   readonly host: string;
   readonly port: number;
   readonly user: string;
@@ -809,6 +819,7 @@ class ExternalServer implements TestServer {
   readonly controllable = false;
 
   constructor(url: string, database?: string) {
+    super();
     let u: URL;
     try {
       u = new URL(url);
@@ -820,25 +831,6 @@ class ExternalServer implements TestServer {
     this.user = decodeURIComponent(u.username) || USER;
     this.password = decodeURIComponent(u.password);
     this.database = database ?? (decodeURIComponent(u.pathname.slice(1)) || this.user);
-  }
-
-  get connectionString(): string {
-    return buildConnectionString(this.host, this.port, this.user, this.password, this.database);
-  }
-
-  clientConfig(overrides: Partial<ClientConfig> = {}): ClientConfig {
-    return {
-      host: this.host,
-      port: this.port,
-      user: this.user,
-      password: this.password,
-      database: this.database,
-      ...overrides,
-    };
-  }
-
-  query<R extends QueryResultRow = any>(sql: string, params?: unknown[]): Promise<QueryResult<R>> {
-    return withClient(this.clientConfig(), (c) => c.query<R>(sql, params));
   }
 
   #notControllable(what: string): Promise<never> {

@@ -4,6 +4,7 @@ import { connect } from 'node:net';
 import { describe, it } from 'node:test';
 import { DatabaseError } from 'pg';
 import { classifyError, ERROR_CLASSES, isTransient, reachedServer } from '../../src/classify/index.ts';
+import { classification } from '../../src/classify/classification.ts';
 import { ERRNO_TABLE, PG_MESSAGES } from '../../src/classify/network.ts';
 import { SQLSTATE_CLASSES, SQLSTATE_EXACT } from '../../src/classify/sqlstate.ts';
 import type { ErrorClass, ErrorClassification, ServerReach } from '../../src/classify/types.ts';
@@ -51,13 +52,8 @@ const resilienceErrors: Record<string, () => Error> = {
     new TransactionOutcomeUnknownError(TARGET, systemError('ECONNRESET')),
 };
 
-const c = (
-  errorClass: ErrorClass,
-  transient: boolean,
-  reachedServer: ServerReach,
-  countsForBreaker: boolean,
-  errorType: string,
-): ErrorClassification => ({ errorClass, transient, reachedServer, countsForBreaker, errorType });
+/** The expected classification (the same constructor the tables use). */
+const c = classification;
 
 // ---- the table: one row per errno, pg message and SQLSTATE (code and class) ----
 

@@ -1,16 +1,15 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import FakeTimers from '@sinonjs/fake-timers';
 import fc from 'fast-check';
 import type { RateLimitSettings } from '../../src/config/types.ts';
 import { isRateLimitedError, RateLimitedError } from '../../src/errors.ts';
-import type { Clock } from '../../src/policy/clock.ts';
 import type {
   RateLimitQueueEvent,
   RateLimitRejectedEvent,
   RateLimitWaitEvent,
 } from '../../src/policy/events.ts';
 import { RateLimiter } from '../../src/policy/rate-limiter.ts';
+import { fakeClock } from '../support/clock.ts';
 
 const START = 1_700_000_000_000;
 const TARGET = 'db.example:5432/app';
@@ -24,18 +23,8 @@ const SETTINGS: RateLimitSettings = {
   maxWaitMs: 0,
 };
 
-function fakeClock(loopLimit = 1_000) {
-  const fake = FakeTimers.createClock(START, loopLimit);
-  const clock: Clock = {
-    now: () => fake.now,
-    setTimeout: (cb, ms) => fake.setTimeout(cb, ms),
-    clearTimeout: (h) => fake.clearTimeout(h as FakeTimers.TimerId),
-  };
-  return { fake, clock };
-}
-
 function limiter(overrides: Partial<RateLimitSettings> = {}) {
-  const { fake, clock } = fakeClock();
+  const { fake, clock } = fakeClock(START, 1_000);
   const rl = new RateLimiter({ ...SETTINGS, ...overrides }, TARGET, clock);
   const waits: RateLimitWaitEvent[] = [];
   const rejected: RateLimitRejectedEvent[] = [];
@@ -398,7 +387,7 @@ describe('RateLimiter properties', () => {
         fc.constantFrom('wait' as const, 'drop' as const, 'queue' as const),
         arrivals,
         async (ratePerMinute, burst, strategy, schedule) => {
-          const { fake, clock } = fakeClock(100_000);
+          const { fake, clock } = fakeClock(START, 100_000);
           const rl = new RateLimiter(
             { enabled: true, ratePerMinute, burst, strategy, maxQueueSize: 5, maxWaitMs: 0 },
             TARGET,
@@ -467,7 +456,7 @@ describe('RateLimiter properties', () => {
         async (ratePerMinute, burst, sustained) => {
           const T = Math.round((sustained * 60_000) / ratePerMinute);
           const expected = burst + (ratePerMinute * T) / 60_000;
-          const { fake, clock } = fakeClock(100_000);
+          const { fake, clock } = fakeClock(START, 100_000);
           const rl = new RateLimiter(
             { enabled: true, ratePerMinute, burst, strategy: 'wait', maxQueueSize: 0, maxWaitMs: 0 },
             TARGET,

@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import FakeTimers from '@sinonjs/fake-timers';
 import type { CircuitBreakerSettings, RecoverySettings } from '../../src/config/types.ts';
 import { CircuitBreaker } from '../../src/policy/circuit-breaker.ts';
-import type { Clock } from '../../src/policy/clock.ts';
 import type { CircuitStateChangeEvent, RecoveryAttemptEvent } from '../../src/policy/events.ts';
 import { RecoveryLoop } from '../../src/policy/recovery.ts';
+import { fakeClock } from '../support/clock.ts';
 
 const START = 1_700_000_000_000;
 const TARGET = 'db.example:5432/app';
@@ -31,12 +30,7 @@ const isFailure = (e: unknown) => e instanceof Down;
 function setup(
   opts: { breaker?: Partial<CircuitBreakerSettings>; recovery?: Partial<RecoverySettings> } = {},
 ) {
-  const fake = FakeTimers.createClock(START, 10_000);
-  const clock: Clock = {
-    now: () => fake.now,
-    setTimeout: (cb, ms) => fake.setTimeout(cb, ms),
-    clearTimeout: (h) => fake.clearTimeout(h as FakeTimers.TimerId),
-  };
+  const { fake, clock } = fakeClock(START, 10_000);
   const breaker = new CircuitBreaker({ ...BREAKER, ...opts.breaker }, TARGET, clock);
   const server = {
     up: false,
@@ -257,12 +251,7 @@ describe('RecoveryLoop', () => {
   });
 
   it('starts at once when the breaker is already open', async () => {
-    const fake = FakeTimers.createClock(START);
-    const clock: Clock = {
-      now: () => fake.now,
-      setTimeout: (cb, ms) => fake.setTimeout(cb, ms),
-      clearTimeout: (h) => fake.clearTimeout(h as FakeTimers.TimerId),
-    };
+    const { fake, clock } = fakeClock(START);
     const breaker = new CircuitBreaker(BREAKER, TARGET, clock);
     await breaker.execute(() => Promise.reject(new Down('x')), 'query', isFailure).catch(() => {});
     let probes = 0;
@@ -293,12 +282,7 @@ describe('RecoveryLoop', () => {
   });
 
   it('a probe that throws synchronously is a failed attempt', async () => {
-    const fake = FakeTimers.createClock(START);
-    const clock: Clock = {
-      now: () => fake.now,
-      setTimeout: (cb, ms) => fake.setTimeout(cb, ms),
-      clearTimeout: (h) => fake.clearTimeout(h as FakeTimers.TimerId),
-    };
+    const { fake, clock } = fakeClock(START);
     const breaker = new CircuitBreaker(BREAKER, TARGET, clock);
     const loop = new RecoveryLoop(
       { ...RECOVERY, maxAttempts: 1 },
