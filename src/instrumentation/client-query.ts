@@ -67,14 +67,18 @@ export function patchClientQuery(targets: () => Targets): (original: QueryFn) =>
       const ctx: ExecuteContext = {
         operation: 'query',
         admission: !pooled,
-        canRetry: statementVeto({
-          query: config,
-          values: statementValues,
-          freshConnection: false,
-          txStatus: () => transactionStatus(client),
-          provedUnsent: () => false,
-          othersQueued: () => (client[IN_FLIGHT] ?? 0) > 1,
-        }),
+        canRetry: (_error, c) =>
+          statementVeto(
+            {
+              query: config,
+              values: statementValues,
+              freshConnection: false,
+              txStatus: transactionStatus(client),
+              provedUnsent: false,
+              othersQueued: (client[IN_FLIGHT] ?? 0) > 1,
+            },
+            c,
+          ),
       };
       client[IN_FLIGHT] = (client[IN_FLIGHT] ?? 0) + 1;
       const done = (): void => {

@@ -75,14 +75,18 @@ export function patchPoolQuery(targets: () => Targets): (original: Fn) => Fn {
           {
             operation: 'query',
             retry: !isSubmittable,
-            canRetry: statementVeto({
-              query: text,
-              values,
-              freshConnection: true,
-              txStatus: () => current?.txStatus,
-              provedUnsent: () => current?.provedUnsent === true,
-              othersQueued: () => false,
-            }),
+            canRetry: (_error, c) =>
+              statementVeto(
+                {
+                  query: text,
+                  values,
+                  freshConnection: true,
+                  txStatus: current?.txStatus,
+                  provedUnsent: current?.provedUnsent === true,
+                  othersQueued: false,
+                },
+                c,
+              ),
           },
         );
       if (typeof cb === 'function') {

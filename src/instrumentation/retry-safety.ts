@@ -23,7 +23,10 @@ import type { SuppressReason } from '../policy/events.ts';
 import { isMarkedIdempotent, isReadOnlyStatement, isSingleStatement, stripSql } from '../safety/index.ts';
 import { inTransaction } from './tx-status.ts';
 
-/** What the veto needs to know about one statement call. */
+/**
+ * What the veto needs to know about the failed statement call. Built only when a transient failure asks
+ * for a retry, so a call that succeeds allocates nothing for it.
+ */
 export interface StatementFacts {
   /** pg's first argument: text or a query config object. */
   readonly query: unknown;
@@ -32,26 +35,22 @@ export interface StatementFacts {
   /** Retries run on a fresh connection (Pool.query), not on the caller's client. */
   readonly freshConnection: boolean;
   /** The connection's transaction status around the failed attempt. */
-  txStatus(): string | undefined;
+  readonly txStatus: string | undefined;
   /** Dispatch tracking proved the failed attempt's statement was never sent. */
-  provedUnsent(): boolean;
+  readonly provedUnsent: boolean;
   /** Other statements of the app are queued on the same client (client.query only). */
-  othersQueued(): boolean;
+  readonly othersQueued: boolean;
 }
 
-export type Veto = (error: unknown, c: ErrorClassification, attempt: number) => true | SuppressReason;
-
-export function statementVeto(facts: StatementFacts): Veto {
-  return (_error, c) => {
-    if (inTransaction(facts.txStatus())) return 'in_transaction';
-    if (!facts.freshConnection) {
-      if (c.reachedServer !== 'rejected' || facts.othersQueued()) return 'not_retryable';
-    }
-    if (c.reachedServer === 'no' || facts.provedUnsent()) return true;
-    if (c.reachedServer === 'rejected')
-      return isOneStatement(facts.query, facts.values) ? true : 'unknown_outcome';
-    return isSafeToRepeat(facts.query) ? true : 'unknown_outcome';
-  };
+/** May the failed statement described by `facts` run again? true, or why not. */
+export function statementVeto(facts: StatementFacts, c: ErrorClassification): true | SuppressReason {
+  if (inTransaction(facts.txStatus)) return 'in_transaction';
+  if (!facts.freshConnection && (c.reachedServer !== 'rejected' || facts.othersQueued))
+    return 'not_retryable';
+  if (c.reachedServer === 'no' || facts.provedUnsent) return true;
+  if (c.reachedServer === 'rejected')
+    return isOneStatement(facts.query, facts.values) ? true : 'unknown_outcome';
+  return isSafeToRepeat(facts.query) ? true : 'unknown_outcome';
 }
 
 /** Marked idempotent by the caller, or read-only by the documented rule. */
