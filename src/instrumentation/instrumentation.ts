@@ -89,8 +89,10 @@ export class PgResilienceInstrumentation extends InstrumentationBase<PgResilienc
   override disable(): void {
     super.disable();
     clearRuntime(this.#targets);
-    // Timers (breakers, recovery loops, rate limiters) stop; a later enable() starts from fresh policies.
+    // Timers (breakers, recovery loops, rate limiters) stop. The pool/client → policy cache goes with
+    // them: a later enable() starts from fresh policies, and pools seen before get those too.
     this.#targets?.registry.dispose();
+    this.#targets = undefined;
   }
 
   readonly #targetsFn = (): Targets => this.#getTargets();
