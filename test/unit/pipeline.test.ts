@@ -321,6 +321,35 @@ describe('TargetPolicy', () => {
     assert.equal(policy.snapshot().circuit.lastFailure?.errorType, 'ECONNREFUSED', 'the breaker counted it');
   });
 
+  it('admission: false (a statement inside a checkout) skips rate limit, bulkhead and an open breaker, and is not counted by it', async () => {
+    const { fake, policy } = setup({
+      circuitBreaker: { consecutiveFailures: 1 },
+      rateLimit: { enabled: true, strategy: 'drop', burst: 1, ratePerMinute: 1 },
+    });
+    await settle(fake, policy.execute(script(refused()).fn, { operation: 'connect', retry: false }));
+    assert.equal(policy.circuitState, 'open');
+    // An admitted operation is refused now (the only permit is spent, and the breaker is open).
+    await assert.rejects(policy.execute(script().fn, query), RateLimitedError);
+    const { fn, calls } = script(refused());
+    const r = await settle(fake, policy.execute(fn, { operation: 'query', admission: false, retry: false }));
+    assert.equal(calls.length, 1, 'ran although the breaker is open and no permit is left');
+    assert.equal((r.error as Error).message, refused().message);
+    assert.equal(await policy.execute(script().fn, { operation: 'query', admission: false }), 'ok');
+    assert.equal(policy.circuitState, 'open', 'its success did not close the breaker either');
+  });
+
+  it('admit(): undefined while closed; while open, a CircuitOpenError (counted as a rejection, onCircuitRejected fires)', async () => {
+    const { fake, policy, ops } = setup({ circuitBreaker: { consecutiveFailures: 1 } });
+    const rejected: string[] = [];
+    policy.onCircuitRejected((e) => rejected.push(`${e.operation}:${e.state}`));
+    assert.equal(policy.admit('query'), undefined);
+    await settle(fake, policy.execute(script(refused()).fn, { operation: 'connect', retry: false }));
+    await assert.rejects(policy.admit('query')!, (e) => isCircuitOpenError(e));
+    assert.deepEqual(rejected, ['query:open']);
+    assert.equal(ops.at(-1)?.outcome, 'rejected');
+    assert.equal(policy.snapshot().counters.rejections, 1);
+  });
+
   it('canRetry is passed to the retry loop: a veto surfaces as onRetrySuppressed with the original error', async () => {
     const { policy } = setup();
     const suppressed: string[] = [];
