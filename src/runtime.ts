@@ -8,8 +8,7 @@
  * (defaults, PG_RESILIENCE_* variables, the config file) on first use, so the API works on its own.
  */
 import { resolveConfig } from './config/index.ts';
-import type { Targets } from './instrumentation/targets.ts';
-import { Targets as TargetsClass } from './instrumentation/targets.ts';
+import { Targets } from './instrumentation/targets.ts';
 import { PolicyRegistry } from './policy/pipeline.ts';
 
 const ACTIVE = Symbol.for('pg-resilience.runtime');
@@ -28,6 +27,6 @@ export function clearRuntime(targets: Targets | undefined): void {
 export function runtime(): Targets {
   const active = holder[ACTIVE];
   if (active !== undefined) return active;
-  standalone ??= new TargetsClass(new PolicyRegistry(resolveConfig()));
+  standalone ??= new Targets(new PolicyRegistry(resolveConfig()));
   return standalone;
 }
