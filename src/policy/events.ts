@@ -89,6 +89,28 @@ export interface RecoveryAttemptEvent {
   readonly error?: unknown;
 }
 
+/**
+ * What happened to one operation, in order, for whoever traces it (telemetry's operation span). The
+ * per-target events above feed metrics and logs; these are the same facts, addressed to one operation.
+ */
+export type OperationStep =
+  | { readonly type: 'retry'; readonly event: RetryEvent }
+  | { readonly type: 'retry.suppressed'; readonly event: RetrySuppressedEvent }
+  | { readonly type: 'retry.exhausted'; readonly event: RetryExhaustedEvent }
+  | { readonly type: 'rate_limit.wait'; readonly waitedMs: number }
+  /** Refused by a policy before any attempt ran (rate limit, bulkhead, open breaker). */
+  | { readonly type: 'rejected'; readonly error: unknown; readonly errorType: string };
+
+let listenerErrorHandler: ((error: unknown) => void) | undefined;
+
+/**
+ * Where a listener's exception goes (telemetry reports it once through OpenTelemetry's diag). The
+ * exception itself is never rethrown: a listener cannot break a call.
+ */
+export function setListenerErrorHandler(handler: ((error: unknown) => void) | undefined): void {
+  listenerErrorHandler = handler;
+}
+
 /** Emits to every listener, each in its own try/catch: a listener that throws never breaks the call nor the other listeners. */
 export class SafeEventEmitter<T> extends EventEmitter<T> {
   override emit(value: T): void {
@@ -105,7 +127,12 @@ export class SafeEventEmitter<T> extends EventEmitter<T> {
 function callSafely<T>(listener: (data: T) => void, value: T): void {
   try {
     listener(value);
-  } catch {
-    // A telemetry listener failed: never let it break the call. Telemetry reports its own errors.
+  } catch (error) {
+    // A telemetry listener failed: never let it break the call.
+    try {
+      listenerErrorHandler?.(error);
+    } catch {
+      // the reporter failed too: nothing more to do
+    }
   }
 }

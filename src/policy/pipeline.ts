@@ -41,6 +41,7 @@ import {
   type CircuitStateName,
   type OperationKind,
   type OperationRef,
+  type OperationStep,
   type RateLimitQueueEvent,
   type RateLimitRejectedEvent,
   type RateLimitWaitEvent,
@@ -72,6 +73,8 @@ export interface ExecuteContext {
    * timeout still apply. Default true.
    */
   readonly admission?: boolean;
+  /** Set by the pipeline for the retry loop (the observer's per-operation events). */
+  readonly onStep?: (step: OperationStep) => void;
 }
 
 /** One logical operation finished (for the operation duration metric). */
@@ -84,6 +87,22 @@ export interface OperationEvent extends OperationRef {
   readonly attempts: number;
   /** The classification's `errorType` of the error that ended the operation. */
   readonly errorType?: string;
+}
+
+/**
+ * Follows single operations (telemetry's operation spans). `begin` is called when an operation starts and
+ * returns whatever per-operation state the observer keeps; every other call gets it back. `attempt` runs
+ * one attempt (breaker, timeout and the call itself): an observer runs it inside the operation span's
+ * context, so the attempt's own spans (instrumentation-pg's) are children of it. `probe` does the same for
+ * a background recovery probe. None of them may throw (the observer guards itself).
+ */
+export interface OperationObserver<S = unknown> {
+  /** `startedAt`: the policy clock's now (performance.now() for the real clock). */
+  begin(target: string, operation: OperationKind, startedAt: number): S;
+  attempt<T>(state: S, attempt: number, run: () => T): T;
+  step(state: S, step: OperationStep): void;
+  end(state: S, event: OperationEvent): void;
+  probe<T>(target: string, attempt: number, run: () => Promise<T>): Promise<T>;
 }
 
 /** A plain-object picture of one target's policies, for introspection (JSON-serialisable). */
@@ -126,6 +145,15 @@ export interface TargetSnapshot {
   };
 }
 
+/** The context the retry loop gets: the call's, plus the observer's per-operation steps (failure path only). */
+function retryContext(
+  ctx: ExecuteContext,
+  observer: OperationObserver | undefined,
+  observed: unknown,
+): ExecuteContext {
+  return observer ? { ...ctx, onStep: (step: OperationStep) => observer.step(observed, step) } : ctx;
+}
+
 /** An event that never fires (for a policy that is off). */
 const noEvent: Event<never> = () => ({ dispose() {} });
 
@@ -148,6 +176,7 @@ export class TargetPolicy {
   readonly #connectTimeout: TimeoutPolicy | undefined;
   #recovery: RecoveryLoop | undefined;
   #disposed = false;
+  #observer: OperationObserver | undefined;
 
   readonly #operation = new SafeEventEmitter<OperationEvent>();
   readonly #timeout = new SafeEventEmitter<TimeoutEvent>();
@@ -239,15 +268,21 @@ export class TargetPolicy {
     ctx: ExecuteContext,
   ): Promise<T> {
     this.#operations++;
-    const started = this.#operation.size > 0 ? this.#now() : -1;
+    const observer = this.#observer;
+    const started = this.#operation.size > 0 || observer ? this.#now() : -1;
     let attempts = 0;
     const operation = ctx.operation;
     const timeout = isConnectLike(operation) ? this.#connectTimeout : this.#queryTimeout;
     const admission = ctx.admission !== false;
     const breaker = admission ? this.#activeBreaker : undefined;
+    const observed = observer?.begin(this.target, operation, started);
 
     // One attempt: breaker → timeout → fn. `attempts` counts the attempts that really ran fn.
     const attempt = (n: number): Promise<T> => {
+      if (observer) return observer.attempt(observed, n, () => guarded(n));
+      return guarded(n);
+    };
+    const guarded = (n: number): Promise<T> => {
       const run = (): Promise<T> => {
         if (timeout) {
           return timeout.execute(
@@ -269,12 +304,20 @@ export class TargetPolicy {
       const limiter = admission ? this.#rateLimiter : undefined;
       if (limiter) {
         const permit = limiter.acquire(operation, ctx.signal);
-        if (permit) await permit;
+        if (permit) {
+          const waitStarted = observer ? this.#now() : 0;
+          await permit;
+          observer?.step(observed, { type: 'rate_limit.wait', waitedMs: this.#now() - waitStarted });
+        }
       }
       const bulkhead = admission ? this.#bulkhead : undefined;
       let value: T;
       if (bulkhead) {
-        value = await bulkhead.execute(() => this.#retried(attempt, ctx), operation, ctx.signal);
+        value = await bulkhead.execute(
+          () => this.#retried(attempt, ctx, observer, observed),
+          operation,
+          ctx.signal,
+        );
       } else {
         // #retried inlined: one async frame less on the happy path.
         this.#budget?.recordCall();
@@ -282,18 +325,20 @@ export class TargetPolicy {
           value = await attempt(1);
         } catch (error) {
           if (ctx.retry === false) throw error;
-          value = await this.#retry.retryAfter(error, attempt, ctx);
+          value = await this.#retry.retryAfter(error, attempt, retryContext(ctx, observer, observed));
         }
       }
       this.#successes++;
       if (started >= 0) {
-        this.#operation.emit({
+        const event: OperationEvent = {
           target: this.target,
           operation,
           outcome: 'success',
           durationMs: this.#now() - started,
           attempts,
-        });
+        };
+        this.#operation.emit(event);
+        observer?.end(observed, event);
       }
       return value;
     } catch (error) {
@@ -301,14 +346,20 @@ export class TargetPolicy {
       if (rejected) this.#rejections++;
       else this.#failures++;
       if (started >= 0) {
-        this.#operation.emit({
+        const errorType = this.#cachedClassify(error).errorType;
+        const event: OperationEvent = {
           target: this.target,
           operation,
           outcome: rejected ? 'rejected' : 'failure',
           durationMs: this.#now() - started,
           attempts,
-          errorType: this.#cachedClassify(error).errorType,
-        });
+          errorType,
+        };
+        this.#operation.emit(event);
+        if (observer) {
+          if (rejected) observer.step(observed, { type: 'rejected', error, errorType });
+          observer.end(observed, event);
+        }
       }
       throw error;
     }
@@ -353,10 +404,22 @@ export class TargetPolicy {
   startRecovery(probe: (signal: AbortSignal) => Promise<void>): RecoveryLoop | undefined {
     if (this.#recovery) return this.#recovery;
     if (this.#disposed || !this.settings.recovery.enabled || !this.#activeBreaker) return undefined;
-    const loop = new RecoveryLoop(this.settings.recovery, this.#breaker, probe, this.target, this.#clock);
+    const loop = new RecoveryLoop(
+      this.settings.recovery,
+      this.#breaker,
+      probe,
+      this.target,
+      this.#clock,
+      (attempt, run) => (this.#observer ? this.#observer.probe(this.target, attempt, run) : run()),
+    );
     loop.onAttempt((e) => this.#recoveryAttempt.emit(e));
     this.#recovery = loop;
     return loop;
+  }
+
+  /** Follows single operations from now on (undefined: stop). Telemetry's operation spans. */
+  observe(observer: OperationObserver | undefined): void {
+    this.#observer = observer;
   }
 
   /** The breaker's state (closed when the breaker is off). */
@@ -418,13 +481,18 @@ export class TargetPolicy {
    * Attempt 1, then the retry loop if it failed (unless the call is not retryable). The call counts for
    * the retry budget's ratio either way.
    */
-  async #retried<T>(attempt: (n: number) => Promise<T>, ctx: ExecuteContext): Promise<T> {
+  async #retried<T>(
+    attempt: (n: number) => Promise<T>,
+    ctx: ExecuteContext,
+    observer: OperationObserver | undefined,
+    observed: unknown,
+  ): Promise<T> {
     this.#budget?.recordCall();
     try {
       return await attempt(1);
     } catch (error) {
       if (ctx.retry === false) throw error;
-      return this.#retry.retryAfter(error, attempt, ctx);
+      return this.#retry.retryAfter(error, attempt, retryContext(ctx, observer, observed));
     }
   }
 

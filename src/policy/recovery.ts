@@ -48,6 +48,8 @@ export class RecoveryLoop {
   #nextAttemptAt: number | undefined;
   #running: Running | undefined;
   #disposed = false;
+  /** Wraps each probe run (telemetry: the probe's span). */
+  readonly #around: ((attempt: number, run: () => Promise<void>) => Promise<void>) | undefined;
 
   /** Fires when a probe finishes (not for skipped or aborted ones). */
   readonly onAttempt: Event<RecoveryAttemptEvent> = this.#attempt.addListener;
@@ -58,6 +60,7 @@ export class RecoveryLoop {
     probe: (signal: AbortSignal) => Promise<void>,
     target: string,
     clock: Clock = realClock,
+    around?: (attempt: number, run: () => Promise<void>) => Promise<void>,
   ) {
     this.target = target;
     this.#enabled = settings.enabled;
@@ -66,6 +69,7 @@ export class RecoveryLoop {
     this.#breaker = breaker;
     this.#probe = probe;
     this.#clock = clock;
+    this.#around = around;
     if (!this.#enabled) return;
     this.#subscription = breaker.onStateChange((e) => this.#onStateChange(e));
     if (breaker.state !== 'closed') this.#startOutage(clock.now());
@@ -147,7 +151,14 @@ export class RecoveryLoop {
         running.settled = true;
       });
     };
-    this.#breaker.probe(probe).then(
+    const go = (): Promise<void> => this.#breaker.probe(probe);
+    let run: Promise<void>;
+    try {
+      run = this.#around ? this.#around(attempt, go) : go();
+    } catch (error) {
+      run = Promise.reject(error);
+    }
+    run.then(
       () => this.#finish(running, ran, attempt, startedAt, 'success', undefined),
       (error: unknown) => this.#finish(running, ran, attempt, startedAt, 'failure', error),
     );

@@ -29,6 +29,7 @@ import { createBackoff } from './backoff.ts';
 import { type Clock, realClock } from './clock.ts';
 import {
   type OperationKind,
+  type OperationStep,
   type RetryEvent,
   type RetryExhaustedEvent,
   type RetrySuppressedEvent,
@@ -48,6 +49,8 @@ export interface RetryContext {
    * only when `classification.reachedServer !== 'unknown'`. A veto that throws refuses ('not_retryable').
    */
   canRetry?(error: unknown, classification: ErrorClassification, attempt: number): true | SuppressReason;
+  /** Told about this call's retry, suppressed and exhausted events (the operation's span). */
+  readonly onStep?: (step: OperationStep) => void;
 }
 
 /** Attempts and backoff for one error class (or the base settings). */
@@ -157,7 +160,7 @@ export class RetryPolicy {
 
     const verdict = veto(ctx, error, c, attempt);
     if (verdict !== true) {
-      this.suppressedEmitter.emit({
+      this.suppressed(ctx, {
         target: this.target,
         operation: ctx.operation,
         reason: verdict,
@@ -170,20 +173,22 @@ export class RetryPolicy {
 
     const plan = this.perClass.get(c.errorClass) ?? this.base;
     if (attempt >= plan.maxAttempts) {
-      this.exhaustedEmitter.emit({
+      const event: RetryExhaustedEvent = {
         target: this.target,
         operation: ctx.operation,
         attempts: attempt,
         error,
         errorType: c.errorType,
-      });
+      };
+      this.exhaustedEmitter.emit(event);
+      ctx.onStep?.({ type: 'retry.exhausted', event });
       throw error;
     }
 
     if (ctx.signal?.aborted) throw ctx.signal.reason;
 
     if (this.budget && !this.budget.tryAcquire()) {
-      this.suppressedEmitter.emit({
+      this.suppressed(ctx, {
         target: this.target,
         operation: ctx.operation,
         reason: 'budget',
@@ -198,7 +203,7 @@ export class RetryPolicy {
     const backoff = previous ? previous.next(undefined) : plan.backoff.next(undefined);
     backoffs.set(c.errorClass, backoff);
     const delayMs = backoff.duration;
-    this.retryEmitter.emit({
+    const event: RetryEvent = {
       target: this.target,
       operation: ctx.operation,
       attempt,
@@ -207,8 +212,15 @@ export class RetryPolicy {
       error,
       errorType: c.errorType,
       errorClass: c.errorClass,
-    });
+    };
+    this.retryEmitter.emit(event);
+    ctx.onStep?.({ type: 'retry', event });
     return delayMs;
+  }
+
+  private suppressed(ctx: RetryContext, event: RetrySuppressedEvent): void {
+    this.suppressedEmitter.emit(event);
+    ctx.onStep?.({ type: 'retry.suppressed', event });
   }
 
   /**
