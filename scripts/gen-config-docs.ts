@@ -22,6 +22,7 @@ import {
   settingsLeaves,
 } from '../src/config/schema.ts';
 import type { ProfileName, ResilienceSettings } from '../src/config/types.ts';
+import { TELEMETRY_ENV_VARS } from '../src/telemetry/settings.ts';
 
 const root = join(import.meta.dirname, '..');
 const DOCS = join(root, 'docs', 'configuration.md');
@@ -223,6 +224,14 @@ function docs(): string {
     table(
       ['variable', 'sets', 'description'],
       ENV_VARS.map((v) => [`\`${v.name}\``, v.setting ? `\`${v.setting}\`` : '', v.description]),
+    ),
+    '',
+    'Telemetry variables (read by the instrumentation; the `telemetry` option in code wins over them, see',
+    '[telemetry.md](telemetry.md)):',
+    '',
+    table(
+      ['variable', 'code option', 'description'],
+      TELEMETRY_ENV_VARS.map((v) => [`\`${v.name}\``, `\`telemetry.${v.option}\``, v.description]),
     ),
     '',
     `Reserved for other parts of pg-resilience (accepted, read elsewhere): ${RESERVED_ENV_VARS.map((n) => `\`${n}\``).join(', ')}`,

@@ -128,6 +128,7 @@ export const ENV_VARS: ReadonlyArray<EnvVar> = [
 /** Variables other modules read: accepted here, not interpreted. */
 export const RESERVED_ENV_VARS: ReadonlyArray<string> = [
   'PG_RESILIENCE_LOG_LEVEL',
+  'PG_RESILIENCE_OPERATION_SPANS',
   'PG_RESILIENCE_HEALTH_PORT',
   'PG_RESILIENCE_HEALTH_HOST',
   'PG_RESILIENCE_NODE_CACHE',

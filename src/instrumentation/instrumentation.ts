@@ -20,7 +20,6 @@ import {
   InstrumentationBase,
   InstrumentationNodeModuleDefinition,
   InstrumentationNodeModuleFile,
-  isWrapped,
 } from '@opentelemetry/instrumentation';
 import { resolveConfig } from '../config/index.ts';
 import { PolicyRegistry } from '../policy/pipeline.ts';
@@ -31,9 +30,12 @@ import { trackHandleError, trackSubmit } from './dispatch.ts';
 import { markPoolNewClient, patchPoolConnect } from './pool-connect.ts';
 import { patchPoolQuery } from './pool-query.ts';
 import { Targets } from './targets.ts';
+import { unwrapOurs, wrapOnce } from './wrap.ts';
 import type { ResilienceConfig, ResilienceOptions } from '../config/types.ts';
 import { SafeEventEmitter } from '../policy/events.ts';
 import { type ClientErrorAbsorbedEvent, type ErrorSource, guardErrorEmit } from '../recovery/error-guards.ts';
+import { resolveTelemetrySettings } from '../telemetry/settings.ts';
+import { ResilienceTelemetry } from '../telemetry/telemetry.ts';
 import type { EmitFn, PgClientLike, PgPoolLike, PgResilienceInstrumentationConfig } from './types.ts';
 import {
   clientTarget,
@@ -44,6 +46,7 @@ import {
 } from './utils.ts';
 
 const SUPPORTED_PG = ['>=8 <9'];
+
 const SUPPORTED_PG_POOL = ['>=3 <4'];
 
 interface Prototyped {
@@ -58,18 +61,35 @@ export class PgResilienceInstrumentation extends InstrumentationBase<PgResilienc
   /** An 'error' emitted on a Pool or Client with no 'error' listener was absorbed instead of crashing the process. */
   readonly onClientErrorAbsorbed: Event<ClientErrorAbsorbedEvent> = this.#clientErrorAbsorbed.addListener;
 
+  /**
+   * Metrics, spans and logs of every policy event. Not a #private field: the base constructor calls
+   * `_updateMetricInstruments()` before this class's fields exist.
+   */
+  private telemetry: ResilienceTelemetry | undefined;
+
   /** @throws ConfigError when the configuration is invalid (at start-up, never later). */
   constructor(config: PgResilienceInstrumentationConfig = {}) {
-    const { enabled, ...options } = config;
+    const { enabled, telemetry, ...options } = config;
     const resolved = resolveConfig({ options: options as ResilienceOptions });
+    const telemetrySettings = resolveTelemetrySettings(telemetry);
     // PG_RESILIENCE_DISABLED / `disabled: true`: never enabled, pg is left untouched.
     super(INSTRUMENTATION_NAME, INSTRUMENTATION_VERSION, {
       ...config,
       enabled: enabled !== false && !resolved.disabled,
     });
     this.resilienceConfig = resolved;
+    this.telemetry = new ResilienceTelemetry(telemetrySettings, {
+      tracer: () => this.tracer,
+      meter: this.meter,
+      logger: () => this.logger,
+    });
     // The base constructor enabled the hooks before resilienceConfig existed: publish the runtime now.
     if (this.isEnabled()) setRuntime(this.#getTargets());
+  }
+
+  protected override _updateMetricInstruments(): void {
+    // Called by the base constructor (telemetry not created yet) and by setMeterProvider().
+    this.telemetry?.setMeter(this.meter);
   }
 
   #targets: Targets | undefined;
@@ -91,6 +111,7 @@ export class PgResilienceInstrumentation extends InstrumentationBase<PgResilienc
     clearRuntime(this.#targets);
     // Timers (breakers, recovery loops, rate limiters) stop. The pool/client → policy cache goes with
     // them: a later enable() starts from fresh policies, and pools seen before get those too.
+    this.telemetry?.detach();
     this.#targets?.registry.dispose();
     this.#targets = undefined;
   }
@@ -98,7 +119,10 @@ export class PgResilienceInstrumentation extends InstrumentationBase<PgResilienc
   readonly #targetsFn = (): Targets => this.#getTargets();
 
   #getTargets(): Targets {
-    this.#targets ??= new Targets(new PolicyRegistry(this.resilienceConfig));
+    if (this.#targets === undefined) {
+      this.#targets = new Targets(new PolicyRegistry(this.resilienceConfig));
+      this.telemetry?.attach(this.#targets.registry);
+    }
     return this.#targets;
   }
 
@@ -162,13 +186,11 @@ export class PgResilienceInstrumentation extends InstrumentationBase<PgResilienc
 
   private patchClient(Client: Prototyped): void {
     const proto = Client.prototype;
-    if (!isWrapped(proto.emit)) {
-      this._wrap(
-        proto,
-        'emit',
-        this.errorGuard('client', (emitter) => clientTarget(emitter as PgClientLike)),
-      );
-    }
+    this.#wrapOnce(
+      proto,
+      'emit',
+      this.errorGuard('client', (emitter) => clientTarget(emitter as PgClientLike)),
+    );
     this.#wrapOnce(proto, 'query', patchClientQuery(this.#targetsFn));
     this.#wrapOnce(proto, 'connect', patchClientConnect(this.#targetsFn));
   }
@@ -192,13 +214,11 @@ export class PgResilienceInstrumentation extends InstrumentationBase<PgResilienc
 
   private patchPool(Pool: Prototyped): void {
     const proto = Pool.prototype;
-    if (!isWrapped(proto.emit)) {
-      this._wrap(
-        proto,
-        'emit',
-        this.errorGuard('pool', (emitter, args) => poolTarget(emitter as PgPoolLike, args[1])),
-      );
-    }
+    this.#wrapOnce(
+      proto,
+      'emit',
+      this.errorGuard('pool', (emitter, args) => poolTarget(emitter as PgPoolLike, args[1])),
+    );
     this.#wrapOnce(proto, 'query', patchPoolQuery(this.#targetsFn));
     this.#wrapOnce(proto, 'connect', patchPoolConnect(this.#targetsFn));
     this.#wrapOnce(proto, 'newClient', markPoolNewClient);
@@ -209,15 +229,13 @@ export class PgResilienceInstrumentation extends InstrumentationBase<PgResilienc
     this.#unwrapAll(Pool.prototype, ['emit', 'query', 'connect', 'newClient']);
   }
 
-  /** Wraps `proto[name]` unless it is missing or already wrapped (pg and pg/lib/client.js are one prototype). */
+  /** Wraps `proto[name]` once (pg and pg/lib/client.js are one prototype), outside any other instrumentation's wrapper. */
   #wrapOnce(proto: Record<string, unknown>, name: string, wrapper: (original: never) => unknown): void {
-    const current = proto[name];
-    if (typeof current !== 'function' || isWrapped(current)) return;
-    this._wrap(proto, name as never, wrapper as never);
+    wrapOnce(proto, name, wrapper);
   }
 
   #unwrapAll(proto: Record<string, unknown>, names: readonly string[]): void {
-    for (const name of names) if (isWrapped(proto[name])) this._unwrap(proto, name as never);
+    for (const name of names) unwrapOurs(proto, name);
   }
 
   // ---- crash guards ----
@@ -230,12 +248,8 @@ export class PgResilienceInstrumentation extends InstrumentationBase<PgResilienc
       source,
       target,
       classify: () => this.resilienceConfig?.classify,
-      onAbsorbed: (event, error) => {
-        const message = error instanceof Error ? error.message : String(error);
-        this._diag.warn(
-          `absorbed an 'error' on a pg ${event.source} with no 'error' listener (target ${event.target}, ` +
-            `${event.errorType}): ${message}. Add an 'error' listener to handle it yourself.`,
-        );
+      onAbsorbed: (event) => {
+        this.telemetry?.clientErrorAbsorbed(event);
         this.#clientErrorAbsorbed.emit(event);
       },
     });

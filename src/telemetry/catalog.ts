@@ -1,0 +1,250 @@
+/**
+ * The catalog: every name pg-resilience emits — metric (name, instrument, unit, description,
+ * attributes), span, span event, attribute key and log event. The metrics, spans and logs modules, the
+ * README's telemetry reference (scripts/gen-telemetry-docs.ts), the Grafana dashboards, the alert rules
+ * and the tests all take their names from here; nothing else spells a telemetry name.
+ *
+ * Naming follows OpenTelemetry: dotted lower-case names, UCUM units (`s`, `{retry}`…), no unit and no
+ * `_total` in a name. Stable semantic-convention attributes are reused where they fit (`error.type`,
+ * `db.system.name`, `db.namespace`, `server.address`, `server.port`). Cardinality stays bounded: an
+ * attribute is a target, an enumerated value or an error type (SQLSTATE, errno code or error class
+ * name), never query text, parameter values, client ids or messages.
+ *
+ * `prometheusName()` gives the series a metric becomes through `@opentelemetry/exporter-prometheus`
+ * (non-`[a-zA-Z0-9_]` → `_`, counters get `_total`, histograms `_bucket`/`_sum`/`_count`, no unit
+ * suffix).
+ */
+
+/** Attribute keys. */
+export const ATTR = {
+  /** `host:port/database`: the target the policies belong to. */
+  TARGET: 'pg_resilience.target',
+  /** `query` | `connect` | `transaction`. */
+  OPERATION: 'pg_resilience.operation',
+  /** `success` | `failure` | `rejected` (operations), `success` | `failure` (recovery probes). */
+  OUTCOME: 'pg_resilience.outcome',
+  /** Why a retry was suppressed or a rate-limited call rejected. */
+  REASON: 'pg_resilience.reason',
+  /** A breaker state: `closed` | `open` | `half_open`. */
+  STATE: 'pg_resilience.state',
+  FROM: 'pg_resilience.from',
+  TO: 'pg_resilience.to',
+  /** Where an absorbed client error came from: `pool` | `client`. */
+  SOURCE: 'pg_resilience.source',
+  /** Span attributes. */
+  ATTEMPTS: 'pg_resilience.attempts',
+  ATTEMPT: 'pg_resilience.attempt',
+  MAX_ATTEMPTS: 'pg_resilience.max_attempts',
+  DELAY: 'pg_resilience.delay_ms',
+  WAITED: 'pg_resilience.waited_ms',
+  NEXT_PROBE_AT: 'pg_resilience.next_probe_at',
+  /** Semantic conventions (stable). */
+  ERROR_TYPE: 'error.type',
+  DB_SYSTEM_NAME: 'db.system.name',
+  DB_NAMESPACE: 'db.namespace',
+  SERVER_ADDRESS: 'server.address',
+  SERVER_PORT: 'server.port',
+} as const;
+
+export type AttributeKey = (typeof ATTR)[keyof typeof ATTR];
+
+/** The enumerated values of the attributes that have them (for zero-valued series and the docs). */
+export const ATTRIBUTE_VALUES = {
+  [ATTR.OPERATION]: ['query', 'connect', 'transaction'],
+  [ATTR.OUTCOME]: ['success', 'failure', 'rejected'],
+  [ATTR.STATE]: ['closed', 'open', 'half_open'],
+  [ATTR.SOURCE]: ['pool', 'client'],
+  retrySuppressedReason: ['in_transaction', 'unknown_outcome', 'budget', 'submittable', 'not_retryable'],
+  rateLimitRejectedReason: ['drop', 'queue_full', 'max_wait'],
+  recoveryOutcome: ['success', 'failure'],
+} as const;
+
+/**
+ * Histogram bucket boundaries for database latency, in seconds: from 1 ms (a loopback `SELECT 1`) to
+ * 30 s (a long outage ridden out by retries, or a statement timeout), roughly ×2–2.5 per bucket so p50,
+ * p95 and p99 are read with useful precision across the whole range.
+ */
+export const DURATION_BUCKETS_S: readonly number[] = [
+  0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
+];
+
+export type InstrumentKind = 'counter' | 'histogram' | 'gauge' | 'updowncounter';
+
+export interface MetricSpec {
+  /** The OpenTelemetry name. */
+  readonly name: string;
+  readonly kind: InstrumentKind;
+  /** UCUM unit. */
+  readonly unit: string;
+  readonly description: string;
+  /** Attribute keys every data point may carry. */
+  readonly attributes: readonly string[];
+  /** Histograms only: bucket boundaries. */
+  readonly buckets?: readonly number[];
+}
+
+const T = ATTR.TARGET;
+const OP = ATTR.OPERATION;
+
+/** Every metric. The keys are how code refers to them; the names are the public contract. */
+export const METRICS = {
+  operationDuration: {
+    name: 'pg_resilience.operation.duration',
+    kind: 'histogram',
+    unit: 's',
+    description:
+      'Duration of each logical operation, from the call to its answer: every attempt, backoff and rate-limit wait included.',
+    attributes: [T, OP, ATTR.OUTCOME, ATTR.ERROR_TYPE],
+    buckets: DURATION_BUCKETS_S,
+  },
+  retries: {
+    name: 'pg_resilience.retries',
+    kind: 'counter',
+    unit: '{retry}',
+    description: 'Retries performed (one per extra attempt), by the error that caused them.',
+    attributes: [T, OP, ATTR.ERROR_TYPE],
+  },
+  retryExhausted: {
+    name: 'pg_resilience.retry.exhausted',
+    kind: 'counter',
+    unit: '{operation}',
+    description: 'Operations that failed with a retryable error after their last allowed attempt.',
+    attributes: [T, OP, ATTR.ERROR_TYPE],
+  },
+  retrySuppressed: {
+    name: 'pg_resilience.retry.suppressed',
+    kind: 'counter',
+    unit: '{operation}',
+    description:
+      'Transient failures deliberately not retried: inside a transaction, outcome unknown for a write, retry budget spent, a streaming query, or a client that cannot safely repeat.',
+    attributes: [T, OP, ATTR.REASON, ATTR.ERROR_TYPE],
+  },
+  circuitState: {
+    name: 'pg_resilience.circuit.state',
+    kind: 'gauge',
+    unit: '1',
+    description: 'Circuit breaker state per target: 1 for the current state, 0 for the others.',
+    attributes: [T, ATTR.STATE],
+  },
+  circuitTransitions: {
+    name: 'pg_resilience.circuit.transitions',
+    kind: 'counter',
+    unit: '{transition}',
+    description: 'Circuit breaker state changes, by the states left and entered.',
+    attributes: [T, ATTR.FROM, ATTR.TO],
+  },
+  circuitRejections: {
+    name: 'pg_resilience.circuit.rejections',
+    kind: 'counter',
+    unit: '{operation}',
+    description: 'Operations refused at once because the breaker was open (or half-open and busy).',
+    attributes: [T, OP],
+  },
+  rateLimitWaitDuration: {
+    name: 'pg_resilience.rate_limit.wait.duration',
+    kind: 'histogram',
+    unit: 's',
+    description: 'Time operations spent waiting for a rate-limit permit (only operations that waited).',
+    attributes: [T, OP],
+    buckets: DURATION_BUCKETS_S,
+  },
+  rateLimitQueueSize: {
+    name: 'pg_resilience.rate_limit.queue.size',
+    kind: 'updowncounter',
+    unit: '{operation}',
+    description: 'Operations waiting for a rate-limit permit now.',
+    attributes: [T],
+  },
+  rateLimitRejections: {
+    name: 'pg_resilience.rate_limit.rejections',
+    kind: 'counter',
+    unit: '{operation}',
+    description:
+      'Operations refused by the rate limiter: `drop` (no permit, strategy drop), `queue_full`, `max_wait` (waited too long).',
+    attributes: [T, OP, ATTR.REASON],
+  },
+  bulkheadRejections: {
+    name: 'pg_resilience.bulkhead.rejections',
+    kind: 'counter',
+    unit: '{operation}',
+    description: 'Operations refused because the concurrency cap and its queue were full.',
+    attributes: [T, OP],
+  },
+  timeouts: {
+    name: 'pg_resilience.timeouts',
+    kind: 'counter',
+    unit: '{attempt}',
+    description: "Attempts abandoned at the package's client-side timeout (query or connect).",
+    attributes: [T, OP],
+  },
+  recoveryAttempts: {
+    name: 'pg_resilience.recovery.attempts',
+    kind: 'counter',
+    unit: '{probe}',
+    description: 'Background recovery probes (connect + SELECT 1) while a breaker was open, by outcome.',
+    attributes: [T, ATTR.OUTCOME],
+  },
+  poolClientErrors: {
+    name: 'pg_resilience.pool.client_errors',
+    kind: 'counter',
+    unit: '{error}',
+    description:
+      "'error' events on pg pools and clients with no listener, absorbed instead of crashing the process.",
+    attributes: [T, ATTR.SOURCE, ATTR.ERROR_TYPE],
+  },
+} as const satisfies Record<string, MetricSpec>;
+
+export type MetricKey = keyof typeof METRICS;
+
+/** Span names. `operation` spans are named `pg_resilience <operation>`. */
+export const SPANS = {
+  /** One logical operation the policies acted on: parent of its attempts' pg spans. */
+  operation: (operation: string): string => `pg_resilience ${operation}`,
+  operationNames: ['pg_resilience query', 'pg_resilience connect', 'pg_resilience transaction'],
+  /** One background recovery probe (connect + SELECT 1). */
+  recoveryProbe: 'pg_resilience recovery.probe',
+  /** A breaker state change that no traced operation caused. */
+  circuitStateChange: 'pg_resilience circuit.state_change',
+} as const;
+
+/** Span events on an operation span (and `circuit.state_change` on whichever span caused it). */
+export const SPAN_EVENTS = {
+  retry: 'retry',
+  retrySuppressed: 'retry.suppressed',
+  retryExhausted: 'retry.exhausted',
+  rateLimitWait: 'rate_limit.wait',
+  circuitRejected: 'circuit.rejected',
+  rateLimitRejected: 'rate_limit.rejected',
+  bulkheadRejected: 'bulkhead.rejected',
+  circuitStateChange: 'circuit.state_change',
+} as const;
+
+/** The `event.name` of each log record (the OpenTelemetry logs API's event name). */
+export const LOG_EVENTS = {
+  retry: 'pg_resilience.retry',
+  retrySuppressed: 'pg_resilience.retry.suppressed',
+  retryExhausted: 'pg_resilience.retry.exhausted',
+  circuitStateChange: 'pg_resilience.circuit.state_change',
+  rateLimitRejected: 'pg_resilience.rate_limit.rejected',
+  bulkheadRejected: 'pg_resilience.bulkhead.rejected',
+  timeout: 'pg_resilience.timeout',
+  recoveryAttempt: 'pg_resilience.recovery.attempt',
+  clientErrorAbsorbed: 'pg_resilience.pool.client_error',
+} as const;
+
+/** The Prometheus series names a metric becomes through @opentelemetry/exporter-prometheus. */
+export function prometheusName(spec: MetricSpec): string {
+  const base = spec.name.replace(/[^a-zA-Z0-9_]/g, '_');
+  return spec.kind === 'counter' ? `${base}_total` : base;
+}
+
+/** Every series name of a metric as scraped (histograms: `_bucket`, `_sum`, `_count`). */
+export function prometheusSeries(spec: MetricSpec): string[] {
+  const base = prometheusName(spec);
+  return spec.kind === 'histogram' ? [`${base}_bucket`, `${base}_sum`, `${base}_count`] : [base];
+}
+
+/** A metric attribute key as a Prometheus label. */
+export function prometheusLabel(key: string): string {
+  return key.replace(/[^a-zA-Z0-9_]/g, '_');
+}

@@ -1,0 +1,276 @@
+/**
+ * Metrics: every policy event of every target, recorded on the instruments the catalog defines.
+ *
+ * - Counters and histograms are fed by the policies' events (TargetPolicy.onX); the breaker state and
+ *   the rate-limit queue size are observed at collection time from the policies themselves, so they are
+ *   right even when nothing happened since the last scrape.
+ * - Zero series: when a target becomes known (its policies are created, or it is named in the
+ *   configuration's `targets`), every counter gets a zero-valued series for each enumerated attribute
+ *   value (operation, reason, state pair, outcome, source), so dashboards and `rate()` work before the
+ *   first failure. Histograms appear with the target's first operation.
+ * - The meter can change after construction (the SDK hands the instrumentation its MeterProvider when it
+ *   starts): `setMeter()` creates the instruments again and re-adds the zero series of every known target.
+ * - Recording never throws into the app: the events are emitted through SafeEventEmitter, and the
+ *   observable callbacks catch their own errors.
+ */
+import type { Attributes, Counter, Histogram, Meter, ObservableResult } from '@opentelemetry/api';
+import type { IDisposable } from 'cockatiel';
+import type { OperationEvent, PolicyRegistry, TargetPolicy } from '../policy/pipeline.ts';
+import type { ClientErrorAbsorbedEvent } from '../recovery/error-guards.ts';
+import { ATTR, ATTRIBUTE_VALUES, METRICS, type MetricSpec } from './catalog.ts';
+
+const S_PER_MS = 1e-3;
+const OPERATIONS = ATTRIBUTE_VALUES[ATTR.OPERATION];
+const STATES = ATTRIBUTE_VALUES[ATTR.STATE];
+/** The breaker transitions that can happen (for zero series). */
+const TRANSITIONS = [
+  ['closed', 'open'],
+  ['open', 'half_open'],
+  ['half_open', 'closed'],
+  ['half_open', 'open'],
+] as const;
+
+interface Instruments {
+  readonly operationDuration: Histogram;
+  readonly retries: Counter;
+  readonly retryExhausted: Counter;
+  readonly retrySuppressed: Counter;
+  readonly circuitTransitions: Counter;
+  readonly circuitRejections: Counter;
+  readonly rateLimitWaitDuration: Histogram;
+  readonly rateLimitRejections: Counter;
+  readonly bulkheadRejections: Counter;
+  readonly timeouts: Counter;
+  readonly recoveryAttempts: Counter;
+  readonly poolClientErrors: Counter;
+}
+
+function histogram(meter: Meter, spec: MetricSpec): Histogram {
+  return meter.createHistogram(spec.name, {
+    unit: spec.unit,
+    description: spec.description,
+    advice: spec.buckets ? { explicitBucketBoundaries: [...spec.buckets] } : undefined,
+  });
+}
+
+function counter(meter: Meter, spec: MetricSpec): Counter {
+  return meter.createCounter(spec.name, { unit: spec.unit, description: spec.description });
+}
+
+function createInstruments(meter: Meter): Instruments {
+  return {
+    operationDuration: histogram(meter, METRICS.operationDuration),
+    retries: counter(meter, METRICS.retries),
+    retryExhausted: counter(meter, METRICS.retryExhausted),
+    retrySuppressed: counter(meter, METRICS.retrySuppressed),
+    circuitTransitions: counter(meter, METRICS.circuitTransitions),
+    circuitRejections: counter(meter, METRICS.circuitRejections),
+    rateLimitWaitDuration: histogram(meter, METRICS.rateLimitWaitDuration),
+    rateLimitRejections: counter(meter, METRICS.rateLimitRejections),
+    bulkheadRejections: counter(meter, METRICS.bulkheadRejections),
+    timeouts: counter(meter, METRICS.timeouts),
+    recoveryAttempts: counter(meter, METRICS.recoveryAttempts),
+    poolClientErrors: counter(meter, METRICS.poolClientErrors),
+  };
+}
+
+export class ResilienceMetrics {
+  #instruments: Instruments;
+  #registry: PolicyRegistry | undefined;
+  #subscriptions: IDisposable[] = [];
+  /** Targets whose zero series were added (re-added on a new meter). */
+  readonly #known = new Set<string>();
+  /** Per target, the attributes `{target}` (shared, never mutated). */
+  readonly #targetAttrs = new Map<string, Attributes>();
+  readonly #onError: (error: unknown) => void;
+
+  constructor(meter: Meter, onError: (error: unknown) => void = () => {}) {
+    this.#onError = onError;
+    this.#instruments = this.#setUp(meter);
+  }
+
+  /** Uses a new meter (the SDK's): instruments created again, zero series re-added. */
+  setMeter(meter: Meter): void {
+    this.#instruments = this.#setUp(meter);
+    for (const target of this.#known) this.#zero(target);
+  }
+
+  /** Follows a registry's targets (the current one; a previous registry is forgotten). */
+  attach(registry: PolicyRegistry): void {
+    this.detach();
+    this.#registry = registry;
+    this.#subscriptions.push(registry.onTargetCreated(({ policy }) => this.#follow(policy)));
+    for (const target of registry.targets()) {
+      const policy = registry.get(target);
+      if (policy) this.#follow(policy);
+    }
+  }
+
+  detach(): void {
+    for (const s of this.#subscriptions) s.dispose();
+    this.#subscriptions = [];
+    this.#registry = undefined;
+  }
+
+  /** A target known before its first use (named in the configuration): zero series now. */
+  declareTarget(target: string): void {
+    if (this.#known.has(target)) return;
+    this.#known.add(target);
+    this.#zero(target);
+  }
+
+  /** An 'error' on a pg pool or client was absorbed (recovery/error-guards.ts). */
+  clientErrorAbsorbed(event: ClientErrorAbsorbedEvent): void {
+    this.#instruments.poolClientErrors.add(1, {
+      [ATTR.TARGET]: event.target,
+      [ATTR.SOURCE]: event.source,
+      [ATTR.ERROR_TYPE]: event.errorType,
+    });
+  }
+
+  /** The operation-duration listener (exposed for the pipeline's onOperation). */
+  readonly recordOperation = (e: OperationEvent): void => {
+    const attrs: Attributes = {
+      [ATTR.TARGET]: e.target,
+      [ATTR.OPERATION]: e.operation,
+      [ATTR.OUTCOME]: e.outcome,
+    };
+    if (e.errorType !== undefined) attrs[ATTR.ERROR_TYPE] = e.errorType;
+    this.#instruments.operationDuration.record(e.durationMs * S_PER_MS, attrs);
+  };
+
+  #follow(policy: TargetPolicy): void {
+    const target = policy.target;
+    this.declareTarget(target);
+    const i = (): Instruments => this.#instruments;
+    this.#subscriptions.push(
+      policy.onOperation(this.recordOperation),
+      policy.onRetry((e) =>
+        i().retries.add(1, {
+          [ATTR.TARGET]: target,
+          [ATTR.OPERATION]: e.operation,
+          [ATTR.ERROR_TYPE]: e.errorType,
+        }),
+      ),
+      policy.onRetryExhausted((e) =>
+        i().retryExhausted.add(1, {
+          [ATTR.TARGET]: target,
+          [ATTR.OPERATION]: e.operation,
+          [ATTR.ERROR_TYPE]: e.errorType,
+        }),
+      ),
+      policy.onRetrySuppressed((e) =>
+        i().retrySuppressed.add(1, {
+          [ATTR.TARGET]: target,
+          [ATTR.OPERATION]: e.operation,
+          [ATTR.REASON]: e.reason,
+          [ATTR.ERROR_TYPE]: e.errorType,
+        }),
+      ),
+      policy.onCircuitStateChange((e) =>
+        i().circuitTransitions.add(1, { [ATTR.TARGET]: target, [ATTR.FROM]: e.from, [ATTR.TO]: e.to }),
+      ),
+      policy.onCircuitRejected((e) =>
+        i().circuitRejections.add(1, { [ATTR.TARGET]: target, [ATTR.OPERATION]: e.operation }),
+      ),
+      policy.onRateLimitWait((e) =>
+        i().rateLimitWaitDuration.record(e.waitedMs * S_PER_MS, {
+          [ATTR.TARGET]: target,
+          [ATTR.OPERATION]: e.operation,
+        }),
+      ),
+      policy.onRateLimitRejected((e) => {
+        // `aborted`: the caller gave up (its own AbortSignal), not a refusal by the limiter.
+        if (e.reason === 'aborted') return;
+        i().rateLimitRejections.add(1, {
+          [ATTR.TARGET]: target,
+          [ATTR.OPERATION]: e.operation,
+          [ATTR.REASON]: e.reason,
+        });
+      }),
+      policy.onBulkheadRejected((e) =>
+        i().bulkheadRejections.add(1, { [ATTR.TARGET]: target, [ATTR.OPERATION]: e.operation }),
+      ),
+      policy.onTimeout((e) => i().timeouts.add(1, { [ATTR.TARGET]: target, [ATTR.OPERATION]: e.operation })),
+      policy.onRecoveryAttempt((e) =>
+        i().recoveryAttempts.add(1, { [ATTR.TARGET]: target, [ATTR.OUTCOME]: e.outcome }),
+      ),
+    );
+  }
+
+  /** Zero-valued series of every counter for `target`. */
+  #zero(target: string): void {
+    const i = this.#instruments;
+    const t = { [ATTR.TARGET]: target };
+    this.#targetAttrs.set(target, t);
+    for (const operation of OPERATIONS) {
+      const o = { ...t, [ATTR.OPERATION]: operation };
+      i.retries.add(0, o);
+      i.retryExhausted.add(0, o);
+      i.circuitRejections.add(0, o);
+      i.bulkheadRejections.add(0, o);
+      i.timeouts.add(0, o);
+      for (const reason of ATTRIBUTE_VALUES.retrySuppressedReason) {
+        i.retrySuppressed.add(0, { ...o, [ATTR.REASON]: reason });
+      }
+      for (const reason of ATTRIBUTE_VALUES.rateLimitRejectedReason) {
+        i.rateLimitRejections.add(0, { ...o, [ATTR.REASON]: reason });
+      }
+    }
+    for (const [from, to] of TRANSITIONS) {
+      i.circuitTransitions.add(0, { ...t, [ATTR.FROM]: from, [ATTR.TO]: to });
+    }
+    for (const outcome of ATTRIBUTE_VALUES.recoveryOutcome) {
+      i.recoveryAttempts.add(0, { ...t, [ATTR.OUTCOME]: outcome });
+    }
+    for (const source of ATTRIBUTE_VALUES[ATTR.SOURCE]) {
+      i.poolClientErrors.add(0, { ...t, [ATTR.SOURCE]: source });
+    }
+  }
+
+  #setUp(meter: Meter): Instruments {
+    const instruments = createInstruments(meter);
+    const state = meter.createObservableGauge(METRICS.circuitState.name, {
+      unit: METRICS.circuitState.unit,
+      description: METRICS.circuitState.description,
+    });
+    state.addCallback((result) =>
+      this.#observe(result, (policy, target) => {
+        const current = policy.circuitState;
+        for (const s of STATES) result.observe(s === current ? 1 : 0, { ...target, [ATTR.STATE]: s });
+      }),
+    );
+    const queue = meter.createObservableUpDownCounter(METRICS.rateLimitQueueSize.name, {
+      unit: METRICS.rateLimitQueueSize.unit,
+      description: METRICS.rateLimitQueueSize.description,
+    });
+    queue.addCallback((result) =>
+      this.#observe(result, (policy, target) => {
+        result.observe(policy.snapshot().rateLimit?.queueSize ?? 0, target);
+      }),
+    );
+    return instruments;
+  }
+
+  /** Calls `each` for every known target (a target named in the configuration but unused: closed, empty). */
+  #observe(
+    result: ObservableResult,
+    each: (policy: Pick<TargetPolicy, 'circuitState' | 'snapshot'>, target: Attributes) => void,
+  ): void {
+    try {
+      for (const target of this.#known) {
+        const policy = this.#registry?.get(target) ?? IDLE_TARGET;
+        each(policy, this.#targetAttrs.get(target) ?? { [ATTR.TARGET]: target });
+      }
+    } catch (error) {
+      this.#onError(error);
+    }
+    void result;
+  }
+}
+
+/** How a known target without policies yet looks to the observers. */
+const IDLE_TARGET: Pick<TargetPolicy, 'circuitState' | 'snapshot'> = {
+  circuitState: 'closed',
+  snapshot: () => ({ rateLimit: null }) as unknown as ReturnType<TargetPolicy['snapshot']>,
+};
