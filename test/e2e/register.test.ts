@@ -10,7 +10,9 @@ import assert from 'node:assert/strict';
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
+import { ATTR, METRICS, prometheusLabel, prometheusName } from '../../src/telemetry/catalog.ts';
 import { FaultProxy } from '../support/fault-proxy.ts';
+import { parseExposition, sum } from '../support/prometheus.ts';
 import { scratchApp, type ScratchApp } from '../support/package.ts';
 import { freePort, startServer, type TestServer } from '../support/postgres.ts';
 
@@ -152,6 +154,35 @@ describe('pg-resilience/register (packed tarball, real PostgreSQL)', () => {
             await new Promise((r) => setTimeout(r, 20));
           }
           assert.equal((run.output().match(/QUERY 1/g) ?? []).length, 2, run.output());
+
+          // Our telemetry, as the app's operators see it: the series, and the console line.
+          const target = `${proxy.host}:${proxy.port}/${server.database}`;
+          const samples = parseExposition(await scrape(port));
+          const label = (k: string) => prometheusLabel(k);
+          assert.equal(
+            sum(samples, prometheusName(METRICS.retries), {
+              [label(ATTR.TARGET)]: target,
+              [label(ATTR.ERROR_TYPE)]: 'ECONNRESET',
+            }),
+            1,
+          );
+          assert.ok(
+            sum(samples, prometheusName(METRICS.poolClientErrors), { [label(ATTR.TARGET)]: target }) >= 1,
+            'the terminated idle clients were absorbed and counted',
+          );
+          assert.equal(
+            sum(samples, prometheusName(METRICS.circuitState), {
+              [label(ATTR.TARGET)]: target,
+              [label(ATTR.STATE)]: 'closed',
+            }),
+            1,
+          );
+          assert.match(
+            run.output(),
+            new RegExp(
+              `\\[pg-resilience\\] Retrying query on ${target.replace(/\./g, '\\.')} \\(attempt 2/3\\) after ECONNRESET`,
+            ),
+          );
 
           const stopped = await stopApp(run);
           assert.deepEqual([stopped.code, stopped.signal], [143, null], run.output());
