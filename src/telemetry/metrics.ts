@@ -13,7 +13,14 @@
  * - Recording never throws into the app: the events are emitted through SafeEventEmitter, and the
  *   observable callbacks catch their own errors.
  */
-import type { Attributes, Counter, Histogram, Meter, ObservableResult } from '@opentelemetry/api';
+import {
+  type Attributes,
+  type Counter,
+  createNoopMeter,
+  type Histogram,
+  type Meter,
+  type ObservableResult,
+} from '@opentelemetry/api';
 import type { IDisposable } from 'cockatiel';
 import type { OperationEvent, PolicyRegistry, TargetPolicy } from '../policy/pipeline.ts';
 import type { ClientErrorAbsorbedEvent } from '../recovery/error-guards.ts';
@@ -200,7 +207,14 @@ export class ResilienceMetrics {
 
   /** Zero-valued series of every counter for `target`. */
   #zero(target: string): void {
-    const i = this.#instruments;
+    try {
+      this.#zeroOn(this.#instruments, target);
+    } catch (error) {
+      this.#onError(error);
+    }
+  }
+
+  #zeroOn(i: Instruments, target: string): void {
     const t = { [ATTR.TARGET]: target };
     this.#targetAttrs.set(target, t);
     for (const operation of OPERATIONS) {
@@ -228,7 +242,17 @@ export class ResilienceMetrics {
     }
   }
 
+  /** The instruments on `meter`; on a meter that throws, reported once and no-op instruments instead. */
   #setUp(meter: Meter): Instruments {
+    try {
+      return this.#createOn(meter);
+    } catch (error) {
+      this.#onError(error);
+      return createInstruments(createNoopMeter());
+    }
+  }
+
+  #createOn(meter: Meter): Instruments {
     const instruments = createInstruments(meter);
     const state = meter.createObservableGauge(METRICS.circuitState.name, {
       unit: METRICS.circuitState.unit,

@@ -85,15 +85,27 @@ export class OperationSpans implements OperationObserver<Followed | undefined> {
 
   begin(target: string, operation: OperationKind, startedAt: number): Followed | undefined {
     if (this.#mode === 'off') return undefined;
-    const op: Followed = { target, operation, startedAt, parent: context.active(), span: undefined };
-    if (this.#mode === 'always') this.#ensure(op);
-    return op;
+    try {
+      const op: Followed = { target, operation, startedAt, parent: context.active(), span: undefined };
+      if (this.#mode === 'always') this.#ensure(op);
+      return op;
+    } catch (error) {
+      this.#onError(error);
+      return undefined;
+    }
   }
 
   attempt<T>(op: Followed | undefined, _attempt: number, run: () => T): T {
     const span = op?.span;
     if (span === undefined) return run();
-    return context.with(trace.setSpan(op!.parent, span), run);
+    let ctx: Context;
+    try {
+      ctx = trace.setSpan(op!.parent, span);
+    } catch (error) {
+      this.#onError(error);
+      return run();
+    }
+    return context.with(ctx, run);
   }
 
   step(op: Followed | undefined, step: OperationStep): void {

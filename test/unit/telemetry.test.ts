@@ -1,0 +1,414 @@
+// Telemetry from the policies, read through real OpenTelemetry SDK components (an in-memory span
+// exporter, an in-memory metric exporter, an in-memory log exporter) with fake time: which operations
+// get a span in each `operationSpans` mode, the log lines and their console throttle, the zero-valued
+// series, the settings' errors, and that a failing SDK never fails a call.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { context, type DiagLogger, type Meter, SpanStatusCode, trace } from '@opentelemetry/api';
+import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
+import { InMemoryLogRecordExporter, LoggerProvider, SimpleLogRecordProcessor } from '@opentelemetry/sdk-logs';
+import {
+  AggregationTemporality,
+  InMemoryMetricExporter,
+  MeterProvider,
+  PeriodicExportingMetricReader,
+} from '@opentelemetry/sdk-metrics';
+import { InMemorySpanExporter, SimpleSpanProcessor, TracerProvider } from '@opentelemetry/sdk-trace';
+import { isConfigError, resolveConfig } from '../../src/config/index.ts';
+import type { ResilienceOptions } from '../../src/config/types.ts';
+import { isCircuitOpenError } from '../../src/errors.ts';
+import { PolicyRegistry } from '../../src/policy/pipeline.ts';
+import { ATTR, LOG_EVENTS, METRICS, SPAN_EVENTS, SPANS } from '../../src/telemetry/catalog.ts';
+import {
+  CONSOLE_BURST,
+  CONSOLE_WINDOW_MS,
+  type ConsoleSink,
+  ResilienceLogs,
+} from '../../src/telemetry/logs.ts';
+import { type OperationSpanMode, resolveTelemetrySettings } from '../../src/telemetry/settings.ts';
+import { ResilienceTelemetry } from '../../src/telemetry/telemetry.ts';
+import { fakeClock } from '../support/clock.ts';
+
+context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+
+const TARGET = 'db.example:5432/app';
+const refused = () =>
+  Object.assign(new Error('connect ECONNREFUSED 10.0.0.1:5432'), {
+    code: 'ECONNREFUSED',
+    errno: -111,
+    syscall: 'connect',
+  });
+
+function setup(mode: OperationSpanMode = 'on_event', options: ResilienceOptions = {}) {
+  const { fake, clock } = fakeClock();
+  const spans = new InMemorySpanExporter();
+  const tracerProvider = new TracerProvider({
+    spanProcessors: [new SimpleSpanProcessor({ exporter: spans })],
+  });
+  const metricExporter = new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE);
+  const reader = new PeriodicExportingMetricReader({
+    exporter: metricExporter,
+    exportIntervalMillis: 3_600_000,
+  });
+  const meterProvider = new MeterProvider({ readers: [reader] });
+  const logRecords = new InMemoryLogRecordExporter();
+  const loggerProvider = new LoggerProvider({
+    processors: [new SimpleLogRecordProcessor({ exporter: logRecords })],
+  });
+  const config = resolveConfig({
+    env: {},
+    options: {
+      retry: { jitter: 'none', initialDelayMs: 100, maxDelayMs: 100, perErrorClass: {} },
+      circuitBreaker: { consecutiveFailures: 2, halfOpenAfterMs: 60_000 },
+      recovery: { enabled: false },
+      ...options,
+    },
+  });
+  const registry = new PolicyRegistry(config, clock);
+  const telemetry = new ResilienceTelemetry(
+    { logLevel: 'off', operationSpans: mode, health: undefined },
+    {
+      tracer: () => tracerProvider.getTracer('test'),
+      meter: meterProvider.getMeter('test'),
+      logger: () => loggerProvider.getLogger('test'),
+    },
+  );
+  telemetry.attach(registry);
+  const policy = registry.forTarget(TARGET);
+  /** Every data point of a metric, as [attributes, value]. */
+  const points = async (name: string) => {
+    await reader.forceFlush();
+    const all =
+      metricExporter
+        .getMetrics()
+        .at(-1)
+        ?.scopeMetrics.flatMap((s) => s.metrics) ?? [];
+    const metric = all.find((m) => m.descriptor.name === name);
+    return (metric?.dataPoints ?? []).map((p) => [p.attributes, p.value] as const);
+  };
+  return { fake, clock, spans, logRecords, registry, policy, points, telemetry };
+}
+
+describe('operation spans', () => {
+  it('on_event: a healthy operation gets no span; a retried one gets one, with the retry event and its outcome', async () => {
+    const { fake, spans, policy } = setup('on_event');
+    assert.equal(await policy.execute(() => Promise.resolve('ok'), { operation: 'query' }), 'ok');
+    assert.equal(spans.getFinishedSpans().length, 0);
+
+    let n = 0;
+    const running = policy.execute(() => (++n === 1 ? Promise.reject(refused()) : Promise.resolve('ok')), {
+      operation: 'connect',
+    });
+    await fake.tickAsync(100);
+    assert.equal(await running, 'ok');
+    const [span, ...rest] = spans.getFinishedSpans();
+    assert.equal(rest.length, 0);
+    assert.equal(span!.name, SPANS.operation('connect'));
+    assert.equal(span!.attributes[ATTR.ATTEMPTS], 2);
+    assert.equal(span!.attributes[ATTR.OUTCOME], 'success');
+    assert.equal(span!.attributes[ATTR.SERVER_ADDRESS], 'db.example');
+    assert.equal(span!.attributes[ATTR.SERVER_PORT], 5432);
+    assert.equal(span!.attributes[ATTR.DB_NAMESPACE], 'app');
+    assert.equal(span!.status.code, SpanStatusCode.UNSET);
+    assert.deepEqual(
+      span!.events.map((e) => [e.name, e.attributes?.[ATTR.ERROR_TYPE], e.attributes?.[ATTR.DELAY]]),
+      [[SPAN_EVENTS.retry, 'ECONNREFUSED', 100]],
+    );
+    // Started when the operation started (fake time), not at the retry.
+    assert.equal(span!.startTime[0] * 1000 + span!.startTime[1] / 1e6, fake.now - 100);
+  });
+
+  it('on_event: the later attempts run inside the operation span (their spans are its children)', async () => {
+    const { fake, spans, policy } = setup('on_event');
+    const tracer = trace.getTracer('inner');
+    let n = 0;
+    const running = policy.execute(
+      () => {
+        const inner = tracer.startSpan('attempt');
+        const parent = trace.getSpan(context.active());
+        inner.end();
+        return ++n === 1 ? Promise.reject(refused()) : Promise.resolve(parent?.spanContext().spanId);
+      },
+      { operation: 'query' },
+    );
+    await fake.tickAsync(100);
+    const parentOfSecond = await running;
+    const op = spans.getFinishedSpans().find((s) => s.name === SPANS.operation('query'));
+    assert.equal(parentOfSecond, op?.spanContext().spanId);
+  });
+
+  it('always: every operation has a span; off: none', async () => {
+    const always = setup('always');
+    await always.policy.execute(() => Promise.resolve(1), { operation: 'query' });
+    const [span] = always.spans.getFinishedSpans();
+    assert.equal(span?.name, SPANS.operation('query'));
+    assert.equal(span?.attributes[ATTR.ATTEMPTS], 1);
+
+    const off = setup('off');
+    let n = 0;
+    const running = off.policy.execute(() => (++n === 1 ? Promise.reject(refused()) : Promise.resolve(1)), {
+      operation: 'query',
+    });
+    await off.fake.tickAsync(100);
+    await running;
+    assert.equal(off.spans.getFinishedSpans().length, 0);
+  });
+
+  it('a call refused by the open breaker: circuit.rejected, status ERROR; the opening is an event', async () => {
+    const { fake, spans, policy } = setup('on_event', { retry: { maxAttempts: 2 } });
+    const failing = policy.execute(() => Promise.reject(refused()), { operation: 'query' });
+    const outcome = failing.then(
+      () => 'resolved',
+      (e: unknown) => (e as { code?: string }).code,
+    );
+    await fake.tickAsync(100);
+    assert.equal(await outcome, 'ECONNREFUSED');
+    assert.equal(policy.circuitState, 'open');
+    await assert.rejects(
+      policy.execute(() => Promise.resolve(1), { operation: 'query' }),
+      (e) => isCircuitOpenError(e),
+    );
+    const all = spans.getFinishedSpans();
+    const rejected = all.find((s) => s.events.some((e) => e.name === SPAN_EVENTS.circuitRejected));
+    assert.ok(rejected);
+    assert.equal(rejected.status.code, SpanStatusCode.ERROR);
+    assert.equal(rejected.attributes[ATTR.OUTCOME], 'rejected');
+    assert.equal(rejected.attributes[ATTR.ERROR_TYPE], 'PGR_CIRCUIT_OPEN');
+    const opened = all.flatMap((s) => s.events).find((e) => e.name === SPAN_EVENTS.circuitStateChange);
+    assert.equal(opened?.attributes?.[ATTR.TO], 'open');
+    assert.equal(opened?.attributes?.[ATTR.ERROR_TYPE], 'ECONNREFUSED');
+  });
+});
+
+describe('metrics', () => {
+  it('zero-valued series exist for a target before anything happened', async () => {
+    const { points } = setup();
+    const retries = await points(METRICS.retries.name);
+    assert.ok(retries.length >= 3);
+    assert.ok(retries.every(([a, v]) => a[ATTR.TARGET] === TARGET && v === 0));
+    const states = await points(METRICS.circuitState.name);
+    assert.deepEqual(states.map(([a, v]) => [a[ATTR.STATE], v]).sort(), [
+      ['closed', 1],
+      ['half_open', 0],
+      ['open', 0],
+    ]);
+    const suppressed = await points(METRICS.retrySuppressed.name);
+    assert.deepEqual([...new Set(suppressed.map(([a]) => a[ATTR.REASON]))].sort(), [
+      'budget',
+      'in_transaction',
+      'not_retryable',
+      'submittable',
+      'unknown_outcome',
+    ]);
+  });
+
+  it('a retry counts once, by error.type; the operation is recorded with its outcome', async () => {
+    const { fake, policy, points } = setup();
+    let n = 0;
+    const running = policy.execute(() => (++n === 1 ? Promise.reject(refused()) : Promise.resolve(1)), {
+      operation: 'query',
+    });
+    await fake.tickAsync(100);
+    await running;
+    const retries = await points(METRICS.retries.name);
+    const counted = retries.filter(([, v]) => v !== 0);
+    assert.deepEqual(counted, [
+      [{ [ATTR.TARGET]: TARGET, [ATTR.OPERATION]: 'query', [ATTR.ERROR_TYPE]: 'ECONNREFUSED' }, 1],
+    ]);
+    const durations = await points(METRICS.operationDuration.name);
+    assert.equal(durations.length, 1);
+    assert.equal(durations[0]![0][ATTR.OUTCOME], 'success');
+    assert.equal((durations[0]![1] as { count: number; sum: number }).count, 1);
+    assert.equal((durations[0]![1] as { count: number; sum: number }).sum, 0.1);
+  });
+
+  it('an SDK whose instruments throw never fails a call, and is reported once through diag', async () => {
+    const errors: unknown[][] = [];
+    const diagLogger = { error: (...a: unknown[]) => errors.push(a) } as unknown as DiagLogger;
+    const boom = () => {
+      throw new Error('exporter on fire');
+    };
+    const throwing = {
+      createHistogram: () => ({ record: boom }),
+      createCounter: () => ({ add: boom }),
+      createObservableGauge: () => ({ addCallback: () => {} }),
+      createObservableUpDownCounter: () => ({ addCallback: () => {} }),
+    } as unknown as Meter;
+    const { clock, fake } = fakeClock();
+    const registry = new PolicyRegistry(
+      resolveConfig({
+        env: {},
+        options: { retry: { jitter: 'none', initialDelayMs: 10, perErrorClass: {} } },
+      }),
+      clock,
+    );
+    let telemetry: ResilienceTelemetry | undefined;
+    assert.doesNotThrow(() => {
+      telemetry = new ResilienceTelemetry(
+        { logLevel: 'off', operationSpans: 'always', health: undefined },
+        {
+          tracer: () => ({ startSpan: boom }) as never,
+          meter: throwing,
+          logger: () => ({ emit: boom, enabled: () => true }),
+        },
+        diagLogger,
+      );
+    }, 'zero series on a throwing meter');
+    telemetry!.attach(registry);
+    const policy = registry.forTarget(TARGET);
+    let n = 0;
+    const running = policy.execute(() => (++n === 1 ? Promise.reject(refused()) : Promise.resolve('rows')), {
+      operation: 'query',
+    });
+    await fake.tickAsync(100); // connect_refused's own initial delay (the profile's perErrorClass)
+    assert.equal(await running, 'rows');
+    assert.equal(await policy.execute(() => Promise.resolve('again'), { operation: 'query' }), 'again');
+    assert.equal(errors.length, 1, 'reported once');
+    assert.match(String(errors[0]![0]), /telemetry call failed; queries are unaffected/);
+  });
+});
+
+describe('logs', () => {
+  const sink = () => {
+    const lines: [string, string][] = [];
+    const s: ConsoleSink = { write: (severity, line) => lines.push([severity, line]) };
+    return { lines, s };
+  };
+  const retry = {
+    target: TARGET,
+    operation: 'query' as const,
+    attempt: 1,
+    maxAttempts: 3,
+    delayMs: 1000,
+    error: refused(),
+    errorType: 'ECONNRESET',
+    errorClass: 'connection_lost' as const,
+  };
+
+  it('the documented lines, at their levels; the console shows warn and above by default', () => {
+    const { lines, s } = sink();
+    const records = new InMemoryLogRecordExporter();
+    const provider = new LoggerProvider({
+      processors: [new SimpleLogRecordProcessor({ exporter: records })],
+    });
+    const logs = new ResilienceLogs(() => provider.getLogger('t'), 'warn', s);
+    logs.retry(retry);
+    logs.circuitStateChange(
+      { target: TARGET, from: 'closed', to: 'open', at: 0, nextProbeAt: Date.UTC(2026, 10, 23, 3, 0, 5) },
+      'ECONNREFUSED',
+    );
+    logs.circuitStateChange({ target: TARGET, from: 'half_open', to: 'closed', at: 0 }, undefined, 12_300);
+    assert.deepEqual(lines, [
+      [
+        'warn',
+        `[pg-resilience] Retrying query on ${TARGET} (attempt 2/3) after ECONNRESET; next try in 1.0 s`,
+      ],
+      [
+        'error',
+        `[pg-resilience] Circuit breaker for ${TARGET} opened after ECONNREFUSED: calls fail fast with CircuitOpenError; next probe at 2026-11-23T03:00:05.000Z`,
+      ],
+    ]);
+    const got = records.getFinishedLogRecords();
+    assert.deepEqual(
+      got.map((r) => [r.eventName, r.severityText]),
+      [
+        [LOG_EVENTS.retry, 'WARN'],
+        [LOG_EVENTS.circuitStateChange, 'ERROR'],
+        [LOG_EVENTS.circuitStateChange, 'INFO'],
+      ],
+    );
+    assert.equal(
+      got[2]!.body,
+      `Circuit breaker for ${TARGET} closed after 12.3 s: the target is healthy again`,
+    );
+    assert.equal(got[0]!.attributes[ATTR.TARGET], TARGET);
+    assert.equal(got[0]!.attributes[ATTR.ERROR_TYPE], 'ECONNRESET');
+  });
+
+  it('the console is throttled per event and target, and says how many lines it skipped', () => {
+    const { lines, s } = sink();
+    let now = 0;
+    const logs = new ResilienceLogs(
+      () => ({ emit: () => {}, enabled: () => false }),
+      'warn',
+      s,
+      () => now,
+    );
+    for (let i = 0; i < CONSOLE_BURST + 15; i++) logs.retry(retry);
+    assert.equal(lines.length, CONSOLE_BURST);
+    now += CONSOLE_WINDOW_MS;
+    logs.retry(retry);
+    assert.equal(lines.length, CONSOLE_BURST + 1);
+    assert.match(lines.at(-1)![1], /\(15 similar lines skipped\)$/);
+  });
+
+  it('level off prints nothing; debug prints info lines', () => {
+    const off = sink();
+    new ResilienceLogs(() => ({ emit: () => {}, enabled: () => false }), 'off', off.s).retry(retry);
+    assert.equal(off.lines.length, 0);
+    const debug = sink();
+    new ResilienceLogs(() => ({ emit: () => {}, enabled: () => false }), 'debug', debug.s).circuitStateChange(
+      { target: TARGET, from: 'open', to: 'half_open', at: 0 },
+      undefined,
+    );
+    assert.deepEqual(debug.lines, [
+      ['info', `[pg-resilience] Circuit breaker for ${TARGET} half-open: letting a probe through`],
+    ]);
+  });
+});
+
+describe('telemetry settings', () => {
+  it('defaults, the environment, and code over the environment', () => {
+    assert.deepEqual(resolveTelemetrySettings({}, {}), {
+      logLevel: 'warn',
+      operationSpans: 'on_event',
+      health: undefined,
+    });
+    assert.deepEqual(
+      resolveTelemetrySettings(
+        {},
+        {
+          PG_RESILIENCE_LOG_LEVEL: 'INFO',
+          PG_RESILIENCE_OPERATION_SPANS: 'always',
+          PG_RESILIENCE_HEALTH_PORT: '9465',
+        },
+      ),
+      { logLevel: 'info', operationSpans: 'always', health: { port: 9465, host: '127.0.0.1' } },
+    );
+    assert.deepEqual(
+      resolveTelemetrySettings(
+        { logLevel: 'error', health: { host: '0.0.0.0' } },
+        { PG_RESILIENCE_LOG_LEVEL: 'debug', PG_RESILIENCE_HEALTH_PORT: '9465' },
+      ),
+      { logLevel: 'error', operationSpans: 'on_event', health: { port: 9465, host: '0.0.0.0' } },
+    );
+  });
+
+  it('one ConfigError naming every bad field, its value and what is allowed', () => {
+    assert.throws(
+      () =>
+        resolveTelemetrySettings({ logLevel: 'loud' as never, colour: true } as never, {
+          PG_RESILIENCE_HEALTH_PORT: '70000',
+          PG_RESILIENCE_OPERATION_SPANS: 'sometimes',
+        }),
+      (e: unknown) => {
+        assert.ok(isConfigError(e));
+        const text = (e as Error).message;
+        assert.match(
+          text,
+          /telemetry\.logLevel = "loud" \(from code\): must be one of: off, error, warn, info, debug/,
+        );
+        assert.match(text, /telemetry\.colour/);
+        assert.match(
+          text,
+          /PG_RESILIENCE_HEALTH_PORT = "?70000"? \(from env PG_RESILIENCE_HEALTH_PORT\): must be an integer/,
+        );
+        assert.match(
+          text,
+          /PG_RESILIENCE_OPERATION_SPANS = "sometimes".*must be one of: on_event, always, off/,
+        );
+        return true;
+      },
+    );
+  });
+});
