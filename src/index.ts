@@ -52,6 +52,27 @@ export { PgResilienceInstrumentation } from './instrumentation/instrumentation.t
 export type { PgResilienceInstrumentationConfig } from './instrumentation/types.ts';
 export { MIN_NODE_VERSION } from './node-guard.ts';
 export type { ClientErrorAbsorbedEvent, ErrorSource } from './recovery/error-guards.ts';
+export type {
+  HealthReport,
+  PoolState,
+  RecentState,
+  ResilienceState,
+  TargetHealth,
+  TargetState,
+} from './telemetry/health.ts';
+export { getResilienceHealth, getResilienceState } from './telemetry/introspection.ts';
+export {
+  ATTR,
+  DURATION_BUCKETS_S,
+  LOG_EVENTS,
+  type MetricSpec,
+  METRICS,
+  prometheusName,
+  prometheusSeries,
+  SPAN_EVENTS,
+  SPANS,
+} from './telemetry/catalog.ts';
+export type { LogLevel, OperationSpanMode, TelemetryOptions } from './telemetry/settings.ts';
 export { IDEMPOTENT, idempotent, isMarkedIdempotent, isReadOnlyStatement } from './safety/index.ts';
 export {
   type IsolationLevel,

@@ -34,6 +34,7 @@ import { unwrapOurs, wrapOnce } from './wrap.ts';
 import type { ResilienceConfig, ResilienceOptions } from '../config/types.ts';
 import { SafeEventEmitter } from '../policy/events.ts';
 import { type ClientErrorAbsorbedEvent, type ErrorSource, guardErrorEmit } from '../recovery/error-guards.ts';
+import { type HealthServer, startHealthServer } from '../telemetry/health-server.ts';
 import { resolveTelemetrySettings } from '../telemetry/settings.ts';
 import { ResilienceTelemetry } from '../telemetry/telemetry.ts';
 import type { EmitFn, PgClientLike, PgPoolLike, PgResilienceInstrumentationConfig } from './types.ts';
@@ -109,6 +110,8 @@ export class PgResilienceInstrumentation extends InstrumentationBase<PgResilienc
   override disable(): void {
     super.disable();
     clearRuntime(this.#targets);
+    this.#stopHealthServer();
+    this.#targets?.dispose();
     // Timers (breakers, recovery loops, rate limiters) stop. The pool/client → policy cache goes with
     // them: a later enable() starts from fresh policies, and pools seen before get those too.
     this.telemetry?.detach();
@@ -122,8 +125,42 @@ export class PgResilienceInstrumentation extends InstrumentationBase<PgResilienc
     if (this.#targets === undefined) {
       this.#targets = new Targets(new PolicyRegistry(this.resilienceConfig));
       this.telemetry?.attach(this.#targets.registry);
+      this.#startHealthServer(this.#targets);
     }
     return this.#targets;
+  }
+
+  #healthServer: Promise<HealthServer | undefined> | undefined;
+
+  /** PG_RESILIENCE_HEALTH_PORT (or `telemetry.health`): serve /resilience/health and /resilience/state. */
+  #startHealthServer(targets: Targets): void {
+    const health = this.telemetry?.settings.health;
+    if (health === undefined || this.#healthServer !== undefined) return;
+    this.#healthServer = startHealthServer({
+      host: health.host,
+      port: health.port,
+      tracker: targets.health(),
+    })
+      .then((server) => {
+        this._diag.info(`health endpoint on ${server.url}/resilience/health`);
+        return server;
+      })
+      .catch((error: unknown) => {
+        // A port in use must not stop the app: report it and go on without the endpoint.
+        this._diag.error(`could not serve the health endpoint on ${health.host}:${health.port}`, error);
+        return undefined;
+      });
+  }
+
+  #stopHealthServer(): void {
+    const pending = this.#healthServer;
+    this.#healthServer = undefined;
+    void pending?.then((server) => server?.close());
+  }
+
+  /** The health endpoint's base URL once it listens (undefined when not configured or it failed to start). */
+  async healthEndpoint(): Promise<string | undefined> {
+    return (await this.#healthServer)?.url;
   }
 
   protected override init(): InstrumentationNodeModuleDefinition[] {

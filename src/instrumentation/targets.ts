@@ -7,6 +7,7 @@
  * is created with a probe built from the most recent pool or client seen for it (probe.ts).
  */
 import type { PolicyRegistry, TargetPolicy } from '../policy/pipeline.ts';
+import { HealthTracker, type PoolStats } from '../telemetry/health.ts';
 import { clientProbeFactory, poolProbeFactory, type ProbeClientFactory, runProbe } from './probe.ts';
 import type { PgClientLike, PgPoolLike } from './types.ts';
 import { clientTarget, poolTarget } from './utils.ts';
@@ -22,10 +23,21 @@ function probeTimeoutMs(policy: TargetPolicy): number {
   return connectMs > 0 ? Math.min(connectMs, own) : own;
 }
 
+/** pg-pool's counters (pg's default pool size is 10). */
+interface PoolCounts {
+  readonly totalCount?: number;
+  readonly idleCount?: number;
+  readonly waitingCount?: number;
+  readonly options?: { max?: number | string };
+}
+
 export class Targets {
   readonly registry: PolicyRegistry;
   readonly #byObject = new WeakMap<object, TargetPolicy>();
   readonly #probeFactories = new Map<string, ProbeClientFactory>();
+  /** The pools seen, per target (weakly: a pool the app dropped is not kept alive), for pool stats. */
+  readonly #pools = new Map<string, Set<WeakRef<PgPoolLike>>>();
+  #health: HealthTracker | undefined;
 
   constructor(registry: PolicyRegistry) {
     this.registry = registry;
@@ -34,10 +46,51 @@ export class Targets {
   forPool(pool: PgPoolLike): TargetPolicy {
     let policy = this.#byObject.get(pool);
     if (policy === undefined) {
-      policy = this.#policy(poolTarget(pool), poolProbeFactory(pool as never));
+      const target = poolTarget(pool);
+      policy = this.#policy(target, poolProbeFactory(pool as never));
       this.#byObject.set(pool, policy);
+      let pools = this.#pools.get(target);
+      if (pools === undefined) this.#pools.set(target, (pools = new Set()));
+      pools.add(new WeakRef(pool));
     }
     return policy;
+  }
+
+  /** Live pools' usage (pg-pool's totalCount, idleCount, waitingCount, options.max), one entry per pool. */
+  poolStats(): PoolStats[] {
+    const out: PoolStats[] = [];
+    for (const [target, refs] of this.#pools) {
+      for (const ref of refs) {
+        const pool = ref.deref() as (PgPoolLike & PoolCounts) | undefined;
+        if (pool === undefined || pool.ending === true) {
+          refs.delete(ref);
+          continue;
+        }
+        out.push({
+          target,
+          total: pool.totalCount ?? 0,
+          idle: pool.idleCount ?? 0,
+          waiting: pool.waitingCount ?? 0,
+          max: Number(pool.options?.max ?? 10),
+        });
+      }
+    }
+    return out;
+  }
+
+  /** The health tracker over these targets (created on first use; it samples every 5 s on an unref'd timer). */
+  health(): HealthTracker {
+    this.#health ??= new HealthTracker({
+      snapshot: () => this.registry.snapshot(),
+      pools: () => this.poolStats(),
+    });
+    return this.#health;
+  }
+
+  /** Stops the health tracker's timer. */
+  dispose(): void {
+    this.#health?.dispose();
+    this.#health = undefined;
   }
 
   forClient(client: PgClientLike): TargetPolicy {

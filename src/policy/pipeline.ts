@@ -127,7 +127,8 @@ export interface TargetSnapshot {
     readonly maxQueue: number;
   } | null;
   /** null when retries or the retry budget are off. */
-  readonly retryBudget: { readonly remaining: number } | null;
+  /** `allowance`: retries allowed in the budget's current window (the policies always report it). */
+  readonly retryBudget: { readonly remaining: number; readonly allowance?: number } | null;
   /** null until `startRecovery()` created a loop. */
   readonly recovery: { readonly nextAttemptAt: number | null } | null;
   readonly counters: {
@@ -452,7 +453,9 @@ export class TargetPolicy {
             maxQueue: bulkhead.maxQueue,
           }
         : null,
-      retryBudget: this.#budget ? { remaining: this.#budget.remaining } : null,
+      retryBudget: this.#budget
+        ? { remaining: this.#budget.remaining, allowance: this.#budget.allowance }
+        : null,
       recovery: this.#recovery ? { nextAttemptAt: this.#recovery.nextAttemptAt ?? null } : null,
       counters: {
         operations: this.#operations,

@@ -60,6 +60,13 @@ export class RetryBudget {
     return Math.max(0, Math.ceil(this.allowed() - this.totalRetries));
   }
 
+  /** Retries allowed in the current window (the ratio of the calls, at least minRetries). */
+  get allowance(): number {
+    if (!this.enabled) return Number.POSITIVE_INFINITY;
+    this.rotate();
+    return Math.ceil(this.allowed());
+  }
+
   private allowed(): number {
     const byRatio = this.ratio * this.totalCalls;
     return Math.max(byRatio, this.minRetries);

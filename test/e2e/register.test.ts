@@ -117,9 +117,11 @@ describe('pg-resilience/register (packed tarball, real PostgreSQL)', () => {
       T,
       async () => {
         const port = await freePort();
+        const healthPort = await freePort();
         proxy.clear();
         const run = start(app, [...args], {
           DATABASE_URL: proxy.connectionString(server),
+          PG_RESILIENCE_HEALTH_PORT: String(healthPort),
           OTEL_METRICS_EXPORTER: 'prometheus',
           OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1',
           OTEL_EXPORTER_PROMETHEUS_PORT: String(port),
@@ -130,6 +132,11 @@ describe('pg-resilience/register (packed tarball, real PostgreSQL)', () => {
           await run.waitFor('READY');
           const metrics = await scrape(port);
           assert.match(metrics, /^db_client_operation_duration_(bucket|count|sum)\{/m, metrics);
+          // PG_RESILIENCE_HEALTH_PORT: the health endpoint, on loopback.
+          const health = await fetch(`http://127.0.0.1:${healthPort}/resilience/health`);
+          assert.equal(health.status, 200);
+          const report = (await health.json()) as { healthy: boolean; score: number; targets: unknown[] };
+          assert.deepEqual([report.healthy, report.score, report.targets.length], [true, 100, 1]);
 
           assert.ok((await server.terminateBackends()) >= 1);
           await new Promise((r) => setTimeout(r, 500));

@@ -23,7 +23,12 @@ import {
   SimpleSpanProcessor,
   TracerProvider,
 } from '@opentelemetry/sdk-trace';
-import { isCircuitOpenError, isRateLimitedError, PgResilienceInstrumentation } from '../../src/index.ts';
+import {
+  getResilienceState,
+  isCircuitOpenError,
+  isRateLimitedError,
+  PgResilienceInstrumentation,
+} from '../../src/index.ts';
 import {
   ATTR,
   LOG_EVENTS,
@@ -89,7 +94,7 @@ const instrumentation = new PgResilienceInstrumentation({
   retry: { initialDelayMs: 100, maxDelayMs: 100, jitter: 'none' },
   circuitBreaker: { consecutiveFailures: 5, halfOpenAfterMs: 60_000 },
   recovery: { intervalMs: 200 },
-  telemetry: { logLevel: 'off' },
+  telemetry: { logLevel: 'off', health: { port: 0 } },
   targets: {
     [MAIN]: {
       retry: { perErrorClass: { connect_refused: { maxAttempts: 5, initialDelayMs: 50, maxDelayMs: 50 } } },
@@ -265,6 +270,30 @@ describe('telemetry: spans, metrics and logs from a real scenario', T, () => {
     const policy = instrumentation.policies.get(MAIN)!;
     assert.equal(policy.circuitState, 'open');
     await assert.rejects(p.query('SELECT 4'), (e) => isCircuitOpenError(e));
+
+    // The health endpoint, over HTTP, while the breaker is open.
+    const base = await instrumentation.healthEndpoint();
+    assert.ok(base?.startsWith('http://127.0.0.1:'), `bound to loopback: ${base}`);
+    const down = await fetch(`${base}/resilience/health`);
+    assert.equal(down.status, 503);
+    const report = (await down.json()) as { healthy: boolean; score: number; reasons: string[] };
+    assert.equal(report.healthy, false);
+    assert.equal(report.score, 0);
+    assert.ok(
+      report.reasons.some((r) => r.includes(MAIN) && r.includes('open')),
+      report.reasons.join('\n'),
+    );
+    const state = getResilienceState().targets.find((t) => t.target === MAIN);
+    assert.equal(state?.circuit.state, 'open');
+    assert.equal(state?.circuit.lastFailure?.errorType, 'ECONNREFUSED');
+    assert.ok(state?.circuit.nextProbeAt !== null);
+    const viaHttp = (await (await fetch(`${base}/resilience/state`)).json()) as {
+      targets: { target: string }[];
+    };
+    assert.ok(viaHttp.targets.some((t) => t.target === MAIN));
+    assert.equal((await fetch(`${base}/resilience/health`, { method: 'POST' })).status, 405);
+    assert.equal((await fetch(`${base}/nope`)).status, 404);
+
     await sleep(500); // at least one failed probe
     await mainProxy.refuse(false);
     const start = Date.now();
@@ -273,6 +302,7 @@ describe('telemetry: spans, metrics and logs from a real scenario', T, () => {
       await sleep(20);
     }
     assert.deepEqual((await p.query('SELECT 5 AS five')).rows, [{ five: 5 }]);
+    assert.equal((await fetch(`${await instrumentation.healthEndpoint()}/resilience/health`)).status, 200);
 
     const all = spans.getFinishedSpans();
     const rejected = all.find(
