@@ -7,6 +7,7 @@
 // scenario implies, `promtool check metrics` accepts the exposition, spans nest as documented, and the
 // log records carry the documented lines.
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
@@ -365,6 +366,9 @@ describe('telemetry: spans, metrics and logs from a real scenario', T, () => {
   it('/metrics: every catalog metric under its exact series name, with the scenario’s values', async () => {
     exposition = await scrape(METRICS_URL);
     samples = parseExposition(exposition);
+    // For the issue note and the README sample: PG_RESILIENCE_TEST_DUMP_METRICS=path keeps a copy.
+    const dump = process.env.PG_RESILIENCE_TEST_DUMP_METRICS;
+    if (dump) writeFileSync(dump, exposition);
     const present = names(samples);
     for (const spec of Object.values(METRICS)) {
       for (const series of prometheusSeries(spec)) assert.ok(present.has(series), `missing series ${series}`);
