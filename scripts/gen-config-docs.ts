@@ -5,8 +5,7 @@
 //
 //   node scripts/gen-config-docs.ts          write both files
 //   node scripts/gen-config-docs.ts --check  exit 1 if either differs from what would be generated
-import { readFileSync, writeFileSync } from 'node:fs';
-import * as prettier from 'prettier';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ERROR_CLASSES } from '../src/classify/types.ts';
 import { isConfigError } from '../src/config/config-error.ts';
@@ -23,8 +22,8 @@ import {
 } from '../src/config/schema.ts';
 import type { ProfileName, ResilienceSettings } from '../src/config/types.ts';
 import { TELEMETRY_ENV_VARS } from '../src/telemetry/settings.ts';
+import { formatted, replaceRegion, root, table, writeOrCheck } from './generated-docs.ts';
 
-const root = join(import.meta.dirname, '..');
 const DOCS = join(root, 'docs', 'configuration.md');
 const README = join(root, 'README.md');
 const START = '<!-- config-reference:start -->';
@@ -71,7 +70,6 @@ function readRationale(): Record<ProfileName, Map<string, string>> {
 
 // ---- formatting ----
 
-const cell = (s: string) => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
 const code = (v: unknown) => `\`${typeof v === 'string' ? v : JSON.stringify(v)}\``;
 
 function get(settings: ResilienceSettings, path: ReadonlyArray<string>): unknown {
@@ -85,14 +83,6 @@ function timing(t: Record<string, unknown> | undefined): string {
   return Object.entries(t)
     .map(([k, v]) => `${k} ${v}`)
     .join(', ');
-}
-
-function table(head: string[], rows: string[][]): string {
-  return [
-    `| ${head.join(' | ')} |`,
-    `| ${head.map(() => '---').join(' | ')} |`,
-    ...rows.map((r) => `| ${r.map(cell).join(' | ')} |`),
-  ].join('\n');
 }
 
 const ENV_BY_SETTING = new Map(ENV_VARS.filter((v) => v.setting).map((v) => [v.setting!, v.name]));
@@ -445,51 +435,17 @@ function readmeRegion(): string {
 }
 
 function withRegion(readme: string): string {
-  const start = readme.indexOf(START);
-  const end = readme.indexOf(END);
-  if (start < 0 || end < start) {
-    throw new Error(`gen-config-docs: README.md has no ${START} … ${END} region`);
-  }
-  return readme.slice(0, start) + readmeRegion() + readme.slice(end + END.length);
+  return replaceRegion(readme, START, END, readmeRegion(), 'README.md');
 }
 
 // ---- main ----
 
-/** The text as the repository's Prettier settings format it (the files are checked by `prettier --check`). */
-async function formatted(path: string, text: string): Promise<string> {
-  const options = (await prettier.resolveConfig(path)) ?? {};
-  return prettier.format(text, { ...options, filepath: path });
-}
-
 async function main(): Promise<number> {
-  const check = process.argv.includes('--check');
   checkExample();
-  const wanted: Array<[path: string, text: string]> = [
+  return writeOrCheck('gen-config-docs', [
     [DOCS, await formatted(DOCS, docs())],
     [README, await formatted(README, withRegion(readFileSync(README, 'utf8')))],
-  ];
-  const stale: string[] = [];
-  for (const [path, text] of wanted) {
-    let current: string | undefined;
-    try {
-      current = readFileSync(path, 'utf8');
-    } catch {
-      current = undefined;
-    }
-    if (current === text) continue;
-    stale.push(path.slice(root.length + 1));
-    if (!check) writeFileSync(path, text);
-  }
-  if (check && stale.length) {
-    console.error(
-      `gen-config-docs: ${stale.join(' and ')} ${stale.length > 1 ? 'are' : 'is'} out of date: run \`node scripts/gen-config-docs.ts\``,
-    );
-    return 1;
-  }
-  console.log(
-    stale.length ? `gen-config-docs: wrote ${stale.join(', ')}` : 'gen-config-docs: docs are up to date',
-  );
-  return 0;
+  ]);
 }
 
 process.exitCode = await main();

@@ -5,9 +5,8 @@
 //
 //   node scripts/gen-telemetry-docs.ts          write both files
 //   node scripts/gen-telemetry-docs.ts --check  exit 1 if either differs from what would be generated
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import * as prettier from 'prettier';
 import {
   ATTR,
   ATTRIBUTE_VALUES,
@@ -21,24 +20,14 @@ import {
   SPANS,
 } from '../src/telemetry/catalog.ts';
 import { OPERATION_SPAN_MODES, TELEMETRY_ENV_VARS } from '../src/telemetry/settings.ts';
+import { formatted, replaceRegion, root, table, writeOrCheck } from './generated-docs.ts';
 
-const root = join(import.meta.dirname, '..');
 const DOCS = join(root, 'docs', 'telemetry.md');
 const README = join(root, 'README.md');
 const START = '<!-- telemetry-reference:start -->';
 const END = '<!-- telemetry-reference:end -->';
 
 const code = (s: string | number): string => `\`${s}\``;
-const cell = (s: string): string => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
-
-function table(head: string[], rows: string[][]): string {
-  return [
-    `| ${head.join(' | ')} |`,
-    `| ${head.map(() => '---').join(' | ')} |`,
-    ...rows.map((r) => `| ${r.map(cell).join(' | ')} |`),
-  ].join('\n');
-}
-
 const KIND: Record<MetricSpec['kind'], string> = {
   counter: 'counter',
   histogram: 'histogram',
@@ -272,49 +261,14 @@ function docs(): string {
   ].join('\n');
 }
 
-function withRegion(readme: string): string {
-  const start = readme.indexOf(START);
-  const end = readme.indexOf(END);
-  if (start < 0 || end < start)
-    throw new Error(`gen-telemetry-docs: README.md lacks the ${START} … ${END} region`);
-  return readme.slice(0, start) + readmeRegion() + readme.slice(end + END.length);
-}
-
-async function formatted(path: string, text: string): Promise<string> {
-  const options = (await prettier.resolveConfig(path)) ?? {};
-  return prettier.format(text, { ...options, filepath: path });
-}
-
-async function main(): Promise<number> {
-  const check = process.argv.includes('--check');
-  const wanted: Array<[path: string, text: string]> = [
-    [DOCS, await formatted(DOCS, docs())],
-    [README, await formatted(README, withRegion(readFileSync(README, 'utf8')))],
-  ];
-  const stale: string[] = [];
-  for (const [path, text] of wanted) {
-    let current: string | undefined;
-    try {
-      current = readFileSync(path, 'utf8');
-    } catch {
-      current = undefined;
-    }
-    if (current === text) continue;
-    stale.push(path.slice(root.length + 1));
-    if (!check) writeFileSync(path, text);
-  }
-  if (check && stale.length) {
-    console.error(
-      `gen-telemetry-docs: ${stale.join(' and ')} out of date: run \`node scripts/gen-telemetry-docs.ts\``,
-    );
-    return 1;
-  }
-  console.log(
-    stale.length
-      ? `gen-telemetry-docs: wrote ${stale.join(', ')}`
-      : 'gen-telemetry-docs: docs are up to date',
-  );
-  return 0;
-}
-
-process.exitCode = await main();
+const wanted: Array<[path: string, text: string]> = [
+  [DOCS, await formatted(DOCS, docs())],
+  [
+    README,
+    await formatted(
+      README,
+      replaceRegion(readFileSync(README, 'utf8'), START, END, readmeRegion(), 'README.md'),
+    ),
+  ],
+];
+process.exitCode = writeOrCheck('gen-telemetry-docs', wanted);

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { afterEach, describe, it } from 'node:test';
-import { type DiagLogger, diag, DiagLogLevel } from '@opentelemetry/api';
+import { diag } from '@opentelemetry/api';
 import type { TargetSnapshot } from '../../src/policy/pipeline.ts';
 import {
   type HealthReport,
@@ -12,6 +12,7 @@ import {
 } from '../../src/telemetry/health.ts';
 import { startHealthServer } from '../../src/telemetry/health-server.ts';
 import { fakeClock, T0 } from '../support/clock.ts';
+import { captureDiag } from '../support/diag.ts';
 
 // ---- helpers ----
 
@@ -43,20 +44,6 @@ async function start(snaps: TargetSnapshot[], pools: PoolStats[] = [], host?: st
   );
   cleanup.push(() => server.close());
   return { server, tracker };
-}
-
-function captureDiag() {
-  const errors: unknown[][] = [];
-  const noop = () => {};
-  const logger: DiagLogger = {
-    error: (...args: unknown[]) => errors.push(args),
-    warn: noop,
-    info: noop,
-    debug: noop,
-    verbose: noop,
-  };
-  diag.setLogger(logger, { logLevel: DiagLogLevel.ERROR, suppressOverrideMessage: true });
-  return errors;
 }
 
 function assertJsonHeaders(res: Response) {

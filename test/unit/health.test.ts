@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
-import { type DiagLogger, diag, DiagLogLevel } from '@opentelemetry/api';
+import { diag } from '@opentelemetry/api';
 import type { TargetSnapshot } from '../../src/policy/pipeline.ts';
 import {
   HealthTracker,
@@ -10,6 +10,7 @@ import {
   type StateSource,
 } from '../../src/telemetry/health.ts';
 import { fakeClock, T0 } from '../support/clock.ts';
+import { captureDiag } from '../support/diag.ts';
 
 // ---- helpers ----
 
@@ -59,20 +60,6 @@ function setup(snaps?: Snap[], pools?: PoolStats[]) {
 }
 
 const iso = (ms: number) => new Date(ms).toISOString();
-
-function captureDiag() {
-  const errors: unknown[][] = [];
-  const noop = () => {};
-  const logger: DiagLogger = {
-    error: (...args: unknown[]) => errors.push(args),
-    warn: noop,
-    info: noop,
-    debug: noop,
-    verbose: noop,
-  };
-  diag.setLogger(logger, { logLevel: DiagLogLevel.ERROR, suppressOverrideMessage: true });
-  return errors;
-}
 
 afterEach(() => diag.disable());
 
