@@ -135,14 +135,24 @@ export class ResilienceMetrics {
     });
   }
 
+  /** Attributes of successful operations, per target and operation (the hot path: no allocation). */
+  readonly #successAttrs = new Map<string, Map<string, Attributes>>();
+
   /** The operation-duration listener (exposed for the pipeline's onOperation). */
   readonly recordOperation = (e: OperationEvent): void => {
-    const attrs: Attributes = {
-      [ATTR.TARGET]: e.target,
-      [ATTR.OPERATION]: e.operation,
-      [ATTR.OUTCOME]: e.outcome,
-    };
-    if (e.errorType !== undefined) attrs[ATTR.ERROR_TYPE] = e.errorType;
+    let attrs: Attributes | undefined;
+    if (e.outcome === 'success' && e.errorType === undefined) {
+      let byOperation = this.#successAttrs.get(e.target);
+      if (byOperation === undefined) this.#successAttrs.set(e.target, (byOperation = new Map()));
+      attrs = byOperation.get(e.operation);
+      if (attrs === undefined) {
+        attrs = { [ATTR.TARGET]: e.target, [ATTR.OPERATION]: e.operation, [ATTR.OUTCOME]: 'success' };
+        byOperation.set(e.operation, attrs);
+      }
+    } else {
+      attrs = { [ATTR.TARGET]: e.target, [ATTR.OPERATION]: e.operation, [ATTR.OUTCOME]: e.outcome };
+      if (e.errorType !== undefined) attrs[ATTR.ERROR_TYPE] = e.errorType;
+    }
     this.#instruments.operationDuration.record(e.durationMs * S_PER_MS, attrs);
   };
 
