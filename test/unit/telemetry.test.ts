@@ -155,13 +155,16 @@ describe('operation spans', () => {
   });
 
   it('a call refused by the open breaker: circuit.rejected, status ERROR; the opening is an event', async () => {
-    const { fake, spans, policy } = setup('on_event', { retry: { maxAttempts: 2 } });
+    // Two attempts, 100 ms apart, no jitter (the options replace setup()'s retry settings).
+    const { fake, spans, policy } = setup('on_event', {
+      retry: { maxAttempts: 2, jitter: 'none', initialDelayMs: 100, maxDelayMs: 100 },
+    });
     const failing = policy.execute(() => Promise.reject(refused()), { operation: 'query' });
     const outcome = failing.then(
       () => 'resolved',
       (e: unknown) => (e as { code?: string }).code,
     );
-    await fake.tickAsync(100);
+    await fake.tickAsync(1_000);
     assert.equal(await outcome, 'ECONNREFUSED');
     assert.equal(policy.circuitState, 'open');
     await assert.rejects(
