@@ -75,6 +75,8 @@ export function patchPoolQuery(targets: () => Targets): (original: Fn) => Fn {
           {
             operation: 'query',
             retry: !isSubmittable,
+            // No client yet: the checkout (a connect) failed.
+            connecting: () => current !== undefined && current.client === undefined,
             canRetry: (_error, c) =>
               statementVeto(
                 {

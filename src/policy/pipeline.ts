@@ -73,6 +73,14 @@ export interface ExecuteContext {
    * timeout still apply. Default true.
    */
   readonly admission?: boolean;
+  /**
+   * The attempt failed while still getting a connection (a pool checkout that never got a client). A
+   * lost connection then counts for the breaker: a proxy or load balancer in front of a server that is
+   * down accepts the connection and resets it, so an outage looks like ECONNRESET while connecting. Lost
+   * established connections never count (one network blip drops every open one at once). `connect` and
+   * `probe` operations are connecting by definition.
+   */
+  readonly connecting?: () => boolean;
   /** Set by the pipeline for the retry loop (the observer's per-operation events). */
   readonly onStep?: (step: OperationStep) => void;
 }
@@ -277,6 +285,10 @@ export class TargetPolicy {
     const admission = ctx.admission !== false;
     const breaker = admission ? this.#activeBreaker : undefined;
     const observed = observer?.begin(this.target, operation, started);
+    const isFailure =
+      breaker && (ctx.connecting !== undefined || isConnectLike(operation))
+        ? (error: unknown) => this.#countsForBreaker(error, operation, ctx)
+        : this.#isBreakerFailure;
 
     // One attempt: breaker → timeout → fn. `attempts` counts the attempts that really ran fn.
     const attempt = (n: number): Promise<T> => {
@@ -298,7 +310,7 @@ export class TargetPolicy {
         attempts = n;
         return fn(n, ctx.signal);
       };
-      return breaker ? breaker.execute(run, operation, this.#isBreakerFailure) : run();
+      return breaker ? breaker.execute(run, operation, isFailure) : run();
     };
 
     try {
@@ -508,6 +520,14 @@ export class TargetPolicy {
   };
 
   readonly #isBreakerFailure = (error: unknown): boolean => this.#cachedClassify(error).countsForBreaker;
+
+  /** countsForBreaker, plus a connection lost while connecting (see ExecuteContext.connecting). */
+  #countsForBreaker(error: unknown, operation: OperationKind, ctx: ExecuteContext): boolean {
+    const c = this.#cachedClassify(error);
+    if (c.countsForBreaker) return true;
+    if (c.errorClass !== 'connection_lost') return false;
+    return isConnectLike(operation) || ctx.connecting?.() === true;
+  }
 
   #now(): number {
     return this.#clock === realClock ? performance.now() : this.#clock.now();

@@ -167,6 +167,35 @@ describe('TargetPolicy', () => {
     assert.equal(policy.circuitState, 'closed');
   });
 
+  it('a connection lost while connecting counts for the breaker; a lost established connection does not', async () => {
+    const reset = () =>
+      Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET', errno: -104, syscall: 'read' });
+    const noRetry = { retry: { enabled: false }, circuitBreaker: { consecutiveFailures: 2 } } as const;
+    // An established connection lost (the statement was running): never counts.
+    const established = setup(noRetry).policy;
+    for (let i = 0; i < 3; i++) {
+      await assert.rejects(
+        established.execute(() => Promise.reject(reset()), { operation: 'query', connecting: () => false }),
+      );
+    }
+    assert.equal(established.circuitState, 'closed');
+    // The same error while the attempt was still getting a connection (a proxy in front of a down
+    // server accepts, then resets): counts.
+    const checkout = setup(noRetry).policy;
+    for (let i = 0; i < 2; i++) {
+      await assert.rejects(
+        checkout.execute(() => Promise.reject(reset()), { operation: 'query', connecting: () => true }),
+      );
+    }
+    assert.equal(checkout.circuitState, 'open');
+    // A connect operation is connecting by definition.
+    const connect = setup(noRetry).policy;
+    for (let i = 0; i < 2; i++) {
+      await assert.rejects(connect.execute(() => Promise.reject(reset()), { operation: 'connect' }));
+    }
+    assert.equal(connect.circuitState, 'open');
+  });
+
   it('rate limit (drop): a refused call never runs fn and is never retried; events re-exposed', async () => {
     const { policy, ops } = setup({
       rateLimit: { enabled: true, strategy: 'drop', burst: 1, ratePerMinute: 60 },
