@@ -1,9 +1,17 @@
-// A fault-injecting TCP proxy (pure node:net) to put between a pg client and a TestServer:
+// A fault-injecting TCP proxy (pure node:net) to put between a pg client and a PostgreSQL server:
 // latency with jitter, resets on accept, reset of open connections, blackhole, refused connects,
 // and connections cut (FIN or RST) after n bytes. The proxy never throws an unhandled 'error'.
+// Shared by the demo (which ships it) and the test harness (test/support/fault-proxy.ts re-exports it).
 import net from 'node:net';
-import type { ClientConfig } from 'pg';
-import type { TestServer } from './postgres.ts';
+
+/** A server the proxy can stand in front of (the test harness's TestServer, the demo's server). */
+export interface ProxiedServer<C = unknown> {
+  readonly host: string;
+  readonly port: number;
+  readonly connectionString: string;
+  /** Connection settings with the overrides applied (host and port, here). */
+  clientConfig(overrides?: object): C;
+}
 
 export interface ProxyOptions {
   targetHost: string;
@@ -357,8 +365,8 @@ export class FaultProxy {
     return proxy;
   }
 
-  /** Extra: a proxy in front of a TestServer. */
-  static forServer(server: TestServer, options: Omit<ProxyOptions, 'targetHost' | 'targetPort'> = {}) {
+  /** Extra: a proxy in front of a server. */
+  static forServer(server: ProxiedServer, options: Omit<ProxyOptions, 'targetHost' | 'targetPort'> = {}) {
     return FaultProxy.start({ ...options, targetHost: server.host, targetPort: server.port });
   }
 
@@ -513,7 +521,7 @@ export class FaultProxy {
   }
 
   /** The base connection string with host and port replaced by the proxy's. */
-  connectionString(base: TestServer | string): string {
+  connectionString(base: ProxiedServer | string): string {
     const url = new URL(typeof base === 'string' ? base : base.connectionString);
     url.hostname = this.host.includes(':') ? `[${this.host}]` : this.host;
     url.port = String(this.port);
@@ -521,7 +529,7 @@ export class FaultProxy {
   }
 
   /** Extra: server.clientConfig(overrides) with host and port replaced by the proxy's. */
-  clientConfig(server: TestServer, overrides: Partial<ClientConfig> = {}): ClientConfig {
+  clientConfig<C>(server: ProxiedServer<C>, overrides: object = {}): C {
     return server.clientConfig({ ...overrides, host: this.host, port: this.port });
   }
 

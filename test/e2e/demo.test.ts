@@ -1,0 +1,110 @@
+/**
+ * `npm run demo -- --quick --json PATH`, end to end, the way the README tells a new user to run it: an
+ * embedded PostgreSQL, the fault proxies, the sample app under `node --require pg-resilience/register`,
+ * every scenario. Asserts on the JSON summary (what each scenario must show) and that nothing is left
+ * running afterwards.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
+import type { ScenarioResult } from '../../src/demo/report.ts';
+
+const root = path.join(import.meta.dirname, '..', '..');
+
+interface Summary {
+  ok: boolean;
+  crashed: string | null;
+  scenarios: ScenarioResult[];
+}
+
+/** Command lines of the processes alive now that mention `text`. */
+function processesMentioning(text: string): string[] {
+  const out: string[] = [];
+  for (const pid of readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
+    try {
+      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
+      if (cmd.includes(text)) out.push(`${pid}: ${cmd}`);
+    } catch {
+      // gone
+    }
+  }
+  return out;
+}
+
+describe('npm run demo -- --quick', () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'pg-resilience-demo-test-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('runs every scenario, and each shows what it is meant to show', { timeout: 180_000 }, async () => {
+    const json = path.join(dir, 'summary.json');
+    const started = performance.now();
+    const { code, output } = await new Promise<{ code: number | null; output: string }>((resolve) => {
+      const child = spawn('npm', ['run', 'demo', '--', '--quick', '--json', json, '--metrics-port', '0'], {
+        cwd: root,
+        env: { ...process.env, FORCE_COLOR: '0' },
+      });
+      let output = '';
+      child.stdout.on('data', (d) => (output += d));
+      child.stderr.on('data', (d) => (output += d));
+      child.on('exit', (c) => resolve({ code: c, output }));
+    });
+    const seconds = (performance.now() - started) / 1000;
+    assert.equal(code, 0, output);
+    const summary = JSON.parse(readFileSync(json, 'utf8')) as Summary;
+    assert.equal(summary.ok, true, output);
+    assert.equal(summary.crashed, null);
+    const by = Object.fromEntries(summary.scenarios.map((s) => [s.name, s])) as Record<
+      string,
+      ScenarioResult
+    >;
+    assert.deepEqual(Object.keys(by), ['baseline', 'flaky', 'outage', 'spike', 'kills', 'stress']);
+
+    for (const s of summary.scenarios) {
+      assert.ok(s.operations > 50, `${s.name}: ${s.operations} operations`);
+      assert.ok(s.ledger, `${s.name}: ledger checked`);
+      assert.equal(s.ledger.missing, 0, `${s.name}: acknowledged writes missing`);
+      assert.equal(s.ledger.duplicated, 0, `${s.name}: duplicated writes`);
+      assert.equal(s.ledger.balanceDrift, 0, `${s.name}: transfers unbalanced`);
+      assert.ok(s.ledger.acknowledged > 0, `${s.name}: no acknowledged writes to check`);
+    }
+
+    assert.equal(by.baseline!.retries, 0, 'baseline: no retries');
+    assert.equal(by.baseline!.successPct, 100);
+
+    assert.ok(by.flaky!.retries > 0, 'flaky: retries absorb the resets');
+    assert.ok(
+      by.flaky!.idempotentSuccessPct! >= 99,
+      `flaky: idempotent success ${by.flaky!.idempotentSuccessPct} %`,
+    );
+
+    const t = by.outage!.transitions;
+    for (const step of ['closed->open', 'open->half_open', 'half_open->closed']) {
+      assert.ok((t[step] ?? 0) >= 1, `outage: ${step} in ${JSON.stringify(t)}`);
+    }
+    assert.ok(by.outage!.fastFailed > 0, 'outage: calls failed fast with CircuitOpenError');
+    assert.ok(by.outage!.recoveryAttempts.success >= 1, 'outage: a recovery probe closed the breaker');
+    assert.ok(by.outage!.facts.recoveryMs !== undefined, 'outage: recovery time measured');
+
+    assert.ok(by.spike!.rateLimit.waits > 0, 'spike: waits');
+    assert.ok((by.spike!.rateLimit.rejections.drop ?? 0) > 0, 'spike: drops for the drop strategy');
+    assert.ok(
+      (by.spike!.rateLimit.rejections.queue_full ?? 0) > 0,
+      'spike: a full queue for the queue strategy',
+    );
+
+    assert.ok((by.kills!.facts.backendsTerminated ?? 0) > 0, 'kills: backends terminated');
+    assert.ok(by.kills!.absorbedClientErrors > 0, 'kills: the idle clients’ errors were absorbed');
+    assert.ok(by.kills!.successPct! > 90, `kills: ${by.kills!.successPct} % ok`);
+
+    assert.ok((by.stress!.errors['57014'] ?? 0) > 0, 'stress: statement timeouts');
+    assert.equal(by.stress!.retriesByErrorType['57014'], undefined, 'stress: 57014 never retried');
+
+    assert.match(output, /Summary/);
+    assert.match(output, /every acknowledged write is in the database exactly once/);
+    assert.ok(seconds < 90, `the quick run took ${seconds.toFixed(0)} s`);
+    assert.deepEqual(processesMentioning('pg-resilience-demo-'), [], 'nothing left running');
+  });
+});
