@@ -231,7 +231,11 @@ export async function runDemo(
     say('\nstopping…');
     for (const w of wakeups) w();
   };
-  const onSignal = (): void => stop();
+  let interrupted = false;
+  const onSignal = (): void => {
+    interrupted = true;
+    stop();
+  };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
 
@@ -420,6 +424,8 @@ export async function runDemo(
           app.send({ type: 'verify', scenario: scenario.name });
           ledger = (await app.next('verified', 90_000).catch(() => undefined))?.result ?? null;
         }
+        // Interrupted (Ctrl-C reaches the app too): the scenario did not finish; nothing to report.
+        if (interrupted) break;
         const after = await scrape();
         const result = scenarioResult({
           name: scenario.name,
@@ -443,7 +449,7 @@ export async function runDemo(
       round++;
     } while (options.loop && !stopping);
   } catch (error) {
-    if (!stopping) crashed = error instanceof Error ? error.message : String(error);
+    if (!interrupted) crashed = error instanceof Error ? error.message : String(error);
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
@@ -469,6 +475,7 @@ export async function runDemo(
     );
     say(`JSON summary: ${options.json}`);
   }
+  if (interrupted) return ok ? 130 : 1;
   return ok ? 0 : 1;
 }
 

@@ -68,8 +68,31 @@ export interface TransactionPool<C extends TransactionClient> {
   connect(): Promise<C>;
 }
 
+/**
+ * A pg Pool as @types/pg declares it: `connect()` is overloaded (promise, then callback), and TypeScript
+ * infers from the last overload, so the client type is taken from the callback form. Without this the
+ * callback's `client` would only be a TransactionClient, and `client.query(text, values)` would not
+ * type-check.
+ */
+export interface PgTransactionPool<C extends TransactionClient> {
+  connect(): Promise<C>;
+  connect(
+    callback: (err: Error | undefined, client: C | undefined, done: (release?: unknown) => void) => void,
+  ): void;
+}
+
 const ISOLATION_LEVELS: readonly IsolationLevel[] = ['read committed', 'repeatable read', 'serializable'];
 
+export function withTransaction<T, C extends TransactionClient>(
+  pool: PgTransactionPool<C>,
+  fn: (client: C) => Promise<T> | T,
+  options?: TransactionOptions,
+): Promise<T>;
+export function withTransaction<T, C extends TransactionClient>(
+  pool: TransactionPool<C>,
+  fn: (client: C) => Promise<T> | T,
+  options?: TransactionOptions,
+): Promise<T>;
 export async function withTransaction<T, C extends TransactionClient>(
   pool: TransactionPool<C>,
   fn: (client: C) => Promise<T> | T,

@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -107,4 +107,37 @@ describe('npm run demo -- --quick', () => {
     assert.ok(seconds < 90, `the quick run took ${seconds.toFixed(0)} s`);
     assert.deepEqual(processesMentioning('pg-resilience-demo-'), [], 'nothing left running');
   });
+
+  it(
+    'Ctrl-C stops the app, the proxies and the embedded server, and removes its data',
+    { timeout: 120_000 },
+    async () => {
+      // Its own process group, signalled as a terminal does: the orchestrator and the app both get SIGINT.
+      const child = spawn(
+        process.execPath,
+        ['dist/esm/bin.js', 'demo', '--metrics-port', '0', '--scenario', 'baseline', '--duration', '120'],
+        { cwd: root, detached: true, env: { ...process.env, FORCE_COLOR: '0' } },
+      );
+      let output = '';
+      child.stdout.on('data', (d) => (output += d));
+      child.stderr.on('data', (d) => (output += d));
+      const exited = new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+      const deadline = Date.now() + 60_000;
+      while (!output.includes('▶ baseline') && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 100));
+      assert.match(output, /▶ baseline/, output);
+      const dataDir = /data in (\S+)\)/.exec(output)?.[1];
+      assert.ok(dataDir && existsSync(dataDir), `the embedded server's data dir: ${output}`);
+      await new Promise((r) => setTimeout(r, 1_500));
+      const t0 = performance.now();
+      process.kill(-child.pid!, 'SIGINT');
+      const code = await exited;
+      assert.equal(code, 130, output);
+      assert.ok(performance.now() - t0 < 15_000, 'stopped promptly');
+      assert.match(output, /stopping/);
+      assert.equal(existsSync(dataDir), false, 'data removed');
+      assert.deepEqual(processesMentioning(dataDir), [], 'no postgres left');
+      assert.deepEqual(processesMentioning('demo/app.js'), [], 'no app left');
+    },
+  );
 });

@@ -91,6 +91,15 @@ describe('the packed package loads both ways users load it', () => {
         await client.query('SELECT 1');
         return 1;
       }, { isolationLevel: 'serializable', readOnly: true });
+      // A pool declared like @types/pg's (connect() overloaded: promise, then callback): the client's own
+      // type is inferred, so query(text, values) and its rows type-check without annotations.
+      type PgClient = { query(text: string, values?: unknown[]): Promise<{ rows: { n: number }[] }>; release(err?: Error | boolean): void };
+      declare const pgPool: {
+        connect(): Promise<PgClient>;
+        connect(cb: (err: Error | undefined, client: PgClient | undefined, done: (release?: unknown) => void) => void): void;
+      };
+      const n: Promise<number> = withTransaction(pgPool, async (client) => (await client.query('SELECT $1::int AS n', [1])).rows[0]!.n);
+      void n;
       // @ts-expect-error: not an isolation level
       void withTransaction(pool, async () => 1, { isolationLevel: 'snapshot' });
       const marked: { text: string; values: number[] } = idempotent({ text: 'UPDATE t SET a = $1', values: [1] });
