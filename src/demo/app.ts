@@ -72,6 +72,8 @@ interface LedgerEntry {
 interface Stream {
   readonly rate: (w: Workload) => number;
   readonly issue: () => void;
+  /** Each group has its own in-flight limit: spike calls waiting for a permit never starve the shop. */
+  readonly group: 'shop' | 'spike';
   credit: number;
 }
 
@@ -153,7 +155,8 @@ class App {
   private workload: Workload | undefined;
   private verifying = false;
   private stopping = false;
-  private inFlight = 0;
+  /** Calls in flight per stream group (each limited to maxInFlight). */
+  private readonly inFlightBy = { shop: 0, spike: 0 };
   private rotation = 0;
   private lastTick = performance.now();
   private ticker: NodeJS.Timeout | undefined;
@@ -183,11 +186,17 @@ class App {
       ? MIX
       : MIX.filter(([k]) => k !== 'cursor').map(([k, p]) => [k, k === 'read' ? p + 5 : p]);
     this.streams = [
-      { rate: (w) => w.rate, issue: () => this.issueMix(), credit: 0 },
-      { rate: (w) => w.slowRate, issue: () => this.issue('slow', () => this.slow()), credit: 0 },
+      { rate: (w) => w.rate, issue: () => this.issueMix(), group: 'shop', credit: 0 },
+      {
+        rate: (w) => w.slowRate,
+        issue: () => this.issue('slow', () => this.slow()),
+        group: 'shop',
+        credit: 0,
+      },
       ...(['wait', 'queue', 'drop'] as const).map((strategy): Stream => ({
         rate: (w) => w.spikeRate,
         issue: () => this.issue(`spike_${strategy}`, () => this.spike[strategy].query('SELECT 1')),
+        group: 'spike',
         credit: 0,
       })),
     ];
@@ -265,10 +274,10 @@ class App {
       const order = this.streams.map((_, i) => this.streams[(i + this.rotation) % this.streams.length]!);
       this.rotation = (this.rotation + 1) % this.streams.length;
       let issued = true;
-      while (issued && this.inFlight < w.maxInFlight) {
+      while (issued) {
         issued = false;
         for (const s of order) {
-          if (s.credit < 1 || this.inFlight >= w.maxInFlight) continue;
+          if (s.credit < 1 || this.inFlightBy[s.group] >= w.maxInFlight) continue;
           s.credit -= 1;
           s.issue();
           issued = true;
@@ -306,7 +315,8 @@ class App {
 
   /** Starts one call: timed, its outcome counted, never a rejection left unhandled. */
   private issue(kind: WorkKind, call: () => Promise<unknown>): void {
-    this.inFlight++;
+    const group = kind.startsWith('spike_') ? 'spike' : 'shop';
+    this.inFlightBy[group]++;
     const t0 = performance.now();
     let p: Promise<unknown>;
     try {
@@ -318,7 +328,7 @@ class App {
       () => this.record(kind, t0, true, undefined),
       (error: unknown) => this.record(kind, t0, false, error),
     )
-      .finally(() => this.inFlight--)
+      .finally(() => this.inFlightBy[group]--)
       .catch(fatal);
   }
 
@@ -462,7 +472,7 @@ class App {
 
   private async verify(scenario: string): Promise<Verification> {
     const settleBy = Date.now() + SETTLE_TIMEOUT_MS;
-    while (this.inFlight > 0 && Date.now() < settleBy) await sleep(20);
+    while (this.inFlightBy.shop + this.inFlightBy.spike > 0 && Date.now() < settleBy) await sleep(20);
     // Inserts still in flight (past the cap) are checked with the next scenario, once they settle.
     const entries = this.ledger.filter((e) => e.state !== 'pending');
     this.ledger = this.ledger.filter((e) => e.state === 'pending');
