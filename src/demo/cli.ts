@@ -31,6 +31,7 @@ import {
   SCENARIOS,
   SPIKE_LIMIT_PER_MINUTE,
 } from './scenarios.ts';
+import { DEMO_SCHEMA } from './schema.ts';
 import { type DemoServer, freePort, startEmbedded, useExisting } from './server.ts';
 import { LiveView } from './view.ts';
 
@@ -261,6 +262,8 @@ export async function runDemo(
     const url = (p: FaultProxy): string => {
       const u = new URL(p.connectionString(server!));
       u.searchParams.set('application_name', APPLICATION_NAME);
+      // The shop lives in its own schema (schema.ts): on your database it never touches your tables.
+      u.searchParams.set('options', `-c search_path=${DEMO_SCHEMA}`);
       return u.toString();
     };
     const targets: TargetUrls = {

@@ -21,7 +21,16 @@ export const SEED_BALANCE_TOTAL_CENTS = SEED.customers * INITIAL_BALANCE_CENTS;
 /** Rows per table, keyed like `SEED`. */
 export type TableCounts = Record<keyof typeof SEED, number>;
 
+/**
+ * The demo's own schema: its connections set `search_path` to it (cli.ts puts `options=-c
+ * search_path=…` in their URLs), so on a database of yours (`--database-url`) the shop's tables never
+ * meet your own.
+ */
+// Not `pg_…`: PostgreSQL reserves that prefix for system schemas.
+export const DEMO_SCHEMA = 'resilience_demo';
+
 const SCHEMA = `
+CREATE SCHEMA IF NOT EXISTS ${DEMO_SCHEMA};
 CREATE TABLE IF NOT EXISTS customers (
   id serial PRIMARY KEY,
   name text NOT NULL,
