@@ -1,0 +1,379 @@
+// The Prometheus alert rules, defined once in TypeScript with the telemetry catalog's names and the
+// runbook's anchors. scripts/gen-alert-rules.ts writes them to prometheus/rules/pg-resilience.yml (what
+// Prometheus loads); tests render them with shorter `for:` durations (`alertRules({ forOverride })`)
+// rather than keeping a second copy.
+import { stringify } from 'yaml';
+import { ATTR, METRICS, prometheusLabel, prometheusName } from '../src/telemetry/catalog.ts';
+import { type AlertName, RUNBOOK_ANCHORS, runbookUrl } from '../src/telemetry/runbook.ts';
+
+const T = prometheusLabel(ATTR.TARGET);
+const STATE = prometheusLabel(ATTR.STATE);
+const FROM = prometheusLabel(ATTR.FROM);
+const TO = prometheusLabel(ATTR.TO);
+const OUTCOME = prometheusLabel(ATTR.OUTCOME);
+
+const m = {
+  state: prometheusName(METRICS.circuitState),
+  transitions: prometheusName(METRICS.circuitTransitions),
+  retries: prometheusName(METRICS.retries),
+  exhausted: prometheusName(METRICS.retryExhausted),
+  opsCount: `${prometheusName(METRICS.operationDuration)}_count`,
+  opsBucket: `${prometheusName(METRICS.operationDuration)}_bucket`,
+  waitBucket: `${prometheusName(METRICS.rateLimitWaitDuration)}_bucket`,
+  rlRejections: prometheusName(METRICS.rateLimitRejections),
+  recovery: prometheusName(METRICS.recoveryAttempts),
+  clientErrors: prometheusName(METRICS.poolClientErrors),
+};
+
+/** instrumentation-pg's pool series (not ours: named here once). */
+export const PG_POOL = {
+  count: 'db_client_connection_count',
+  max: 'db_client_connection_max',
+  state: 'db_client_connection_state',
+  pool: 'db_client_connection_pool_name',
+};
+
+export interface AlertRule {
+  readonly alert: AlertName;
+  readonly expr: string;
+  /** How long the condition must hold (Prometheus duration). */
+  readonly for: string;
+  readonly severity: 'critical' | 'warning';
+  readonly summary: string;
+  readonly description: string;
+}
+
+/** Thresholds, named so the runbook and the rules agree. */
+export const THRESHOLDS = {
+  retryShare: 0.1,
+  exhaustedPerSecond: 0.05,
+  rateLimitWaitP95Seconds: 1,
+  errorRatio: 0.05,
+  slowP95Seconds: 1,
+  poolUtilisation: 0.8,
+  clientErrorsPer5m: 10,
+  flapsPer15m: 3,
+};
+
+export const ALERTS: readonly AlertRule[] = [
+  {
+    alert: 'PgResilienceBreakerOpen',
+    expr: `max by (${T}) (${m.state}{${STATE}!="closed"}) == 1`,
+    for: '1m',
+    severity: 'critical',
+    summary: 'Circuit breaker open for {{ $labels.pg_resilience_target }}',
+    description:
+      'The breaker for {{ $labels.pg_resilience_target }} has not been closed for 1 minute: calls to it fail fast with CircuitOpenError while recovery probes try to reach it.',
+  },
+  {
+    alert: 'PgResilienceBreakerFlapping',
+    expr: `sum by (${T}) (increase(${m.transitions}{${FROM}="closed",${TO}="open"}[15m])) >= ${THRESHOLDS.flapsPer15m}`,
+    for: '0m',
+    severity: 'warning',
+    summary: 'Circuit breaker flapping for {{ $labels.pg_resilience_target }}',
+    description:
+      'The breaker for {{ $labels.pg_resilience_target }} opened at least 3 times in 15 minutes: the target keeps failing and recovering.',
+  },
+  {
+    alert: 'PgResilienceRetryStorm',
+    expr: `sum by (${T}) (rate(${m.retries}[5m])) / clamp_min(sum by (${T}) (rate(${m.opsCount}[5m])), 1e-9) > ${THRESHOLDS.retryShare}`,
+    for: '5m',
+    severity: 'warning',
+    summary: 'Retry storm against {{ $labels.pg_resilience_target }}',
+    description:
+      'Retries are over 10 % of the operations on {{ $labels.pg_resilience_target }}: the database or the network is failing often enough to add noticeable load.',
+  },
+  {
+    alert: 'PgResilienceRetriesExhausted',
+    expr: `sum by (${T}) (rate(${m.exhausted}[5m])) > ${THRESHOLDS.exhaustedPerSecond}`,
+    for: '5m',
+    severity: 'warning',
+    summary: 'Operations failing after every retry on {{ $labels.pg_resilience_target }}',
+    description:
+      'More than 3 operations a minute on {{ $labels.pg_resilience_target }} fail after their last allowed attempt: retries no longer absorb the failures, users see errors.',
+  },
+  {
+    alert: 'PgResilienceRateLimitSaturated',
+    expr:
+      `histogram_quantile(0.95, sum by (${T}, le) (rate(${m.waitBucket}[5m]))) > ${THRESHOLDS.rateLimitWaitP95Seconds}` +
+      ` or sum by (${T}) (rate(${m.rlRejections}[5m])) > 0`,
+    for: '5m',
+    severity: 'warning',
+    summary: 'Rate limit saturated for {{ $labels.pg_resilience_target }}',
+    description:
+      'Calls to {{ $labels.pg_resilience_target }} wait long for a rate-limit permit (p95 over 1 s) or are rejected: demand is above the configured rate.',
+  },
+  {
+    alert: 'PgResilienceRecoveryFailing',
+    expr:
+      `sum by (${T}) (increase(${m.recovery}{${OUTCOME}="failure"}[5m])) > 0` +
+      ` and on (${T}) sum by (${T}) (increase(${m.recovery}{${OUTCOME}="success"}[5m])) == 0`,
+    for: '5m',
+    severity: 'critical',
+    summary: 'Recovery probes keep failing for {{ $labels.pg_resilience_target }}',
+    description:
+      'Every background recovery probe (connect + SELECT 1) to {{ $labels.pg_resilience_target }} has failed for 5 minutes: the target is unreachable or refusing connections.',
+  },
+  {
+    alert: 'PgResilienceErrorRatioHigh',
+    expr:
+      `sum by (${T}) (rate(${m.opsCount}{${OUTCOME}!="success"}[5m]))` +
+      ` / clamp_min(sum by (${T}) (rate(${m.opsCount}[5m])), 1e-9) > ${THRESHOLDS.errorRatio}`,
+    for: '5m',
+    severity: 'critical',
+    summary: 'High operation error ratio on {{ $labels.pg_resilience_target }}',
+    description:
+      'Over 5 % of the operations on {{ $labels.pg_resilience_target }} fail or are rejected, after retries.',
+  },
+  {
+    alert: 'PgResilienceSlowOperations',
+    expr: `histogram_quantile(0.95, sum by (${T}, le) (rate(${m.opsBucket}{${OUTCOME}="success"}[5m]))) > ${THRESHOLDS.slowP95Seconds}`,
+    for: '10m',
+    severity: 'warning',
+    summary: 'Slow operations on {{ $labels.pg_resilience_target }}',
+    description:
+      'The 95th percentile of successful operations on {{ $labels.pg_resilience_target }} is over 1 s, retries and waits included.',
+  },
+  {
+    alert: 'PgResiliencePoolUtilisationHigh',
+    expr:
+      `sum by (${PG_POOL.pool}) (clamp_min(${PG_POOL.count}{${PG_POOL.state}="used"}, 0))` +
+      ` / sum by (${PG_POOL.pool}) (${PG_POOL.max}) > ${THRESHOLDS.poolUtilisation}`,
+    for: '10m',
+    severity: 'warning',
+    summary: 'Connection pool {{ $labels.db_client_connection_pool_name }} almost full',
+    description:
+      'Over 80 % of the pool {{ $labels.db_client_connection_pool_name }} is in use: calls will soon wait for a connection.',
+  },
+  {
+    alert: 'PgResilienceClientErrorsSpiking',
+    expr: `sum by (${T}) (increase(${m.clientErrors}[5m])) > ${THRESHOLDS.clientErrorsPer5m}`,
+    for: '0m',
+    severity: 'warning',
+    summary: 'Connections dropping on {{ $labels.pg_resilience_target }}',
+    description:
+      'More than 10 pg client errors were absorbed on {{ $labels.pg_resilience_target }} in 5 minutes: connections are being killed (restarts, failovers, pg_terminate_backend, network).',
+  },
+];
+
+// ---- promtool unit tests: each alert fires in its condition and stays silent on a healthy series ----
+
+interface Series {
+  readonly series: string;
+  readonly values: string;
+}
+
+interface AlertCase {
+  readonly alert: AlertName;
+  readonly series: readonly Series[];
+  readonly evalTime: string;
+  /** Label sets of the alerts expected at evalTime (the healthy series must not appear). */
+  readonly firing: readonly Record<string, string>[];
+}
+
+const sel = (metric: string, labels: Record<string, string>): string =>
+  `${metric}{${Object.entries(labels)
+    .map(([k, v]) => `${k}="${v}"`)
+    .join(',')}}`;
+const bad = { [T]: 'bad:5432/app' };
+const good = { [T]: 'good:5432/app' };
+const slow = { [T]: 'slow:5432/app' };
+
+export const ALERT_CASES: readonly AlertCase[] = [
+  {
+    alert: 'PgResilienceBreakerOpen',
+    series: [
+      { series: sel(m.state, { ...bad, [STATE]: 'open' }), values: '1x20' },
+      { series: sel(m.state, { ...bad, [STATE]: 'closed' }), values: '0x20' },
+      { series: sel(m.state, { ...good, [STATE]: 'open' }), values: '0x20' },
+      { series: sel(m.state, { ...good, [STATE]: 'closed' }), values: '1x20' },
+    ],
+    evalTime: '2m',
+    firing: [bad],
+  },
+  {
+    alert: 'PgResilienceBreakerFlapping',
+    series: [
+      {
+        series: sel(m.transitions, { ...bad, [FROM]: 'closed', [TO]: 'open' }),
+        values: '0 1 2 3 3 3 3 3 3 3 3 3',
+      },
+      {
+        series: sel(m.transitions, { ...good, [FROM]: 'closed', [TO]: 'open' }),
+        values: '0 1 1 1 1 1 1 1 1 1 1 1',
+      },
+    ],
+    evalTime: '2m',
+    firing: [bad],
+  },
+  {
+    alert: 'PgResilienceRetryStorm',
+    series: [
+      { series: sel(m.retries, bad), values: '0+30x60' },
+      { series: sel(m.opsCount, { ...bad, [OUTCOME]: 'success' }), values: '0+60x60' },
+      { series: sel(m.retries, good), values: '0+1x60' },
+      { series: sel(m.opsCount, { ...good, [OUTCOME]: 'success' }), values: '0+100x60' },
+    ],
+    evalTime: '10m',
+    firing: [bad],
+  },
+  {
+    alert: 'PgResilienceRetriesExhausted',
+    series: [
+      { series: sel(m.exhausted, bad), values: '0+3x60' },
+      { series: sel(m.exhausted, good), values: '0x60' },
+    ],
+    evalTime: '10m',
+    firing: [bad],
+  },
+  {
+    alert: 'PgResilienceRateLimitSaturated',
+    series: [
+      { series: sel(m.rlRejections, { ...bad, [prometheusLabel(ATTR.REASON)]: 'drop' }), values: '0+5x60' },
+      { series: sel(m.waitBucket, { ...slow, le: '0.5' }), values: '0+1x60' },
+      { series: sel(m.waitBucket, { ...slow, le: '1' }), values: '0+1x60' },
+      { series: sel(m.waitBucket, { ...slow, le: '2.5' }), values: '0+10x60' },
+      { series: sel(m.waitBucket, { ...slow, le: '+Inf' }), values: '0+10x60' },
+      { series: sel(m.rlRejections, { ...good, [prometheusLabel(ATTR.REASON)]: 'drop' }), values: '0x60' },
+      { series: sel(m.waitBucket, { ...good, le: '0.5' }), values: '0+10x60' },
+      { series: sel(m.waitBucket, { ...good, le: '+Inf' }), values: '0+10x60' },
+    ],
+    evalTime: '10m',
+    firing: [bad, slow],
+  },
+  {
+    alert: 'PgResilienceRecoveryFailing',
+    series: [
+      { series: sel(m.recovery, { ...bad, [OUTCOME]: 'failure' }), values: '0+2x60' },
+      { series: sel(m.recovery, { ...bad, [OUTCOME]: 'success' }), values: '0x60' },
+      { series: sel(m.recovery, { ...good, [OUTCOME]: 'failure' }), values: '0+2x60' },
+      { series: sel(m.recovery, { ...good, [OUTCOME]: 'success' }), values: '0+1x60' },
+    ],
+    evalTime: '10m',
+    firing: [bad],
+  },
+  {
+    alert: 'PgResilienceErrorRatioHigh',
+    series: [
+      { series: sel(m.opsCount, { ...bad, [OUTCOME]: 'failure' }), values: '0+10x60' },
+      { series: sel(m.opsCount, { ...bad, [OUTCOME]: 'success' }), values: '0+10x60' },
+      { series: sel(m.opsCount, { ...good, [OUTCOME]: 'failure' }), values: '0x60' },
+      { series: sel(m.opsCount, { ...good, [OUTCOME]: 'success' }), values: '0+10x60' },
+    ],
+    evalTime: '10m',
+    firing: [bad],
+  },
+  {
+    alert: 'PgResilienceSlowOperations',
+    series: [
+      { series: sel(m.opsBucket, { ...bad, [OUTCOME]: 'success', le: '1' }), values: '0x80' },
+      { series: sel(m.opsBucket, { ...bad, [OUTCOME]: 'success', le: '2.5' }), values: '0+10x80' },
+      { series: sel(m.opsBucket, { ...bad, [OUTCOME]: 'success', le: '+Inf' }), values: '0+10x80' },
+      { series: sel(m.opsBucket, { ...good, [OUTCOME]: 'success', le: '1' }), values: '0+10x80' },
+      { series: sel(m.opsBucket, { ...good, [OUTCOME]: 'success', le: '2.5' }), values: '0+10x80' },
+      { series: sel(m.opsBucket, { ...good, [OUTCOME]: 'success', le: '+Inf' }), values: '0+10x80' },
+    ],
+    evalTime: '16m',
+    firing: [bad],
+  },
+  {
+    alert: 'PgResiliencePoolUtilisationHigh',
+    series: [
+      {
+        series: sel(PG_POOL.count, { [PG_POOL.pool]: 'bad:5432/app', [PG_POOL.state]: 'used' }),
+        values: '9x80',
+      },
+      { series: sel(PG_POOL.max, { [PG_POOL.pool]: 'bad:5432/app' }), values: '10x80' },
+      {
+        series: sel(PG_POOL.count, { [PG_POOL.pool]: 'good:5432/app', [PG_POOL.state]: 'used' }),
+        values: '2x80',
+      },
+      { series: sel(PG_POOL.max, { [PG_POOL.pool]: 'good:5432/app' }), values: '10x80' },
+    ],
+    evalTime: '15m',
+    firing: [{ [PG_POOL.pool]: 'bad:5432/app' }],
+  },
+  {
+    alert: 'PgResilienceClientErrorsSpiking',
+    series: [
+      { series: sel(m.clientErrors, { ...bad, [prometheusLabel(ATTR.SOURCE)]: 'pool' }), values: '0+5x20' },
+      { series: sel(m.clientErrors, { ...good, [prometheusLabel(ATTR.SOURCE)]: 'pool' }), values: '0x20' },
+    ],
+    evalTime: '3m',
+    firing: [bad],
+  },
+];
+
+/** `{{ $labels.x }}` expanded as Prometheus would (the annotations use no other template). */
+function expand(template: string, labels: Record<string, string>): string {
+  return template.replace(/\{\{ \$labels\.(\w+) \}\}/g, (_, k: string) => labels[k] ?? '');
+}
+
+/** The promtool test file (`promtool test rules`) for the rule file named `rulesFile`. */
+export function alertRuleTests(rulesFile = 'pg-resilience.yml'): string {
+  const byName = new Map(ALERTS.map((a) => [a.alert, a]));
+  const doc = {
+    rule_files: [rulesFile],
+    evaluation_interval: '15s',
+    tests: ALERT_CASES.map((c) => {
+      const rule = byName.get(c.alert)!;
+      return {
+        name: `${c.alert}: fires for the failing series, silent for the healthy one`,
+        interval: '15s',
+        input_series: c.series.map((x) => ({ series: x.series, values: x.values })),
+        alert_rule_test: [
+          {
+            eval_time: c.evalTime,
+            alertname: c.alert,
+            exp_alerts: c.firing.map((labels) => ({
+              exp_labels: { severity: rule.severity, ...labels },
+              exp_annotations: {
+                summary: expand(rule.summary, labels),
+                description: expand(rule.description, labels),
+                runbook_url: runbookUrl(RUNBOOK_ANCHORS[c.alert]),
+              },
+            })),
+          },
+        ],
+      };
+    }),
+  };
+  return (
+    '# Generated from scripts/alert-rules.ts by scripts/gen-alert-rules.ts: do not edit by hand.\n' +
+    '# promtool test rules: every alert fires for a failing series and stays silent for a healthy one.\n' +
+    stringify(doc, { lineWidth: 0 })
+  );
+}
+
+export interface RenderOptions {
+  /** Replaces every rule's `for:` (tests: alerts fire within a short run). */
+  readonly forOverride?: string;
+}
+
+/** The rule file's content (Prometheus rule groups), as YAML. */
+export function alertRules(options: RenderOptions = {}): string {
+  const doc = {
+    groups: [
+      {
+        name: 'pg-resilience',
+        rules: ALERTS.map((a) => ({
+          alert: a.alert,
+          expr: a.expr,
+          for: options.forOverride ?? a.for,
+          labels: { severity: a.severity },
+          annotations: {
+            summary: a.summary,
+            description: a.description,
+            runbook_url: runbookUrl(RUNBOOK_ANCHORS[a.alert]),
+          },
+        })),
+      },
+    ],
+  };
+  return (
+    '# Generated from scripts/alert-rules.ts by scripts/gen-alert-rules.ts: do not edit by hand.\n' +
+    '# Metric names come from the telemetry catalog (src/telemetry/catalog.ts); each alert links its\n' +
+    '# section of docs/runbook.md.\n' +
+    stringify(doc, { lineWidth: 0 })
+  );
+}
