@@ -3,13 +3,48 @@
 //
 //   node scripts/gen-alert-rules.ts          write it
 //   node scripts/gen-alert-rules.ts --check  exit 1 if it differs from what would be generated
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { alertRules, alertRuleTests } from './alert-rules.ts';
-import { formatted, root, writeOrCheck } from './generated-docs.ts';
+import { RUNBOOK_ANCHORS } from '../src/telemetry/runbook.ts';
+import { ALERTS, alertRules, alertRuleTests } from './alert-rules.ts';
+import { formatted, replaceRegion, root, table, writeOrCheck } from './generated-docs.ts';
+
+const README = join(root, 'README.md');
+const START = '<!-- alert-rules:start -->';
+const END = '<!-- alert-rules:end -->';
+
+/** The README's table of alerts (name, severity, condition, runbook section). */
+function readmeRegion(): string {
+  return [
+    START,
+    '',
+    '<!-- Generated from scripts/alert-rules.ts by scripts/gen-alert-rules.ts: do not edit by hand. -->',
+    '',
+    table(
+      ['alert', 'severity', 'for', 'fires when', 'runbook'],
+      ALERTS.map((a) => [
+        `\`${a.alert}\``,
+        a.severity,
+        a.for,
+        a.description.replace(/\{\{ \$labels\.\w+ \}\}/g, 'a target').replace(/:.*$/, ''),
+        `[${RUNBOOK_ANCHORS[a.alert]}](docs/runbook.md#${RUNBOOK_ANCHORS[a.alert]})`,
+      ]),
+    ),
+    '',
+    END,
+  ].join('\n');
+}
 
 const RULES = join(root, 'prometheus', 'rules', 'pg-resilience.yml');
 const TESTS = join(root, 'prometheus', 'rules', 'pg-resilience.test.yml');
 process.exitCode = writeOrCheck('gen-alert-rules', [
   [RULES, await formatted(RULES, alertRules())],
   [TESTS, await formatted(TESTS, alertRuleTests())],
+  [
+    README,
+    await formatted(
+      README,
+      replaceRegion(readFileSync(README, 'utf8'), START, END, readmeRegion(), 'README.md'),
+    ),
+  ],
 ]);
