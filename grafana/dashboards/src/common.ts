@@ -25,6 +25,8 @@ import {
 } from '@grafana/grafana-foundation-sdk/common';
 import {
   type Dashboard,
+  DashboardBuilder,
+  DashboardCursorSync,
   type DashboardLink,
   DashboardLinkBuilder,
   DatasourceVariableBuilder,
@@ -44,7 +46,7 @@ import { DataqueryBuilder } from '@grafana/grafana-foundation-sdk/prometheus';
 import { PanelBuilder as StatPanelBuilder } from '@grafana/grafana-foundation-sdk/stat';
 import { PanelBuilder as StateTimelinePanelBuilder } from '@grafana/grafana-foundation-sdk/statetimeline';
 import { PanelBuilder as TimeseriesPanelBuilder } from '@grafana/grafana-foundation-sdk/timeseries';
-import { type AlertName, RUNBOOK_ANCHORS, runbookUrl } from '../../../src/telemetry/runbook.ts';
+import { type AlertName, RUNBOOK_ANCHORS, RUNBOOK_URL, runbookUrl } from '../../../src/telemetry/runbook.ts';
 
 /** A section of docs/runbook.md. */
 export type RunbookAnchor = (typeof RUNBOOK_ANCHORS)[AlertName];
@@ -191,18 +193,59 @@ function checked(spec: PanelSpec): PanelSpec {
   return spec;
 }
 
-/** A time series panel: legend at the bottom, shared tooltip sorted by value. */
-export function timeseries(spec: PanelSpec, options: { stacked?: boolean } = {}): cog.Builder<Panel> {
+/**
+ * What both dashboards share: read-only, crosshair tooltips, the last hour refreshed every 30 s, the
+ * datasource variable, a target variable, and a link to the runbook.
+ */
+export function baseDashboard(
+  title: string,
+  uid: string,
+  description: string,
+  target: cog.Builder<VariableModel>,
+): DashboardBuilder {
+  return new DashboardBuilder(title)
+    .uid(uid)
+    .description(description)
+    .tags(['pg-resilience', 'postgresql'])
+    .readonly()
+    .tooltip(DashboardCursorSync.Crosshair)
+    .time({ from: 'now-1h', to: 'now' })
+    .refresh('30s')
+    .timezone('browser')
+    .withVariable(datasourceVariable())
+    .withVariable(target)
+    .link(new DashboardLinkBuilder('Runbook').url(RUNBOOK_URL).targetBlank(true).icon('doc'));
+}
+
+/** The builder methods every panel kind shares. */
+interface CommonPanelBuilder<B> {
+  title(v: string): B;
+  description(v: string): B;
+  datasource(v: typeof DATASOURCE): B;
+  targets(v: cog.Builder<cog.Dataquery>[]): B;
+  unit(v: string): B;
+  links(v: cog.Builder<DashboardLink>[]): B;
+  span(v: number): B;
+  height(v: number): B;
+}
+
+/** What every panel has: title, description, the datasource variable, queries, unit, runbook link, size. */
+function common<B extends CommonPanelBuilder<B>>(builder: B, spec: PanelSpec, width: number): B {
   checked(spec);
-  const panel = new TimeseriesPanelBuilder()
+  return builder
     .title(spec.title)
     .description(spec.description)
     .datasource(DATASOURCE)
     .targets(targets(spec.queries))
     .unit(spec.unit)
     .links([runbookLink(spec.runbook)])
-    .span(spec.width ?? 12)
-    .height(spec.height ?? 8)
+    .span(spec.width ?? width)
+    .height(spec.height ?? 8);
+}
+
+/** A time series panel: legend at the bottom, shared tooltip sorted by value. */
+export function timeseries(spec: PanelSpec, options: { stacked?: boolean } = {}): cog.Builder<Panel> {
+  const panel = common(new TimeseriesPanelBuilder(), spec, 12)
     .legend(
       new VizLegendOptionsBuilder()
         .showLegend(true)
@@ -226,16 +269,7 @@ export function timeseries(spec: PanelSpec, options: { stacked?: boolean } = {})
 
 /** A stat panel showing the last value of each series, named by its legend, coloured by `mappings`. */
 export function stat(spec: PanelSpec, mappings: ValueMapping[]): cog.Builder<Panel> {
-  checked(spec);
-  return new StatPanelBuilder()
-    .title(spec.title)
-    .description(spec.description)
-    .datasource(DATASOURCE)
-    .targets(targets(spec.queries))
-    .unit(spec.unit)
-    .links([runbookLink(spec.runbook)])
-    .span(spec.width ?? 8)
-    .height(spec.height ?? 8)
+  return common(new StatPanelBuilder(), spec, 8)
     .mappings(mappings)
     .noValue('no data')
     .reduceOptions(new ReduceDataOptionsBuilder().calcs(['lastNotNull']).values(false))
@@ -246,16 +280,7 @@ export function stat(spec: PanelSpec, mappings: ValueMapping[]): cog.Builder<Pan
 
 /** A state timeline: one band per series, its values named and coloured by `mappings`. */
 export function stateTimeline(spec: PanelSpec, mappings: ValueMapping[]): cog.Builder<Panel> {
-  checked(spec);
-  return new StateTimelinePanelBuilder()
-    .title(spec.title)
-    .description(spec.description)
-    .datasource(DATASOURCE)
-    .targets(targets(spec.queries))
-    .unit(spec.unit)
-    .links([runbookLink(spec.runbook)])
-    .span(spec.width ?? 16)
-    .height(spec.height ?? 8)
+  return common(new StateTimelinePanelBuilder(), spec, 16)
     .mappings(mappings)
     .legend(
       new VizLegendOptionsBuilder()
