@@ -141,7 +141,9 @@ describe('npm run demo -- --quick', () => {
       assert.match(output, /stopping/);
       assert.equal(existsSync(dataDir), false, 'data removed');
       assert.deepEqual(processesMentioning(dataDir), [], 'no postgres left');
-      assert.deepEqual(processesMentioning('demo/app.js'), [], 'no app left');
+      const appPid = /sample app \(pid (\d+)\)/.exec(output)?.[1];
+      assert.ok(appPid, 'the app’s pid is printed');
+      assert.equal(existsSync(`/proc/${appPid}`), false, 'the app is gone');
     },
   );
 });
