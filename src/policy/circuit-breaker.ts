@@ -144,23 +144,27 @@ export class CircuitBreaker {
    * half-open calls are in flight, else rejects at once with `CircuitOpenError(target, 'half_open')`.
    * Open: rejects at once with `CircuitOpenError(target, 'open', nextProbeAt)`.
    *
-   * A rejection of `fn` for which `isFailure(error)` is true counts as a failure; any other outcome
-   * (including rejections that do not count: the server answered) counts as a success. `fn`'s result or
-   * error is passed through unchanged. A disabled breaker just runs `fn`.
+   * A rejection of `fn` for which `isFailure(error)` is true counts as a failure. One for which
+   * `isNeutral(error)` is true counts as nothing: it says nothing about the target either way (a lost
+   * established connection), so it neither adds to nor resets the failures in a row, and a half-open call
+   * ending so neither closes nor re-opens. Any other outcome (including rejections that do not count: the
+   * server answered) counts as a success. `fn`'s result or error is passed through unchanged. A disabled
+   * breaker just runs `fn`.
    */
   execute<T>(
     fn: () => Promise<T>,
     operation: OperationKind,
     isFailure: (error: unknown) => boolean,
+    isNeutral?: (error: unknown) => boolean,
   ): Promise<T> {
     if (!this.#settings.enabled) return invoke(fn);
     this.#halfOpenIfDue();
     switch (this.#state) {
       case 'closed':
-        return this.#run(fn, isFailure, undefined);
+        return this.#run(fn, isFailure, isNeutral, undefined);
       case 'half_open':
         if (this.#halfOpen.inFlight < this.#halfOpenMaxProbes)
-          return this.#run(fn, isFailure, this.#halfOpen);
+          return this.#run(fn, isFailure, isNeutral, this.#halfOpen);
         return this.#reject(operation, 'half_open');
       default:
         return this.#reject(operation, 'open');
@@ -196,6 +200,19 @@ export class CircuitBreaker {
     return this.execute(fn, 'probe', isFailure);
   }
 
+  /**
+   * Records one failure that happened outside `execute()`: an operation whose attempts each ended
+   * neutral but which, as a whole, could not get a connection (every retry of a connect reset: a proxy
+   * in front of a server that is down). Only while closed: half-open calls decide for themselves.
+   */
+  recordFailure(error: unknown): void {
+    if (!this.#settings.enabled) return;
+    this.#halfOpenIfDue();
+    if (this.#state !== 'closed') return;
+    this.#lastFailure = { error, at: this.#clock.now() };
+    if (this.#trip.failure(CircuitState.Closed)) this.#open(error);
+  }
+
   /** Stops the half-open timer. The breaker keeps answering calls; open turns half-open on the next call due. */
   dispose(): void {
     this.#disposed = true;
@@ -205,6 +222,7 @@ export class CircuitBreaker {
   async #run<T>(
     fn: () => Promise<T>,
     isFailure: (error: unknown) => boolean,
+    isNeutral: ((error: unknown) => boolean) | undefined,
     round: HalfOpenRound | undefined,
   ): Promise<T> {
     const epoch = this.#epoch;
@@ -214,17 +232,26 @@ export class CircuitBreaker {
       this.#settle(epoch, round, undefined, false);
       return value;
     } catch (error) {
-      this.#settle(epoch, round, error, judge(isFailure, error));
+      const failed = judge(isFailure, error);
+      const neutral = !failed && isNeutral !== undefined && judge(isNeutral, error);
+      this.#settle(epoch, round, error, failed, neutral);
       throw error;
     }
   }
 
-  #settle(epoch: number, round: HalfOpenRound | undefined, error: unknown, failed: boolean): void {
+  #settle(
+    epoch: number,
+    round: HalfOpenRound | undefined,
+    error: unknown,
+    failed: boolean,
+    neutral = false,
+  ): void {
     if (round) round.inFlight--;
     const now = this.#clock.now();
     if (failed) this.#lastFailure = { error, at: now };
     // The state changed while the call ran: its outcome belongs to a state that is gone.
     if (epoch !== this.#epoch) return;
+    if (neutral) return;
     if (this.#state === 'closed') {
       if (!failed) this.#trip.success(CircuitState.Closed);
       else if (this.#trip.failure(CircuitState.Closed)) this.#open(error);

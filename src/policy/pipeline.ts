@@ -74,11 +74,11 @@ export interface ExecuteContext {
    */
   readonly admission?: boolean;
   /**
-   * The attempt failed while still getting a connection (a pool checkout that never got a client). A
-   * lost connection then counts for the breaker: a proxy or load balancer in front of a server that is
-   * down accepts the connection and resets it, so an outage looks like ECONNRESET while connecting. Lost
-   * established connections never count (one network blip drops every open one at once). `connect` and
-   * `probe` operations are connecting by definition.
+   * The attempt failed while still getting a connection (a pool checkout that never got a client). An
+   * operation that ends failing so, with a lost connection, counts once for the breaker: a proxy or load
+   * balancer in front of a server that is down accepts each connection and resets it, so an outage
+   * looks like ECONNRESET while connecting. Single lost connections are neutral (one network blip drops
+   * every open one at once). `connect` and `probe` operations are connecting by definition.
    */
   readonly connecting?: () => boolean;
   /** Set by the pipeline for the retry loop (the observer's per-operation events). */
@@ -163,6 +163,9 @@ function retryContext(
   return observer ? { ...ctx, onStep: (step: OperationStep) => observer.step(observed, step) } : ctx;
 }
 
+/** The window over which connect outcomes are judged (see #recordConnectFailure). */
+const CONNECT_WINDOW_MS = 10_000;
+
 /** An event that never fires (for a policy that is off). */
 const noEvent: Event<never> = () => ({ dispose() {} });
 
@@ -190,6 +193,12 @@ export class TargetPolicy {
   readonly #operation = new SafeEventEmitter<OperationEvent>();
   readonly #timeout = new SafeEventEmitter<TimeoutEvent>();
   readonly #recoveryAttempt = new SafeEventEmitter<RecoveryAttemptEvent>();
+
+  /**
+   * Operations that needed a connection, in a tumbling window: how many got one, how many failed to
+   * connect. Successes are only counted while the window holds a failure (nothing to track otherwise).
+   */
+  #connects = { since: 0, ok: 0, failed: 0 };
 
   #operations = 0;
   #successes = 0;
@@ -285,10 +294,6 @@ export class TargetPolicy {
     const admission = ctx.admission !== false;
     const breaker = admission ? this.#activeBreaker : undefined;
     const observed = observer?.begin(this.target, operation, started);
-    const isFailure =
-      breaker && (ctx.connecting !== undefined || isConnectLike(operation))
-        ? (error: unknown) => this.#countsForBreaker(error, operation, ctx)
-        : this.#isBreakerFailure;
 
     // One attempt: breaker → timeout → fn. `attempts` counts the attempts that really ran fn.
     const attempt = (n: number): Promise<T> => {
@@ -310,7 +315,9 @@ export class TargetPolicy {
         attempts = n;
         return fn(n, ctx.signal);
       };
-      return breaker ? breaker.execute(run, operation, isFailure) : run();
+      return breaker
+        ? breaker.execute(run, operation, this.#isBreakerFailure, this.#isBreakerNeutral)
+        : run();
     };
 
     try {
@@ -342,6 +349,7 @@ export class TargetPolicy {
         }
       }
       this.#successes++;
+      if (this.#connects.failed > 0) this.#noteConnect(true);
       if (started >= 0) {
         const event: OperationEvent = {
           target: this.target,
@@ -357,7 +365,10 @@ export class TargetPolicy {
     } catch (error) {
       const rejected = attempts === 0 && isResilienceError(error);
       if (rejected) this.#rejections++;
-      else this.#failures++;
+      else {
+        this.#failures++;
+        if (breaker) this.#recordConnectFailure(error, operation, ctx);
+      }
       if (started >= 0) {
         const errorType = this.#cachedClassify(error).errorType;
         const event: OperationEvent = {
@@ -521,12 +532,47 @@ export class TargetPolicy {
 
   readonly #isBreakerFailure = (error: unknown): boolean => this.#cachedClassify(error).countsForBreaker;
 
-  /** countsForBreaker, plus a connection lost while connecting (see ExecuteContext.connecting). */
-  #countsForBreaker(error: unknown, operation: OperationKind, ctx: ExecuteContext): boolean {
-    const c = this.#cachedClassify(error);
-    if (c.countsForBreaker) return true;
-    if (c.errorClass !== 'connection_lost') return false;
-    return isConnectLike(operation) || ctx.connecting?.() === true;
+  /**
+   * A lost connection says nothing about the target by itself (one network blip drops every open
+   * connection at once): for the breaker it is neither a failure nor a success.
+   */
+  readonly #isBreakerNeutral = (error: unknown): boolean => {
+    const errorClass = this.#cachedClassify(error).errorClass;
+    return errorClass === 'connection_lost' || errorClass === 'client_unusable';
+  };
+
+  /**
+   * An operation that failed, as a whole, because every attempt lost its connection while connecting
+   * (see ExecuteContext.connecting) is one breaker failure: a proxy in front of a server that is down
+   * resets every new connection. A few resets that a retry got past are not.
+   */
+  #recordConnectFailure(error: unknown, operation: OperationKind, ctx: ExecuteContext): void {
+    const breaker = this.#activeBreaker;
+    if (!breaker) return;
+    const connectFailed =
+      this.#cachedClassify(error).errorClass === 'connection_lost' &&
+      (isConnectLike(operation) || ctx.connecting?.() === true);
+    if (!connectFailed) {
+      if (this.#connects.failed > 0) this.#noteConnect(true);
+      return;
+    }
+    this.#noteConnect(false);
+    // Only when connecting fails for (nearly) everyone: a storm of resets that most connects survive is
+    // not an outage, and concurrent fast failures would otherwise line up "in a row".
+    const { ok, failed } = this.#connects;
+    if (failed >= 3 && failed >= 9 * ok) breaker.recordFailure(error);
+  }
+
+  #noteConnect(ok: boolean): void {
+    const now = this.#clock.now();
+    const c = this.#connects;
+    if (now - c.since > CONNECT_WINDOW_MS) {
+      c.since = now;
+      c.ok = 0;
+      c.failed = 0;
+    }
+    if (ok) c.ok++;
+    else c.failed++;
   }
 
   #now(): number {

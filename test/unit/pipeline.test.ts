@@ -167,33 +167,70 @@ describe('TargetPolicy', () => {
     assert.equal(policy.circuitState, 'closed');
   });
 
-  it('a connection lost while connecting counts for the breaker; a lost established connection does not', async () => {
+  it('lost connections are neutral for the breaker; an operation that could not connect at all counts once', async () => {
     const reset = () =>
       Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET', errno: -104, syscall: 'read' });
     const noRetry = { retry: { enabled: false }, circuitBreaker: { consecutiveFailures: 2 } } as const;
-    // An established connection lost (the statement was running): never counts.
-    const established = setup(noRetry).policy;
+    // An established connection lost: never counts, and does not reset the failures in a row either.
+    const neutral = setup(noRetry).policy;
+    await assert.rejects(neutral.execute(() => Promise.reject(refused()), query));
     for (let i = 0; i < 3; i++) {
       await assert.rejects(
-        established.execute(() => Promise.reject(reset()), { operation: 'query', connecting: () => false }),
+        neutral.execute(() => Promise.reject(reset()), { operation: 'query', connecting: () => false }),
       );
     }
-    assert.equal(established.circuitState, 'closed');
+    assert.equal(neutral.circuitState, 'closed');
+    await assert.rejects(neutral.execute(() => Promise.reject(refused()), query));
+    assert.equal(neutral.circuitState, 'open', 'refused, (neutral resets), refused: two in a row');
     // The same error while the attempt was still getting a connection (a proxy in front of a down
-    // server accepts, then resets): counts.
+    // server accepts, then resets), ending the operation: counts once per operation.
+    // Only once connecting fails for (nearly) everyone: from the third such operation in the window on.
     const checkout = setup(noRetry).policy;
-    for (let i = 0; i < 2; i++) {
-      await assert.rejects(
+    const failConnecting = () =>
+      assert.rejects(
         checkout.execute(() => Promise.reject(reset()), { operation: 'query', connecting: () => true }),
       );
-    }
+    await failConnecting();
+    await failConnecting();
+    await failConnecting();
+    assert.equal(checkout.circuitState, 'closed', 'the third counts once');
+    await failConnecting();
     assert.equal(checkout.circuitState, 'open');
     // A connect operation is connecting by definition.
     const connect = setup(noRetry).policy;
-    for (let i = 0; i < 2; i++) {
+    for (let i = 0; i < 4; i++) {
       await assert.rejects(connect.execute(() => Promise.reject(reset()), { operation: 'connect' }));
     }
     assert.equal(connect.circuitState, 'open');
+    // Connects that mostly succeed (a storm of resets, not an outage): failures never count.
+    const storm = setup(noRetry).policy;
+    for (let i = 0; i < 20; i++) {
+      const fails = i % 3 === 0;
+      const op = storm.execute(() => (fails ? Promise.reject(reset()) : Promise.resolve(1)), {
+        operation: 'query',
+        connecting: () => fails,
+      });
+      if (fails) await assert.rejects(op);
+      else await op;
+    }
+    assert.equal(storm.circuitState, 'closed');
+  });
+
+  it('connect resets that a retry gets past never open the breaker (a flaky network, not an outage)', async () => {
+    const reset = () =>
+      Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET', errno: -104, syscall: 'read' });
+    const { fake, policy } = setup({ circuitBreaker: { consecutiveFailures: 2 } });
+    for (let i = 0; i < 10; i++) {
+      let n = 0;
+      const running = policy.execute(() => (++n === 1 ? Promise.reject(reset()) : Promise.resolve(1)), {
+        operation: 'query',
+        connecting: () => true,
+        canRetry: () => true, // the checkout failed: nothing was sent (what pool-query's veto says)
+      });
+      await fake.tickAsync(1_000);
+      assert.equal(await running, 1);
+    }
+    assert.equal(policy.circuitState, 'closed');
   });
 
   it('rate limit (drop): a refused call never runs fn and is never retried; events re-exposed', async () => {
