@@ -552,10 +552,8 @@ export class TargetPolicy {
     const connectFailed =
       this.#cachedClassify(error).errorClass === 'connection_lost' &&
       (isConnectLike(operation) || ctx.connecting?.() === true);
-    if (!connectFailed) {
-      if (this.#connects.failed > 0) this.#noteConnect(true);
-      return;
-    }
+    // Other failures say nothing about connecting now (a statement lost on a connection made earlier).
+    if (!connectFailed) return;
     this.#noteConnect(false);
     // Only when connecting fails for (nearly) everyone: a storm of resets that most connects survive is
     // not an outage, and concurrent fast failures would otherwise line up "in a row".

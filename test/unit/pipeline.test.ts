@@ -214,6 +214,23 @@ describe('TargetPolicy', () => {
       else await op;
     }
     assert.equal(storm.circuitState, 'closed');
+    // A server going down: the statements in flight are lost first (many at once), then every connect
+    // fails. The lost statements say nothing about connecting now: the breaker still opens.
+    const outage = setup(noRetry).policy;
+    await assert.rejects(
+      outage.execute(() => Promise.reject(reset()), { operation: 'query', connecting: () => true }),
+    );
+    for (let i = 0; i < 30; i++) {
+      await assert.rejects(
+        outage.execute(() => Promise.reject(reset()), { operation: 'query', connecting: () => false }),
+      );
+    }
+    for (let i = 0; i < 4; i++) {
+      await assert.rejects(
+        outage.execute(() => Promise.reject(reset()), { operation: 'query', connecting: () => true }),
+      );
+    }
+    assert.equal(outage.circuitState, 'open');
   });
 
   it('connect resets that a retry gets past never open the breaker (a flaky network, not an outage)', async () => {
