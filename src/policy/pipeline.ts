@@ -163,8 +163,8 @@ function retryContext(
   return observer ? { ...ctx, onStep: (step: OperationStep) => observer.step(observed, step) } : ctx;
 }
 
-/** The window over which connect outcomes are judged (see #recordConnectFailure). */
-const CONNECT_WINDOW_MS = 10_000;
+/** How long every connect must have failed before those failures count for the breaker. */
+const CONNECT_OUTAGE_MS = 1_000;
 
 /** An event that never fires (for a policy that is off). */
 const noEvent: Event<never> = () => ({ dispose() {} });
@@ -194,11 +194,8 @@ export class TargetPolicy {
   readonly #timeout = new SafeEventEmitter<TimeoutEvent>();
   readonly #recoveryAttempt = new SafeEventEmitter<RecoveryAttemptEvent>();
 
-  /**
-   * Operations that needed a connection, in a tumbling window: how many got one, how many failed to
-   * connect. Successes are only counted while the window holds a failure (nothing to track otherwise).
-   */
-  #connects = { since: 0, ok: 0, failed: 0 };
+  /** Connect failures since the last operation that succeeded, and when the first of them happened. */
+  #connectFailures = { count: 0, since: 0 };
 
   #operations = 0;
   #successes = 0;
@@ -349,7 +346,7 @@ export class TargetPolicy {
         }
       }
       this.#successes++;
-      if (this.#connects.failed > 0) this.#noteConnect(true);
+      if (this.#connectFailures.count > 0) this.#connectFailures.count = 0;
       if (started >= 0) {
         const event: OperationEvent = {
           target: this.target,
@@ -554,23 +551,14 @@ export class TargetPolicy {
       (isConnectLike(operation) || ctx.connecting?.() === true);
     // Other failures say nothing about connecting now (a statement lost on a connection made earlier).
     if (!connectFailed) return;
-    this.#noteConnect(false);
-    // Only when connecting fails for (nearly) everyone: a storm of resets that most connects survive is
-    // not an outage, and concurrent fast failures would otherwise line up "in a row".
-    const { ok, failed } = this.#connects;
-    if (failed >= 3 && failed >= 9 * ok) breaker.recordFailure(error);
-  }
-
-  #noteConnect(ok: boolean): void {
+    // Only when connecting has failed for everyone for a while: no operation succeeded since the first
+    // of these failures, at least CONNECT_OUTAGE_MS ago. A storm of resets that some connects survive is
+    // not an outage (opening the breaker there would turn a partial failure into a total one), and
+    // concurrent fast failures would otherwise line up "in a row".
+    const f = this.#connectFailures;
     const now = this.#clock.now();
-    const c = this.#connects;
-    if (now - c.since > CONNECT_WINDOW_MS) {
-      c.since = now;
-      c.ok = 0;
-      c.failed = 0;
-    }
-    if (ok) c.ok++;
-    else c.failed++;
+    if (f.count++ === 0) f.since = now;
+    if (f.count >= 3 && now - f.since >= CONNECT_OUTAGE_MS) breaker.recordFailure(error);
   }
 
   #now(): number {

@@ -184,21 +184,26 @@ describe('TargetPolicy', () => {
     assert.equal(neutral.circuitState, 'open', 'refused, (neutral resets), refused: two in a row');
     // The same error while the attempt was still getting a connection (a proxy in front of a down
     // server accepts, then resets), ending the operation: counts once per operation.
-    // Only once connecting fails for (nearly) everyone: from the third such operation in the window on.
-    const checkout = setup(noRetry).policy;
+    // Only once connecting has failed for everyone for a second: then each such operation counts.
+    const { fake: clockA, policy: checkout } = setup(noRetry);
     const failConnecting = () =>
       assert.rejects(
         checkout.execute(() => Promise.reject(reset()), { operation: 'query', connecting: () => true }),
       );
+    for (let i = 0; i < 5; i++) await failConnecting();
+    assert.equal(checkout.circuitState, 'closed', 'not yet: the outage is younger than a second');
+    clockA.tick(1_000);
     await failConnecting();
-    await failConnecting();
-    await failConnecting();
-    assert.equal(checkout.circuitState, 'closed', 'the third counts once');
+    assert.equal(checkout.circuitState, 'closed', 'one counted');
     await failConnecting();
     assert.equal(checkout.circuitState, 'open');
     // A connect operation is connecting by definition.
-    const connect = setup(noRetry).policy;
-    for (let i = 0; i < 4; i++) {
+    const { fake: clockB, policy: connect } = setup(noRetry);
+    for (let i = 0; i < 3; i++) {
+      await assert.rejects(connect.execute(() => Promise.reject(reset()), { operation: 'connect' }));
+    }
+    clockB.tick(1_000);
+    for (let i = 0; i < 2; i++) {
       await assert.rejects(connect.execute(() => Promise.reject(reset()), { operation: 'connect' }));
     }
     assert.equal(connect.circuitState, 'open');
@@ -216,7 +221,7 @@ describe('TargetPolicy', () => {
     assert.equal(storm.circuitState, 'closed');
     // A server going down: the statements in flight are lost first (many at once), then every connect
     // fails. The lost statements say nothing about connecting now: the breaker still opens.
-    const outage = setup(noRetry).policy;
+    const { fake: clockC, policy: outage } = setup(noRetry);
     await assert.rejects(
       outage.execute(() => Promise.reject(reset()), { operation: 'query', connecting: () => true }),
     );
@@ -225,6 +230,7 @@ describe('TargetPolicy', () => {
         outage.execute(() => Promise.reject(reset()), { operation: 'query', connecting: () => false }),
       );
     }
+    clockC.tick(1_000);
     for (let i = 0; i < 4; i++) {
       await assert.rejects(
         outage.execute(() => Promise.reject(reset()), { operation: 'query', connecting: () => true }),
