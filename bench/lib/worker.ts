@@ -1,0 +1,62 @@
+/** Runs bench/workers/load.ts under an arm, in a child process, and returns what it measured. */
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import type { Arm } from './arms.ts';
+
+export interface LoadResult {
+  readonly ops: number;
+  readonly errors: number;
+  readonly durationMs: number;
+  readonly throughput: number;
+  readonly p50Ms: number | null;
+  readonly p99Ms: number | null;
+  readonly cpuUsPerOp: number | null;
+  readonly maxRssMb: number;
+}
+
+export interface LoadOptions {
+  readonly urls: readonly string[];
+  readonly concurrency: number;
+  readonly workload: 'select1' | 'mix';
+  readonly durationMs: number;
+  readonly warmupMs: number;
+}
+
+export function runLoad(root: string, arm: Arm, options: LoadOptions): Promise<LoadResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(
+      process.execPath,
+      [
+        ...arm.execArgv,
+        '--disable-warning=ExperimentalWarning',
+        path.join(root, 'bench', 'workers', 'load.ts'),
+      ],
+      {
+        cwd: root,
+        env: {
+          ...process.env,
+          ...arm.env,
+          BENCH_URLS: JSON.stringify(options.urls),
+          BENCH_CONCURRENCY: String(options.concurrency),
+          BENCH_WORKLOAD: options.workload,
+          BENCH_DURATION_MS: String(options.durationMs),
+          BENCH_WARMUP_MS: String(options.warmupMs),
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (err = (err + String(d)).slice(-2000)));
+    child.on('exit', (code) => {
+      const line = out.trim().split('\n').pop() ?? '';
+      try {
+        if (code !== 0) throw new Error(`exit ${code}`);
+        resolve(JSON.parse(line) as LoadResult);
+      } catch (e) {
+        reject(new Error(`arm ${arm.id} worker failed (${(e as Error).message}): ${err}`));
+      }
+    });
+  });
+}
