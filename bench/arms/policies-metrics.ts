@@ -4,10 +4,12 @@
 import { metrics } from '@opentelemetry/api';
 import { PrometheusExporter } from '@opentelemetry/exporter-prometheus';
 import { MeterProvider } from '@opentelemetry/sdk-metrics';
-import { PgResilienceInstrumentation } from 'pg-resilience';
 
 const port = Number(process.env.OTEL_EXPORTER_PROMETHEUS_PORT ?? 9464);
 metrics.setGlobalMeterProvider(
   new MeterProvider({ readers: [new PrometheusExporter({ host: '127.0.0.1', port })] }),
 );
+// The built package, as users load it (a variable specifier: tsc type-checks before any build).
+const PACKAGE = 'pg-resilience';
+const { PgResilienceInstrumentation } = (await import(PACKAGE)) as typeof import('../../src/index.ts');
 new PgResilienceInstrumentation();
