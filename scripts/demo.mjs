@@ -1,31 +1,13 @@
 // `npm run demo [-- options]`: builds the package when dist/ is missing or older than src/, then runs
 // `pg-resilience demo` from the build (the sample app must load `pg-resilience/register` the way users
 // load it, from the built package). Options: `npm run demo -- --help`.
-import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { spawn } from 'node:child_process';
 import { join } from 'node:path';
+import { ensureBuilt } from './ensure-built.mjs';
 
 const root = new URL('..', import.meta.url).pathname;
 const bin = join(root, 'dist', 'esm', 'bin.js');
-
-function newestMtime(dir) {
-  let newest = 0;
-  for (const entry of readdirSync(dir, { withFileTypes: true })) {
-    const p = join(dir, entry.name);
-    newest = Math.max(newest, entry.isDirectory() ? newestMtime(p) : statSync(p).mtimeMs);
-  }
-  return newest;
-}
-
-const appFile = join(root, 'dist', 'cjs', 'demo', 'app.js');
-if (!existsSync(bin) || !existsSync(appFile) || newestMtime(join(root, 'src')) > statSync(bin).mtimeMs) {
-  console.log('pg-resilience demo: building the package first (npm run build)…');
-  const res = spawnSync(process.execPath, [join(root, 'scripts', 'build.mjs')], {
-    stdio: 'inherit',
-    cwd: root,
-  });
-  if (res.status !== 0) process.exit(res.status ?? 1);
-}
+ensureBuilt(root, [bin, join(root, 'dist', 'cjs', 'demo', 'app.js')], 'pg-resilience demo');
 
 const child = spawn(process.execPath, [bin, 'demo', ...process.argv.slice(2)], {
   stdio: 'inherit',

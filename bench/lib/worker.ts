@@ -22,41 +22,50 @@ export interface LoadOptions {
   readonly warmupMs: number;
 }
 
-export function runLoad(root: string, arm: Arm, options: LoadOptions): Promise<LoadResult> {
+/**
+ * Runs `bench/workers/<script>` under an arm in a child process (the arm's flags, then `nodeFlags`; its
+ * env, then `env`) and resolves with the JSON of the last line it prints; rejects with the tail of its
+ * stderr when it fails.
+ */
+export function runWorker<T>(
+  root: string,
+  arm: Arm,
+  script: string,
+  env: Readonly<Record<string, string>>,
+  nodeFlags: readonly string[] = [],
+): Promise<T> {
   return new Promise((resolve, reject) => {
     const child = spawn(
       process.execPath,
       [
         ...arm.execArgv,
+        ...nodeFlags,
         '--disable-warning=ExperimentalWarning',
-        path.join(root, 'bench', 'workers', 'load.ts'),
+        path.join(root, 'bench', 'workers', script),
       ],
-      {
-        cwd: root,
-        env: {
-          ...process.env,
-          ...arm.env,
-          BENCH_URLS: JSON.stringify(options.urls),
-          BENCH_CONCURRENCY: String(options.concurrency),
-          BENCH_WORKLOAD: options.workload,
-          BENCH_DURATION_MS: String(options.durationMs),
-          BENCH_WARMUP_MS: String(options.warmupMs),
-        },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
+      { cwd: root, env: { ...process.env, ...arm.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
     );
     let out = '';
     let err = '';
     child.stdout.on('data', (d) => (out += d));
     child.stderr.on('data', (d) => (err = (err + String(d)).slice(-2000)));
     child.on('exit', (code) => {
-      const line = out.trim().split('\n').pop() ?? '';
       try {
         if (code !== 0) throw new Error(`exit ${code}`);
-        resolve(JSON.parse(line) as LoadResult);
+        resolve(JSON.parse(out.trim().split('\n').pop() ?? '') as T);
       } catch (e) {
-        reject(new Error(`arm ${arm.id} worker failed (${(e as Error).message}): ${err}`));
+        reject(new Error(`${script} (arm ${arm.id}) failed (${(e as Error).message}): ${err}`));
       }
     });
+  });
+}
+
+export function runLoad(root: string, arm: Arm, options: LoadOptions): Promise<LoadResult> {
+  return runWorker<LoadResult>(root, arm, 'load.ts', {
+    BENCH_URLS: JSON.stringify(options.urls),
+    BENCH_CONCURRENCY: String(options.concurrency),
+    BENCH_WORKLOAD: options.workload,
+    BENCH_DURATION_MS: String(options.durationMs),
+    BENCH_WARMUP_MS: String(options.warmupMs),
   });
 }

@@ -12,13 +12,12 @@
  * Afterwards the ledger table is read directly: acknowledged keys absent (missing), keys present twice
  * (duplicates), failed keys present anyway (the commit happened, the acknowledgement was lost).
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
 import net from 'node:net';
-import path from 'node:path';
 import { FaultProxy, seededRandom } from '../../src/demo/fault-proxy.ts';
 import { freePort } from '../../src/demo/server.ts';
 import { type Arm, arms, startSink } from '../lib/arms.ts';
+import { runWorker as runSharedWorker } from '../lib/worker.ts';
 import type { BenchContext, Section, SectionResult, TargetCheck } from '../lib/types.ts';
 
 const pg = createRequire(import.meta.url)('pg') as typeof import('pg');
@@ -148,30 +147,9 @@ export interface FaultRun {
   };
 }
 
+/** One faults.ts worker run under `arm`. */
 function runWorker(ctx: BenchContext, arm: Arm, env: Record<string, string>): Promise<WorkerOutput> {
-  return new Promise((resolve, reject) => {
-    const child: ChildProcess = spawn(
-      process.execPath,
-      [
-        ...arm.execArgv,
-        '--disable-warning=ExperimentalWarning',
-        path.join(ctx.root, 'bench', 'workers', 'faults.ts'),
-      ],
-      { cwd: ctx.root, env: { ...process.env, ...arm.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    let out = '';
-    let err = '';
-    child.stdout!.on('data', (d) => (out += d));
-    child.stderr!.on('data', (d) => (err = (err + String(d)).slice(-2000)));
-    child.on('exit', (code) => {
-      try {
-        if (code !== 0) throw new Error(`exit ${code}`);
-        resolve(JSON.parse(out.trim().split('\n').pop() ?? '') as WorkerOutput);
-      } catch (e) {
-        reject(new Error(`faults worker (arm ${arm.id}) failed (${(e as Error).message}): ${err}`));
-      }
-    });
-  });
+  return runSharedWorker<WorkerOutput>(ctx.root, arm, 'faults.ts', env);
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -351,20 +329,3 @@ export const section: Section = {
     return { id: 'faults', title: this.title, markdown, targets, data: runs };
   },
 };
-
-if (import.meta.main) {
-  const { startEmbedded } = await import('../../src/demo/server.ts');
-  const server = await startEmbedded();
-  try {
-    const log = (line: string) => process.stderr.write(`${line}\n`);
-    const r = await section.run({
-      quick: process.argv.includes('--quick'),
-      root: path.join(import.meta.dirname, '..', '..'),
-      server,
-      log,
-    });
-    process.stdout.write(`## ${r.title}\n\n${r.markdown}\n\n${JSON.stringify(r.targets, null, 2)}\n`);
-  } finally {
-    await server.close();
-  }
-}

@@ -4,10 +4,9 @@
  * heap and RSS taken after a double `gc()` at 10 k operations and at later checkpoints up to 1 M (50 k
  * quick). The growth from 10 k to the last checkpoint is judged on heapUsed.
  */
-import { spawn } from 'node:child_process';
-import path from 'node:path';
 import { freePort } from '../../src/demo/server.ts';
 import { type Arm, arms, startSink } from '../lib/arms.ts';
+import { runWorker as runSharedWorker } from '../lib/worker.ts';
 import type { BenchContext, Section, SectionResult, TargetCheck } from '../lib/types.ts';
 
 const CONCURRENCY = 16;
@@ -27,31 +26,9 @@ interface WorkerOutput {
   throughput: number;
 }
 
+/** One memory.ts worker run under `arm`. */
 function runWorker(ctx: BenchContext, arm: Arm, env: Record<string, string>): Promise<WorkerOutput> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(
-      process.execPath,
-      [
-        ...arm.execArgv,
-        '--expose-gc',
-        '--disable-warning=ExperimentalWarning',
-        path.join(ctx.root, 'bench', 'workers', 'memory.ts'),
-      ],
-      { cwd: ctx.root, env: { ...process.env, ...arm.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d) => (out += d));
-    child.stderr.on('data', (d) => (err = (err + String(d)).slice(-2000)));
-    child.on('exit', (code) => {
-      try {
-        if (code !== 0) throw new Error(`exit ${code}`);
-        resolve(JSON.parse(out.trim().split('\n').pop() ?? '') as WorkerOutput);
-      } catch (e) {
-        reject(new Error(`memory worker failed (${(e as Error).message}): ${err}`));
-      }
-    });
-  });
+  return runSharedWorker<WorkerOutput>(ctx.root, arm, 'memory.ts', env, ['--expose-gc']);
 }
 
 export const section: Section = {
@@ -120,20 +97,3 @@ export const section: Section = {
     };
   },
 };
-
-if (import.meta.main) {
-  const { startEmbedded } = await import('../../src/demo/server.ts');
-  const server = await startEmbedded();
-  try {
-    const log = (line: string) => process.stderr.write(`${line}\n`);
-    const r = await section.run({
-      quick: process.argv.includes('--quick'),
-      root: path.join(import.meta.dirname, '..', '..'),
-      server,
-      log,
-    });
-    process.stdout.write(`## ${r.title}\n\n${r.markdown}\n\n${JSON.stringify(r.targets, null, 2)}\n`);
-  } finally {
-    await server.close();
-  }
-}

@@ -7,13 +7,13 @@
  * (8 s quick). Each permitted call reports when its statement ran on the server; the section counts them
  * per window, against `burst + rate × t`, and measures the steady-state rate.
  */
-import { spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { freePort } from '../../src/demo/server.ts';
 import { type Arm, arms } from '../lib/arms.ts';
+import { runWorker as runSharedWorker } from '../lib/worker.ts';
 import type { BenchContext, Section, SectionResult, TargetCheck } from '../lib/types.ts';
 
 const pg = createRequire(import.meta.url)('pg') as typeof import('pg');
@@ -60,30 +60,9 @@ export interface LimitResult {
   steady: { fromS: number; calls: number; ratePerMinute: number; relativeError: number } | null;
 }
 
+/** One rate-limit.ts worker run under `arm`. */
 function runWorker(ctx: BenchContext, arm: Arm, env: Record<string, string>): Promise<WorkerOutput> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(
-      process.execPath,
-      [
-        ...arm.execArgv,
-        '--disable-warning=ExperimentalWarning',
-        path.join(ctx.root, 'bench', 'workers', 'rate-limit.ts'),
-      ],
-      { cwd: ctx.root, env: { ...process.env, ...arm.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d) => (out += d));
-    child.stderr.on('data', (d) => (err = (err + String(d)).slice(-2000)));
-    child.on('exit', (code) => {
-      try {
-        if (code !== 0) throw new Error(`exit ${code}`);
-        resolve(JSON.parse(out.trim().split('\n').pop() ?? '') as WorkerOutput);
-      } catch (e) {
-        reject(new Error(`rate-limit worker failed (${(e as Error).message}): ${err}`));
-      }
-    });
-  });
+  return runSharedWorker<WorkerOutput>(ctx.root, arm, 'rate-limit.ts', env);
 }
 
 export function analyse(
@@ -249,20 +228,3 @@ export const section: Section = {
     return { id: 'rate-limit', title: this.title, markdown, targets, data: results };
   },
 };
-
-if (import.meta.main) {
-  const { startEmbedded } = await import('../../src/demo/server.ts');
-  const server = await startEmbedded();
-  try {
-    const log = (line: string) => process.stderr.write(`${line}\n`);
-    const r = await section.run({
-      quick: process.argv.includes('--quick'),
-      root: path.join(import.meta.dirname, '..', '..'),
-      server,
-      log,
-    });
-    process.stdout.write(`## ${r.title}\n\n${r.markdown}\n\n${JSON.stringify(r.targets, null, 2)}\n`);
-  } finally {
-    await server.close();
-  }
-}

@@ -213,20 +213,3 @@ export const section: Section = {
     return { id: 'recovery', title: this.title, markdown, targets, data: results };
   },
 };
-
-if (import.meta.main) {
-  const { startEmbedded } = await import('../../src/demo/server.ts');
-  const server = await startEmbedded();
-  try {
-    const log = (line: string) => process.stderr.write(`${line}\n`);
-    const r = await section.run({
-      quick: process.argv.includes('--quick'),
-      root: path.join(import.meta.dirname, '..', '..'),
-      server,
-      log,
-    });
-    process.stdout.write(`## ${r.title}\n\n${r.markdown}\n\n${JSON.stringify(r.targets, null, 2)}\n`);
-  } finally {
-    await server.close();
-  }
-}
