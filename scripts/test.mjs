@@ -1,5 +1,7 @@
-// The test command: `npm test` runs `all`; `npm run test:unit|test:integration|test:e2e` one suite.
+// The test command: `npm test` runs `all`; `npm run test:unit|test:integration|test:e2e|test:chaos` one suite.
 // all = lint + type-check + unit + integration + e2e (from a packed tarball) + the packed package check.
+// chaos (seeded fault schedule, load run) is separate: `npm run test:chaos`; CI runs it after `npm test`.
+// PG_RESILIENCE_CHAOS_MODE=long (and PG_RESILIENCE_CHAOS_SEED) select the long run; see docs/chaos.md.
 // Every suite runs on Node's own test runner against the TypeScript sources (type stripping).
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readdirSync, rmSync } from 'node:fs';
@@ -11,6 +13,7 @@ const SUITES = {
   unit: 'test/unit/**/*.test.ts',
   integration: 'test/integration/**/*.test.ts',
   e2e: 'test/e2e/**/*.test.ts',
+  chaos: 'test/chaos/**/*.test.ts',
 };
 
 const which = process.argv[2] ?? 'all';
@@ -40,13 +43,20 @@ function pack() {
   return join(dir, tgz);
 }
 
-function nodeTest(patterns, env) {
+function nodeTest(patterns, env, extra = []) {
   const [maj, min] = process.versions.node.split('.').map(Number);
   const flags = maj === 22 && min < 18 ? ['--experimental-strip-types'] : [];
   run(
     `node --test ${patterns.join(' ')}`,
     process.execPath,
-    [...flags, '--disable-warning=ExperimentalWarning', '--test', '--test-timeout=300000', ...patterns],
+    [
+      ...flags,
+      '--disable-warning=ExperimentalWarning',
+      '--test',
+      '--test-timeout=300000',
+      ...extra,
+      ...patterns,
+    ],
     env,
   );
 }
@@ -56,7 +66,7 @@ if (which === 'all') {
   run('format (prettier --check)', bin('prettier'), ['--check', '.']);
   run('type-check (tsc)', bin('tsc'), ['-p', 'tsconfig.json', '--noEmit']);
   const tarball = pack();
-  nodeTest(Object.values(SUITES), { PG_RESILIENCE_TEST_TARBALL: tarball });
+  nodeTest([SUITES.unit, SUITES.integration, SUITES.e2e], { PG_RESILIENCE_TEST_TARBALL: tarball });
   run('packed package (publint, attw)', process.execPath, [
     join(root, 'scripts', 'check-package.mjs'),
     tarball,
@@ -64,5 +74,12 @@ if (which === 'all') {
 } else if (which === 'e2e') {
   nodeTest(only.length ? only : [SUITES.e2e], { PG_RESILIENCE_TEST_TARBALL: pack() });
 } else {
-  nodeTest(only.length ? only : [SUITES[which]]);
+  // Chaos files run one after another (each starts its own servers and loads the machine), against the
+  // packed package the way a user installs it.
+  const chaos = which === 'chaos';
+  nodeTest(
+    only.length ? only : [SUITES[which]],
+    chaos ? { PG_RESILIENCE_TEST_TARBALL: process.env.PG_RESILIENCE_TEST_TARBALL ?? pack() } : {},
+    chaos ? ['--test-concurrency=1'] : [],
+  );
 }
