@@ -68,9 +68,14 @@ export function patchPoolConnect(targets: () => Targets): (original: Fn) => Fn {
     };
 }
 
-/** The connect callback of a Pool.query attempt, run with that attempt in scope. */
+/**
+ * The connect callback of a Pool.query attempt, run with that attempt in scope. An error here means
+ * pg-pool got no client for the attempt, so it fails the query without sending it (recorded for the
+ * retry-safety veto: a failed checkout is always safe to retry).
+ */
 function inAttemptScope(attempt: PoolQueryAttempt, cb: Callback): Callback {
   return function (this: unknown, ...args: unknown[]): unknown {
+    if (args[0]) attempt.checkoutFailed = true;
     const previous = scope.poolQuery;
     scope.poolQuery = attempt;
     try {

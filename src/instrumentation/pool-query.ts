@@ -8,7 +8,8 @@
  * A failed attempt's client was released with the error by pg-pool (a dead connection is discarded),
  * so a retry runs on another connection.
  *
- * Retried when safe (retry-safety.ts): the checkout failed (nothing sent), dispatch tracking proved the
+ * Retried when safe (retry-safety.ts): the checkout failed (pg-pool's connect callback got an error, so
+ * nothing was sent), dispatch tracking proved the
  * statement unsent, the server rejected and rolled back a single statement, or the outcome is unknown
  * and the statement is marked idempotent or read-only. Never when the checked-out connection was inside
  * a transaction, never a Submittable.
@@ -76,7 +77,8 @@ export function patchPoolQuery(targets: () => Targets): (original: Fn) => Fn {
             operation: 'query',
             retry: !isSubmittable,
             // No client yet: the checkout (a connect) failed.
-            connecting: () => current !== undefined && current.client === undefined,
+            connecting: () =>
+              current !== undefined && (current.checkoutFailed === true || current.client === undefined),
             canRetry: (_error, c) =>
               statementVeto(
                 {
@@ -84,7 +86,8 @@ export function patchPoolQuery(targets: () => Targets): (original: Fn) => Fn {
                   values,
                   freshConnection: true,
                   txStatus: current?.txStatus,
-                  provedUnsent: current?.provedUnsent === true,
+                  // A failed checkout sent nothing; else dispatch tracking may have proved it.
+                  provedUnsent: current?.checkoutFailed === true || current?.provedUnsent === true,
                   othersQueued: false,
                 },
                 c,

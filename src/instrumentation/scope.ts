@@ -21,6 +21,8 @@ export interface PoolQueryAttempt {
   txStatus: string | undefined;
   /** The statement's error was delivered to a query that pg never submitted: it never reached the server. */
   provedUnsent: boolean;
+  /** pg-pool's checkout for this attempt failed (its connect callback got an error): no statement was sent. */
+  checkoutFailed?: boolean;
   /** The package's timeout gave up on this attempt (its reason): a statement not sent yet must not be sent. */
   abandoned?: unknown;
 }

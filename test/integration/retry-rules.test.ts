@@ -261,6 +261,29 @@ describe('safe retries (real PostgreSQL)', { timeout: 180_000 }, () => {
       },
     );
 
+    it('an INSERT whose checkout was reset (never sent) is retried and written exactly once', T, async () => {
+      const fresh = new pg.Pool({ ...proxy.clientConfig(server), max: 2 });
+      try {
+        proxy.resetStats();
+        proxy.resetNewConnections(1); // the checkout's connection dies before any statement is sent
+        const heal = instrumentation.policies
+          .forTarget(`${proxy.host}:${proxy.port}/${server.database}`)
+          .onRetry(() => proxy.resetNewConnections(0));
+        const r = await fresh.query("INSERT INTO writes (key) VALUES ('reset-checkout')");
+        heal.dispose();
+        assert.equal(r.rowCount, 1);
+        assert.equal(proxy.stats.resetOnAccept, 1);
+        assert.deepEqual(
+          retries.map((e) => e.operation),
+          ['query'],
+        );
+        assert.equal(suppressed.length, 0);
+        assert.equal(await rowsWithKey('reset-checkout'), 1);
+      } finally {
+        await fresh.end();
+      }
+    });
+
     it('Pool.connect retries until a connection succeeds, then hands over a working client', T, async () => {
       const fresh = new pg.Pool({ ...proxy.clientConfig(server), max: 2 });
       try {
