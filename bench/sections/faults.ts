@@ -317,7 +317,7 @@ export const section: Section = {
       );
     }
     const markdown = [
-      `${CONCURRENCY} closed-loop callers in a child process for ${durationMs / 1000} s per run, each call with even odds an idempotent read (\`SELECT v FROM bench_fault_items WHERE id = $1\`, read-only by pg-resilience's rule) or a non-idempotent insert of a unique client-generated key into a table with no unique constraint. Arm A is bare pg with a pool 'error' listener (so a reset idle client does not crash it); arm C is \`--require pg-resilience/register\` with the default profile, spans exported over OTLP to a local sink that discards them.`,
+      `${CONCURRENCY} closed-loop callers in a child process for ${durationMs / 1000} s per run, each call with even odds an idempotent read (\`SELECT v FROM bench_fault_items WHERE id = $1\`, read-only by pg-resilience's rule) or a non-idempotent insert of a unique client-generated key into a table with no unique constraint. Arm A is bare pg with a pool 'error' listener (so a reset idle client does not crash it); arm C is \`--import pg-resilience/register\` with the default profile, spans exported over OTLP to a local sink that discards them.`,
       '',
       `*${MODES.connect}*: the FaultProxy (src/demo/fault-proxy.ts) resets 20 % of the connections it accepts, before any byte is forwarded; the pool closes each connection after ${MAX_USES} checkouts (pg-pool \`maxUses\`) so that new ones keep being opened. *${MODES.statement}*: a relay in the section resets the connection (RST, both sides) instead of delivering 20 % of the server's responses after the connection is ready (authentication is never cut): the statement ran, an insert committed, and the client cannot know. Seeded fault schedules.`,
       '',

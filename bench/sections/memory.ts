@@ -82,7 +82,7 @@ export const section: Section = {
       },
     ];
     const markdown = [
-      `One worker process under arm C (\`--require pg-resilience/register\`, everything on: instrumentation-pg spans over OTLP to a local sink that discards them, metrics on an unscraped Prometheus endpoint) with \`--expose-gc\`: ${CONCURRENCY} closed-loop callers of \`SELECT 1\` through \`pool.query\` (pool max ${CONCURRENCY}), ${out.throughput.toFixed(0)} ops/s, ${out.errors} errors.`,
+      `One worker process under arm C (\`--import pg-resilience/register\`, everything on: instrumentation-pg spans over OTLP to a local sink that discards them, metrics on an unscraped Prometheus endpoint) with \`--expose-gc\`: ${CONCURRENCY} closed-loop callers of \`SELECT 1\` through \`pool.query\` (pool max ${CONCURRENCY}), ${out.throughput.toFixed(0)} ops/s, ${out.errors} errors.`,
       '',
       `At each checkpoint the callers pause, the tracer provider is flushed (no span batch waiting in its queue), \`gc()\` runs twice, and \`process.memoryUsage()\` is read. The target (≤ ${LIMIT_MB} MB growth from 10 k to 1 M operations${ctx.quick ? `; here only to ${target.toLocaleString('en-US')}, not judged` : ''}) is judged on heapUsed: RSS also holds memory V8 and the allocator keep for reuse and does not shrink back after a gc, so it is reported, not judged.${reached ? '' : ` This run stopped at ${last.ops.toLocaleString('en-US')} operations (time cap ${maxMs / 1000} s), short of ${target.toLocaleString('en-US')}: not judged.`}`,
       '',

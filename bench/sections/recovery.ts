@@ -204,7 +204,7 @@ export const section: Section = {
       },
     ];
     const markdown = [
-      `Two worker processes side by side, each starting ${RATE} reads/s (\`SELECT v FROM bench_rec_items WHERE id = $1\`, open loop: one every ${1000 / RATE} ms whether or not earlier ones answered) on a pool of 10: A bare pg (with a pool 'error' listener, so the shutdown does not crash it), C \`--require pg-resilience/register\` with the default profile (spans over OTLP to a local discarding sink). The server is stopped (fast shutdown: sessions terminated), kept down ${downMs / 1000} s, started again; ${reps} outage(s).`,
+      `Two worker processes side by side, each starting ${RATE} reads/s (\`SELECT v FROM bench_rec_items WHERE id = $1\`, open loop: one every ${1000 / RATE} ms whether or not earlier ones answered) on a pool of 10: A bare pg (with a pool 'error' listener, so the shutdown does not crash it), C \`--import pg-resilience/register\` with the default profile (spans over OTLP to a local discarding sink). The server is stopped (fast shutdown: sessions terminated), kept down ${downMs / 1000} s, started again; ${reps} outage(s).`,
       '',
       'Recovery = the first success a worker reports (its own clock, taken when the call settled) minus the moment the server accepts connections again: when the first of the harness\'s own connection attempts (startup and authentication, one every 10 ms from before `start()` is called) that succeeds began, or `start()` resolving if that is earlier. A few ms either way are the probe\'s resolution (a negative value: the app got through first). "Server start-up" is from `start()` called to that moment. "Failed reads" count the calls that failed from the stop to the first success.',
       '',

