@@ -48,7 +48,7 @@ export function formatIssue(issue: ConfigIssue): string {
 }
 
 export class ConfigError extends Error {
-  readonly issues: ReadonlyArray<ConfigIssue>;
+  declare readonly issues: ReadonlyArray<ConfigIssue>;
   constructor(issues: ReadonlyArray<ConfigIssue>) {
     const n = issues.length;
     super(
@@ -56,7 +56,13 @@ export class ConfigError extends Error {
         .map((i) => `  ${formatIssue(i)}`)
         .join('\n')}`,
     );
-    this.issues = Object.freeze(issues.map((i) => Object.freeze({ ...i })));
+    // Not enumerable: an uncaught ConfigError (e.g. thrown by `--require pg-resilience/register`) is
+    // printed by Node with its own enumerable properties; the message already lists every issue, so the
+    // app shows it once instead of once more as an `issues: [...]` dump.
+    Object.defineProperty(this, 'issues', {
+      value: Object.freeze(issues.map((i) => Object.freeze({ ...i }))),
+      enumerable: false,
+    });
     Object.defineProperty(this, BRAND, { value: true });
   }
   override get name(): string {

@@ -208,7 +208,8 @@ export function readEnv(env: EnvLike): EnvLayer {
     const origin: EnvOrigin = spec.allowed ? { name, raw, allowed: spec.allowed } : { name, raw };
     switch (spec.kind) {
       case 'path':
-        configPath = raw.trim();
+        // Kept as given: file.ts reports a blank one (which would otherwise name the working directory).
+        configPath = raw;
         break;
       case 'boolean': {
         const parsed = BOOLEANS[raw.trim().toLowerCase()];

@@ -25,7 +25,21 @@ const reason = (e: unknown): string => (e instanceof Error ? e.message : String(
 
 /** Reads and parses the file at `rawPath` (as given in PG_RESILIENCE_CONFIG, relative to the working directory). */
 export function readConfigFile(rawPath: string, readFile: ReadFile = readFileUtf8): FileLayer {
-  const path = resolvePath(rawPath);
+  if (rawPath.trim() === '') {
+    return {
+      path: '',
+      source: 'file (none)',
+      issues: [
+        {
+          field: 'PG_RESILIENCE_CONFIG',
+          value: rawPath,
+          source: 'env PG_RESILIENCE_CONFIG',
+          allowed: 'must name a readable JSON file, but it is blank; unset it to use no file',
+        },
+      ],
+    };
+  }
+  const path = resolvePath(rawPath.trim());
   const source = `file ${path}`;
   const unusable = (allowed: string): FileLayer => ({
     path,

@@ -21,7 +21,13 @@ import {
   InstrumentationNodeModuleDefinition,
   InstrumentationNodeModuleFile,
 } from '@opentelemetry/instrumentation';
-import { resolveConfig } from '../config/index.ts';
+import {
+  ConfigError,
+  type ConfigIssue,
+  isConfigError,
+  killSwitchOn,
+  resolveConfig,
+} from '../config/index.ts';
 import { PolicyRegistry } from '../policy/pipeline.ts';
 import { clearRuntime, setRuntime } from '../runtime.ts';
 import { patchClientConnect } from './client-connect.ts';
@@ -35,7 +41,7 @@ import type { ResilienceConfig, ResilienceOptions } from '../config/types.ts';
 import { SafeEventEmitter } from '../policy/events.ts';
 import { type ClientErrorAbsorbedEvent, type ErrorSource, guardErrorEmit } from '../recovery/error-guards.ts';
 import { type HealthServer, startHealthServer } from '../telemetry/health-server.ts';
-import { resolveTelemetrySettings } from '../telemetry/settings.ts';
+import { resolveTelemetrySettings, type TelemetrySettings } from '../telemetry/settings.ts';
 import { ResilienceTelemetry } from '../telemetry/telemetry.ts';
 import type { EmitFn, PgClientLike, PgPoolLike, PgResilienceInstrumentationConfig } from './types.ts';
 import {
@@ -54,6 +60,45 @@ interface Prototyped {
   prototype: { emit: EmitFn } & Record<string, unknown>;
 }
 
+/**
+ * Resolves the resilience configuration and the telemetry settings together, so that every problem in
+ * either (and a wrong `enabled` or a config that is not an object) is reported in one ConfigError.
+ * The kill switch (PG_RESILIENCE_DISABLED=true) skips validating the telemetry settings too: an
+ * operator must be able to switch the package off whatever else is wrong.
+ */
+function resolveInstrumentationConfig(config: unknown): {
+  resolved: ResilienceConfig;
+  telemetrySettings: TelemetrySettings;
+  enabled: boolean | undefined;
+} {
+  if (config === undefined || config === null) config = {};
+  if (typeof config !== 'object' || Array.isArray(config)) {
+    throw new ConfigError([
+      { field: 'options', value: config, source: 'code', allowed: 'must be an object' },
+    ]);
+  }
+  const { enabled, telemetry, ...options } = config as PgResilienceInstrumentationConfig;
+  const issues: ConfigIssue[] = [];
+  const collect = <T>(resolve: () => T): T | undefined => {
+    try {
+      return resolve();
+    } catch (error) {
+      if (!isConfigError(error)) throw error;
+      issues.push(...error.issues);
+      return undefined;
+    }
+  };
+  if (enabled !== undefined && typeof enabled !== 'boolean') {
+    issues.push({ field: 'enabled', value: enabled, source: 'code', allowed: 'must be true or false' });
+  }
+  const resolved = collect(() => resolveConfig({ options: options as ResilienceOptions }));
+  const telemetrySettings = killSwitchOn()
+    ? resolveTelemetrySettings({}, {})
+    : collect(() => resolveTelemetrySettings(telemetry));
+  if (issues.length > 0 || !resolved || !telemetrySettings) throw new ConfigError(issues);
+  return { resolved, telemetrySettings, enabled };
+}
+
 export class PgResilienceInstrumentation extends InstrumentationBase<PgResilienceInstrumentationConfig> {
   /** The configuration, resolved once at construction (profile < file < env < these options). */
   readonly resilienceConfig: ResilienceConfig;
@@ -70,9 +115,7 @@ export class PgResilienceInstrumentation extends InstrumentationBase<PgResilienc
 
   /** @throws ConfigError when the configuration is invalid (at start-up, never later). */
   constructor(config: PgResilienceInstrumentationConfig = {}) {
-    const { enabled, telemetry, ...options } = config;
-    const resolved = resolveConfig({ options: options as ResilienceOptions });
-    const telemetrySettings = resolveTelemetrySettings(telemetry);
+    const { resolved, telemetrySettings, enabled } = resolveInstrumentationConfig(config);
     // PG_RESILIENCE_DISABLED / `disabled: true`: never enabled, pg is left untouched.
     super(INSTRUMENTATION_NAME, INSTRUMENTATION_VERSION, {
       ...config,
