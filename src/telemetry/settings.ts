@@ -151,6 +151,16 @@ export function resolveTelemetrySettings(
     });
   }
   const healthObj = typeof h === 'object' && h !== null ? h : {};
+  for (const key of Object.keys(healthObj)) {
+    if (key !== 'port' && key !== 'host') {
+      issues.push({
+        field: `telemetry.health.${key}`,
+        value: (healthObj as Record<string, unknown>)[key],
+        source: 'code',
+        allowed: 'is not a telemetry option; known options: port, host',
+      });
+    }
+  }
   const p = pick('health.port', 'PG_RESILIENCE_HEALTH_PORT', healthObj.port);
   const hh = pick('health.host', 'PG_RESILIENCE_HEALTH_HOST', healthObj.host);
 

@@ -53,7 +53,12 @@ export interface TransactionOptions {
   readonly readOnly?: boolean;
   /** BEGIN … DEFERRABLE (only meaningful with serializable and readOnly). */
   readonly deferrable?: boolean;
-  /** Aborts waits (rate limit, bulkhead, backoff between attempts); the call rejects with its reason. */
+  /**
+   * Cancels the call. Already aborted: the call rejects with the signal's reason and `fn` never runs.
+   * Aborted during a backoff between attempts, a bulkhead wait or before COMMIT: rejects with the reason
+   * (the transaction is rolled back, the client released). Aborted during a rate-limit wait: rejects with
+   * `RateLimitedError` (`reason: 'aborted'`). COMMIT already sent: the call settles with COMMIT's outcome.
+   */
   readonly signal?: AbortSignal;
 }
 
@@ -105,6 +110,8 @@ export async function withTransaction<T, C extends TransactionClient>(
   if (typeof fn !== 'function') {
     throw new TypeError(`withTransaction(pool, fn): fn must be a function, got ${typeof fn}`);
   }
+  // Already aborted: nothing runs, not even a checkout (fn must never run for a cancelled call).
+  options.signal?.throwIfAborted();
   const targets = runtime();
   const policy = targets.forPool(pool as never);
   const target = policy.target;

@@ -564,10 +564,9 @@ describe('misuse at run time (real PostgreSQL)', { timeout: 180_000 }, () => {
 
     it(
       'already aborted before the call: rejects with its reason without running the callback',
-      {
-        ...T,
-        todo: 'defect (fix belongs in src/policy/pipeline.ts TargetPolicy.execute or src/transaction/with-transaction.ts, not owned here): with no wait to abort, an already-aborted signal is only checked before COMMIT, so the callback runs once (side effects and all) before the call rejects',
-      },
+      // Regression: with no wait to abort, an already-aborted signal was only checked before COMMIT, so
+      // the callback ran once (side effects and all) before the call rejected.
+      T,
       async () => {
         const pool = new pg.Pool(config(proxies.tx, { max: 1 }));
         try {
