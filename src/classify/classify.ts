@@ -164,8 +164,10 @@ function applyOverride(
   } catch {
     return defaults;
   }
-  if (typeof patch !== 'object' || patch === null || Array.isArray(patch)) return defaults;
+  if (typeof patch !== 'object' || patch === null) return defaults;
   try {
+    // Inside the try: Array.isArray throws on a revoked Proxy.
+    if (Array.isArray(patch)) return defaults;
     const then = (patch as { then?: unknown }).then;
     if (typeof then === 'function') {
       // An async hook: its result comes too late to use; keep a rejection from going unhandled.
