@@ -37,6 +37,8 @@ export class Targets {
   readonly #probeFactories = new Map<string, ProbeClientFactory>();
   /** The pools seen, per target (weakly: a pool the app dropped is not kept alive), for pool stats. */
   readonly #pools = new Map<string, Set<WeakRef<PgPoolLike>>>();
+  /** The standalone clients seen, per target (weakly), to know whether a target is still in use. */
+  readonly #clients = new Map<string, Set<WeakRef<PgClientLike>>>();
   #health: HealthTracker | undefined;
 
   constructor(registry: PolicyRegistry) {
@@ -96,20 +98,52 @@ export class Targets {
   forClient(client: PgClientLike): TargetPolicy {
     let policy = this.#byObject.get(client);
     if (policy === undefined) {
-      policy = this.#policy(clientTarget(client), clientProbeFactory(client));
+      const target = clientTarget(client);
+      policy = this.#policy(target, clientProbeFactory(client));
       this.#byObject.set(client, policy);
+      let clients = this.#clients.get(target);
+      if (clients === undefined) this.#clients.set(target, (clients = new Set()));
+      clients.add(new WeakRef(client));
     }
     return policy;
+  }
+
+  /**
+   * Whether the app still uses `target`: a pool not ended, or a standalone client not ended, that it can
+   * still reach. When every one has ended (a script that finished), recovery stops probing: a probe's
+   * connection and its spans and logs (to a collector that may hang) would keep the process alive.
+   */
+  inUse(target: string): boolean {
+    for (const ref of this.#pools.get(target) ?? []) {
+      const pool = ref.deref();
+      if (pool !== undefined && pool.ending !== true) return true;
+    }
+    for (const ref of this.#clients.get(target) ?? []) {
+      const client = ref.deref() as (PgClientLike & { _ending?: boolean }) | undefined;
+      if (client === undefined || client._ending === true) this.#clients.get(target)?.delete(ref);
+      else return true;
+    }
+    return false;
   }
 
   #policy(target: string, factory: ProbeClientFactory | undefined): TargetPolicy {
     if (factory) this.#probeFactories.set(target, factory);
     const policy = this.registry.forTarget(target);
-    policy.startRecovery((signal) => {
-      const make = this.#probeFactories.get(target);
-      if (!make) return Promise.reject(new Error(`no connection settings known for ${target}`));
-      return runProbe(make, probeTimeoutMs(policy), signal);
-    });
+    policy.startRecovery(
+      (signal) => {
+        const make = this.#probeFactories.get(target);
+        if (!make) return Promise.reject(new Error(`no connection settings known for ${target}`));
+        return runProbe(make, probeTimeoutMs(policy), signal).catch((error: unknown) => {
+          const c = this.registry.classify(error);
+          // The server answered, with an error that says nothing about its health (the probe was built
+          // from a pool with a wrong password, a database that is missing…): it is up. Counting it
+          // would keep the breaker open for the app's working pools.
+          if (c.reachedServer === 'rejected' && !c.countsForBreaker) return;
+          throw error;
+        });
+      },
+      () => this.inUse(target),
+    );
     return policy;
   }
 }

@@ -419,10 +419,14 @@ export class TargetPolicy {
 
   /**
    * Creates the background recovery loop (probing while the breaker is not closed), with the probe the
-   * instrumentation supplies (connect + SELECT 1). Once per target: later calls return the existing
+   * instrumentation supplies (connect + SELECT 1). `active` (optional) says whether anyone still uses the
+   * target: while it returns false, probes are skipped. Once per target: later calls return the existing
    * loop. undefined when recovery or the breaker is off, or after dispose().
    */
-  startRecovery(probe: (signal: AbortSignal) => Promise<void>): RecoveryLoop | undefined {
+  startRecovery(
+    probe: (signal: AbortSignal) => Promise<void>,
+    active?: () => boolean,
+  ): RecoveryLoop | undefined {
     if (this.#recovery) return this.#recovery;
     if (this.#disposed || !this.settings.recovery.enabled || !this.#activeBreaker) return undefined;
     const loop = new RecoveryLoop(
@@ -432,6 +436,7 @@ export class TargetPolicy {
       this.target,
       this.#clock,
       (attempt, run) => (this.#observer ? this.#observer.probe(this.target, attempt, run) : run()),
+      active,
     );
     loop.onAttempt((e) => this.#recoveryAttempt.emit(e));
     this.#recovery = loop;

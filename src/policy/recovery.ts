@@ -50,6 +50,8 @@ export class RecoveryLoop {
   #disposed = false;
   /** Wraps each probe run (telemetry: the probe's span). */
   readonly #around: ((attempt: number, run: () => Promise<void>) => Promise<void>) | undefined;
+  /** false: nobody uses the target any more (every pool and client ended): skip this probe. */
+  readonly #active: (() => boolean) | undefined;
 
   /** Fires when a probe finishes (not for skipped or aborted ones). */
   readonly onAttempt: Event<RecoveryAttemptEvent> = this.#attempt.addListener;
@@ -61,6 +63,7 @@ export class RecoveryLoop {
     target: string,
     clock: Clock = realClock,
     around?: (attempt: number, run: () => Promise<void>) => Promise<void>,
+    active?: () => boolean,
   ) {
     this.target = target;
     this.#enabled = settings.enabled;
@@ -70,6 +73,7 @@ export class RecoveryLoop {
     this.#probe = probe;
     this.#clock = clock;
     this.#around = around;
+    this.#active = active;
     if (!this.#enabled) return;
     this.#subscription = breaker.onStateChange((e) => this.#onStateChange(e));
     if (breaker.state !== 'closed') this.#startOutage(clock.now());
@@ -134,6 +138,12 @@ export class RecoveryLoop {
       this.#inOutage = false;
       return;
     }
+    if (!this.#isActive()) {
+      // Nobody uses the target now: no probe (its connection and telemetry would keep an app that has
+      // finished alive), but keep the grid on the unref'd timer in case the app comes back to it.
+      this.#scheduleNext();
+      return;
+    }
     const running: Running = { controller: new AbortController(), settled: false };
     this.#running = running;
     const attempt = ++this.#attempts;
@@ -189,6 +199,15 @@ export class RecoveryLoop {
     if (this.#disposed || !this.#inOutage) return;
     if (this.#maxAttempts > 0 && this.#attempts >= this.#maxAttempts) return;
     this.#scheduleNext();
+  }
+
+  #isActive(): boolean {
+    if (this.#active === undefined) return true;
+    try {
+      return this.#active();
+    } catch {
+      return true;
+    }
   }
 
   /** Clears the timer and aborts a probe still running. */

@@ -131,8 +131,8 @@ metrics.setGlobalMeterProvider(meterProvider);
 const relay = await startRelay();
 const mainProxy = await FaultProxy.start({ targetHost: '127.0.0.1', targetPort: relay.port });
 const limitProxy = await FaultProxy.start({ targetHost: '127.0.0.1', targetPort: relay.port });
-// Its own target for the wrong password: a target's recovery probe uses the last pool seen for it, so a
-// pool with a bad password on MAIN would keep MAIN's breaker open (probes fail with 28P01).
+// Its own target for the wrong password, so MAIN's probes are built from MAIN's good pool. (A probe that
+// fails with 28P01 no longer keeps a breaker open: test/integration/server-faults.test.ts, scenario e.)
 const authProxy = await FaultProxy.start({ targetHost: '127.0.0.1', targetPort: relay.port });
 const MAIN = `${mainProxy.host}:${mainProxy.port}/${DATABASE}`;
 const LIMIT = `${limitProxy.host}:${limitProxy.port}/${DATABASE}`;

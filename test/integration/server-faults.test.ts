@@ -529,4 +529,33 @@ describe('the app survives the server’s own faults, and the pool recovers', { 
     });
     await recoveryWithoutTraffic(t, pool, `${server.host}:${server.port}/other`);
   });
+
+  // A target's probe is built from the last pool seen for it. Here that pool has a wrong password, so
+  // every probe fails with 28P01 once the server is back. The server answered, though: an auth failure
+  // says nothing about the target's health, so it must not keep the breaker open for the app's working
+  // pool (before the fix it stayed open for good, the app refused until the bad pool happened to go).
+  it(
+    'e. recovery without traffic, when the last pool seen for the target has a wrong password',
+    T,
+    async (t) => {
+      const good = new pg.Pool({
+        ...server.clientConfig({ database: 'other', application_name: 'faults-e3' }),
+        max: POOL_MAX,
+        connectionTimeoutMillis: 2000,
+      });
+      await good.query('SELECT 1');
+      const bad = new pg.Pool({
+        ...server.clientConfig({ database: 'other', password: 'not-the-password' }),
+        max: 1,
+        connectionTimeoutMillis: 2000,
+      });
+      bad.on('error', () => {});
+      try {
+        await assert.rejects(bad.query('SELECT 1'), { code: '28P01' });
+        await recoveryWithoutTraffic(t, good, `${server.host}:${server.port}/other`);
+      } finally {
+        await bad.end();
+      }
+    },
+  );
 });

@@ -28,7 +28,11 @@ const isFailure = (e: unknown) => e instanceof Down;
 
 /** A target whose health the test controls; the probe answers after `probeMs` of fake time. */
 function setup(
-  opts: { breaker?: Partial<CircuitBreakerSettings>; recovery?: Partial<RecoverySettings> } = {},
+  opts: {
+    breaker?: Partial<CircuitBreakerSettings>;
+    recovery?: Partial<RecoverySettings>;
+    active?: () => boolean;
+  } = {},
 ) {
   const { fake, clock } = fakeClock(START, 10_000);
   const breaker = new CircuitBreaker({ ...BREAKER, ...opts.breaker }, TARGET, clock);
@@ -54,7 +58,15 @@ function setup(
       }, server.probeMs);
     });
   };
-  const loop = new RecoveryLoop({ ...RECOVERY, ...opts.recovery }, breaker, probe, TARGET, clock);
+  const loop = new RecoveryLoop(
+    { ...RECOVERY, ...opts.recovery },
+    breaker,
+    probe,
+    TARGET,
+    clock,
+    undefined,
+    opts.active,
+  );
   const attempts: RecoveryAttemptEvent[] = [];
   const changes: CircuitStateChangeEvent[] = [];
   loop.onAttempt((e) => attempts.push(e));
@@ -104,6 +116,24 @@ describe('RecoveryLoop', () => {
     await tick(10_000);
     assert.equal(server.probes.length, 5, 'no probes once closed');
     assert.equal(fake.countTimers(), 0);
+  });
+
+  it('skips probes while nobody uses the target (active() false), and resumes when someone does', async () => {
+    let inUse = true;
+    const { breaker, server, attempts, failCall, tick } = setup({ active: () => inUse });
+    await failCall();
+    await tick(1_010);
+    assert.equal(server.probes.length, 1);
+    inUse = false; // the app ended every pool of the target
+    await tick(5_000);
+    assert.equal(server.probes.length, 1, 'no probe while the target is unused');
+    assert.equal(attempts.length, 1, 'a skipped probe is not an attempt');
+    assert.equal(breaker.state, 'open', 'and it does not touch the breaker');
+    inUse = true;
+    server.up = true;
+    await tick(1_010);
+    assert.equal(server.probes.length, 2, 'probing resumes on the grid');
+    assert.equal(breaker.state, 'closed');
   });
 
   it('a successful probe closes the breaker with no traffic at all', async () => {
