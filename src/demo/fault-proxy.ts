@@ -555,6 +555,11 @@ const RESET_DRAIN_MS = 1000;
  * TCP RST. Node 22's `resetAndDestroy()` closes with a FIN instead while writes are still queued (in the
  * stream or in libuv: seen on 22.23; Node 24 sends the RST), so let the bytes already forwarded leave
  * first. A peer that never reads gets the reset after RESET_DRAIN_MS anyway.
+ *
+ * Not while a FIN we forwarded is still being sent (`end()` called, 'finish' not yet emitted): libuv
+ * refuses to reset a socket with a pending shutdown (EINVAL) and Node (22, 24) then marks the handle
+ * closing without closing it, so the process spins at 100% CPU at exit, never ending (seen as a test
+ * file that passed and never exited). Wait for the FIN to leave; at the deadline, close instead.
  */
 function resetWhenFlushed(s: net.Socket): void {
   const deadline = Date.now() + RESET_DRAIN_MS;
@@ -563,8 +568,12 @@ function resetWhenFlushed(s: net.Socket): void {
     ((s as unknown as { _handle?: { writeQueueSize?: number } })._handle?.writeQueueSize ?? 0);
   const attempt = () => {
     if (s.destroyed) return;
-    if (queued() === 0 || Date.now() >= deadline) s.resetAndDestroy();
-    else setTimeout(attempt, 1).unref();
+    const finSending = s.writableEnded && !s.writableFinished;
+    if (!finSending && queued() === 0) s.resetAndDestroy();
+    else if (Date.now() >= deadline) {
+      if (finSending) s.destroy();
+      else s.resetAndDestroy();
+    } else setTimeout(attempt, 1).unref();
   };
   attempt();
 }
