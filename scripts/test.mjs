@@ -1,7 +1,7 @@
 // The test command: `npm test` runs `all`; `npm run test:unit|test:integration|test:e2e|test:chaos` one suite.
 // all = lint + type-check + unit + integration + e2e (from a packed tarball) + the packed package check.
 // chaos (seeded fault schedule, load run) is separate: `npm run test:chaos`; CI runs it after `npm test`.
-// PG_RESILIENCE_CHAOS_MODE=long (and PG_RESILIENCE_CHAOS_SEED) select the long run; see docs/chaos.md.
+// PG_RESILIENCE_TEST_CHAOS_MODE=long (and PG_RESILIENCE_TEST_CHAOS_SEED) select the long run; see docs/chaos.md.
 // Every suite runs on Node's own test runner against the TypeScript sources (type stripping).
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readdirSync, rmSync } from 'node:fs';

@@ -18,7 +18,7 @@
  * it, a burst of pg_terminate_backend, a refused-connections outage through the fault proxy (the
  * breaker opens), recovery at full speed.
  *
- * Modes: CI (default) 60 s of load; PG_RESILIENCE_CHAOS_MODE=long runs PG_RESILIENCE_LOAD_DURATION_S
+ * Modes: CI (default) 60 s of load; PG_RESILIENCE_TEST_CHAOS_MODE=long runs PG_RESILIENCE_TEST_LOAD_DURATION_S
  * (default 300). Report: stdout and .tmp/chaos/load-report.md / .json. docs/chaos.md, "Load run".
  */
 import assert from 'node:assert/strict';
@@ -53,8 +53,8 @@ import {
   type WindowMessage,
 } from './load/harness.ts';
 
-const MODE = process.env.PG_RESILIENCE_CHAOS_MODE === 'long' ? 'long' : 'ci';
-const DURATION_S = Number(process.env.PG_RESILIENCE_LOAD_DURATION_S ?? (MODE === 'long' ? 300 : 60));
+const MODE = process.env.PG_RESILIENCE_TEST_CHAOS_MODE === 'long' ? 'long' : 'ci';
+const DURATION_S = Number(process.env.PG_RESILIENCE_TEST_LOAD_DURATION_S ?? (MODE === 'long' ? 300 : 60));
 const WARMUP_S = MODE === 'long' ? 20 : 10;
 const CYCLE_S = MODE === 'long' ? 20 : 10;
 const CYCLES = Math.max(3, Math.floor((DURATION_S - WARMUP_S) / CYCLE_S));

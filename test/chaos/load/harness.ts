@@ -190,7 +190,7 @@ export class LoadApp {
 
 /**
  * The child's environment: this process's, minus every OTEL_* and PG_RESILIENCE_* variable (the
- * package rejects unknown PG_RESILIENCE_* names, e.g. this suite's PG_RESILIENCE_CHAOS_MODE), plus `env`.
+ * package rejects unknown PG_RESILIENCE_* names; the suite's own use the reserved PG_RESILIENCE_TEST_ prefix), plus `env`.
  */
 export function appEnv(env: Record<string, string>): NodeJS.ProcessEnv {
   const out: NodeJS.ProcessEnv = {};
