@@ -9,6 +9,7 @@
 import type { PolicyRegistry, TargetPolicy } from '../policy/pipeline.ts';
 import { HealthTracker, type PoolStats } from '../telemetry/health.ts';
 import { clientProbeFactory, poolProbeFactory, type ProbeClientFactory, runProbe } from './probe.ts';
+import { scope } from './scope.ts';
 import type { PgClientLike, PgPoolLike } from './types.ts';
 import { clientTarget, poolTarget } from './utils.ts';
 
@@ -101,9 +102,13 @@ export class Targets {
       const target = clientTarget(client);
       policy = this.#policy(target, clientProbeFactory(client));
       this.#byObject.set(client, policy);
-      let clients = this.#clients.get(target);
-      if (clients === undefined) this.#clients.set(target, (clients = new Set()));
-      clients.add(new WeakRef(client));
+      // Standalone clients only: a pool's clients come and go with it (its pool says whether it is used).
+      if (!scope.poolClients.has(client) && typeof client.release !== 'function') {
+        let clients = this.#clients.get(target);
+        if (clients === undefined) this.#clients.set(target, (clients = new Set()));
+        if (clients.size >= 64) this.#prune(clients);
+        clients.add(new WeakRef(client));
+      }
     }
     return policy;
   }
@@ -118,12 +123,20 @@ export class Targets {
       const pool = ref.deref();
       if (pool !== undefined && pool.ending !== true) return true;
     }
-    for (const ref of this.#clients.get(target) ?? []) {
-      const client = ref.deref() as (PgClientLike & { _ending?: boolean }) | undefined;
-      if (client === undefined || client._ending === true) this.#clients.get(target)?.delete(ref);
-      else return true;
+    const clients = this.#clients.get(target);
+    if (clients !== undefined) {
+      this.#prune(clients);
+      if (clients.size > 0) return true;
     }
     return false;
+  }
+
+  /** Drops the clients that were collected or ended. */
+  #prune(clients: Set<WeakRef<PgClientLike>>): void {
+    for (const ref of clients) {
+      const client = ref.deref() as (PgClientLike & { _ending?: boolean }) | undefined;
+      if (client === undefined || client._ending === true) clients.delete(ref);
+    }
   }
 
   #policy(target: string, factory: ProbeClientFactory | undefined): TargetPolicy {
