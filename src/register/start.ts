@@ -50,16 +50,23 @@ export function registerDisabled(env: NodeJS.ProcessEnv = process.env): boolean 
 /** Starts the SDK and the instrumentations; undefined when PG_RESILIENCE_DISABLED is set. */
 export function startPgResilience(): Started | undefined {
   if (registerDisabled()) return undefined;
-  // A ConfigError from our instrumentation surfaces here, at start-up.
-  const instrumentation = new PgResilienceInstrumentation();
   if (otelSdkDisabled()) {
+    // A ConfigError from our instrumentation surfaces here, at start-up.
+    const instrumentation = new PgResilienceInstrumentation();
     // Telemetry off, resilience on. NodeSDK is not even constructed: its constructor builds the
     // metric readers from OTEL_METRICS_EXPORTER even when disabled, and the Prometheus exporter
     // starts serving /metrics in its own constructor.
     registerInstrumentations({ instrumentations: [instrumentation] });
     return { sdk: undefined, instrumentation, shutdown: () => Promise.resolve() };
   }
-  const sdk = new NodeSDK({ instrumentations: [new PgInstrumentation(), instrumentation] });
+  // Construction order is hook order: an instrumentation enables itself (registers its require hook) in
+  // its constructor, and instrumentation-pg's hook unwraps whatever wrapper it finds on pg's prototypes
+  // when pg loads. So instrumentation-pg first, ours second, or ours is removed from Client.query,
+  // Client.connect and Pool.connect (src/instrumentation/wrap.ts; test/e2e/register.test.ts checks it).
+  const pgInstrumentation = new PgInstrumentation();
+  // A ConfigError from our instrumentation surfaces here, at start-up.
+  const instrumentation = new PgResilienceInstrumentation();
+  const sdk = new NodeSDK({ instrumentations: [pgInstrumentation, instrumentation] });
   try {
     sdk.start();
   } catch (error) {
