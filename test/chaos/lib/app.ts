@@ -417,6 +417,35 @@ async function gcTwice(): Promise<void> {
   }
 }
 
+/** Diagnostics for the app log: every pool client not idle at stop (what it is doing). */
+function describeHeldClients(): void {
+  const p = pool as unknown as { _clients?: unknown[]; _idle?: Array<{ client: unknown }> };
+  const idle = new Set((p._idle ?? []).map((i) => i.client));
+  for (const c of p._clients ?? []) {
+    if (idle.has(c)) continue;
+    const x = c as {
+      activeQuery?: { text?: unknown; constructor?: { name?: string } } | null;
+      queryQueue?: unknown[];
+      _connected?: boolean;
+      _connecting?: boolean;
+      _ending?: boolean;
+      _queryable?: boolean;
+      connection?: { stream?: { destroyed?: boolean; readyState?: string } };
+    };
+    process.stderr.write(
+      `HELD CLIENT ${JSON.stringify({
+        active: x.activeQuery ? `${x.activeQuery.constructor?.name}: ${String(x.activeQuery.text).slice(0, 60)}` : null,
+        queued: x.queryQueue?.length,
+        connected: x._connected,
+        connecting: x._connecting,
+        ending: x._ending,
+        queryable: x._queryable,
+        stream: x.connection?.stream ? `${x.connection.stream.readyState} destroyed=${x.connection.stream.destroyed}` : null,
+      })}\n`,
+    );
+  }
+}
+
 async function stop(timeoutMs: number): Promise<void> {
   if (stopping) return;
   stopping = true;
@@ -427,6 +456,7 @@ async function stop(timeoutMs: number): Promise<void> {
   flush();
   clearInterval(flusher);
   send({ type: 'stopped', inFlight: left });
+  describeHeldClients();
   await Promise.race([Promise.allSettled([pool.end(), listener?.end()]), sleep(3_000)]);
   // No process.exit(): the app must end by itself once its pools are closed (exit code 0).
   process.disconnect?.();
