@@ -1,6 +1,6 @@
 // The test command: `npm test` runs `all`; `npm run test:unit|test:integration|test:e2e|test:chaos` one suite.
-// all = lint + type-check + unit + integration + e2e (from a packed tarball) + the packed package check.
-// chaos (seeded fault schedule, load run) is separate: `npm run test:chaos`; CI runs it after `npm test`.
+// all = lint + type-check + unit + integration + e2e (from a packed tarball) + chaos (seeded fault schedule
+// and load run, CI mode, one file at a time) + the packed package check.
 // PG_RESILIENCE_TEST_CHAOS_MODE=long (and PG_RESILIENCE_TEST_CHAOS_SEED) select the long run; see docs/chaos.md.
 // Every suite runs on Node's own test runner against the TypeScript sources (type stripping).
 import { spawnSync } from 'node:child_process';
@@ -67,6 +67,8 @@ if (which === 'all') {
   run('type-check (tsc)', bin('tsc'), ['-p', 'tsconfig.json', '--noEmit']);
   const tarball = pack();
   nodeTest([SUITES.unit, SUITES.integration, SUITES.e2e], { PG_RESILIENCE_TEST_TARBALL: tarball });
+  // After the others, alone: each chaos file loads the machine and starts its own servers.
+  nodeTest([SUITES.chaos], { PG_RESILIENCE_TEST_TARBALL: tarball }, ['--test-concurrency=1']);
   run('packed package (publint, attw)', process.execPath, [
     join(root, 'scripts', 'check-package.mjs'),
     tarball,
