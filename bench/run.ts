@@ -110,8 +110,14 @@ const md = [
   ...results.flatMap((r) => [`## ${r.title}`, '', r.markdown, '']),
 ].join('\n');
 mkdirSync(outDir, { recursive: true });
-writeFileSync(path.join(outDir, 'results.md'), md);
-writeFileSync(path.join(outDir, 'results.json'), `${JSON.stringify({ meta, sections: results }, null, 2)}\n`);
+// Formatted as the repository's Prettier settings want it, so a committed report passes `npm run lint`.
+const prettier = await import('prettier');
+const format = async (file: string, text: string): Promise<string> =>
+  prettier.format(text, { ...(await prettier.resolveConfig(file)), filepath: file });
+const mdFile = path.join(outDir, 'results.md');
+const jsonFile = path.join(outDir, 'results.json');
+writeFileSync(mdFile, await format(mdFile, md));
+writeFileSync(jsonFile, await format(jsonFile, JSON.stringify({ meta, sections: results }, null, 2)));
 log(`wrote ${path.relative(process.cwd(), path.join(outDir, 'results.md'))} and results.json`);
 if (failure) {
   log(`bench failed: ${failure instanceof Error ? (failure.stack ?? failure.message) : String(failure)}`);
