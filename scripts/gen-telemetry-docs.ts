@@ -269,7 +269,7 @@ function docs(): string {
     '',
     '`pg-resilience/register` also loads `@opentelemetry/instrumentation-pg`, whose spans are not ours and',
     'carry more: `db.query.text` holds the SQL as written (parameterised statements keep their values out,',
-    'but literals in the text stay, so `ALTER ROLE … PASSWORD \'…\'` puts a password there), and its span',
+    "but literals in the text stay, so `ALTER ROLE … PASSWORD '…'` puts a password there), and its span",
     'status message is the server’s error message, which can echo a value (e.g. `invalid input syntax for',
     'type integer: "…"`). instrumentation-pg has no option to drop them; filter them in the OpenTelemetry',
     'Collector (the `transform` or `redaction` processor on `db.query.text` and the status message), or build',

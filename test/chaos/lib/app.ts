@@ -434,13 +434,17 @@ function describeHeldClients(): void {
     };
     process.stderr.write(
       `HELD CLIENT ${JSON.stringify({
-        active: x.activeQuery ? `${x.activeQuery.constructor?.name}: ${String(x.activeQuery.text).slice(0, 60)}` : null,
+        active: x.activeQuery
+          ? `${x.activeQuery.constructor?.name}: ${String(x.activeQuery.text).slice(0, 60)}`
+          : null,
         queued: x.queryQueue?.length,
         connected: x._connected,
         connecting: x._connecting,
         ending: x._ending,
         queryable: x._queryable,
-        stream: x.connection?.stream ? `${x.connection.stream.readyState} destroyed=${x.connection.stream.destroyed}` : null,
+        stream: x.connection?.stream
+          ? `${x.connection.stream.readyState} destroyed=${x.connection.stream.destroyed}`
+          : null,
       })}\n`,
     );
   }
