@@ -170,9 +170,12 @@ const keyOf = (w: number, seq: number): string => `${cfg.arm}-g${cfg.generation}
  * The package's timeout (timeout.queryMs) does not apply to Submittables (pg-cursor, pg-query-stream) on
  * pooled clients, nor does pg's, usefully: a read whose request a blackholed network swallowed waits
  * forever. So the app bounds each cursor read / close and each whole stream itself; on expiry the
- * client is released with the error, which closes its connection.
+ * client is released with the error, which closes its connection. The bound must stay below the
+ * recovery target (check 4b, 5 s): a cursor that started inside a blackhole holds its worker until the
+ * bound, so with 10 s a seed whose last fault was a blackhole failed 4b (seed 40535341: first cursor
+ * success 7 s after the faults). A whole read is ~70 ms here, ~2 s under the latency fault.
  */
-const SUBMITTABLE_TIMEOUT_MS = 10_000;
+const SUBMITTABLE_TIMEOUT_MS = 4_000;
 function deadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   p.catch(() => {}); // the loser of the race must not become an unhandled rejection
   let timer: NodeJS.Timeout | undefined;
