@@ -9,9 +9,8 @@
  * so a retry runs on another connection.
  *
  * Retried when safe (retry-safety.ts): the checkout failed (pg-pool's connect callback got an error, so
- * nothing was sent), dispatch tracking proved the
- * statement unsent, the server rejected and rolled back a single statement, or the outcome is unknown
- * and the statement is marked idempotent or read-only. Never when the checked-out connection was inside
+ * nothing was sent), dispatch tracking proved the statement unsent, the server rejected and rolled back
+ * a single statement, or the outcome is unknown and the statement is marked idempotent or read-only. Never when the checked-out connection was inside
  * a transaction, never a Submittable.
  */
 import { asPromise, type PromiseCtor, settleCallback } from './callbacks.ts';
@@ -77,8 +76,7 @@ export function patchPoolQuery(targets: () => Targets): (original: Fn) => Fn {
             operation: 'query',
             retry: !isSubmittable,
             // No client yet: the checkout (a connect) failed.
-            connecting: () =>
-              current !== undefined && (current.checkoutFailed === true || current.client === undefined),
+            connecting: () => current !== undefined && current.client === undefined,
             canRetry: (_error, c) =>
               statementVeto(
                 {
