@@ -19,6 +19,7 @@ import type { DeepPartial, ResilienceSettings } from '../../src/index.ts';
 import type { RetryEvent } from '../../src/policy/events.ts';
 // Static: these load no pg (the instrumentation must exist before pg loads).
 import { FaultProxy } from '../support/fault-proxy.ts';
+import { FLAKY_SQL } from '../support/flaky.ts';
 import { startRelay } from '../support/relay.ts';
 import type { TestServer } from '../support/postgres.ts';
 
@@ -162,16 +163,8 @@ describe('misuse at run time (real PostgreSQL)', { timeout: 180_000 }, () => {
     process.on('unhandledRejection', onUnhandled);
     server = await startServer();
     relay.to(server.port);
+    await server.query(FLAKY_SQL);
     await server.query(`
-      CREATE SEQUENCE flaky_seq;
-      CREATE FUNCTION flaky(fail_until int) RETURNS int LANGUAGE plpgsql AS $$
-        DECLARE n int := nextval('flaky_seq');
-        BEGIN
-          IF n <= fail_until THEN
-            RAISE EXCEPTION 'simulated serialization failure %', n USING ERRCODE = '40001';
-          END IF;
-          RETURN n;
-        END $$;
       CREATE TABLE notes (body text);
     `);
   });

@@ -9,6 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { PgResilienceInstrumentation } from '../../src/index.ts';
 import type { RetryEvent, RetrySuppressedEvent } from '../../src/policy/events.ts';
 import type { FaultProxy as FaultProxyType } from '../support/fault-proxy.ts';
+import { FLAKY_SQL } from '../support/flaky.ts';
 import type { TestServer } from '../support/postgres.ts';
 
 // Before pg is loaded (the support modules load it): the instrumentation patches it on require.
@@ -55,16 +56,8 @@ describe('safe retries (real PostgreSQL)', { timeout: 180_000 }, () => {
   before(async () => {
     server = await startServer();
     proxy = await FaultProxy.forServer(server);
+    await server.query(FLAKY_SQL);
     await server.query(`
-      CREATE SEQUENCE flaky_seq;
-      CREATE FUNCTION flaky(fail_until int) RETURNS int LANGUAGE plpgsql AS $$
-        DECLARE n int := nextval('flaky_seq');
-        BEGIN
-          IF n <= fail_until THEN
-            RAISE EXCEPTION 'simulated serialization failure %', n USING ERRCODE = '40001';
-          END IF;
-          RETURN n;
-        END $$;
       CREATE TABLE writes (key text, at timestamptz DEFAULT clock_timestamp());
       CREATE TABLE accounts (id int PRIMARY KEY, balance int NOT NULL);
     `);
