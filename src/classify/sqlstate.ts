@@ -31,7 +31,7 @@ export const SQLSTATE_EXACT: ReadonlyMap<string, Verdict> = new Map<string, Verd
   ['57P05', verdict('connection_lost', true, 'unknown', false)], // idle_session_timeout (PG 14+)
   ['57014', rejected('statement_timeout')], // query_canceled (statement_timeout, pg_cancel_backend)
   // class 53 (insufficient resources)
-  ['53300', verdict('too_many_connections', true, 'no', true)], // too_many_connections
+  ['53300', verdict('too_many_connections', true, 'no', false)], // too_many_connections: load, not an outage
   // class 40 / 55 (concurrency)
   ['40001', verdict('serialization_failure', true, 'rejected', false)], // serialization_failure
   ['40P01', verdict('deadlock', true, 'rejected', false)], // deadlock_detected

@@ -146,14 +146,8 @@ export class Targets {
       (signal) => {
         const make = this.#probeFactories.get(target);
         if (!make) return Promise.reject(new Error(`no connection settings known for ${target}`));
-        return runProbe(make, probeTimeoutMs(policy), signal).catch((error: unknown) => {
-          const c = this.registry.classify(error);
-          // The server answered, with an error that says nothing about its health (the probe was built
-          // from a pool with a wrong password, a database that is missing…): it is up. Counting it
-          // would keep the breaker open for the app's working pools.
-          if (c.reachedServer === 'rejected' && !c.countsForBreaker) return;
-          throw error;
-        });
+        // A probe error that shows the server up counts as a success (the policy's rule).
+        return runProbe(make, probeTimeoutMs(policy), signal);
       },
       () => this.inUse(target),
     );

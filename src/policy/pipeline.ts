@@ -31,6 +31,7 @@ import type { ErrorClassification } from '../classify/types.ts';
 import { settingsForTarget } from '../config/resolve.ts';
 import type { ResilienceConfig, ResilienceSettings } from '../config/types.ts';
 import { isResilienceError } from '../errors.ts';
+import { ConnectOutage, isBreakerFailure, isBreakerNeutral, probeFoundServerUp } from './breaker-counting.ts';
 import { type BulkheadPolicy, createBulkhead } from './bulkhead.ts';
 import { CircuitBreaker } from './circuit-breaker.ts';
 import { type Clock, realClock } from './clock.ts';
@@ -163,9 +164,6 @@ function retryContext(
   return observer ? { ...ctx, onStep: (step: OperationStep) => observer.step(observed, step) } : ctx;
 }
 
-/** How long every connect must have failed before those failures count for the breaker. */
-const CONNECT_OUTAGE_MS = 1_000;
-
 /** An event that never fires (for a policy that is off). */
 const noEvent: Event<never> = () => ({ dispose() {} });
 
@@ -194,8 +192,8 @@ export class TargetPolicy {
   readonly #timeout = new SafeEventEmitter<TimeoutEvent>();
   readonly #recoveryAttempt = new SafeEventEmitter<RecoveryAttemptEvent>();
 
-  /** Connect failures since the last operation that succeeded, and when the first of them happened. */
-  #connectFailures = { count: 0, since: 0 };
+  /** Connect failures since the last operation that succeeded (the connect-outage rule). */
+  readonly #connectOutage = new ConnectOutage();
 
   #operations = 0;
   #successes = 0;
@@ -346,7 +344,7 @@ export class TargetPolicy {
         }
       }
       this.#successes++;
-      if (this.#connectFailures.count > 0) this.#connectFailures.count = 0;
+      this.#connectOutage.success();
       if (started >= 0) {
         const event: OperationEvent = {
           target: this.target,
@@ -419,9 +417,11 @@ export class TargetPolicy {
 
   /**
    * Creates the background recovery loop (probing while the breaker is not closed), with the probe the
-   * instrumentation supplies (connect + SELECT 1). `active` (optional) says whether anyone still uses the
-   * target: while it returns false, probes are skipped. Once per target: later calls return the existing
-   * loop. undefined when recovery or the breaker is off, or after dispose().
+   * instrumentation supplies (connect + SELECT 1). A probe that fails with an error showing the server
+   * up (`probeFoundServerUp`: no free slot, a wrong password…) counts as a success. `active` (optional)
+   * says whether anyone still uses the target: while it returns false, probes are skipped. Once per
+   * target: later calls return the existing loop. undefined when recovery or the breaker is off, or
+   * after dispose().
    */
   startRecovery(
     probe: (signal: AbortSignal) => Promise<void>,
@@ -429,10 +429,14 @@ export class TargetPolicy {
   ): RecoveryLoop | undefined {
     if (this.#recovery) return this.#recovery;
     if (this.#disposed || !this.settings.recovery.enabled || !this.#activeBreaker) return undefined;
+    const judged = (signal: AbortSignal): Promise<void> =>
+      probe(signal).catch((error: unknown) => {
+        if (!probeFoundServerUp(this.#classify(error))) throw error;
+      });
     const loop = new RecoveryLoop(
       this.settings.recovery,
       this.#breaker,
-      probe,
+      judged,
       this.target,
       this.#clock,
       (attempt, run) => (this.#observer ? this.#observer.probe(this.target, attempt, run) : run()),
@@ -532,38 +536,23 @@ export class TargetPolicy {
     return c;
   };
 
-  readonly #isBreakerFailure = (error: unknown): boolean => this.#cachedClassify(error).countsForBreaker;
+  // The breaker's counting rules are in breaker-counting.ts; here they get the classification.
+  readonly #isBreakerFailure = (error: unknown): boolean => isBreakerFailure(this.#cachedClassify(error));
 
-  /**
-   * A lost connection says nothing about the target by itself (one network blip drops every open
-   * connection at once): for the breaker it is neither a failure nor a success.
-   */
-  readonly #isBreakerNeutral = (error: unknown): boolean => {
-    const errorClass = this.#cachedClassify(error).errorClass;
-    return errorClass === 'connection_lost' || errorClass === 'client_unusable';
-  };
+  readonly #isBreakerNeutral = (error: unknown): boolean => isBreakerNeutral(this.#cachedClassify(error));
 
   /**
    * An operation that failed, as a whole, because every attempt lost its connection while connecting
-   * (see ExecuteContext.connecting) is one breaker failure: a proxy in front of a server that is down
-   * resets every new connection. A few resets that a retry got past are not.
+   * (see ExecuteContext.connecting): the connect-outage rule decides whether it counts once.
    */
   #recordConnectFailure(error: unknown, operation: OperationKind, ctx: ExecuteContext): void {
     const breaker = this.#activeBreaker;
     if (!breaker) return;
-    const connectFailed =
-      this.#cachedClassify(error).errorClass === 'connection_lost' &&
-      (isConnectLike(operation) || ctx.connecting?.() === true);
-    // Other failures say nothing about connecting now (a statement lost on a connection made earlier).
-    if (!connectFailed) return;
-    // Only when connecting has failed for everyone for a while: no operation succeeded since the first
-    // of these failures, at least CONNECT_OUTAGE_MS ago. A storm of resets that some connects survive is
-    // not an outage (opening the breaker there would turn a partial failure into a total one), and
-    // concurrent fast failures would otherwise line up "in a row".
-    const f = this.#connectFailures;
-    const now = this.#clock.now();
-    if (f.count++ === 0) f.since = now;
-    if (f.count >= 3 && now - f.since >= CONNECT_OUTAGE_MS) breaker.recordFailure(error);
+    const c = this.#cachedClassify(error);
+    // `connecting` is asked only for a lost connection (the rule ignores every other class).
+    if (c.errorClass !== 'connection_lost') return;
+    const connecting = isConnectLike(operation) || ctx.connecting?.() === true;
+    if (this.#connectOutage.failed(c, connecting, this.#clock.now())) breaker.recordFailure(error);
   }
 
   #now(): number {

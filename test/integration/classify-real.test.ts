@@ -127,6 +127,55 @@ async function cleanup(): Promise<void> {
   openProxies.clear();
 }
 
+// The server itself is full: every refusal for lack of slots is 53300, whatever the message says.
+describe('classifyError on a full server (max_connections 4, one slot reserved for superusers)', () => {
+  let server: TestServer;
+  before(
+    async () => {
+      server = await startServer({
+        settings: { max_connections: '4', superuser_reserved_connections: '1', reserved_connections: '0' },
+      });
+      await server.query(`CREATE ROLE plain LOGIN PASSWORD 'plain-pw'`);
+    },
+    { timeout: 60_000 },
+  );
+  after(
+    async () => {
+      await cleanup();
+      await server?.close();
+    },
+    { timeout: 60_000 },
+  );
+
+  it(
+    'only reserved slots left → 53300; no slot at all → 53300 ("sorry, too many clients already")',
+    T,
+    async (t) => {
+      const plain = server.clientConfig({ user: 'plain', password: 'plain-pw' });
+      // The three unreserved slots (retried while the harness's admin backend is still exiting).
+      for (let i = 0; i < 3; i++) {
+        for (let tries = 1; ; tries++) {
+          const { client } = track(plain);
+          const failed = await client.connect().then(
+            () => undefined,
+            (e: PgError) => e,
+          );
+          if (!failed) break;
+          if (failed.code !== '53300' || tries >= 50) throw failed;
+          await sleep(100);
+        }
+      }
+      const reserved = await connectError(plain);
+      assert.match(reserved.message, /^remaining connection slots are reserved for /);
+      expectClassified(t, reserved.message, reserved, c('too_many_connections', true, 'no', false, '53300'));
+      await connected(server.clientConfig()); // the superuser takes the reserved slot
+      const full = await connectError(server.clientConfig());
+      assert.equal(full.message, 'sorry, too many clients already');
+      expectClassified(t, full.message, full, c('too_many_connections', true, 'no', false, '53300'));
+    },
+  );
+});
+
 describe('classifyError on real PostgreSQL errors', () => {
   let server: TestServer;
   const cfg = (overrides: Partial<pg.ClientConfig> = {}) => server.clientConfig(overrides);
@@ -217,7 +266,7 @@ describe('classifyError on real PostgreSQL errors', () => {
       await connected(limited);
       const err = await connectError(limited);
       expectClassified(t, 'second connection as a role with CONNECTION LIMIT 1', err, {
-        ...c('too_many_connections', true, 'no', true, '53300'),
+        ...c('too_many_connections', true, 'no', false, '53300'),
       });
     });
 

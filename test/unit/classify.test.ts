@@ -104,7 +104,7 @@ const SQLSTATE_ROWS: Array<[string, ErrorClassification]> = [
   ['57000', permanent('other_server_error', '57000')],
   ['57P04', permanent('other_server_error', '57P04')],
   // class 53
-  ['53300', c('too_many_connections', true, 'no', true, '53300')],
+  ['53300', c('too_many_connections', true, 'no', false, '53300')],
   ['53000', c('insufficient_resources', true, 'rejected', true, '53000')],
   ['53100', c('insufficient_resources', true, 'rejected', true, '53100')],
   ['53200', c('insufficient_resources', true, 'rejected', true, '53200')],

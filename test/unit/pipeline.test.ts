@@ -59,6 +59,17 @@ const refused = () =>
     syscall: 'connect',
   });
 const syntaxError = () => Object.assign(new Error('syntax error'), { code: '42601', severity: 'ERROR' });
+/** The server is full: the messages PostgreSQL 15–18 refuse a new connection with, all SQLSTATE 53300. */
+const FULL_MESSAGES = [
+  'too many connections for role "app"',
+  'too many connections for database "app"',
+  'sorry, too many clients already',
+  'remaining connection slots are reserved for non-replication superuser connections',
+  'remaining connection slots are reserved for roles with the SUPERUSER attribute',
+  'remaining connection slots are reserved for roles with privileges of the "pg_use_reserved_connections" role',
+];
+const serverFull = (message = FULL_MESSAGES[0]!) =>
+  Object.assign(new Error(message), { code: '53300', severity: 'FATAL', routine: 'InitializeSessionUserId' });
 
 /** fn failing with the given errors in turn, then resolving 'ok'; records (attempt, signal). */
 function script(...errors: unknown[]) {
@@ -165,6 +176,26 @@ describe('TargetPolicy', () => {
     const { policy } = setup({ circuitBreaker: { consecutiveFailures: 1 } });
     for (let i = 0; i < 3; i++) await assert.rejects(policy.execute(script(syntaxError()).fn, query));
     assert.equal(policy.circuitState, 'closed');
+  });
+
+  it('a server that is full (53300, every message variant) never opens the breaker; connects are still retried with backoff', async () => {
+    const { fake, policy } = setup({ circuitBreaker: { consecutiveFailures: 2 } });
+    const retries: number[] = [];
+    policy.onRetry((e) => retries.push(e.delayMs));
+    for (const message of FULL_MESSAGES) {
+      const { fn, calls } = script(serverFull(message), serverFull(message), serverFull(message));
+      const { error } = (await settle(fake, policy.execute(fn, { operation: 'connect' }))) as {
+        error?: { message?: string };
+      };
+      assert.equal(error?.message, message, 'the caller gets the server refusal, not CircuitOpenError');
+      assert.equal(calls.length, 3, 'retried up to maxAttempts');
+      assert.equal(policy.circuitState, 'closed', message);
+    }
+    assert.deepEqual(retries.slice(0, 2), [100, 200], 'with backoff between attempts');
+    // A real outage still opens it.
+    for (let i = 0; i < 2; i++)
+      await assert.rejects(policy.execute(script(refused()).fn, { operation: 'connect', retry: false }));
+    assert.equal(policy.circuitState, 'open');
   });
 
   it('lost connections are neutral for the breaker; an operation that could not connect at all counts once', async () => {
@@ -552,6 +583,34 @@ describe('TargetPolicy', () => {
     assert.deepEqual(attempts, ['1:failure', '2:success']);
     assert.equal(policy.circuitState, 'closed');
     policy.dispose();
+  });
+
+  it('startRecovery: a probe refused because the server is full (53300) finds it up and closes the breaker; a wrong password too', async () => {
+    for (const answer of [
+      serverFull(),
+      Object.assign(new Error('password authentication failed'), { code: '28P01', severity: 'FATAL' }),
+    ]) {
+      const { fake, policy } = setup({
+        retry: { maxAttempts: 1 },
+        circuitBreaker: { consecutiveFailures: 1, halfOpenAfterMs: 60_000 },
+        recovery: { enabled: true, intervalMs: 1000, maxAttempts: 0 },
+      });
+      const attempts: string[] = [];
+      policy.onRecoveryAttempt((e) => attempts.push(`${e.attempt}:${e.outcome}`));
+      let up = false;
+      policy.startRecovery(() => Promise.reject(up ? answer : refused()));
+      await assert.rejects(policy.execute(script(refused()).fn, query));
+      assert.equal(policy.circuitState, 'open');
+      fake.tick(1000);
+      await flush();
+      assert.equal(policy.circuitState, 'open', 'ECONNREFUSED: still down');
+      up = true;
+      fake.tick(1000);
+      await flush();
+      assert.deepEqual(attempts, ['1:failure', '2:success']);
+      assert.equal(policy.circuitState, 'closed');
+      policy.dispose();
+    }
   });
 
   it('startRecovery: undefined when recovery or the breaker is off', () => {
