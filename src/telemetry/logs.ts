@@ -29,7 +29,7 @@ import type {
 } from '../policy/events.ts';
 import type { BulkheadRejectedEvent } from '../policy/events.ts';
 import { ATTR, LOG_EVENTS } from './catalog.ts';
-import type { LogLevel } from './settings.ts';
+import type { LogLevel } from '../config/types.ts';
 
 export const CONSOLE_BURST = 10;
 export const CONSOLE_WINDOW_MS = 10_000;

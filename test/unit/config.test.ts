@@ -177,7 +177,13 @@ describe('profiles', () => {
 
   it('with nothing set, the resolved config is the default profile, enabled, with no targets', () => {
     const c = resolve();
-    assert.deepEqual(c, { disabled: false, profile: 'default', ...EXPECTED_DEFAULT, targets: {} });
+    assert.deepEqual(c, {
+      disabled: false,
+      profile: 'default',
+      ...EXPECTED_DEFAULT,
+      telemetry: { logLevel: 'warn', operationSpans: 'on_event', health: { host: '127.0.0.1' } },
+      targets: {},
+    });
     assert.equal('classify' in c, false);
   });
 
