@@ -44,7 +44,7 @@ export interface RetryContext {
   readonly signal?: AbortSignal;
   /**
    * Safety veto, asked after a transient failure before retrying: return true to allow, or a
-   * SuppressReason ('in_transaction' | 'unknown_outcome' | 'submittable' …) to refuse. The
+   * SuppressReason ('in_transaction' | 'unknown_outcome' | 'not_retryable' …) to refuse. The
    * instrumentation supplies it (dispatch tracking, transaction status, idempotence). Default: allow
    * only when `classification.reachedServer !== 'unknown'`. A veto that throws refuses ('not_retryable').
    */

@@ -199,7 +199,6 @@ describe('metrics', () => {
       'budget',
       'in_transaction',
       'not_retryable',
-      'submittable',
       'unknown_outcome',
     ]);
   });
