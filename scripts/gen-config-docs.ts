@@ -1,7 +1,8 @@
 // Generates docs/configuration.md and the README's configuration region (between
 // `<!-- config-reference:start -->` and `<!-- config-reference:end -->`) from the code: the zod schema
-// (types, allowed values, descriptions), the profiles (values, and the `//` rationale above each field in
-// src/config/defaults.ts), and the environment variable table.
+// (types, allowed values, descriptions; telemetry included), the defaults (values, and the `//`
+// rationale above each field in src/config/defaults.ts), the rules between fields (src/config/rules.ts)
+// and the environment variable table.
 //
 //   node scripts/gen-config-docs.ts          write both files
 //   node scripts/gen-config-docs.ts --check  exit 1 if either differs from what would be generated
@@ -9,71 +10,79 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ERROR_CLASSES } from '../src/classify/types.ts';
 import { isConfigError } from '../src/config/config-error.ts';
-import { PROFILE_SUMMARIES, PROFILES } from '../src/config/defaults.ts';
+import { GLOBAL_DEFAULTS, PROFILE_SUMMARIES, PROFILES } from '../src/config/defaults.ts';
 import { ENV_VARS, RESERVED_ENV_PREFIXES, RESERVED_ENV_VARS } from '../src/config/env.ts';
 import { resolveConfig, settingsForTarget } from '../src/config/resolve.ts';
-import {
-  CROSS_FIELD_RULES,
-  configSchema,
-  type LeafField,
-  metaOf,
-  schemaAt,
-  settingsLeaves,
-} from '../src/config/schema.ts';
-import type { ProfileName, ResilienceSettings } from '../src/config/types.ts';
-import { TELEMETRY_ENV_VARS } from '../src/telemetry/settings.ts';
+import { CROSS_FIELD_RULES, TARGET_KEY_RULE } from '../src/config/rules.ts';
+import { configSchema, type LeafField, metaOf, schemaAt, settingsLeaves } from '../src/config/schema.ts';
+import { PROFILE_NAMES, type ProfileName } from '../src/config/types.ts';
 import { formatted, replaceRegion, root, table, writeOrCheck } from './generated-docs.ts';
 
 const DOCS = join(root, 'docs', 'configuration.md');
 const README = join(root, 'README.md');
 const START = '<!-- config-reference:start -->';
 const END = '<!-- config-reference:end -->';
-const PROFILE_NAMES = Object.keys(PROFILES) as ProfileName[];
 
-// ---- rationale: the `//` line above each field of the profiles in src/config/defaults.ts ----
+// ---- rationale: the `//` line above each field of the defaults in src/config/defaults.ts ----
 
-/** Reads `// why` lines above each field of each profile object literal: profile → dotted path → why. */
+/** Each profile's object literal in defaults.ts, then the process-wide sections' (the same in every profile). */
+const PROFILE_OBJECTS: Record<ProfileName, string> = { default: 'DEFAULT_PROFILE', batch: 'BATCH_PROFILE' };
+const GLOBAL_OBJECTS: Record<keyof typeof GLOBAL_DEFAULTS, string> = { telemetry: 'TELEMETRY_DEFAULTS' };
+
+/** Reads `// why` lines above each field of each defaults object literal: profile → dotted path → why. */
 function readRationale(): Record<ProfileName, Map<string, string>> {
   const source = readFileSync(join(root, 'src', 'config', 'defaults.ts'), 'utf8');
-  const objects: Record<ProfileName, string> = { default: 'DEFAULT_PROFILE', batch: 'BATCH_PROFILE' };
   const out = {} as Record<ProfileName, Map<string, string>>;
   for (const profile of PROFILE_NAMES) {
     const why = new Map<string, string>();
-    const lines = source.split('\n');
-    const start = lines.findIndex((l) => l.startsWith(`const ${objects[profile]}: ResilienceSettings = {`));
-    if (start < 0)
-      throw new Error(`gen-config-docs: ${objects[profile]} not found in src/config/defaults.ts`);
-    const stack: string[] = [];
-    let pending: string | undefined;
-    for (const line of lines.slice(start + 1)) {
-      const text = line.trim();
-      if (text === '};') break;
-      const comment = /^\/\/\s?(.*)$/.exec(text);
-      const open = /^(\w+): \{$/.exec(text);
-      const field = /^(\w+): .*,$/.exec(text);
-      if (comment) pending = pending ? `${pending} ${comment[1]}` : comment[1];
-      else if (open) {
-        stack.push(open[1]!);
-        pending = undefined;
-      } else if (/^\},?$/.test(text)) stack.pop();
-      else if (field) {
-        const path = [...stack, field[1]].join('.');
-        if (!pending) throw new Error(`gen-config-docs: ${profile} ${path} has no rationale comment`);
-        why.set(path, pending);
-        pending = undefined;
-      }
+    readObject(source, PROFILE_OBJECTS[profile], [], why, profile);
+    for (const [section, object] of Object.entries(GLOBAL_OBJECTS)) {
+      readObject(source, object, [section], why, profile);
     }
     out[profile] = why;
   }
   return out;
 }
 
+function readObject(
+  source: string,
+  object: string,
+  prefix: string[],
+  why: Map<string, string>,
+  profile: string,
+) {
+  const lines = source.split('\n');
+  const start = lines.findIndex((l) => l.startsWith(`const ${object}: `) && l.endsWith(' = {'));
+  if (start < 0) throw new Error(`gen-config-docs: ${object} not found in src/config/defaults.ts`);
+  const stack: string[] = [...prefix];
+  let pending: string | undefined;
+  for (const line of lines.slice(start + 1)) {
+    const text = line.trim();
+    if (text === '};') break;
+    const comment = /^\/\/\s?(.*)$/.exec(text);
+    const open = /^(\w+): \{$/.exec(text);
+    const field = /^(\w+): .*,$/.exec(text);
+    if (comment) pending = pending ? `${pending} ${comment[1]}` : comment[1];
+    else if (open) {
+      stack.push(open[1]!);
+      pending = undefined;
+    } else if (/^\},?$/.test(text)) stack.pop();
+    else if (field) {
+      const path = [...stack, field[1]].join('.');
+      if (!pending) throw new Error(`gen-config-docs: ${profile} ${path} has no rationale comment`);
+      why.set(path, pending);
+      pending = undefined;
+    }
+  }
+}
+
 // ---- formatting ----
 
 const code = (v: unknown) => `\`${typeof v === 'string' ? v : JSON.stringify(v)}\``;
 
-function get(settings: ResilienceSettings, path: ReadonlyArray<string>): unknown {
-  let node: unknown = settings;
+/** A profile's default for a dotted path (the process-wide sections are the same in every profile). */
+function get(profile: ProfileName, path: ReadonlyArray<string>): unknown {
+  let node: unknown = { ...PROFILES[profile], ...GLOBAL_DEFAULTS };
   for (const k of path) node = (node as Record<string, unknown>)[k];
   return node;
 }
@@ -86,18 +95,24 @@ function timing(t: Record<string, unknown> | undefined): string {
 }
 
 const ENV_BY_SETTING = new Map(ENV_VARS.filter((v) => v.setting).map((v) => [v.setting!, v.name]));
-const LEAVES: LeafField[] = settingsLeaves();
-const SECTIONS = ['retry', 'retry.budget', 'circuitBreaker', 'rateLimit', 'timeout', 'bulkhead', 'recovery'];
+/** Every setting: the per-target sections', then the process-wide ones'. */
+const LEAVES: LeafField[] = [
+  ...settingsLeaves(),
+  ...Object.keys(GLOBAL_DEFAULTS).flatMap((section) =>
+    settingsLeaves(schemaAt(configSchema, [section])!, [section]),
+  ),
+];
 
 function sectionOf(leaf: LeafField): string {
   return leaf.path.slice(0, -1).join('.');
 }
+const SECTIONS = [...new Set(LEAVES.map(sectionOf))];
 
 function valueCell(profile: ProfileName, leaf: LeafField): string {
-  const v = get(PROFILES[profile], leaf.path);
+  const v = get(profile, leaf.path);
   if (leaf.path[leaf.path.length - 1] === 'perErrorClass')
     return `${Object.keys(v as object).length} classes (below)`;
-  return code(v);
+  return v === undefined ? 'unset' : code(v);
 }
 
 function settingRow(leaf: LeafField): string[] {
@@ -216,14 +231,6 @@ function docs(): string {
       ENV_VARS.map((v) => [`\`${v.name}\``, v.setting ? `\`${v.setting}\`` : '', v.description]),
     ),
     '',
-    'Telemetry variables (read by the instrumentation; the `telemetry` option in code wins over them, see',
-    '[telemetry.md](telemetry.md)):',
-    '',
-    table(
-      ['variable', 'code option', 'description'],
-      TELEMETRY_ENV_VARS.map((v) => [`\`${v.name}\``, `\`telemetry.${v.option}\``, v.description]),
-    ),
-    '',
     `Reserved for other parts of pg-resilience (accepted, read elsewhere): ${RESERVED_ENV_VARS.map((n) => `\`${n}\``).join(', ')}`,
     `and every variable starting with ${RESERVED_ENV_PREFIXES.map((n) => `\`${n}\``).join(', ')}. Any other \`PG_RESILIENCE_*\``,
     'variable is an error (it is most likely a typo).',
@@ -296,7 +303,7 @@ function docs(): string {
     'Checked on the merged configuration, and again on every target’s merged settings:',
     '',
   );
-  for (const rule of CROSS_FIELD_RULES) add(`- ${rule}`);
+  for (const rule of [...CROSS_FIELD_RULES.map((r) => r.doc), TARGET_KEY_RULE]) add(`- ${rule}`);
   add('');
 
   // Profiles and their rationale.
@@ -313,7 +320,7 @@ function docs(): string {
       ['setting', 'value', 'why'],
       LEAVES.filter((l) => l.path[l.path.length - 1] !== 'perErrorClass').map((l) => [
         `\`${l.path.join('.')}\``,
-        code(get(PROFILES.default, l.path)),
+        valueCell('default', l),
         why.default.get(l.path.join('.')) ?? '',
       ]),
     ),
@@ -325,11 +332,11 @@ function docs(): string {
       LEAVES.filter(
         (l) =>
           l.path[l.path.length - 1] !== 'perErrorClass' &&
-          JSON.stringify(get(PROFILES.batch, l.path)) !== JSON.stringify(get(PROFILES.default, l.path)),
+          JSON.stringify(get('batch', l.path)) !== JSON.stringify(get('default', l.path)),
       ).map((l) => [
         `\`${l.path.join('.')}\``,
-        code(get(PROFILES.default, l.path)),
-        code(get(PROFILES.batch, l.path)),
+        valueCell('default', l),
+        valueCell('batch', l),
         why.batch.get(l.path.join('.')) ?? '',
       ]),
     ),

@@ -19,7 +19,8 @@ import {
   SPAN_EVENTS,
   SPANS,
 } from '../src/telemetry/catalog.ts';
-import { OPERATION_SPAN_MODES, TELEMETRY_ENV_VARS } from '../src/telemetry/settings.ts';
+import { ENV_VARS } from '../src/config/env.ts';
+import { OPERATION_SPAN_MODES } from '../src/config/types.ts';
 import { formatted, replaceRegion, root, table, writeOrCheck } from './generated-docs.ts';
 
 const DOCS = join(root, 'docs', 'telemetry.md');
@@ -242,9 +243,17 @@ function docs(): string {
     '',
     '## Settings',
     '',
+    'These are the `telemetry` section of the configuration ([configuration.md](configuration.md)): set them',
+    'in the JSON file (`PG_RESILIENCE_CONFIG`), with these variables, or in code, with the same precedence',
+    '(file < env < code) and the same start-up errors as every other setting.',
+    '',
     table(
-      ['variable', 'code option (`telemetry.…`)', 'description'],
-      TELEMETRY_ENV_VARS.map((v) => [code(v.name), code(v.option), v.description]),
+      ['variable', 'setting (`telemetry.…`)', 'description'],
+      ENV_VARS.filter((v) => v.setting?.startsWith('telemetry.')).map((v) => [
+        code(v.name),
+        code(v.setting!.slice('telemetry.'.length)),
+        v.description,
+      ]),
     ),
     '',
     'The standard `OTEL_*` variables configure the SDK that `pg-resilience/register` starts: for example',

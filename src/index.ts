@@ -19,7 +19,10 @@ export type {
   BulkheadSettings,
   CircuitBreakerSettings,
   DeepPartial,
+  HealthEndpointSettings,
   Jitter,
+  LogLevel,
+  OperationSpanMode,
   ProfileName,
   RateLimitSettings,
   RecoverySettings,
@@ -29,6 +32,8 @@ export type {
   RetryBudgetSettings,
   RetrySettings,
   RetryTiming,
+  TelemetryOptions,
+  TelemetrySettings,
   TimeoutSettings,
 } from './config/types.ts';
 export {
@@ -72,7 +77,6 @@ export {
   SPAN_EVENTS,
   SPANS,
 } from './telemetry/catalog.ts';
-export type { LogLevel, OperationSpanMode, TelemetryOptions } from './telemetry/settings.ts';
 export { IDEMPOTENT, idempotent, isMarkedIdempotent, isReadOnlyStatement } from './safety/index.ts';
 export {
   type IsolationLevel,

@@ -8,6 +8,8 @@
  * `isConfigError` checks a brand symbol rather than `instanceof`, so it also works across two copies of
  * the package (the ESM and the CommonJS build loaded in one process).
  */
+import { isNumberText } from './env.ts';
+
 const BRAND = Symbol.for('pg-resilience.config-error');
 
 export interface ConfigIssue {
@@ -21,13 +23,11 @@ export interface ConfigIssue {
   readonly source: string;
 }
 
-const NUMBER_TEXT = /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i;
-
 /** How a value appears in a message: numbers and booleans as written, strings quoted, objects as short JSON. */
 export function formatValue(value: unknown, source = ''): string {
   // Environment variables are strings: show a number as written, anything else quoted.
   if (source.startsWith('env ') && typeof value === 'string') {
-    return NUMBER_TEXT.test(value.trim()) ? value : JSON.stringify(value);
+    return isNumberText(value) ? value : JSON.stringify(value);
   }
   if (typeof value === 'function') return '[function]';
   if (typeof value === 'bigint') return `${value}n`;

@@ -1,10 +1,15 @@
 /**
- * The profiles: complete settings that the JSON file, the environment and the code options override.
+ * The defaults the JSON file, the environment and the code options override: the profiles (complete
+ * per-target settings) and the process-wide sections (the same whatever the profile).
  *
- * Every field carries a one-line `//` rationale right above it. `scripts/gen-config-docs.ts` publishes
- * those lines in docs/configuration.md, so keep them one line, directly above the field they explain.
+ * Every field carries a `//` rationale right above it. `scripts/gen-config-docs.ts` publishes those
+ * lines in docs/configuration.md, so keep them directly above the field they explain.
  */
-import type { ProfileName, ResilienceSettings } from './types.ts';
+import { deepFreeze } from './objects.ts';
+import type { ProfileName, ResilienceSettings, TelemetrySettings } from './types.ts';
+
+/** Where the health endpoint listens unless told otherwise: loopback only. */
+export const DEFAULT_HEALTH_HOST = '127.0.0.1';
 
 /** `default`: protect an online app, and never slow a healthy one. */
 const DEFAULT_PROFILE: ResilienceSettings = {
@@ -195,13 +200,19 @@ const BATCH_PROFILE: ResilienceSettings = {
   },
 };
 
-function deepFreeze<T>(value: T): T {
-  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
-    for (const v of Object.values(value)) deepFreeze(v);
-    Object.freeze(value);
-  }
-  return value;
-}
+/** `telemetry`: the same in every profile. */
+const TELEMETRY_DEFAULTS: TelemetrySettings = {
+  // Problems only: a healthy app's output stays quiet, and a retry storm still shows.
+  logLevel: 'warn',
+  // Spans only for operations a policy acted on: a healthy operation pays for no span of ours.
+  operationSpans: 'on_event',
+  health: {
+    // Unset: no endpoint unless asked for (it opens a port).
+    port: undefined,
+    // Loopback only: the endpoint reveals target names, so exposing it is a deliberate choice.
+    host: DEFAULT_HEALTH_HOST,
+  },
+};
 
 /** The profiles, frozen. `default` is used unless `profile` / PG_RESILIENCE_PROFILE says otherwise. */
 export const PROFILES: Record<ProfileName, ResilienceSettings> = deepFreeze({
@@ -209,7 +220,10 @@ export const PROFILES: Record<ProfileName, ResilienceSettings> = deepFreeze({
   batch: BATCH_PROFILE,
 });
 
-export const PROFILE_NAMES = Object.freeze(Object.keys(PROFILES) as ProfileName[]);
+/** The process-wide sections' defaults, frozen. */
+export const GLOBAL_DEFAULTS: { readonly telemetry: TelemetrySettings } = deepFreeze({
+  telemetry: TELEMETRY_DEFAULTS,
+});
 
 /** What each profile is for (one line each, for the docs). */
 export const PROFILE_SUMMARIES: Readonly<Record<ProfileName, string>> = Object.freeze({

@@ -6,6 +6,7 @@
  * variable that is neither known nor reserved for another module is an error (it is most likely a typo).
  */
 import type { ConfigIssue } from './config-error.ts';
+import { type Obj, setAt } from './objects.ts';
 import type { ResilienceOptions } from './types.ts';
 
 export const ENV_PREFIX = 'PG_RESILIENCE_';
@@ -13,7 +14,8 @@ export const ENV_PREFIX = 'PG_RESILIENCE_';
 /** An environment such as `process.env` (declared here so the package's types need no @types/node). */
 export type EnvLike = Readonly<Record<string, string | undefined>>;
 
-type EnvKind = 'boolean' | 'integer' | 'number' | 'name' | 'path' | 'rateLimit';
+/** How a variable's text is read: `name` is trimmed and lower-cased, `text` trimmed, `path` kept as given. */
+type EnvKind = 'boolean' | 'integer' | 'number' | 'name' | 'text' | 'path' | 'rateLimit';
 
 export interface EnvVar {
   name: string;
@@ -123,16 +125,37 @@ export const ENV_VARS: ReadonlyArray<EnvVar> = [
     kind: 'integer',
     description: 'Concurrent calls per target (0 = off).',
   },
+  {
+    name: 'PG_RESILIENCE_LOG_LEVEL',
+    setting: 'telemetry.logLevel',
+    kind: 'name',
+    description:
+      'Console log level of resilience events: `off`, `error`, `warn` (default), `info` or `debug`. Log records go to the OpenTelemetry logs API at every level.',
+  },
+  {
+    name: 'PG_RESILIENCE_OPERATION_SPANS',
+    setting: 'telemetry.operationSpans',
+    kind: 'name',
+    description:
+      'Which operations get a `pg_resilience <operation>` span: `on_event` (default: those a policy acted on), `always` or `off`.',
+  },
+  {
+    name: 'PG_RESILIENCE_HEALTH_PORT',
+    setting: 'telemetry.health.port',
+    kind: 'integer',
+    description:
+      'Serve `GET /resilience/health` and `GET /resilience/state` on this port (1–65535; unset: no endpoint).',
+  },
+  {
+    name: 'PG_RESILIENCE_HEALTH_HOST',
+    setting: 'telemetry.health.host',
+    kind: 'text',
+    description: 'Address the health endpoint binds to (default `127.0.0.1`: loopback only).',
+  },
 ];
 
-/** Variables other modules read: accepted here, not interpreted. */
-export const RESERVED_ENV_VARS: ReadonlyArray<string> = [
-  'PG_RESILIENCE_LOG_LEVEL',
-  'PG_RESILIENCE_OPERATION_SPANS',
-  'PG_RESILIENCE_HEALTH_PORT',
-  'PG_RESILIENCE_HEALTH_HOST',
-  'PG_RESILIENCE_NODE_CACHE',
-];
+/** Variables other parts of pg-resilience read: accepted here, not interpreted. */
+export const RESERVED_ENV_VARS: ReadonlyArray<string> = ['PG_RESILIENCE_NODE_CACHE'];
 /** Prefixes reserved for other modules (the test harness). */
 export const RESERVED_ENV_PREFIXES: ReadonlyArray<string> = ['PG_RESILIENCE_TEST_'];
 
@@ -146,6 +169,15 @@ const BOOLEANS: Record<string, boolean> = {
   yes: true,
   no: false,
 };
+
+/** True when a variable's text (trimmed) is a number as JavaScript writes one: `3`, `-0.5`, `1e3`. */
+export const isNumberText = (text: string): boolean => NUMBER_TEXT.test(text.trim());
+
+/** `true`/`false`, `1`/`0`, `yes`/`no` in any case; undefined for anything else. */
+export function parseBoolean(raw: string): boolean | undefined {
+  const key = raw.trim().toLowerCase();
+  return Object.hasOwn(BOOLEANS, key) ? BOOLEANS[key] : undefined;
+}
 
 /** Where an env-derived setting came from: the variable and its raw value. */
 export interface EnvOrigin {
@@ -166,24 +198,22 @@ export interface EnvLayer {
   issues: ConfigIssue[];
 }
 
-function setPath(target: Record<string, unknown>, dotted: string, value: unknown): void {
-  const keys = dotted.split('.');
-  let node = target;
-  for (const key of keys.slice(0, -1)) {
-    node[key] ??= {};
-    node = node[key] as Record<string, unknown>;
-  }
-  node[keys[keys.length - 1]!] = value;
+/**
+ * The kill switch: PG_RESILIENCE_DISABLED set to `true`, `1` or `yes` (any case) switches the package
+ * off, whatever else the configuration says.
+ */
+export function killSwitchOn(env: EnvLike = process.env): boolean {
+  const raw = env.PG_RESILIENCE_DISABLED;
+  return typeof raw === 'string' && parseBoolean(raw) === true;
 }
 
 function parseNumber(raw: string): number | string {
-  const text = raw.trim();
-  return NUMBER_TEXT.test(text) ? Number(text) : raw;
+  return isNumberText(raw) ? Number(raw.trim()) : raw;
 }
 
 /** Reads the PG_RESILIENCE_* variables of `env`. */
 export function readEnv(env: EnvLike): EnvLayer {
-  const options: Record<string, unknown> = {};
+  const options: Obj = {};
   const origins = new Map<string, EnvOrigin>();
   const issues: ConfigIssue[] = [];
   let configPath: string | undefined;
@@ -211,32 +241,34 @@ export function readEnv(env: EnvLike): EnvLayer {
         // Kept as given: file.ts reports a blank one (which would otherwise name the working directory).
         configPath = raw;
         break;
-      case 'boolean': {
-        const parsed = BOOLEANS[raw.trim().toLowerCase()];
-        setPath(options, spec.setting!, parsed ?? raw);
+      case 'boolean':
+        setAt(options, spec.setting!, parseBoolean(raw) ?? raw);
         origins.set(spec.setting!, origin);
         break;
-      }
       case 'name':
-        setPath(options, spec.setting!, raw.trim().toLowerCase());
+        setAt(options, spec.setting!, raw.trim().toLowerCase());
+        origins.set(spec.setting!, origin);
+        break;
+      case 'text':
+        setAt(options, spec.setting!, raw.trim());
         origins.set(spec.setting!, origin);
         break;
       case 'integer':
       case 'number':
-        setPath(options, spec.setting!, parseNumber(raw));
+        setAt(options, spec.setting!, parseNumber(raw));
         origins.set(spec.setting!, origin);
         break;
       case 'rateLimit': {
         const value = parseNumber(raw);
         if (value === 0) {
-          setPath(options, 'rateLimit.enabled', false);
+          setAt(options, 'rateLimit.enabled', false);
           origins.set('rateLimit.enabled', origin);
         } else {
           if (typeof value === 'number' && value > 0) {
-            setPath(options, 'rateLimit.enabled', true);
+            setAt(options, 'rateLimit.enabled', true);
             origins.set('rateLimit.enabled', origin);
           }
-          setPath(options, spec.setting!, value);
+          setAt(options, spec.setting!, value);
           origins.set(spec.setting!, origin);
         }
         break;

@@ -4,7 +4,7 @@
  */
 export { ConfigError, type ConfigIssue, isConfigError } from './config-error.ts';
 export { PROFILES } from './defaults.ts';
-export { ENV_VARS, RESERVED_ENV_VARS } from './env.ts';
-export { killSwitchOn, type ResolveInput, resolveConfig, settingsForTarget } from './resolve.ts';
+export { ENV_VARS, killSwitchOn, RESERVED_ENV_VARS } from './env.ts';
+export { type ResolveInput, resolveConfig, settingsForTarget } from './resolve.ts';
 export { configSchema, settingsSchema } from './schema.ts';
 export type * from './types.ts';

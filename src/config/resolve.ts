@@ -7,117 +7,36 @@
  */
 import { ERROR_CLASSES } from '../classify/types.ts';
 import { ConfigError, type ConfigIssue } from './config-error.ts';
-import { PROFILES } from './defaults.ts';
-import { closest, type EnvLike, type EnvOrigin, readEnv } from './env.ts';
+import { GLOBAL_DEFAULTS, PROFILES } from './defaults.ts';
+import { closest, type EnvLike, killSwitchOn, readEnv } from './env.ts';
 import { type ReadFile, readConfigFile, readFileUtf8 } from './file.ts';
+import {
+  clone,
+  deepFreeze,
+  deepMerge,
+  deleteAt,
+  getAt,
+  isObject,
+  type Obj,
+  type Path,
+  setOwn,
+} from './objects.ts';
+import { CODE_ORIGIN, envOrigin, label, type Origin, PROFILE_ORIGIN } from './provenance.ts';
+import { CROSS_FIELD_RULES, isValidTargetKey, type Scope, TARGET_KEY_ALLOWED } from './rules.ts';
 import {
   fileOptionsSchema,
   keysAt,
   metaOf,
   optionsSchema,
+  SETTINGS_SECTIONS,
   schemaAt,
   settingsLeaves,
-  TARGET_KEY_ALLOWED,
 } from './schema.ts';
 import type { ProfileName, ResilienceConfig, ResilienceOptions, ResilienceSettings } from './types.ts';
 
-type Obj = Record<string, unknown>;
-type Path = ReadonlyArray<PropertyKey>;
-
-const SETTINGS_KEYS = ['retry', 'circuitBreaker', 'rateLimit', 'timeout', 'bulkhead', 'recovery'] as const;
-
-// ---- small helpers ----
-
-const isObject = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
-
-/** Sets an own property, even for keys such as `__proto__` (JSON.parse makes those own properties). */
-function setOwn(obj: Obj, key: string, value: unknown): void {
-  Object.defineProperty(obj, key, { value, enumerable: true, writable: true, configurable: true });
-}
-
-function clone(v: unknown): unknown {
-  if (!isObject(v)) return v;
-  const out: Obj = {};
-  for (const [k, x] of Object.entries(v)) setOwn(out, k, clone(x));
-  return out;
-}
-
-function getAt(v: unknown, path: Path): unknown {
-  let node = v;
-  for (const key of path) {
-    if (!isObject(node) || !Object.hasOwn(node, key)) return undefined;
-    node = node[key as string];
-  }
-  return node;
-}
-
-function deleteAt(v: Obj, path: Path): void {
-  const parent = getAt(v, path.slice(0, -1));
-  if (isObject(parent)) delete parent[path[path.length - 1] as string];
-}
-
-/** `retry.maxAttempts`, `targets["db:5432/app"].retry.maxAttempts`. */
-export function label(path: Path): string {
-  let out = '';
-  path.forEach((key, i) => {
-    const k = String(key);
-    if (i === 1 && path[0] === 'targets') out += `[${JSON.stringify(k)}]`;
-    else out += out ? `.${k}` : k;
-  });
-  return out;
-}
-
-function deepFreeze<T>(value: T): T {
-  if (isObject(value) && !Object.isFrozen(value)) {
-    for (const v of Object.values(value)) deepFreeze(v);
-    Object.freeze(value);
-  }
-  return value;
-}
-
-/** `override` over `base`, recursively; `undefined` in the override means unset. Neither is modified. */
-function deepMerge<T>(base: T, override: unknown): T {
-  if (!isObject(base) || !isObject(override)) return (override === undefined ? base : override) as T;
-  const out: Obj = { ...base };
-  for (const [k, v] of Object.entries(override)) {
-    if (v === undefined) continue;
-    setOwn(out, k, isObject(v) && isObject(out[k]) ? deepMerge(out[k], v) : v);
-  }
-  return out as T;
-}
-
-// ---- target keys ----
-
-const TARGET_KEY = /^(\S+):(\d{1,5})\/([^/\s]+)$/;
-
-export function isValidTargetKey(key: string): boolean {
-  const m = TARGET_KEY.exec(key);
-  if (!m) return false;
-  const port = Number(m[2]);
-  return port >= 1 && port <= 65535;
-}
-
-// ---- where each value came from ----
-
-interface Origin {
-  /** `profile`, `file /path`, `env PG_RESILIENCE_X`, `code`. */
-  source: string;
-  /** Precedence: profile 0, file 1, env 2, code 3. */
-  rank: number;
-  /** Environment variables: the raw string, reported instead of the parsed value. */
-  raw?: string;
-  /** Environment variables that accept something else than the setting's own values. */
-  allowed?: string;
-}
-
-const PROFILE_ORIGIN: Origin = { source: 'profile', rank: 0 };
-const CODE_ORIGIN: Origin = { source: 'code', rank: 3 };
-
-function envOrigin(o: EnvOrigin): Origin {
-  const origin: Origin = { source: `env ${o.name}`, rank: 2, raw: o.raw };
-  if (o.allowed) origin.allowed = o.allowed;
-  return origin;
-}
+/** The per-target sections of a (merged) configuration. */
+const settingsOf = (config: Obj): ResilienceSettings =>
+  Object.fromEntries(SETTINGS_SECTIONS.map((k) => [k, config[k]])) as unknown as ResilienceSettings;
 
 interface Layer {
   kind: 'file' | 'env' | 'code';
@@ -232,155 +151,8 @@ function mergeInto(
   }
 }
 
-// ---- rules between fields ----
-
-interface Scope {
-  /** [] for the base settings, ['targets', key] for a target. */
-  prefix: string[];
-  settings: ResilienceSettings;
-  origins: Map<string, Origin>;
-  invalid: Set<string>;
-  issues: ConfigIssue[];
-}
-
-const full = (scope: Scope, rel: Path) => [...scope.prefix, ...rel];
-
-/** Set by this scope itself (always true for the base settings; for a target: by its override). */
-const own = (scope: Scope, rel: Path) =>
-  scope.prefix.length === 0 || scope.origins.has(label(full(scope, rel)));
-
-function originOf(scope: Scope, rel: Path): Origin {
-  const mine = scope.origins.get(label(full(scope, rel)));
-  if (mine) return scope.prefix.length ? { ...mine, rank: mine.rank + 10 } : mine;
-  return scope.origins.get(label(rel)) ?? PROFILE_ORIGIN;
-}
-
-function valueAt(scope: Scope, rel: Path): unknown {
-  return getAt(scope.settings, rel);
-}
-
-/** `retry.maxDelayMs (1000, from profile)`: another field, as referred to in a message. */
-function ref(scope: Scope, rel: Path): string {
-  const origin = originOf(scope, rel);
-  const shown = origin.raw ?? valueAt(scope, rel);
-  return `${label(own(scope, rel) ? full(scope, rel) : rel)} (${typeof shown === 'string' ? shown : JSON.stringify(shown)}, from ${origin.source})`;
-}
-
-/** `rateLimit.strategy is queue (from code)`: a condition on another field. */
-function is(scope: Scope, rel: Path): string {
-  const origin = originOf(scope, rel);
-  const shown = origin.raw ?? valueAt(scope, rel);
-  return `${label(own(scope, rel) ? full(scope, rel) : rel)} is ${typeof shown === 'string' ? shown : JSON.stringify(shown)} (from ${origin.source})`;
-}
-
-function touchesInvalid(scope: Scope, rel: Path): boolean {
-  const labels = [label(full(scope, rel)), label(rel)];
-  for (const bad of scope.invalid) {
-    if (bad === '') return true;
-    if (labels.some((l) => l === bad || l.startsWith(`${bad}.`) || l.startsWith(`${bad}[`))) return true;
-  }
-  return false;
-}
-
-/**
- * Reports a contradiction between fields on the one set with the highest precedence (the one the user
- * most likely just changed). `candidates` lists each field with the message used if it is picked.
- */
-function conflict(scope: Scope, candidates: Array<[rel: Path, allowed: string]>, relevant = true): void {
-  if (!relevant) return;
-  if (candidates.some(([rel]) => touchesInvalid(scope, rel))) return;
-  // A target only reports what its own override takes part in (the rest was reported for the base).
-  if (!candidates.some(([rel]) => own(scope, rel))) return;
-  let best = candidates[0]!;
-  for (const c of candidates) if (originOf(scope, c[0]).rank > originOf(scope, best[0]).rank) best = c;
-  const [rel, allowed] = best;
-  const origin = originOf(scope, rel);
-  scope.issues.push({
-    field: label(own(scope, rel) ? full(scope, rel) : rel),
-    value: origin.raw ?? valueAt(scope, rel),
-    source: origin.source,
-    allowed,
-  });
-}
-
-function checkDelays(scope: Scope, initial: Path, max: Path, relevant: boolean): void {
-  const a = valueAt(scope, initial) as number;
-  const b = valueAt(scope, max) as number;
-  if (!(a > b)) return;
-  const candidates: Array<[Path, string]> = [
-    [initial, `must not exceed ${ref(scope, max)}`],
-    [max, `must be at least ${ref(scope, initial)}`],
-  ];
-  // A per-class field wins a tie with the retry.* field it overrides.
-  candidates.sort((x, y) => y[0].length - x[0].length);
-  conflict(scope, candidates, relevant);
-}
-
 function checkRules(scope: Scope): void {
-  const s = scope.settings;
-  // Backoff: the first delay cannot exceed the cap, for retry.* and for every error class once merged.
-  checkDelays(scope, ['retry', 'initialDelayMs'], ['retry', 'maxDelayMs'], true);
-  for (const [cls, timing] of Object.entries(s.retry.perErrorClass ?? {})) {
-    if (!timing) continue;
-    const path = (f: 'initialDelayMs' | 'maxDelayMs'): Path =>
-      timing[f] !== undefined ? ['retry', 'perErrorClass', cls, f] : ['retry', f];
-    const initial = path('initialDelayMs');
-    const max = path('maxDelayMs');
-    // Both inherited: the same pair as retry.* above, already checked.
-    checkDelays(scope, initial, max, initial.length > 2 || max.length > 2);
-  }
-  // A queue strategy with no room in the queue rejects every call that has to wait.
-  if (s.rateLimit.strategy === 'queue' && s.rateLimit.maxQueueSize === 0) {
-    conflict(scope, [
-      [['rateLimit', 'maxQueueSize'], `must be at least 1 when ${is(scope, ['rateLimit', 'strategy'])}`],
-      [
-        ['rateLimit', 'strategy'],
-        `must not be queue while ${is(scope, ['rateLimit', 'maxQueueSize'])}: raise maxQueueSize, or use wait or drop`,
-      ],
-    ]);
-  }
-  // failure_rate: a threshold of 0 opens on any failure, 1 or more never opens.
-  const threshold = s.circuitBreaker.failureRateThreshold;
-  if (s.circuitBreaker.mode === 'failure_rate' && (threshold <= 0 || threshold >= 1)) {
-    conflict(scope, [
-      [
-        ['circuitBreaker', 'failureRateThreshold'],
-        `must be above 0 and below 1 when ${is(scope, ['circuitBreaker', 'mode'])}`,
-      ],
-      [
-        ['circuitBreaker', 'mode'],
-        `must not be failure_rate while ${is(scope, ['circuitBreaker', 'failureRateThreshold'])}: the threshold must be above 0 and below 1`,
-      ],
-    ]);
-  }
-  // Recovery probing with no interval would spin.
-  if (s.recovery.enabled && s.recovery.intervalMs === 0) {
-    conflict(scope, [
-      [
-        ['recovery', 'intervalMs'],
-        `must be at least 1 while ${is(scope, ['recovery', 'enabled'])}; set recovery.enabled to false to turn probing off`,
-      ],
-      [
-        ['recovery', 'enabled'],
-        `must not be true while ${is(scope, ['recovery', 'intervalMs'])}: set intervalMs to at least 1`,
-      ],
-    ]);
-  }
-  // A budget that allows no retry at all.
-  const budget = s.retry.budget;
-  if (s.retry.enabled && budget.enabled && budget.ratio === 0 && budget.minRetries === 0) {
-    const why = 'together they block every retry; set retry.enabled to false to turn retries off';
-    conflict(scope, [
-      [
-        ['retry', 'budget', 'ratio'],
-        `must be above 0 while ${is(scope, ['retry', 'budget', 'minRetries'])}: ${why}`,
-      ],
-      [
-        ['retry', 'budget', 'minRetries'],
-        `must be at least 1 while ${is(scope, ['retry', 'budget', 'ratio'])}: ${why}`,
-      ],
-    ]);
-  }
+  for (const rule of CROSS_FIELD_RULES) rule.check(scope);
 }
 
 // ---- the public API ----
@@ -403,9 +175,9 @@ export interface ResolveInput {
  */
 export function resolveConfig(input: ResolveInput = {}): ResilienceConfig {
   const env = input.env ?? process.env;
-  // The kill switch: PG_RESILIENCE_DISABLED=true wins over everything and skips the rest of the
-  // configuration, so an operator can switch the package off even when a bad file or variable would
-  // otherwise stop the app from starting.
+  // The kill switch wins over everything and skips the rest of the configuration (telemetry included),
+  // so an operator can switch the package off even when a bad file or variable would otherwise stop
+  // the app from starting.
   if (killSwitchOn(env)) return DISABLED_CONFIG;
   const readFile: ReadFile = input.readFile ?? readFileUtf8;
   const issues: ConfigIssue[] = [];
@@ -439,10 +211,7 @@ export function resolveConfig(input: ResolveInput = {}): ResilienceConfig {
       data: envLayer.options,
       schema: fileOptionsSchema,
       rootName: '(env)',
-      originOf: (path) => {
-        const o = envLayer.origins.get(label(path));
-        return o ? envOrigin(o) : { source: 'env', rank: 2 };
-      },
+      originOf: (path) => envOrigin(envLayer.origins.get(label(path))),
     },
     issues,
     invalid,
@@ -465,18 +234,10 @@ export function resolveConfig(input: ResolveInput = {}): ResilienceConfig {
   // Merge, remembering where each value came from.
   const origins = new Map<string, Origin>();
   const merged: Obj = {};
-  mergeInto(merged, clone(PROFILES[profile]) as Obj, [], () => PROFILE_ORIGIN, origins);
+  const defaults = { ...(clone(PROFILES[profile]) as Obj), ...(clone(GLOBAL_DEFAULTS) as Obj) };
+  mergeInto(merged, defaults, [], () => PROFILE_ORIGIN, origins);
   if (fileOrigin) mergeInto(merged, fileData, [], () => fileOrigin, origins);
-  mergeInto(
-    merged,
-    envData,
-    [],
-    (p) => {
-      const o = envLayer.origins.get(label(p));
-      return o ? envOrigin(o) : { source: 'env', rank: 2 };
-    },
-    origins,
-  );
+  mergeInto(merged, envData, [], (p) => envOrigin(envLayer.origins.get(label(p))), origins);
   mergeInto(merged, codeData, [], () => CODE_ORIGIN, origins);
 
   const rankOf = (path: Path) => origins.get(label(path))?.rank ?? 0;
@@ -484,9 +245,7 @@ export function resolveConfig(input: ResolveInput = {}): ResilienceConfig {
     rankOf(['retry', 'perErrorClass', cls, 'maxAttempts']),
   );
 
-  const settings = Object.fromEntries(
-    SETTINGS_KEYS.map((k) => [k, merged[k]]),
-  ) as unknown as ResilienceSettings;
+  const settings = settingsOf(merged);
   const targets = (isObject(merged.targets) ? merged.targets : {}) as ResilienceConfig['targets'];
 
   // Rules between fields: for the base settings, then for every target's merged settings.
@@ -507,6 +266,7 @@ export function resolveConfig(input: ResolveInput = {}): ResilienceConfig {
     disabled: merged.disabled === true,
     profile,
     ...settings,
+    telemetry: merged.telemetry as ResilienceConfig['telemetry'],
     targets,
   };
   const classify = codeData.classify;
@@ -514,16 +274,12 @@ export function resolveConfig(input: ResolveInput = {}): ResilienceConfig {
   return deepFreeze(config);
 }
 
-const KILL_SWITCH_ON = new Set(['true', '1', 'yes']);
-/** PG_RESILIENCE_DISABLED switches the package off (`true`, `1` or `yes`, any case): the kill switch. */
-export function killSwitchOn(env: EnvLike = process.env): boolean {
-  const raw = env.PG_RESILIENCE_DISABLED;
-  return typeof raw === 'string' && KILL_SWITCH_ON.has(raw.trim().toLowerCase());
-}
+/** What the kill switch resolves to: the defaults, switched off. */
 const DISABLED_CONFIG: ResilienceConfig = deepFreeze({
   disabled: true,
   profile: 'default',
   ...(clone(PROFILES.default) as ResilienceSettings),
+  ...(clone(GLOBAL_DEFAULTS) as Pick<ResilienceConfig, 'telemetry'>),
   targets: {},
 });
 
@@ -560,9 +316,7 @@ export function settingsForTarget(config: ResilienceConfig, target: string): Res
   if (hit) return hit;
   let base = baseCache.get(config);
   if (!base) {
-    base = deepFreeze(
-      Object.fromEntries(SETTINGS_KEYS.map((k) => [k, config[k]])) as unknown as ResilienceSettings,
-    );
+    base = deepFreeze(settingsOf(config as unknown as Obj));
     baseCache.set(config, base);
   }
   const targets = config.targets ?? {};

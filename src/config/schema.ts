@@ -1,16 +1,32 @@
 /**
- * zod schemas mirroring src/config/types.ts. Every field carries metadata (`.meta()`):
+ * zod schemas mirroring src/config/types.ts: one schema for every setting, per-target sections and
+ * process-wide ones alike. Every field carries metadata (`.meta()`):
  * - `description`: what it does (published in docs/configuration.md, and in `z.toJSONSchema` output);
  * - `allowed`: what values are accepted, as used in error messages (`must be <allowed>`);
  * - `type`: the value's type, for the docs.
  *
  * Range checks live here. Rules that tie two fields together (initialDelayMs ≤ maxDelayMs…) need the
- * merged configuration and the source of each value, so they live in resolve.ts; CROSS_FIELD_RULES
- * below describes them for the docs.
+ * merged configuration and the source of each value: they live in rules.ts, each beside its prose.
+ *
+ * A new concern (a setting the policies of one target read) gets a section in `settingsSchema`; a
+ * process-wide one (read once for the whole process, like `telemetry`) a section in `globalShape`.
  */
 import { z } from 'zod';
 import { ERROR_CLASSES, type ErrorClass } from '../classify/types.ts';
-import type { DeepPartial, ResilienceOptions, ResilienceSettings, RetryTiming } from './types.ts';
+import {
+  BACKPRESSURES,
+  BREAKER_MODES,
+  type DeepPartial,
+  JITTERS,
+  LOG_LEVELS,
+  OPERATION_SPAN_MODES,
+  PROFILE_NAMES,
+  type ResilienceOptions,
+  type ResilienceSettings,
+  type RetryTiming,
+  type TelemetrySettings,
+} from './types.ts';
+import { TARGET_KEY_SHAPE, TARGET_KEYS_ALLOWED } from './rules.ts';
 
 export interface FieldMeta {
   description: string;
@@ -71,7 +87,7 @@ const retryTimingShape = {
   maxDelayMs: int(0, MAX_DELAY_MS, 'Upper bound of any single delay between attempts, in ms.'),
   multiplier: num(1, 10, "Growth factor between delays (cockatiel's `exponent`)."),
   jitter: oneOf(
-    ['decorrelated', 'full', 'none'],
+    JITTERS,
     'Randomisation of the delays: decorrelated (cockatiel’s decorrelatedJitterGenerator), full, or none.',
   ),
 };
@@ -123,7 +139,7 @@ const circuitBreakerSchema = object(
   {
     enabled: bool('Stop calling a target that keeps failing; let probes through after a pause.'),
     mode: oneOf(
-      ['consecutive', 'failure_rate'],
+      BREAKER_MODES,
       '`consecutive`: open after N failures in a row; `failure_rate`: open when the failure share in a sliding window exceeds a threshold.',
     ),
     consecutiveFailures: int(1, 1000, 'consecutive mode: failures in a row that open the breaker.'),
@@ -165,7 +181,7 @@ const rateLimitSchema = object(
     }),
     burst: int(1, 1_000_000, 'Bucket size: permits available at once after a quiet period.'),
     strategy: oneOf(
-      ['wait', 'drop', 'queue'],
+      BACKPRESSURES,
       'When no permit is free: wait (FIFO, up to maxWaitMs), drop (reject at once), queue (bounded FIFO of maxQueueSize, reject when full).',
     ),
     maxQueueSize: int(0, 1_000_000, 'queue strategy: most calls waiting at once.'),
@@ -232,6 +248,53 @@ export const settingsSchema = object(
   'The settings one target’s policies are built from.',
 );
 
+/** The per-target sections, in schema order. */
+export const SETTINGS_SECTIONS = Object.keys(settingsSchema.shape) as ReadonlyArray<keyof ResilienceSettings>;
+
+// ---- process-wide sections ----
+
+const telemetrySchema = object(
+  {
+    logLevel: oneOf(
+      LOG_LEVELS,
+      'Console log level of resilience events. Log records go to the OpenTelemetry logs API at every level.',
+    ),
+    operationSpans: oneOf(
+      OPERATION_SPAN_MODES,
+      'Which operations get a `pg_resilience <operation>` span: `on_event` (those a policy acted on), `always` or `off`.',
+    ),
+    health: object(
+      {
+        port: z
+          .number()
+          .int()
+          .min(0)
+          .max(65_535)
+          .meta({
+            description:
+              'Serve `GET /resilience/health` and `GET /resilience/state` on this port (0 picks a free port; unset: no endpoint).',
+            allowed: 'an integer from 1 to 65535 (0 picks a free port)',
+            type: 'integer',
+          })
+          .optional(),
+        host: z
+          .string()
+          .regex(/^[^\s/]+$/)
+          .meta({
+            description: 'Address the health endpoint binds to.',
+            allowed: 'a host name or IP address, e.g. 127.0.0.1 or 0.0.0.0',
+            type: 'string',
+          }),
+      },
+      'The health endpoint (see health.md).',
+    ),
+  },
+  'Logs, spans and the health endpoint: process-wide, not per target (see telemetry.md).',
+);
+
+/** The process-wide sections: one value for the whole process (not overridable per target). */
+const globalShape = { telemetry: telemetrySchema };
+
 // ---- partial schemas: what the layers (file, env, code, per-target overrides) may hold ----
 
 function unwrap(schema: z.ZodType): z.ZodType {
@@ -256,18 +319,15 @@ export const settingsOverrideSchema = deepPartial(settingsSchema) as z.ZodType<
   DeepPartial<ResilienceSettings>
 >;
 
-const TARGET_KEY_SHAPE = '`host:port/database` (port from 1 to 65535)';
-const TARGET_KEY_HELP = 'host:port/database with a port from 1 to 65535, e.g. "db.internal:5432/app"';
-
 const configFieldsShape = {
   disabled: bool('Turn the package off entirely (pg is left unpatched).'),
   profile: oneOf(
-    ['default', 'batch'],
+    PROFILE_NAMES,
     'The defaults to start from: `default` (online apps) or `batch` (background jobs).',
   ),
   targets: z.record(z.string(), settingsOverrideSchema.optional()).meta({
     description: `Per-target overrides, keyed ${TARGET_KEY_SHAPE} exactly as pg-resilience names the target, deep-merged over the settings above.`,
-    allowed: `an object keyed ${TARGET_KEY_HELP}`,
+    allowed: TARGET_KEYS_ALLOWED,
     type: 'object',
   }),
 };
@@ -288,6 +348,7 @@ export const fileOptionsSchema = z
     disabled: configFieldsShape.disabled.optional(),
     profile: configFieldsShape.profile.optional(),
     targets: configFieldsShape.targets.optional(),
+    ...(deepPartial(z.strictObject(globalShape)) as z.ZodObject).shape,
   })
   .meta({ description: 'The JSON file', allowed: 'a JSON object', type: 'object' });
 
@@ -298,7 +359,7 @@ export const optionsSchema = fileOptionsSchema
 
 /** The whole resolved configuration (for JSON Schema generation and the docs). */
 export const configSchema = settingsSchema
-  .extend({ ...configFieldsShape, classify: classifySchema.optional() })
+  .extend({ ...configFieldsShape, ...globalShape, classify: classifySchema.optional() })
   .meta(settingsSchema.meta() ?? {});
 
 // ---- walking the schemas ----
@@ -357,20 +418,10 @@ export function settingsLeaves(root: z.ZodType = settingsSchema, prefix: string[
   return out;
 }
 
-/** The rules between fields, checked on the merged configuration (and on every target's settings). */
-export const CROSS_FIELD_RULES: ReadonlyArray<string> = [
-  '`retry.initialDelayMs` ≤ `retry.maxDelayMs`, and the same for every `retry.perErrorClass` entry once merged with `retry.*`.',
-  '`rateLimit.strategy` `queue` needs `rateLimit.maxQueueSize` ≥ 1.',
-  '`circuitBreaker.mode` `failure_rate` needs `circuitBreaker.failureRateThreshold` above 0 and below 1.',
-  '`recovery.enabled` needs `recovery.intervalMs` ≥ 1.',
-  'An enabled retry budget with `ratio` 0 and `minRetries` 0 would block every retry: set `retry.enabled` false instead.',
-  'Target keys are shaped `host:port/database` with a numeric port from 1 to 65535.',
-];
-
-export const TARGET_KEY_ALLOWED = `a key shaped ${TARGET_KEY_HELP}`;
-
 // ---- the schemas mirror the contract (a type error here means types.ts and this file disagree) ----
 
 type Equals<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false;
 const settingsMirror: Equals<z.infer<typeof settingsSchema>, ResilienceSettings> = true;
+const telemetryMirror: Equals<z.infer<typeof telemetrySchema>, TelemetrySettings> = true;
 void settingsMirror;
+void telemetryMirror;

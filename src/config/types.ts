@@ -5,14 +5,35 @@
  * passed in code, each overriding the one before). `ResilienceOptions` is what users write: every
  * field optional, deep.
  *
+ * Two kinds of sections: per-target ones (in `ResilienceSettings`, overridable in `targets`) and
+ * process-wide ones (`telemetry`). A new concern gets its own section in one of the two, here and in
+ * schema.ts (whose zod schema must mirror these types: the compiler checks it).
+ *
  * A target is one server and database, named `host:port/database` (like instrumentation-pg's pool name).
  */
 import type { ClassifierOverride, ErrorClass } from '../classify/types.ts';
 
-export type ProfileName = 'default' | 'batch';
-export type Jitter = 'decorrelated' | 'full' | 'none';
-export type Backpressure = 'wait' | 'drop' | 'queue';
-export type BreakerMode = 'consecutive' | 'failure_rate';
+// The enumerated values, each list once: the types, the schema and the docs derive from them.
+export const PROFILE_NAMES = ['default', 'batch'] as const;
+export type ProfileName = (typeof PROFILE_NAMES)[number];
+export const JITTERS = ['decorrelated', 'full', 'none'] as const;
+export type Jitter = (typeof JITTERS)[number];
+export const BACKPRESSURES = ['wait', 'drop', 'queue'] as const;
+export type Backpressure = (typeof BACKPRESSURES)[number];
+export const BREAKER_MODES = ['consecutive', 'failure_rate'] as const;
+export type BreakerMode = (typeof BREAKER_MODES)[number];
+export const LOG_LEVELS = ['off', 'error', 'warn', 'info', 'debug'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+/**
+ * Which logical operations get a `pg_resilience <operation>` span:
+ * - `on_event` (default): those the policies acted on (a retry, a suppressed retry, a rate-limit wait, a
+ *   rejection); the span starts when the operation started and parents every attempt from then on. A
+ *   healthy operation pays for no span of ours (instrumentation-pg's span is still there).
+ * - `always`: every operation, from its start, parent of all its attempts.
+ * - `off`: none (metrics and logs only).
+ */
+export const OPERATION_SPAN_MODES = ['on_event', 'always', 'off'] as const;
+export type OperationSpanMode = (typeof OPERATION_SPAN_MODES)[number];
 
 /** Backoff and attempts: the part of retry settings that `perErrorClass` can override. */
 export interface RetryTiming {
@@ -112,10 +133,29 @@ export interface ResilienceSettings {
   recovery: RecoverySettings;
 }
 
+export interface HealthEndpointSettings {
+  /** Serve `GET /resilience/health` and `/resilience/state` on this port (0 picks a free one); unset: no endpoint. */
+  port?: number;
+  /** Address the endpoint binds to. */
+  host: string;
+}
+
+/** Process-wide: how much pg-resilience logs, which operations get a span, the health endpoint. */
+export interface TelemetrySettings {
+  /** Console level of resilience events (log records go to the OpenTelemetry logs API at every level). */
+  logLevel: LogLevel;
+  operationSpans: OperationSpanMode;
+  health: HealthEndpointSettings;
+}
+
+/** The `telemetry` option: any subset of the telemetry settings. */
+export type TelemetryOptions = DeepPartial<TelemetrySettings>;
+
 export interface ResilienceConfig extends ResilienceSettings {
   /** Turn the package off entirely (pg is left unpatched). */
   disabled: boolean;
   profile: ProfileName;
+  telemetry: TelemetrySettings;
   /** Per-target overrides, keyed `host:port/database`, applied over the settings above. */
   targets: Record<string, DeepPartial<ResilienceSettings>>;
   /** Extend or override the error classification (code only; not expressible in JSON or env). */

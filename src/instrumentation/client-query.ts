@@ -19,6 +19,7 @@
  * Promise class.
  */
 import type { ExecuteContext } from '../policy/pipeline.ts';
+import { isSubmittable, type Submittable } from '../safety/submittable.ts';
 import { asPromise, type PromiseCtor, settleCallback } from './callbacks.ts';
 import { errorIsForUnsentQuery } from './dispatch.ts';
 import { statementVeto } from './retry-safety.ts';
@@ -29,12 +30,6 @@ import type { PgClientLike } from './types.ts';
 
 type QueryFn = (this: PgClientLike, ...args: unknown[]) => unknown;
 type Callback = (...args: unknown[]) => unknown;
-
-interface Submittable {
-  submit: (...args: unknown[]) => unknown;
-  handleError?: (error: unknown, connection: unknown) => void;
-  callback?: unknown;
-}
 
 /** App statements on this client not settled yet (a retry must not overtake one queued behind it). */
 const IN_FLIGHT = Symbol('pg-resilience.inFlight');
@@ -49,7 +44,7 @@ export function patchClientQuery(targets: () => Targets): (original: QueryFn) =>
       if (config == null || scope.ownClients.has(this)) return original.apply(this, args);
 
       const pooled = scope.poolClients.has(this) || typeof this.release === 'function';
-      if (typeof (config as Submittable).submit === 'function') {
+      if (isSubmittable(config)) {
         if (pooled) return original.apply(this, args);
         return submittable(original, this, targets(), config as Submittable, args);
       }

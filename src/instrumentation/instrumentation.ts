@@ -21,13 +21,7 @@ import {
   InstrumentationNodeModuleDefinition,
   InstrumentationNodeModuleFile,
 } from '@opentelemetry/instrumentation';
-import {
-  ConfigError,
-  type ConfigIssue,
-  isConfigError,
-  killSwitchOn,
-  resolveConfig,
-} from '../config/index.ts';
+import { ConfigError, type ConfigIssue, isConfigError, resolveConfig } from '../config/index.ts';
 import { PolicyRegistry } from '../policy/pipeline.ts';
 import { clearRuntime, setRuntime } from '../runtime.ts';
 import { patchClientConnect } from './client-connect.ts';
@@ -41,7 +35,6 @@ import type { ResilienceConfig, ResilienceOptions } from '../config/types.ts';
 import { SafeEventEmitter } from '../policy/events.ts';
 import { type ClientErrorAbsorbedEvent, type ErrorSource, guardErrorEmit } from '../recovery/error-guards.ts';
 import { type HealthServer, startHealthServer } from '../telemetry/health-server.ts';
-import { resolveTelemetrySettings, type TelemetrySettings } from '../telemetry/settings.ts';
 import { ResilienceTelemetry } from '../telemetry/telemetry.ts';
 import type { EmitFn, PgClientLike, PgPoolLike, PgResilienceInstrumentationConfig } from './types.ts';
 import {
@@ -61,14 +54,11 @@ interface Prototyped {
 }
 
 /**
- * Resolves the resilience configuration and the telemetry settings together, so that every problem in
- * either (and a wrong `enabled` or a config that is not an object) is reported in one ConfigError.
- * The kill switch (PG_RESILIENCE_DISABLED=true) skips validating the telemetry settings too: an
- * operator must be able to switch the package off whatever else is wrong.
+ * Resolves the configuration (telemetry included) and checks OpenTelemetry's `enabled`, so that every
+ * problem (and a config that is not an object) is reported in one ConfigError.
  */
 function resolveInstrumentationConfig(config: unknown): {
   resolved: ResilienceConfig;
-  telemetrySettings: TelemetrySettings;
   enabled: boolean | undefined;
 } {
   if (config === undefined || config === null) config = {};
@@ -77,26 +67,20 @@ function resolveInstrumentationConfig(config: unknown): {
       { field: 'options', value: config, source: 'code', allowed: 'must be an object' },
     ]);
   }
-  const { enabled, telemetry, ...options } = config as PgResilienceInstrumentationConfig;
+  const { enabled, ...options } = config as PgResilienceInstrumentationConfig;
   const issues: ConfigIssue[] = [];
-  const collect = <T>(resolve: () => T): T | undefined => {
-    try {
-      return resolve();
-    } catch (error) {
-      if (!isConfigError(error)) throw error;
-      issues.push(...error.issues);
-      return undefined;
-    }
-  };
   if (enabled !== undefined && typeof enabled !== 'boolean') {
     issues.push({ field: 'enabled', value: enabled, source: 'code', allowed: 'must be true or false' });
   }
-  const resolved = collect(() => resolveConfig({ options: options as ResilienceOptions }));
-  const telemetrySettings = killSwitchOn()
-    ? resolveTelemetrySettings({}, {})
-    : collect(() => resolveTelemetrySettings(telemetry));
-  if (issues.length > 0 || !resolved || !telemetrySettings) throw new ConfigError(issues);
-  return { resolved, telemetrySettings, enabled };
+  let resolved: ResilienceConfig | undefined;
+  try {
+    resolved = resolveConfig({ options: options as ResilienceOptions });
+  } catch (error) {
+    if (!isConfigError(error)) throw error;
+    issues.push(...error.issues);
+  }
+  if (issues.length > 0 || !resolved) throw new ConfigError(issues);
+  return { resolved, enabled };
 }
 
 export class PgResilienceInstrumentation extends InstrumentationBase<PgResilienceInstrumentationConfig> {
@@ -115,14 +99,14 @@ export class PgResilienceInstrumentation extends InstrumentationBase<PgResilienc
 
   /** @throws ConfigError when the configuration is invalid (at start-up, never later). */
   constructor(config: PgResilienceInstrumentationConfig = {}) {
-    const { resolved, telemetrySettings, enabled } = resolveInstrumentationConfig(config);
+    const { resolved, enabled } = resolveInstrumentationConfig(config);
     // PG_RESILIENCE_DISABLED / `disabled: true`: never enabled, pg is left untouched.
     super(INSTRUMENTATION_NAME, INSTRUMENTATION_VERSION, {
       ...config,
       enabled: enabled !== false && !resolved.disabled,
     });
     this.resilienceConfig = resolved;
-    this.telemetry = new ResilienceTelemetry(telemetrySettings, {
+    this.telemetry = new ResilienceTelemetry(resolved.telemetry, {
       tracer: () => this.tracer,
       meter: this.meter,
       logger: () => this.logger,
@@ -177,11 +161,11 @@ export class PgResilienceInstrumentation extends InstrumentationBase<PgResilienc
 
   /** PG_RESILIENCE_HEALTH_PORT (or `telemetry.health`): serve /resilience/health and /resilience/state. */
   #startHealthServer(targets: Targets): void {
-    const health = this.telemetry?.settings.health;
-    if (health === undefined || this.#healthServer !== undefined) return;
+    const { port, host } = this.resilienceConfig.telemetry.health;
+    if (port === undefined || this.#healthServer !== undefined) return;
     this.#healthServer = startHealthServer({
-      host: health.host,
-      port: health.port,
+      host,
+      port,
       tracker: targets.health(),
     })
       .then((server) => {
@@ -190,7 +174,7 @@ export class PgResilienceInstrumentation extends InstrumentationBase<PgResilienc
       })
       .catch((error: unknown) => {
         // A port in use must not stop the app: report it and go on without the endpoint.
-        this._diag.error(`could not serve the health endpoint on ${health.host}:${health.port}`, error);
+        this._diag.error(`could not serve the health endpoint on ${host}:${port}`, error);
         return undefined;
       });
   }

@@ -13,6 +13,7 @@
  * a single statement, or the outcome is unknown and the statement is marked idempotent or read-only. Never when the checked-out connection was inside
  * a transaction, never a Submittable.
  */
+import { isSubmittable } from '../safety/submittable.ts';
 import { asPromise, type PromiseCtor, settleCallback } from './callbacks.ts';
 import { statementVeto } from './retry-safety.ts';
 import { type PoolQueryAttempt, scope } from './scope.ts';
@@ -41,10 +42,7 @@ export function patchPoolQuery(targets: () => Targets): (original: Fn) => Fn {
       }
       // eslint-disable-next-line @typescript-eslint/no-this-alias -- named for the closures below
       const pool = this;
-      const isSubmittable =
-        typeof text === 'object' &&
-        text !== null &&
-        typeof (text as { submit?: unknown }).submit === 'function';
+      const submittable = isSubmittable(text);
       let current: PoolQueryAttempt | undefined;
       let last: unknown[] | undefined;
       const operation = targets()
@@ -74,7 +72,7 @@ export function patchPoolQuery(targets: () => Targets): (original: Fn) => Fn {
             }),
           {
             operation: 'query',
-            retry: !isSubmittable,
+            retry: !submittable,
             // No client yet: the checkout (a connect) failed.
             connecting: () => current !== undefined && current.client === undefined,
             canRetry: (_error, c) =>

@@ -1,16 +1,12 @@
 import type { InstrumentationConfig } from '@opentelemetry/instrumentation';
 import type { ResilienceOptions } from '../config/types.ts';
-import type { TelemetryOptions } from '../telemetry/settings.ts';
 
 /**
  * The instrumentation's configuration: the resilience options (the highest-precedence layer of
- * `resolveConfig`, over the profile, the JSON file and the PG_RESILIENCE_* variables) plus
- * OpenTelemetry's `enabled`.
+ * `resolveConfig`, over the profile, the JSON file and the PG_RESILIENCE_* variables; `telemetry`
+ * included) plus OpenTelemetry's `enabled`.
  */
-export interface PgResilienceInstrumentationConfig extends InstrumentationConfig, ResilienceOptions {
-  /** Log level, operation spans and the health endpoint (over PG_RESILIENCE_LOG_LEVEL and friends). */
-  telemetry?: TelemetryOptions;
-}
+export interface PgResilienceInstrumentationConfig extends InstrumentationConfig, ResilienceOptions {}
 
 /** pg's Client as far as the patches need it (src/ never loads pg at run time). */
 export interface PgClientLike {

@@ -1,8 +1,10 @@
 /** Small helpers shared by the patches. No credentials ever leave here: only `host:port/database`. */
+import { VERSION } from '../version.ts';
 import type { PgClientLike, PgPoolLike } from './types.ts';
 
 export const INSTRUMENTATION_NAME = 'pg-resilience';
-export const INSTRUMENTATION_VERSION = '0.1.0';
+/** package.json's version (src/version.ts is generated from it at build time). */
+export const INSTRUMENTATION_VERSION = VERSION;
 
 /** pg's defaults when nothing is configured (pg/lib/defaults.js). */
 const DEFAULT_HOST = 'localhost';

@@ -15,6 +15,14 @@ export interface Clock {
 /** Longest delay Node's setTimeout honours (longer ones fire after 1 ms). */
 export const MAX_TIMER_DELAY_MS = 2_147_483_647;
 
+/**
+ * Refs a timer handle again (no-op for other clocks' handles): for a timer someone is awaiting, where an
+ * unref'd one could let the process exit silently with the call pending (no socket may be left to hold it).
+ */
+export function keepAlive(handle: unknown): void {
+  (handle as { ref?: () => void } | null)?.ref?.();
+}
+
 /** Wall-clock time and Node timers, unref'd. */
 export const realClock: Clock = {
   now: () => Date.now(),

@@ -9,9 +9,18 @@ import type { ErrorClass } from '../classify/types.ts';
 
 /** What kind of logical operation a policy is running. */
 export type OperationKind = 'query' | 'connect' | 'transaction' | 'probe';
-export type CircuitStateName = 'closed' | 'open' | 'half_open';
-export type SuppressReason =
-  'in_transaction' | 'unknown_outcome' | 'budget' | 'submittable' | 'not_retryable';
+export const CIRCUIT_STATES = ['closed', 'open', 'half_open'] as const;
+export type CircuitStateName = (typeof CIRCUIT_STATES)[number];
+/**
+ * Why a retry was refused (telemetry's `pg_resilience.reason`; the catalog, the logs and the docs take
+ * the list from here): inside a transaction, outcome unknown for a statement not known safe to repeat,
+ * retry budget spent, or a repeat on this client that could reorder statements.
+ */
+export const SUPPRESS_REASONS = ['in_transaction', 'unknown_outcome', 'budget', 'not_retryable'] as const;
+export type SuppressReason = (typeof SUPPRESS_REASONS)[number];
+/** Why the rate limiter refused a call (a caller's own abort, `aborted`, is not a refusal). */
+export const RATE_LIMIT_REFUSALS = ['drop', 'queue_full', 'max_wait'] as const;
+export type RateLimitRefusal = (typeof RATE_LIMIT_REFUSALS)[number];
 
 /** Common to every event: which target (`host:port/database`) and which kind of operation. */
 export interface OperationRef {
@@ -65,7 +74,7 @@ export interface RateLimitWaitEvent extends OperationRef {
 }
 
 export interface RateLimitRejectedEvent extends OperationRef {
-  readonly reason: 'drop' | 'queue_full' | 'max_wait' | 'aborted';
+  readonly reason: RateLimitRefusal | 'aborted';
 }
 
 export interface RateLimitQueueEvent {

@@ -26,7 +26,7 @@ import type { Event, IBackoff, IBackoffFactory } from 'cockatiel';
 import type { ErrorClass, ErrorClassification } from '../classify/types.ts';
 import type { RetrySettings } from '../config/types.ts';
 import { createBackoff } from './backoff.ts';
-import { type Clock, realClock } from './clock.ts';
+import { type Clock, keepAlive, realClock } from './clock.ts';
 import {
   type OperationKind,
   type OperationStep,
@@ -44,7 +44,7 @@ export interface RetryContext {
   readonly signal?: AbortSignal;
   /**
    * Safety veto, asked after a transient failure before retrying: return true to allow, or a
-   * SuppressReason ('in_transaction' | 'unknown_outcome' | 'submittable' …) to refuse. The
+   * SuppressReason ('in_transaction' | 'unknown_outcome' | 'not_retryable' …) to refuse. The
    * instrumentation supplies it (dispatch tracking, transaction status, idempotence). Default: allow
    * only when `classification.reachedServer !== 'unknown'`. A veto that throws refuses ('not_retryable').
    */
@@ -290,9 +290,4 @@ function withoutUndefined<T extends object>(o: T): Partial<T> {
   const out: Partial<T> = {};
   for (const [k, v] of Object.entries(o)) if (v !== undefined) (out as Record<string, unknown>)[k] = v;
   return out;
-}
-
-/** Ref a Node timer handle (no-op for other clocks' handles). */
-function keepAlive(handle: unknown): void {
-  (handle as { ref?: () => void } | null)?.ref?.();
 }

@@ -18,7 +18,7 @@
  */
 import type { Event } from 'cockatiel';
 import { OperationTimeoutError } from '../errors.ts';
-import { type Clock, realClock } from './clock.ts';
+import { type Clock, keepAlive, realClock } from './clock.ts';
 import { type OperationKind, SafeEventEmitter, type TimeoutEvent } from './events.ts';
 
 export class TimeoutPolicy {
@@ -65,6 +65,7 @@ export class TimeoutPolicy {
         this.timeoutEmitter.emit({ target: this.target, operation, timeoutMs: this.ms });
         reject(error);
       }, this.ms);
+      // Someone awaits this attempt: one stuck on something holding no handle must still time out.
       keepAlive(timer);
       signal?.addEventListener('abort', onOuterAbort, { once: true });
 
@@ -97,13 +98,4 @@ export class TimeoutPolicy {
 /** A TimeoutPolicy, or undefined for 0 (off: no wrapper, no cost). */
 export function createTimeout(ms: number, target: string, clock?: Clock): TimeoutPolicy | undefined {
   return ms > 0 && Number.isFinite(ms) ? new TimeoutPolicy(ms, target, clock) : undefined;
-}
-
-/**
- * The clock unrefs its timers; this one is ref'd again while the attempt runs: someone awaits it, and
- * an attempt stuck on something that holds no handle must still time out rather than let the process
- * exit silently with the call pending.
- */
-function keepAlive(handle: unknown): void {
-  (handle as { ref?: () => void } | null)?.ref?.();
 }

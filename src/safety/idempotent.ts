@@ -26,11 +26,9 @@
  * sending one again would deliver rows twice from an object that cannot be reset. They are never retried.
  */
 
-export const IDEMPOTENT: unique symbol = Symbol.for('pg-resilience.idempotent');
+import { isSubmittable } from './submittable.ts';
 
-function isSubmittable(query: object): boolean {
-  return typeof (query as { submit?: unknown }).submit === 'function';
-}
+export const IDEMPOTENT: unique symbol = Symbol.for('pg-resilience.idempotent');
 
 /** Marks a statement text: returns the query config `{ text }` carrying the mark. */
 export function idempotent(text: string): { text: string };

@@ -15,6 +15,8 @@
  * suffix).
  */
 
+import { CIRCUIT_STATES, RATE_LIMIT_REFUSALS, SUPPRESS_REASONS } from '../policy/events.ts';
+
 /** Attribute keys. */
 export const ATTR = {
   /** `host:port/database`: the target the policies belong to. */
@@ -52,10 +54,10 @@ export type AttributeKey = (typeof ATTR)[keyof typeof ATTR];
 export const ATTRIBUTE_VALUES = {
   [ATTR.OPERATION]: ['query', 'connect', 'transaction'],
   [ATTR.OUTCOME]: ['success', 'failure', 'rejected'],
-  [ATTR.STATE]: ['closed', 'open', 'half_open'],
+  [ATTR.STATE]: CIRCUIT_STATES,
   [ATTR.SOURCE]: ['pool', 'client'],
-  retrySuppressedReason: ['in_transaction', 'unknown_outcome', 'budget', 'submittable', 'not_retryable'],
-  rateLimitRejectedReason: ['drop', 'queue_full', 'max_wait'],
+  retrySuppressedReason: SUPPRESS_REASONS,
+  rateLimitRejectedReason: RATE_LIMIT_REFUSALS,
   recoveryOutcome: ['success', 'failure'],
 } as const;
 
@@ -116,7 +118,7 @@ export const METRICS = {
     kind: 'counter',
     unit: '{operation}',
     description:
-      'Transient failures deliberately not retried: inside a transaction, outcome unknown for a write, retry budget spent, a streaming query, or a client that cannot safely repeat.',
+      'Transient failures deliberately not retried: inside a transaction, outcome unknown for a write, retry budget spent, or a client that cannot safely repeat.',
     attributes: [T, OP, ATTR.REASON, ATTR.ERROR_TYPE],
   },
   circuitState: {

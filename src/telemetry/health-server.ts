@@ -18,6 +18,7 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { diag } from '@opentelemetry/api';
+import { DEFAULT_HEALTH_HOST } from '../config/defaults.ts';
 import type { HealthTracker } from './health.ts';
 
 export interface HealthServerOptions {
@@ -35,7 +36,6 @@ export interface HealthServer {
   close(): Promise<void>;
 }
 
-export const DEFAULT_HEALTH_HOST = '127.0.0.1';
 const ALLOW = 'GET, HEAD';
 
 interface Answer {

@@ -12,7 +12,7 @@
  * Levels: retry, retries exhausted, suppressed for budget, rate-limit and bulkhead rejections,
  * timeouts, failed probes, absorbed client errors: warn. Breaker open: error. Breaker half-open and
  * closed, successful probes: info. A retry suppressed for safety (in a transaction, unknown outcome, a
- * Submittable): info (it is the package doing its job). Messages carry no SQL text, values or
+ * repeat that could reorder statements): info (it is the package doing its job). Messages carry no SQL text, values or
  * credentials: only the target, the operation and error types.
  */
 import { type AnyValue, type Attributes, SeverityNumber } from '@opentelemetry/api';
@@ -25,11 +25,12 @@ import type {
   RetryEvent,
   RetryExhaustedEvent,
   RetrySuppressedEvent,
+  SuppressReason,
   TimeoutEvent,
 } from '../policy/events.ts';
 import type { BulkheadRejectedEvent } from '../policy/events.ts';
 import { ATTR, LOG_EVENTS } from './catalog.ts';
-import type { LogLevel } from './settings.ts';
+import type { LogLevel } from '../config/types.ts';
 
 export const CONSOLE_BURST = 10;
 export const CONSOLE_WINDOW_MS = 10_000;
@@ -43,11 +44,10 @@ const SEVERITY: Record<Severity, SeverityNumber> = {
   debug: SeverityNumber.DEBUG,
 };
 
-const SUPPRESS_WHY: Record<string, string> = {
+const SUPPRESS_WHY: Record<SuppressReason, string> = {
   in_transaction: 'it ran inside a transaction (only the whole transaction can be retried)',
   unknown_outcome: 'the statement may have reached the server and is not known to be safe to repeat',
   budget: 'the retry budget is spent (too many retries against this target)',
-  submittable: 'streaming queries (cursors, streams) are never retried',
   not_retryable: 'repeating it on this client could reorder statements',
 };
 
@@ -112,7 +112,7 @@ export class ResilienceLogs {
 
   retrySuppressed(e: RetrySuppressedEvent): void {
     this.#log(e.reason === 'budget' ? 'warn' : 'info', LOG_EVENTS.retrySuppressed, e.target, {
-      message: `Not retrying ${e.operation} on ${e.target} after ${e.errorType}: ${SUPPRESS_WHY[e.reason] ?? e.reason}`,
+      message: `Not retrying ${e.operation} on ${e.target} after ${e.errorType}: ${SUPPRESS_WHY[e.reason]}`,
       attributes: { [ATTR.OPERATION]: e.operation, [ATTR.REASON]: e.reason, [ATTR.ERROR_TYPE]: e.errorType },
     });
   }

@@ -4,7 +4,7 @@
  * state changes as a `circuit.state_change` event on the span that caused them, or as a short span of
  * their own when none of ours did.
  *
- * When an operation gets its span (settings.ts, `operationSpans`):
+ * When an operation gets its span (the `telemetry.operationSpans` setting):
  * - `on_event` (default): at the first thing a policy does to it (a retry, a suppressed or exhausted
  *   retry, a rate-limit wait, a rejection). The span's start time is the operation's start, and every
  *   attempt from then on runs inside it, so a retried operation's later attempts are its children. The
@@ -34,7 +34,7 @@ import { isBulkheadRejectedError, isCircuitOpenError, isRateLimitedError } from 
 import type { CircuitStateChangeEvent, OperationKind, OperationStep } from '../policy/events.ts';
 import type { OperationEvent, OperationObserver } from '../policy/pipeline.ts';
 import { ATTR, SPAN_EVENTS, SPANS } from './catalog.ts';
-import type { OperationSpanMode } from './settings.ts';
+import type { OperationSpanMode } from '../config/types.ts';
 
 /** One operation, as the span observer follows it. */
 interface Followed {

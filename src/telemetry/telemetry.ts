@@ -12,11 +12,11 @@
 import { type DiagLogger, diag, type Logger, type Meter, type Tracer } from '@opentelemetry/api';
 import type { IDisposable } from 'cockatiel';
 import { setListenerErrorHandler } from '../policy/events.ts';
+import type { TelemetrySettings } from '../config/types.ts';
 import type { PolicyRegistry, TargetPolicy } from '../policy/pipeline.ts';
 import type { ClientErrorAbsorbedEvent } from '../recovery/error-guards.ts';
 import { ResilienceLogs } from './logs.ts';
 import { ResilienceMetrics } from './metrics.ts';
-import type { TelemetrySettings } from './settings.ts';
 import { OperationSpans } from './spans.ts';
 
 export interface TelemetryProviders {
@@ -26,7 +26,6 @@ export interface TelemetryProviders {
 }
 
 export class ResilienceTelemetry {
-  readonly settings: TelemetrySettings;
   readonly metrics: ResilienceMetrics;
   readonly spans: OperationSpans;
   readonly logs: ResilienceLogs;
@@ -37,8 +36,12 @@ export class ResilienceTelemetry {
   /** When each target's breaker last opened (for "closed after 12.3 s"). */
   readonly #openedAt = new Map<string, number>();
 
-  constructor(settings: TelemetrySettings, providers: TelemetryProviders, logger: DiagLogger = diag) {
-    this.settings = settings;
+  /** `settings`: the resolved `telemetry` section (the health endpoint is the instrumentation's). */
+  constructor(
+    settings: Pick<TelemetrySettings, 'logLevel' | 'operationSpans'>,
+    providers: TelemetryProviders,
+    logger: DiagLogger = diag,
+  ) {
     this.#diag = logger;
     const onError = this.reportError;
     this.metrics = new ResilienceMetrics(providers.meter, onError);

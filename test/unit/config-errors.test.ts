@@ -14,7 +14,6 @@ import { ConfigError, isConfigError, resolveConfig } from '../../src/config/inde
 import { ENV_VARS } from '../../src/config/env.ts';
 import { settingsLeaves } from '../../src/config/schema.ts';
 import { PgResilienceInstrumentation } from '../../src/instrumentation/instrumentation.ts';
-import { resolveTelemetrySettings, TELEMETRY_ENV_VARS } from '../../src/telemetry/settings.ts';
 
 type Input = NonNullable<Parameters<typeof resolveConfig>[0]>;
 
@@ -177,7 +176,7 @@ describe('every setting: a wrong type or an out-of-range value is one issue nami
 const RETRY_KEYS =
   'enabled, maxAttempts, initialDelayMs, maxDelayMs, multiplier, jitter, perErrorClass, budget';
 const SETTINGS_KEYS = 'retry, circuitBreaker, rateLimit, timeout, bulkhead, recovery';
-const TOP_KEYS = `${SETTINGS_KEYS}, disabled, profile, targets, classify`;
+const TOP_KEYS = `${SETTINGS_KEYS}, disabled, profile, targets, telemetry, classify`;
 
 describe('structure: an object where one is expected, unknown keys at every level', () => {
   const rows: Array<{ name: string; input: Input; line: string | RegExp }> = [
@@ -611,22 +610,22 @@ describe('environment variables: a bad value is one issue naming the variable, t
     {
       name: 'PG_RESILIENCE_LOG_LEVEL',
       value: 'verbose',
-      line: 'PG_RESILIENCE_LOG_LEVEL = "verbose" (from env PG_RESILIENCE_LOG_LEVEL): must be one of: off, error, warn, info, debug',
+      line: 'telemetry.logLevel = "verbose" (from env PG_RESILIENCE_LOG_LEVEL): must be one of: off, error, warn, info, debug',
     },
     {
       name: 'PG_RESILIENCE_OPERATION_SPANS',
       value: 'sometimes',
-      line: 'PG_RESILIENCE_OPERATION_SPANS = "sometimes" (from env PG_RESILIENCE_OPERATION_SPANS): must be one of: on_event, always, off',
+      line: 'telemetry.operationSpans = "sometimes" (from env PG_RESILIENCE_OPERATION_SPANS): must be one of: on_event, always, off',
     },
     {
       name: 'PG_RESILIENCE_HEALTH_PORT',
       value: '65536',
-      line: 'PG_RESILIENCE_HEALTH_PORT = 65536 (from env PG_RESILIENCE_HEALTH_PORT): must be an integer from 1 to 65535 (0 picks a free port)',
+      line: 'telemetry.health.port = 65536 (from env PG_RESILIENCE_HEALTH_PORT): must be an integer from 1 to 65535 (0 picks a free port)',
     },
     {
       name: 'PG_RESILIENCE_HEALTH_HOST',
       value: 'http://0.0.0.0',
-      line: 'PG_RESILIENCE_HEALTH_HOST = "http://0.0.0.0" (from env PG_RESILIENCE_HEALTH_HOST): must be a host name or IP address, e.g. 127.0.0.1 or 0.0.0.0',
+      line: 'telemetry.health.host = "http://0.0.0.0" (from env PG_RESILIENCE_HEALTH_HOST): must be a host name or IP address, e.g. 127.0.0.1 or 0.0.0.0',
     },
     {
       name: 'PG_RESILIENCE_RETRY_ATTEMPT',
@@ -636,8 +635,7 @@ describe('environment variables: a bad value is one issue naming the variable, t
   ];
 
   it('the table has a row for every documented variable', () => {
-    const documented = [...ENV_VARS.map((v) => v.name), ...TELEMETRY_ENV_VARS.map((v) => v.name)];
-    for (const name of documented) {
+    for (const name of ENV_VARS.map((v) => v.name)) {
       assert.ok(
         rows.some((r) => r.name === name),
         `no row for ${name}`,
@@ -689,10 +687,13 @@ describe('new PgResilienceInstrumentation(options): one ConfigError for everythi
 
   it('telemetry options: not an object, an unknown key, bad values', () => {
     const rows: Array<[object, string]> = [
-      [{ telemetry: 'debug' }, 'telemetry = "debug" (from code): must be an object'],
+      [
+        { telemetry: 'debug' },
+        'telemetry = "debug" (from code): must be an object with the keys: logLevel, operationSpans, health',
+      ],
       [
         { telemetry: { loglevel: 'debug' } },
-        'telemetry.loglevel = "debug" (from code): is not a telemetry option; known options: logLevel, operationSpans, health',
+        'telemetry.loglevel = "debug" (from code): is not a known setting (did you mean telemetry.logLevel?); telemetry accepts: logLevel, operationSpans, health',
       ],
       [
         { telemetry: { logLevel: 'trace' } },
@@ -704,7 +705,7 @@ describe('new PgResilienceInstrumentation(options): one ConfigError for everythi
       ],
       [
         { telemetry: { health: 9464 } },
-        'telemetry.health = 9464 (from code): must be an object { port, host }',
+        'telemetry.health = 9464 (from code): must be an object with the keys: port, host',
       ],
       [
         { telemetry: { health: { port: 1.5 } } },
@@ -719,13 +720,13 @@ describe('new PgResilienceInstrumentation(options): one ConfigError for everythi
   });
 
   it(
-    // Regression: resolveTelemetrySettings checked the keys of `telemetry` but not of `telemetry.health`,
+    // Regression: the telemetry settings' own resolver checked the keys of `telemetry` but not of `telemetry.health`,
     // so { health: { prot: 9464 } } silently served no endpoint.
     'telemetry.health: an unknown key (a typo such as `prot`)',
     () => {
       expectOneLine(
         startUp({}, { telemetry: { health: { prot: 9464 } } }),
-        'telemetry.health.prot = 9464 (from code): is not a telemetry option; known options: port, host',
+        'telemetry.health.prot = 9464 (from code): is not a known setting (did you mean telemetry.health.port?); telemetry.health accepts: port, host',
       );
     },
   );
@@ -742,7 +743,7 @@ describe('new PgResilienceInstrumentation(options): one ConfigError for everythi
         'pg-resilience: invalid configuration (3 issues):',
         '  enabled = 1 (from code): must be true or false',
         '  retry.maxAttempts = 0 (from env PG_RESILIENCE_RETRY_ATTEMPTS): must be an integer from 1 to 100',
-        '  PG_RESILIENCE_HEALTH_PORT = "auto" (from env PG_RESILIENCE_HEALTH_PORT): must be an integer from 1 to 65535 (0 picks a free port)',
+        '  telemetry.health.port = "auto" (from env PG_RESILIENCE_HEALTH_PORT): must be an integer from 1 to 65535 (0 picks a free port)',
       ].join('\n'),
     );
   });
@@ -757,7 +758,11 @@ describe('new PgResilienceInstrumentation(options): one ConfigError for everythi
     })() as PgResilienceInstrumentation;
     assert.equal(inst.resilienceConfig.disabled, true);
     assert.equal(inst.isEnabled(), false);
-    assert.equal(resolveTelemetrySettings({}, {}).health, undefined, 'the defaults serve no health endpoint');
+    assert.equal(
+      inst.resilienceConfig.telemetry.health.port,
+      undefined,
+      'the defaults serve no health endpoint',
+    );
   });
 });
 
@@ -814,7 +819,7 @@ describe('a bad variable with `node --require pg-resilience/register`: one clear
       }),
       [
         'profile = "prod" (from env PG_RESILIENCE_PROFILE): must be one of: default, batch',
-        'PG_RESILIENCE_LOG_LEVEL = "loud" (from env PG_RESILIENCE_LOG_LEVEL): must be one of: off, error, warn, info, debug',
+        'telemetry.logLevel = "loud" (from env PG_RESILIENCE_LOG_LEVEL): must be one of: off, error, warn, info, debug',
       ],
     );
   });

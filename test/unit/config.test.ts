@@ -14,6 +14,8 @@ import {
   resolveConfig,
   settingsForTarget,
 } from '../../src/config/index.ts';
+import { ENV_VARS } from '../../src/config/env.ts';
+import { configSchema, metaOf, schemaAt } from '../../src/config/schema.ts';
 
 // ---- helpers ----
 
@@ -177,7 +179,13 @@ describe('profiles', () => {
 
   it('with nothing set, the resolved config is the default profile, enabled, with no targets', () => {
     const c = resolve();
-    assert.deepEqual(c, { disabled: false, profile: 'default', ...EXPECTED_DEFAULT, targets: {} });
+    assert.deepEqual(c, {
+      disabled: false,
+      profile: 'default',
+      ...EXPECTED_DEFAULT,
+      telemetry: { logLevel: 'warn', operationSpans: 'on_event', health: { host: '127.0.0.1' } },
+      targets: {},
+    });
     assert.equal('classify' in c, false);
   });
 
@@ -926,6 +934,42 @@ describe('errors: contradictory values', () => {
 });
 
 // ---- per-target settings ----
+
+describe('one schema for every setting', () => {
+  it('every PG_RESILIENCE_* variable sets a setting of the schema (telemetry included)', () => {
+    for (const v of ENV_VARS) {
+      if (v.setting === undefined) continue;
+      const node = schemaAt(configSchema, v.setting.split('.'));
+      assert.ok(node && metaOf(node), `${v.name} sets ${v.setting}, which is not a setting`);
+    }
+  });
+
+  it('a telemetry value from the file is overridden by env, env by code; errors name the file', () => {
+    const input = (file: object, options: ResilienceOptions = {}): Input => ({
+      env: { PG_RESILIENCE_CONFIG: '/app/c.json', PG_RESILIENCE_LOG_LEVEL: 'info' },
+      readFile: () => JSON.stringify({ telemetry: file }),
+      options,
+    });
+    assert.throws(
+      () => resolveConfig(input({ operationSpans: 'never' })),
+      (e: unknown) =>
+        isConfigError(e) &&
+        e.issues.length === 1 &&
+        e.issues[0]!.field === 'telemetry.operationSpans' &&
+        e.issues[0]!.source === `file ${resolvePath('/app/c.json')}`,
+    );
+    const file = { logLevel: 'debug', operationSpans: 'always', health: { port: 9465 } };
+    assert.deepEqual(resolveConfig(input(file)).telemetry, {
+      logLevel: 'info',
+      operationSpans: 'always',
+      health: { port: 9465, host: '127.0.0.1' },
+    });
+    assert.deepEqual(
+      resolveConfig(input(file, { telemetry: { logLevel: 'error' } })).telemetry.logLevel,
+      'error',
+    );
+  });
+});
 
 describe('settingsForTarget', () => {
   const config = resolve({

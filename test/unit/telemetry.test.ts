@@ -15,7 +15,7 @@ import {
 } from '@opentelemetry/sdk-metrics';
 import { InMemorySpanExporter, SimpleSpanProcessor, TracerProvider } from '@opentelemetry/sdk-trace';
 import { isConfigError, resolveConfig } from '../../src/config/index.ts';
-import type { ResilienceOptions } from '../../src/config/types.ts';
+import type { OperationSpanMode, ResilienceOptions } from '../../src/config/types.ts';
 import { isCircuitOpenError } from '../../src/errors.ts';
 import { PolicyRegistry } from '../../src/policy/pipeline.ts';
 import { ATTR, LOG_EVENTS, METRICS, SPAN_EVENTS, SPANS } from '../../src/telemetry/catalog.ts';
@@ -25,7 +25,6 @@ import {
   type ConsoleSink,
   ResilienceLogs,
 } from '../../src/telemetry/logs.ts';
-import { type OperationSpanMode, resolveTelemetrySettings } from '../../src/telemetry/settings.ts';
 import { ResilienceTelemetry } from '../../src/telemetry/telemetry.ts';
 import { fakeClock } from '../support/clock.ts';
 
@@ -66,7 +65,7 @@ function setup(mode: OperationSpanMode = 'on_event', options: ResilienceOptions 
   });
   const registry = new PolicyRegistry(config, clock);
   const telemetry = new ResilienceTelemetry(
-    { logLevel: 'off', operationSpans: mode, health: undefined },
+    { logLevel: 'off', operationSpans: mode },
     {
       tracer: () => tracerProvider.getTracer('test'),
       meter: meterProvider.getMeter('test'),
@@ -200,7 +199,6 @@ describe('metrics', () => {
       'budget',
       'in_transaction',
       'not_retryable',
-      'submittable',
       'unknown_outcome',
     ]);
   });
@@ -248,7 +246,7 @@ describe('metrics', () => {
     let telemetry: ResilienceTelemetry | undefined;
     assert.doesNotThrow(() => {
       telemetry = new ResilienceTelemetry(
-        { logLevel: 'off', operationSpans: 'always', health: undefined },
+        { logLevel: 'off', operationSpans: 'always' },
         {
           tracer: () => ({ startSpan: boom }) as never,
           meter: throwing,
@@ -360,15 +358,18 @@ describe('logs', () => {
   });
 });
 
-describe('telemetry settings', () => {
+describe('telemetry settings (the `telemetry` section of the configuration)', () => {
+  const telemetry = (options: ResilienceOptions, env: Record<string, string>) =>
+    resolveConfig({ options, env }).telemetry;
+
   it('defaults, the environment, and code over the environment', () => {
-    assert.deepEqual(resolveTelemetrySettings({}, {}), {
+    assert.deepEqual(telemetry({}, {}), {
       logLevel: 'warn',
       operationSpans: 'on_event',
-      health: undefined,
+      health: { host: '127.0.0.1' },
     });
     assert.deepEqual(
-      resolveTelemetrySettings(
+      telemetry(
         {},
         {
           PG_RESILIENCE_LOG_LEVEL: 'INFO',
@@ -379,20 +380,34 @@ describe('telemetry settings', () => {
       { logLevel: 'info', operationSpans: 'always', health: { port: 9465, host: '127.0.0.1' } },
     );
     assert.deepEqual(
-      resolveTelemetrySettings(
-        { logLevel: 'error', health: { host: '0.0.0.0' } },
+      telemetry(
+        { telemetry: { logLevel: 'error', health: { host: '0.0.0.0' } } },
         { PG_RESILIENCE_LOG_LEVEL: 'debug', PG_RESILIENCE_HEALTH_PORT: '9465' },
       ),
       { logLevel: 'error', operationSpans: 'on_event', health: { port: 9465, host: '0.0.0.0' } },
     );
   });
 
-  it('one ConfigError naming every bad field, its value and what is allowed', () => {
+  it('the JSON file (PG_RESILIENCE_CONFIG) sets them too, under env and code', () => {
+    const config = resolveConfig({
+      env: { PG_RESILIENCE_CONFIG: '/app/pg-resilience.json', PG_RESILIENCE_OPERATION_SPANS: 'off' },
+      readFile: () =>
+        JSON.stringify({ telemetry: { logLevel: 'debug', operationSpans: 'always', health: { port: 0 } } }),
+      options: { telemetry: { health: { host: '0.0.0.0' } } },
+    });
+    assert.deepEqual(config.telemetry, {
+      logLevel: 'debug',
+      operationSpans: 'off',
+      health: { port: 0, host: '0.0.0.0' },
+    });
+  });
+
+  it('one ConfigError naming every bad field, its value, its source and what is allowed', () => {
     assert.throws(
       () =>
-        resolveTelemetrySettings({ logLevel: 'loud' as never, colour: true } as never, {
-          PG_RESILIENCE_HEALTH_PORT: '70000',
-          PG_RESILIENCE_OPERATION_SPANS: 'sometimes',
+        resolveConfig({
+          options: { telemetry: { logLevel: 'loud' as never, colour: true } as never },
+          env: { PG_RESILIENCE_HEALTH_PORT: '70000', PG_RESILIENCE_OPERATION_SPANS: 'sometimes' },
         }),
       (e: unknown) => {
         assert.ok(isConfigError(e));
@@ -404,11 +419,11 @@ describe('telemetry settings', () => {
         assert.match(text, /telemetry\.colour/);
         assert.match(
           text,
-          /PG_RESILIENCE_HEALTH_PORT = "?70000"? \(from env PG_RESILIENCE_HEALTH_PORT\): must be an integer/,
+          /telemetry\.health\.port = 70000 \(from env PG_RESILIENCE_HEALTH_PORT\): must be an integer/,
         );
         assert.match(
           text,
-          /PG_RESILIENCE_OPERATION_SPANS = "sometimes".*must be one of: on_event, always, off/,
+          /telemetry\.operationSpans = "sometimes" \(from env PG_RESILIENCE_OPERATION_SPANS\): must be one of: on_event, always, off/,
         );
         return true;
       },

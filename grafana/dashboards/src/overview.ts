@@ -217,8 +217,7 @@ function dashboard() {
     .withPanel(
       timeseries({
         title: 'Retries exhausted and suppressed',
-        description:
-          'Exhausted: operations that still failed after their last allowed attempt (callers saw the error). Suppressed: transient failures deliberately not retried, by reason (in_transaction, unknown_outcome, budget, submittable, not_retryable). Any exhausted, or suppressed with reason budget, means retries no longer hide the failures.',
+        description: `Exhausted: operations that still failed after their last allowed attempt (callers saw the error). Suppressed: transient failures deliberately not retried, by reason (${ATTRIBUTE_VALUES.retrySuppressedReason.join(', ')}). Any exhausted, or suppressed with reason budget, means retries no longer hide the failures.`,
         unit: 'ops',
         runbook: anchors.PgResilienceRetriesExhausted,
         queries: [
