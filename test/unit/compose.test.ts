@@ -300,8 +300,7 @@ function checkDemoOtlp(c: Obj, col: Obj): string[] {
 function checkDemoCommand(c: Obj, dockerfileText: string): string[] {
   const problems: string[] = [];
   const args = argv(c.services?.demo?.command);
-  if (args.slice(0, 3).join(' ') !== 'node dist/esm/bin.js demo')
-    problems.push(`demo: command ${args.join(' ')}`);
+  if (args.slice(0, 2).join(' ') !== 'node demo/main.ts') problems.push(`demo: command ${args.join(' ')}`);
   if (!args.includes('--loop')) problems.push('demo: no --loop');
   const url = args[args.indexOf('--database-url') + 1];
   if (!args.includes('--database-url') || !url) return [...problems, 'demo: no --database-url'];
