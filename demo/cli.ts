@@ -167,7 +167,8 @@ class App {
   }
 
   send(message: ToApp): void {
-    if (this.alive && this.child.connected) this.child.send(message);
+    // The app may be exiting (after Ctrl-C it gets the signal too): a failed send is not an error.
+    if (this.alive && this.child.connected) this.child.send(message, () => {});
   }
 
   onStats(listener: (m: Extract<FromApp, { type: 'stats' }>) => void): void {

@@ -15,7 +15,12 @@ const SETTINGS = { max_connections: '200', synchronous_commit: 'off' };
 
 /** An embedded PostgreSQL on a free loopback port, database `demo`; close() removes its data. */
 export async function startEmbedded(): Promise<DemoServer> {
-  const server = await startServer({ database: 'demo', settings: SETTINGS });
+  const server = await startServer({ database: 'demo', settings: SETTINGS }).catch((error: unknown) => {
+    throw new Error(
+      `${error instanceof Error ? error.message : String(error)}; or pass --database-url postgres://user:password@host:5432/db`,
+      { cause: error },
+    );
+  });
   return Object.assign(server, {
     description: `embedded PostgreSQL on ${server.host}:${server.port} (data in ${server.baseDir})`,
   });
