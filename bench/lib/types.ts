@@ -3,7 +3,7 @@
  * whole run, calls each section in turn, and writes `results.md` (the sections' markdown, in order,
  * under the machine's description) and `results.json` (their data).
  */
-import type { DemoServer } from '../../src/demo/server.ts';
+import type { TestServer } from '../../test/support/postgres.ts';
 
 export interface BenchContext {
   /** `--quick`: the whole run in under a minute (shorter phases, fewer repetitions). */
@@ -11,7 +11,7 @@ export interface BenchContext {
   /** The repository root (where `pg-resilience/register` resolves by self-reference after a build). */
   readonly root: string;
   /** A real PostgreSQL on loopback, owned by the run (sections may stop and start it, then must leave it up). */
-  readonly server: DemoServer;
+  readonly server: TestServer;
   /** A progress line on stderr. */
   log(line: string): void;
 }

@@ -13,8 +13,8 @@
  */
 import { createRequire } from 'node:module';
 import net from 'node:net';
-import { FaultProxy, seededRandom } from '../../src/demo/fault-proxy.ts';
-import { freePort } from '../../src/demo/server.ts';
+import { FaultProxy, seededRandom } from '../../test/support/fault-proxy.ts';
+import { freePort } from '../../test/support/postgres.ts';
 import { type Arm, arms, startSink } from '../lib/arms.ts';
 import { runWorker as runSharedWorker } from '../lib/worker.ts';
 import type { BenchContext, Section, SectionResult, TargetCheck } from '../lib/types.ts';
@@ -310,7 +310,7 @@ export const section: Section = {
     const markdown = [
       `${CONCURRENCY} closed-loop callers in a child process for ${durationMs / 1000} s per run, each call with even odds an idempotent read (\`SELECT v FROM bench_fault_items WHERE id = $1\`, read-only by pg-resilience's rule) or a non-idempotent insert of a unique client-generated key into a table with no unique constraint. Arm A is bare pg with a pool 'error' listener (so a reset idle client does not crash it); arm C is \`--import pg-resilience/register\` with the default profile, spans exported over OTLP to a local sink that discards them.`,
       '',
-      `*${MODES.connect}*: the FaultProxy (src/demo/fault-proxy.ts) resets 20 % of the connections it accepts, before any byte is forwarded; the pool closes each connection after ${MAX_USES} checkouts (pg-pool \`maxUses\`) so that new ones keep being opened. *${MODES.statement}*: a relay in the section resets the connection (RST, both sides) instead of delivering 20 % of the server's responses after the connection is ready (authentication is never cut): the statement ran, an insert committed, and the client cannot know. Seeded fault schedules.`,
+      `*${MODES.connect}*: the FaultProxy (test/support/fault-proxy.ts) resets 20 % of the connections it accepts, before any byte is forwarded; the pool closes each connection after ${MAX_USES} checkouts (pg-pool \`maxUses\`) so that new ones keep being opened. *${MODES.statement}*: a relay in the section resets the connection (RST, both sides) instead of delivering 20 % of the server's responses after the connection is ready (authentication is never cut): the statement ran, an insert committed, and the client cannot know. Seeded fault schedules.`,
       '',
       'Afterwards the ledger table is read directly: "missing" are acknowledged keys absent, "duplicates" keys present more than once, "failed but committed" inserts that failed in the app but are in the table (allowed: exactly why a write with an unknown outcome is not retried). When every attempt is cut with probability 0.2, a read fails after 3 attempts 0.2³ = 0.8 % of the time and after 5 attempts 0.2⁵ = 0.03 %: that is why the default profile gives a lost connection (`connection_lost`) 5 attempts (an earlier run of this benchmark with 3 measured 99.17 %). Only reads and idempotent statements are retried after a lost connection, and the retries stay within the default retry budget (20 % of calls: about 0.2 + 0.04 + … retries per read, none for the inserts).',
       '',

@@ -4,7 +4,7 @@
  * heap and RSS taken after a double `gc()` at 10 k operations and at later checkpoints up to 1 M (50 k
  * quick). The growth from 10 k to the last checkpoint is judged on heapUsed.
  */
-import { freePort } from '../../src/demo/server.ts';
+import { freePort } from '../../test/support/postgres.ts';
 import { type Arm, arms, startSink } from '../lib/arms.ts';
 import { runWorker as runSharedWorker } from '../lib/worker.ts';
 import type { BenchContext, Section, SectionResult, TargetCheck } from '../lib/types.ts';

@@ -5,7 +5,7 @@
  */
 import { type ArmId, arms, startSink } from '../lib/arms.ts';
 import type { BenchContext, Section, SectionResult, TargetCheck } from '../lib/types.ts';
-import { freePort } from '../../src/demo/server.ts';
+import { freePort } from '../../test/support/postgres.ts';
 import { type LoadResult, runLoad } from '../lib/worker.ts';
 
 export interface Workload {

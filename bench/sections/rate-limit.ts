@@ -11,7 +11,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
-import { freePort } from '../../src/demo/server.ts';
+import { freePort } from '../../test/support/postgres.ts';
 import { type Arm, arms } from '../lib/arms.ts';
 import { runWorker as runSharedWorker } from '../lib/worker.ts';
 import type { BenchContext, Section, SectionResult, TargetCheck } from '../lib/types.ts';

@@ -9,7 +9,7 @@ import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import { freePort } from '../../src/demo/server.ts';
+import { freePort } from '../../test/support/postgres.ts';
 import { type Arm, arms, startSink } from '../lib/arms.ts';
 import type { BenchContext, Section, SectionResult, TargetCheck } from '../lib/types.ts';
 

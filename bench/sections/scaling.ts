@@ -5,7 +5,7 @@
  */
 import { type ArmId, arms, startSink } from '../lib/arms.ts';
 import type { BenchContext, Section, SectionResult } from '../lib/types.ts';
-import { freePort } from '../../src/demo/server.ts';
+import { freePort } from '../../test/support/postgres.ts';
 import { runLoad } from '../lib/worker.ts';
 
 const CONCURRENCY = [1, 4, 16, 64] as const;

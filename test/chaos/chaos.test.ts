@@ -1,4 +1,4 @@
-// The chaos suite (issue 9): a seeded fault schedule against a real PostgreSQL and the fault proxy,
+// The chaos suite: a seeded fault schedule against a real PostgreSQL and the fault proxy,
 // while an app in a child process (installed from the packed tarball like a user's) runs many
 // concurrent workers: pooled reads, idempotent upserts, non-idempotent inserts, withTransaction
 // transfers on a ledger, pg-cursor and pg-query-stream reads, LISTEN/NOTIFY. Then the checks:

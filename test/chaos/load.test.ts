@@ -1,5 +1,5 @@
 /**
- * The load run (issue 9, "Load"): a sustained run at the highest throughput the machine allows, with
+ * The load run: a sustained run at the highest throughput the machine allows, with
  * the circuit breaker and the rate limiter active, against a real PostgreSQL, with the package loaded
  * the way users load it (the packed tarball in a scratch app, `node --expose-gc --import
  * pg-resilience/register app.mjs`, Prometheus exporter on, traces and logs exported over OTLP as the
@@ -68,7 +68,7 @@ const CAP_SHARE = 0.6;
 const PACED_SHARE = 0.5;
 const KV_ROWS = 1_000;
 const SEED = 9;
-/** Bounds (issue 9): lag p99 of later windows ≤ LAG_FACTOR × early + LAG_SLACK_MS; heap growth ≤ HEAP_BOUND. */
+/** Bounds: lag p99 of later windows ≤ LAG_FACTOR × early + LAG_SLACK_MS; heap growth ≤ HEAP_BOUND. */
 const LAG_FACTOR = 2;
 const LAG_SLACK_MS = 20;
 const HEAP_BOUND = 10 * MB;

@@ -10,7 +10,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
-import type { ScenarioResult } from '../../src/demo/report.ts';
+import type { ScenarioResult } from '../../demo/report.ts';
 
 const root = path.join(import.meta.dirname, '..', '..');
 
@@ -128,7 +128,16 @@ describe('npm run demo -- --quick', () => {
       // Its own process group, signalled as a terminal does: the orchestrator and the app both get SIGINT.
       const child = spawn(
         process.execPath,
-        ['dist/esm/bin.js', 'demo', '--metrics-port', '0', '--scenario', 'baseline', '--duration', '120'],
+        [
+          '--disable-warning=ExperimentalWarning',
+          'demo/main.ts',
+          '--metrics-port',
+          '0',
+          '--scenario',
+          'baseline',
+          '--duration',
+          '120',
+        ],
         { cwd: root, detached: true, env: { ...process.env, FORCE_COLOR: '0' } },
       );
       let output = '';

@@ -77,7 +77,15 @@ describe('observability bundle against a real Prometheus', () => {
       const json = path.join(dir, 'demo.json');
       const demo = spawn(
         process.execPath,
-        ['dist/esm/bin.js', 'demo', '--quick', '--metrics-port', String(metricsPort), '--json', json],
+        [
+          '--disable-warning=ExperimentalWarning',
+          'demo/main.ts',
+          '--quick',
+          '--metrics-port',
+          String(metricsPort),
+          '--json',
+          json,
+        ],
         { cwd: root, env: { ...process.env, FORCE_COLOR: '0' } },
       );
       children.push(demo);

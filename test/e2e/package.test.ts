@@ -1,7 +1,7 @@
 /**
  * The package as users install it: the `npm pack` tarball in scratch CommonJS, ESM and TypeScript
- * apps; a clear failure on an unsupported Node; and the README's commands on the machine image's old
- * Node (20), which must run themselves under a supported Node provisioned from the npm registry.
+ * apps; a clear failure on an unsupported Node; and the repository's commands (`npm run demo`, `npm test`) on
+ * Node 20, where they must run themselves under a supported Node provisioned from the npm registry.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';

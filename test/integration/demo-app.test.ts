@@ -1,9 +1,6 @@
-// The demo's sample app (src/demo/app.ts) as the orchestrator runs it: a child process with an IPC
-// channel, pg-resilience registered before the app loads, four pools each through its own fault
-// proxy, against a real PostgreSQL. The build is not available here, so the app runs from its
-// TypeScript source: `node --import ./src/register.ts src/demo/app.ts` (Node's type stripping; the
-// ESM register entry hooks the app's `import pg from 'pg'`), where the demo runs
-// `node --require pg-resilience/register dist/cjs/demo/app.js`.
+// The demo's sample app (demo/app.ts) as the orchestrator runs it: a child process with an IPC
+// channel, `node --import pg-resilience/register demo/app.ts` (the built package, built first when
+// dist/ is missing or stale), four pools each through its own fault proxy, against a real PostgreSQL.
 // It must seed, run a workload, prove its ledger (no acknowledged insert missing, none twice, the
 // balances unchanged), keep doing so while connections are reset, and stop with exit code 0.
 import assert from 'node:assert/strict';
@@ -21,13 +18,13 @@ import {
   type Verification,
   type WorkKind,
   type Workload,
-} from '../../src/demo/protocol.ts';
+} from '../../demo/protocol.ts';
+import { ensureBuilt } from '../../scripts/ensure-built.mjs';
 import { FaultProxy } from '../support/fault-proxy.ts';
 import { startServer, type TestServer } from '../support/postgres.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const APP = fileURLToPath(new URL('../../src/demo/app.ts', import.meta.url));
-const REGISTER = fileURLToPath(new URL('../../src/register.ts', import.meta.url));
+const APP = fileURLToPath(new URL('../../demo/app.ts', import.meta.url));
 
 const WORKLOAD: Workload = { rate: 100, slowRate: 0, slowTimeoutMs: 0, spikeRate: 20, maxInFlight: 40 };
 
@@ -41,7 +38,11 @@ class RunningApp {
   constructor(targets: TargetUrls) {
     this.child = fork(APP, [], {
       cwd: ROOT,
-      execArgv: ['--disable-warning=ExperimentalWarning', '--import', REGISTER],
+      execArgv: [
+        ...process.execArgv.filter((a) => /strip-types|disable-warning/.test(a)),
+        '--import',
+        'pg-resilience/register',
+      ],
       env: {
         ...process.env,
         [TARGETS_ENV]: JSON.stringify(targets),
@@ -135,6 +136,7 @@ describe(
     let app: RunningApp | undefined;
 
     before(async () => {
+      ensureBuilt(ROOT, [`${ROOT}dist/esm/register.js`, `${ROOT}dist/esm/index.js`], 'demo-app test');
       server = await startServer({ settings: { max_connections: '60' } });
       for (const name of ['main', 'wait', 'queue', 'drop'] as const) {
         proxies[name] = await FaultProxy.forServer(server);

@@ -14,7 +14,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { it } from 'node:test';
 
-const PROXY = new URL('../../src/demo/fault-proxy.ts', import.meta.url).href;
+const PROXY = new URL('../support/fault-proxy.ts', import.meta.url).href;
 
 const SCRIPT = `
 import net from 'node:net';

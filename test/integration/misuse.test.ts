@@ -1,4 +1,4 @@
-// Runtime misuse (issue 9, "Bad input and misuse"), against a real PostgreSQL and the fault proxy, in
+// Runtime misuse, against a real PostgreSQL and the fault proxy, in
 // process: pg is patched by a PgResilienceInstrumentation created before pg loads. Each misuse either
 // behaves as bare pg does (the same scenario runs once more with the instrumentation disabled, which
 // unpatches pg; the test checks that pg's prototypes are really back to pg's own functions) or ends

@@ -21,7 +21,7 @@ const instrumentation = new PgResilienceInstrumentation({
 const { startServer } = await import('../support/postgres.ts');
 const { FaultProxy } = await import('../support/fault-proxy.ts');
 // PG_RESILIENCE_TEST_PG_DIR: run the rules against the pg (and pg-cursor) installed in that directory,
-// e.g. an older pg 8.x (scripts/test-pg-versions.mjs does this for the supported range).
+// e.g. an older pg 8.x (test/integration/pg-versions.test.ts does this for the supported range).
 const requirePg = createRequire(
   process.env.PG_RESILIENCE_TEST_PG_DIR
     ? `${process.env.PG_RESILIENCE_TEST_PG_DIR}/package.json`

@@ -1,4 +1,4 @@
-// Security (issue 9): no SQL text, parameter values, passwords or connection strings with credentials in
+// Security: no SQL text, parameter values, passwords or connection strings with credentials in
 // pg-resilience's signals. A real PostgreSQL role with a password, distinctive parameter values and SQL
 // text go through faults that make the package retry, suppress a retry, time out, rate-limit, open the
 // breaker (rejections, recovery probes) and log. Then every signal is captured and grepped:

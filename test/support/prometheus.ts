@@ -1,9 +1,9 @@
 // Reading a Prometheus exposition as a scraper does: fetch /metrics over HTTP, parse the text format
-// into samples (src/demo/prometheus-text.ts), and run `promtool check metrics` (Debian's `prometheus`
+// into samples (prometheus-text.ts), and run `promtool check metrics` (Debian's `prometheus`
 // package) on it. A missing promtool fails the test: CI installs it.
 import { spawn } from 'node:child_process';
 
-export * from '../../src/demo/prometheus-text.ts';
+export * from './prometheus-text.ts';
 
 export async function scrape(url: string): Promise<string> {
   const res = await fetch(url);

@@ -1,4 +1,4 @@
-// Bad configuration, systematically (issue 9, "Bad input and misuse"): every wrong type, out-of-range
+// Bad configuration, systematically: every wrong type, out-of-range
 // value, unknown key, contradiction, malformed or unreadable file and bad PG_RESILIENCE_* variable gives
 // ONE start-up ConfigError whose message names the field, the value as given and what is allowed.
 // Each table row is one mistake; each asserts the exact line a user reads. config.test.ts covers the

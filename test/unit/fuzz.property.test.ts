@@ -1,4 +1,4 @@
-// Fuzz and model-based property tests (issue 9, "Bad input and misuse"):
+// Fuzz and model-based property tests:
 // - the classifier fed hostile inputs that classify.property.test.ts does not build: proxies whose every
 //   trap throws, revoked proxies, symbol / boxed / object codes with throwing coercions, getters that
 //   answer differently on every read, frozen graphs, self-referencing causes and AggregateErrors full of

@@ -1,5 +1,5 @@
-// The generated docs (docs/configuration.md, docs/telemetry.md and the README's config-reference and
-// telemetry-reference regions) come from the code; this keeps the committed files from drifting.
+// The generated docs (docs/configuration.md, docs/telemetry.md) come from the code; this keeps the
+// committed files from drifting. (The alerts table of docs/runbook.md: test/unit/alert-rules.test.ts.)
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';

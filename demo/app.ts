@@ -1,6 +1,6 @@
 /**
  * The demo's sample app: a small shop on PostgreSQL, started the way users start theirs,
- * `node --require pg-resilience/register dist/cjs/demo/app.js`, by the orchestrator (cli.ts) with
+ * `node --import pg-resilience/register demo/app.ts` (the built package), by the orchestrator (cli.ts) with
  * `child_process.fork` (protocol.ts). It knows nothing about the scenarios: it runs the workload it is
  * told to run, reports what its calls returned every STATS_INTERVAL_MS, and on `verify` checks its
  * ledger of non-idempotent inserts and the sum of the balances against the database.
@@ -12,10 +12,9 @@
  */
 import { randomUUID } from 'node:crypto';
 // The sample app is an app: it loads pg itself, as users do (the package only patches it).
-// eslint-disable-next-line no-restricted-imports
 import pg from 'pg';
 import type { Pool, PoolClient, Submittable } from 'pg';
-import { classifyError, idempotent, withTransaction } from '../index.ts';
+import { classifyError, idempotent, withTransaction } from 'pg-resilience';
 import {
   type FromApp,
   type KindStats,
@@ -118,9 +117,9 @@ function readTargets(): TargetUrls {
   return parsed as TargetUrls;
 }
 
-/** pg-cursor, if installed (a devDependency of the package: absent when installed from npm). */
+/** pg-cursor (a devDependency of the repository), if installed. */
 async function loadCursor(): Promise<CursorClass | undefined> {
-  const name = 'pg-cursor'; // a variable: no types needed, and the CommonJS build turns it into require()
+  const name = 'pg-cursor'; // a variable: no types needed
   try {
     const ns = (await import(name)) as { default?: CursorClass };
     return ns.default ?? (ns as unknown as CursorClass);

@@ -3,8 +3,8 @@
  * package's view (its /metrics, read at the start and end of the scenario: the difference is what the
  * scenario caused). Metric names come from the telemetry catalog.
  */
-import { ATTR, METRICS, prometheusLabel, prometheusName } from '../telemetry/catalog.ts';
-import { type Sample, sum } from './prometheus-text.ts';
+import { ATTR, METRICS, prometheusLabel, prometheusName } from '../src/telemetry/catalog.ts';
+import { type Sample, sum } from '../test/support/prometheus-text.ts';
 import type { KindStats, Verification, WorkKind } from './protocol.ts';
 import type { ScenarioFacts, ScenarioName } from './scenarios.ts';
 

@@ -9,7 +9,7 @@
  * existing ids even if an earlier seeding attempt rolled back after taking sequence values.
  */
 import type { Pool, PoolClient } from 'pg';
-import { withTransaction } from '../index.ts';
+import { withTransaction } from 'pg-resilience';
 import { SEED } from './protocol.ts';
 
 /** Every customer's balance at seed time; transfers move money, so the sum stays n × this. */

@@ -105,5 +105,8 @@ export const STATS_INTERVAL_MS = 250;
 /** The seed's sizes. */
 export const SEED = { customers: 1000, products: 500, orders: 5000, orderItems: 15000 } as const;
 
+/** The app's application_name: the `kills` scenario terminates only these sessions. */
+export const APPLICATION_NAME = 'pg-resilience-demo';
+
 /** The environment variable holding the JSON `TargetUrls`. */
 export const TARGETS_ENV = 'DEMO_TARGETS';

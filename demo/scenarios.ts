@@ -4,8 +4,8 @@
  * server, the server itself). Durations are for the full run; `--quick` shortens them so the whole run
  * stays under a minute.
  */
-import type { FaultProxy } from './fault-proxy.ts';
-import type { Workload } from './protocol.ts';
+import type { FaultProxy } from '../test/support/fault-proxy.ts';
+import { APPLICATION_NAME, type Workload } from './protocol.ts';
 import type { DemoServer } from './server.ts';
 
 export const SCENARIO_NAMES = ['baseline', 'flaky', 'outage', 'spike', 'kills', 'stress'] as const;
@@ -174,7 +174,7 @@ export const SCENARIOS: readonly Scenario[] = [
       let total = 0;
       for (let i = 0; i < rounds && !ctx.stopping(); i++) {
         await ctx.sleep(every);
-        const n = await ctx.server.terminateBackends().catch(() => 0);
+        const n = await ctx.server.terminateBackends({ applicationName: APPLICATION_NAME }).catch(() => 0);
         total += n;
         ctx.event(`kills: terminated ${n} backends`);
       }

@@ -1,5 +1,5 @@
 // The Prometheus text exposition format, read: samples with their labels, sums over matching samples,
-// metric families. Used by the demo (it watches its app's /metrics) and by the tests.
+// metric families. Used by the tests and the demo (it watches its app's /metrics).
 
 export interface Sample {
   readonly name: string;

@@ -1,25 +1,25 @@
 /**
- * `npm run demo` / `npx pg-resilience demo`: resilience at work on a real PostgreSQL.
+ * `npm run demo`: resilience at work on a real PostgreSQL (docs/demo.md).
  *
  * Starts an embedded PostgreSQL (or uses `--database-url`), four fault proxies in front of it (the shop's
  * target and three rate-limited spike targets), and the sample app (app.ts) as a child process launched
- * the way users launch theirs: `node --require pg-resilience/register app.js`. Then it runs the scenarios
+ * the way users launch theirs: `node --import pg-resilience/register app.ts`. Then it runs the scenarios
  * (scenarios.ts) in turn while a live view shows what the policies are doing, checks after each one that
  * every acknowledged write is in the database exactly once, and prints a summary table (and `--json`).
  * Exit code 1 when an invariant broke (a lost or duplicated acknowledged write, the app died).
  */
 import { type ChildProcess, fork } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { ATTR, METRICS, prometheusLabel, prometheusName } from '../telemetry/catalog.ts';
-import { FaultProxy } from './fault-proxy.ts';
-import { parseExposition, type Sample, sum } from './prometheus-text.ts';
+import { ATTR, METRICS, prometheusLabel, prometheusName } from '../src/telemetry/catalog.ts';
+import { FaultProxy } from '../test/support/fault-proxy.ts';
+import { parseExposition, type Sample, sum } from '../test/support/prometheus-text.ts';
 import type { FromApp, TargetUrls, ToApp, Verification, Workload } from './protocol.ts';
-import { TARGETS_ENV } from './protocol.ts';
+import { APPLICATION_NAME, TARGETS_ENV } from './protocol.ts';
 import { type ScenarioResult, ScenarioStats, scenarioResult, summaryTable } from './report.ts';
 import {
   BASE_WORKLOAD,
@@ -32,15 +32,15 @@ import {
   SPIKE_LIMIT_PER_MINUTE,
 } from './scenarios.ts';
 import { DEMO_SCHEMA } from './schema.ts';
-import { type DemoServer, freePort, startEmbedded, useExisting } from './server.ts';
+import { freePort } from '../test/support/postgres.ts';
+import { type DemoServer, startEmbedded, useExisting } from './server.ts';
 import { LiveView } from './view.ts';
 
-const APPLICATION_NAME = 'pg-resilience-demo';
 const SHOP = ['read', 'upsert', 'insert', 'transaction', 'cursor'] as const;
 
-export const USAGE = `Usage: pg-resilience demo [options]
+export const USAGE = `Usage: npm run demo -- [options]
 
-Resilience at work on a real PostgreSQL: a sample app under \`node --require pg-resilience/register\`,
+Resilience at work on a real PostgreSQL: a sample app under \`node --import pg-resilience/register\`,
 real traffic, real faults (${SCENARIO_NAMES.join(', ')}), a live view, and a summary.
 
 Options:
@@ -110,23 +110,11 @@ export function parseOptions(argv: readonly string[]): DemoOptions | 'help' {
   };
 }
 
-/** The installed package's root (where `pg-resilience/register` resolves by self-reference). */
-function packageRoot(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    const pkg = path.join(dir, 'package.json');
-    if (existsSync(pkg)) {
-      try {
-        if ((JSON.parse(readFileSync(pkg, 'utf8')) as { name?: string }).name === 'pg-resilience') return dir;
-      } catch {
-        // not ours
-      }
-    }
-    const up = path.dirname(dir);
-    if (up === dir) throw new Error('pg-resilience demo: cannot find the package root');
-    dir = up;
-  }
-}
+/** The repository's root: there `pg-resilience` resolves by self-reference to the build in dist/. */
+const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+/** How the sample app is started: an ES module, so the ESM register entry, as users start theirs. */
+export const APP_COMMAND = 'node --import pg-resilience/register demo/app.ts';
 
 /** The sample app's process and what it reports. */
 class App {
@@ -137,13 +125,13 @@ class App {
   readonly events: string[] = [];
   fatal: string | undefined;
 
-  constructor(root: string, env: NodeJS.ProcessEnv, onLine: (line: string) => void) {
-    const appFile = path.join(root, 'dist', 'cjs', 'demo', 'app.js');
-    if (!existsSync(appFile))
-      throw new Error(`pg-resilience demo: ${appFile} is missing; run \`npm run build\``);
-    this.child = fork(appFile, [], {
-      cwd: root,
-      execArgv: ['--require', 'pg-resilience/register'],
+  constructor(env: NodeJS.ProcessEnv, onLine: (line: string) => void) {
+    if (!existsSync(path.join(ROOT, 'dist', 'esm', 'register.js')))
+      throw new Error('pg-resilience demo: the package is not built; run `npm run build`');
+    this.child = fork(path.join(ROOT, 'demo', 'app.ts'), [], {
+      cwd: ROOT,
+      // The orchestrator's own flags (type stripping, warnings) plus the register entry.
+      execArgv: [...process.execArgv, '--import', 'pg-resilience/register'],
       env,
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
     });
@@ -179,7 +167,8 @@ class App {
   }
 
   send(message: ToApp): void {
-    if (this.alive && this.child.connected) this.child.send(message);
+    // The app may be exiting (after Ctrl-C it gets the signal too): a failed send is not an error.
+    if (this.alive && this.child.connected) this.child.send(message, () => {});
   }
 
   onStats(listener: (m: Extract<FromApp, { type: 'stats' }>) => void): void {
@@ -249,7 +238,7 @@ export async function runDemo(
 
   try {
     say('pg-resilience demo');
-    server = options.databaseUrl ? await useExisting(options.databaseUrl) : await startEmbedded(say);
+    server = options.databaseUrl ? await useExisting(options.databaseUrl) : await startEmbedded();
     say(`  database: ${server.description}`);
     const make = () => FaultProxy.start({ targetHost: server!.host, targetPort: server!.port });
     const proxies: Proxies = {
@@ -299,13 +288,12 @@ export async function runDemo(
       [TARGETS_ENV]: JSON.stringify(targets),
       PG_RESILIENCE_CONFIG: configFile,
     };
-    const root = packageRoot();
-    app = new App(root, env, (line) => {
+    app = new App(env, (line) => {
       const text = line.replace(/^\[pg-resilience\] /, '');
       app?.events.push(text);
       if (app && app.events.length > 50) app.events.splice(0, app.events.length - 50);
     });
-    say(`  sample app (pid ${app.child.pid}): node --require pg-resilience/register dist/cjs/demo/app.js`);
+    say(`  sample app (pid ${app.child.pid}): ${APP_COMMAND}`);
     say(`  the app's Prometheus endpoint: ${metricsUrl}`);
     const ready = await app.next('ready', 120_000);
     say(
