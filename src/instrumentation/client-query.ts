@@ -21,6 +21,7 @@
 import type { ExecuteContext } from '../policy/pipeline.ts';
 import { asPromise, type PromiseCtor, settleCallback } from './callbacks.ts';
 import { errorIsForUnsentQuery } from './dispatch.ts';
+import { endedByApp } from './ended-by-app.ts';
 import { statementVeto } from './retry-safety.ts';
 import { type PoolQueryAttempt, scope } from './scope.ts';
 import type { Targets } from './targets.ts';
@@ -76,6 +77,7 @@ export function patchClientQuery(targets: () => Targets): (original: QueryFn) =>
               txStatus: transactionStatus(client),
               provedUnsent: false,
               othersQueued: (client[IN_FLIGHT] ?? 0) > 1,
+              endedByApp: endedByApp(client),
             },
             c,
           ),
@@ -132,7 +134,10 @@ function forPoolQuery(
   attempt.txStatus = transactionStatus(client);
   if (typeof cb !== 'function') return original.apply(client, args);
   return original.call(client, args[0], args[1], function (this: unknown, ...cbArgs: unknown[]) {
-    if (cbArgs[0]) attempt.provedUnsent = errorIsForUnsentQuery();
+    if (cbArgs[0]) {
+      attempt.provedUnsent = errorIsForUnsentQuery();
+      attempt.endedByApp = endedByApp(client); // read before pg-pool's callback releases (and ends) it
+    }
     return (cb as Callback).apply(this, cbArgs);
   });
 }
