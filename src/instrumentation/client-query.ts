@@ -21,7 +21,7 @@
 import type { ExecuteContext } from '../policy/pipeline.ts';
 import { asPromise, type PromiseCtor, settleCallback } from './callbacks.ts';
 import { errorIsForUnsentQuery } from './dispatch.ts';
-import { endedByApp } from './ended-by-app.ts';
+import { endedByApp, failedByEnd } from './ended-by-app.ts';
 import { statementVeto } from './retry-safety.ts';
 import { type PoolQueryAttempt, scope } from './scope.ts';
 import type { Targets } from './targets.ts';
@@ -136,7 +136,7 @@ function forPoolQuery(
   return original.call(client, args[0], args[1], function (this: unknown, ...cbArgs: unknown[]) {
     if (cbArgs[0]) {
       attempt.provedUnsent = errorIsForUnsentQuery();
-      attempt.endedByApp = endedByApp(client); // read before pg-pool's callback releases (and ends) it
+      attempt.endedByApp = failedByEnd(client, cbArgs[0]); // before pg-pool's callback releases it
     }
     return (cb as Callback).apply(this, cbArgs);
   });

@@ -6,13 +6,30 @@
  * final. Nothing the app sent on that client is sent anywhere again (no retry on another connection, no
  * replay of a transaction), and a connect it cut short is left unanswered, as pg leaves it.
  *
- * Read it when the error arrives, before anyone else ends the client (pg-pool ends a client released
- * with an error, so afterwards every failed pool client looks ended).
+ * Read it when the error arrives, before the package releases the client. Inside pg-pool's own
+ * `Pool.query`, pg-pool itself ends a client whose connection failed (its 'error' listener releases it
+ * with the error) before the statement's callback runs, so there `_ending` alone does not say who ended
+ * it: the error does (`failedByEnd`).
  */
 
 /** True once `end()` was called on this pg client. */
 export function endedByApp(client: unknown): boolean {
   return (client as { _ending?: unknown } | null | undefined)?._ending === true;
+}
+
+/**
+ * pg's errors for a statement failed by an `end()` that came first: the connection closed after
+ * `end()` ("Connection terminated", where a lost one says "…unexpectedly"), or the statement was issued
+ * after it (the same text in every pg 8.x).
+ */
+const END_ERRORS: ReadonlySet<unknown> = new Set([
+  'Connection terminated',
+  'Client was closed and is not queryable',
+]);
+
+/** The statement failed because `end()` was called on its client, not because the connection failed. */
+export function failedByEnd(client: unknown, error: unknown): boolean {
+  return endedByApp(client) && END_ERRORS.has((error as { message?: unknown } | null | undefined)?.message);
 }
 
 /**
