@@ -11,8 +11,14 @@
  * never retried: pg cannot connect a Client twice ("Client has already been connected. You cannot
  * reuse a client."), and a Pool is how pg gets fresh connections. When the package's connect timeout
  * fires, the half-open connection is ended so it never lingers.
+ *
+ * `end()` during the connect (`c.connect(); c.end()`): pg ends the connection and never answers that
+ * connect, neither its callback nor its promise, and emits no error. The same here: when pg ends the
+ * client without having answered, the operation ends (its timer is cleared, nothing holds the process)
+ * and the app's callback or promise is left unanswered, as pg leaves it (ended-by-app.ts).
  */
 import { asPromise, type PromiseCtor, settleCallback } from './callbacks.ts';
+import { ConnectEndedByAppError, endedByApp, never } from './ended-by-app.ts';
 import { scope } from './scope.ts';
 import type { Targets } from './targets.ts';
 import { watchTransactionStatus } from './tx-status.ts';
@@ -21,6 +27,10 @@ import { clientTarget } from './utils.ts';
 
 type ConnectFn = (this: PgClientLike, ...args: unknown[]) => unknown;
 type Callback = (...args: unknown[]) => unknown;
+type Emitter = {
+  once?: (event: string, listener: () => void) => unknown;
+  removeListener?: (event: string, listener: () => void) => unknown;
+};
 
 const ignore = (): void => {};
 
@@ -39,14 +49,26 @@ export function patchClientConnect(targets: () => Targets): (original: ConnectFn
       }
       // eslint-disable-next-line @typescript-eslint/no-this-alias -- named for the closures below
       const client = this;
+      // end() before connect() is pg's no-op (the connect then goes ahead); only a later end() cuts it short.
+      const endedBefore = endedByApp(client);
       let last: unknown[] | undefined;
       const operation = targets()
         .forClient(client)
         .execute(
           (_attempt, signal) =>
             new Promise((resolve, reject) => {
+              // The app ended the client while this connect waited for a permit: pg would never answer it.
+              if (!endedBefore && endedByApp(client)) {
+                reject(new ConnectEndedByAppError());
+                return;
+              }
               signal?.addEventListener('abort', () => endQuietly(client), { once: true });
+              // pg emits 'end' after answering a connect that failed; 'end' with no answer means none comes.
+              const emitter = client as Emitter;
+              const unanswered = (): void => reject(new ConnectEndedByAppError());
+              emitter.once?.('end', unanswered);
               original.call(client, (...cbArgs: unknown[]) => {
+                emitter.removeListener?.('end', unanswered);
                 last = cbArgs;
                 if (cbArgs[0]) reject(cbArgs[0]);
                 else resolve(client);
@@ -54,11 +76,15 @@ export function patchClientConnect(targets: () => Targets): (original: ConnectFn
             }),
           { operation: 'connect', retry: false },
         );
+      // A connect cut short by the app's end() stays unanswered, as with pg.
+      const answered = operation.catch((error: unknown) =>
+        error instanceof ConnectEndedByAppError ? never<PgClientLike>() : Promise.reject(error),
+      );
       if (typeof callback === 'function') {
-        settleCallback(operation, callback as Callback, () => last);
+        settleCallback(answered, callback as Callback, () => last);
         return undefined;
       }
-      return asPromise(operation, (client as { _Promise?: PromiseCtor })._Promise);
+      return asPromise(answered, (client as { _Promise?: PromiseCtor })._Promise);
     };
 }
 

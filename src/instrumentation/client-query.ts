@@ -22,6 +22,7 @@ import type { ExecuteContext } from '../policy/pipeline.ts';
 import { isSubmittable, type Submittable } from '../safety/submittable.ts';
 import { asPromise, type PromiseCtor, settleCallback } from './callbacks.ts';
 import { errorIsForUnsentQuery } from './dispatch.ts';
+import { endedByApp, failedByEnd } from './ended-by-app.ts';
 import { statementVeto } from './retry-safety.ts';
 import { type PoolQueryAttempt, scope } from './scope.ts';
 import type { Targets } from './targets.ts';
@@ -71,6 +72,7 @@ export function patchClientQuery(targets: () => Targets): (original: QueryFn) =>
               txStatus: transactionStatus(client),
               provedUnsent: false,
               othersQueued: (client[IN_FLIGHT] ?? 0) > 1,
+              endedByApp: endedByApp(client),
             },
             c,
           ),
@@ -127,7 +129,10 @@ function forPoolQuery(
   attempt.txStatus = transactionStatus(client);
   if (typeof cb !== 'function') return original.apply(client, args);
   return original.call(client, args[0], args[1], function (this: unknown, ...cbArgs: unknown[]) {
-    if (cbArgs[0]) attempt.provedUnsent = errorIsForUnsentQuery();
+    if (cbArgs[0]) {
+      attempt.provedUnsent = errorIsForUnsentQuery();
+      attempt.endedByApp = failedByEnd(client, cbArgs[0]); // before pg-pool's callback releases it
+    }
     return (cb as Callback).apply(this, cbArgs);
   });
 }

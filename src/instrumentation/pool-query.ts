@@ -85,6 +85,7 @@ export function patchPoolQuery(targets: () => Targets): (original: Fn) => Fn {
                   // A failed checkout sent nothing; else dispatch tracking may have proved it.
                   provedUnsent: current?.checkoutFailed === true || current?.provedUnsent === true,
                   othersQueued: false,
+                  endedByApp: current?.endedByApp === true,
                 },
                 c,
               ),

@@ -2,6 +2,8 @@
  * The safety veto asked before retrying a statement (the policies' `canRetry`). A statement is retried
  * only when repeating it cannot apply it twice and cannot break a transaction:
  *
+ * 0. Never when the app itself ended the client (`client.end()`, `release(err)`): the error that follows
+ *    is the app's decision, final, and the statement is sent nowhere again. Reason `not_retryable`.
  * 1. Never inside a transaction: when the connection's status is 'T' or 'E' (see tx-status.ts), the
  *    error reaches the caller as it would have. Reason `in_transaction`.
  * 2. On the same client (a statement on a client the app holds: a pg Client cannot reconnect), only a
@@ -40,10 +42,13 @@ export interface StatementFacts {
   readonly provedUnsent: boolean;
   /** Other statements of the app are queued on the same client (client.query only). */
   readonly othersQueued: boolean;
+  /** The app had called `end()` on the statement's client when the statement failed (ended-by-app.ts). */
+  readonly endedByApp: boolean;
 }
 
 /** May the failed statement described by `facts` run again? true, or why not. */
 export function statementVeto(facts: StatementFacts, c: ErrorClassification): true | SuppressReason {
+  if (facts.endedByApp) return 'not_retryable';
   if (inTransaction(facts.txStatus)) return 'in_transaction';
   if (!facts.freshConnection && (c.reachedServer !== 'rejected' || facts.othersQueued))
     return 'not_retryable';

@@ -23,6 +23,8 @@ export interface PoolQueryAttempt {
   provedUnsent: boolean;
   /** pg-pool's checkout for this attempt failed (its connect callback got an error): no statement was sent. */
   checkoutFailed?: boolean;
+  /** The app itself ended the attempt's client (`client.end()`) before its statement failed: the error is final. */
+  endedByApp?: boolean;
   /** The package's timeout gave up on this attempt (its reason): a statement not sent yet must not be sent. */
   abandoned?: unknown;
 }

@@ -18,6 +18,8 @@
  * - the package's own transaction timeout (`timeout.queryMs`): the callback cannot be stopped, so a
  *   second run could overlap the first; once the attempt has timed out it does not send COMMIT.
  * - any error of the callback's own (a failed check, a constraint violation…): rolled back and rethrown.
+ * - any error once the callback ended its client itself (`client.end()`, `client.release(err)`): the
+ *   app's decision is final, and what it sent is sent nowhere again.
  * On failure the transaction is rolled back (or the connection discarded when it is broken), and the
  * error the caller gets is the one that ended the last attempt, unchanged.
  *
@@ -40,6 +42,7 @@ import {
   TransactionOutcomeUnknownError,
   TransactionRolledBackError,
 } from '../errors.ts';
+import { endedByApp } from '../instrumentation/ended-by-app.ts';
 import { scope } from '../instrumentation/scope.ts';
 import type { SuppressReason } from '../policy/events.ts';
 import { runtime } from '../runtime.ts';
@@ -117,10 +120,12 @@ export async function withTransaction<T, C extends TransactionClient>(
   const target = policy.target;
   const classify = (e: unknown): ErrorClassification => targets.registry.classify(e);
   let commitSent = false;
+  let appEnded = false;
 
   return policy.execute(
     async (_attempt, signal) => {
       commitSent = false;
+      appEnded = false;
       const client = await checkout(pool);
       let discard: unknown;
       try {
@@ -132,6 +137,7 @@ export async function withTransaction<T, C extends TransactionClient>(
         if (answer?.command === 'ROLLBACK') throw new TransactionRolledBackError(target);
         return result;
       } catch (error) {
+        appEnded = endedByApp(client); // read before release() below ends a discarded client
         const c = classify(error);
         if (commitSent && c.reachedServer === 'unknown') {
           discard = error;
@@ -148,6 +154,7 @@ export async function withTransaction<T, C extends TransactionClient>(
       operation: 'transaction',
       signal: options.signal,
       canRetry: (error, c): true | SuppressReason => {
+        if (appEnded) return 'not_retryable';
         if (isOperationTimeoutError(error)) return 'unknown_outcome';
         if (c.reachedServer === 'no' || c.reachedServer === 'rejected') return true;
         return commitSent ? 'unknown_outcome' : true;
