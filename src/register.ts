@@ -4,9 +4,10 @@
 // Compiled only into dist/esm: import.meta does not exist in the CommonJS build.
 import './node-guard.ts';
 import { register } from 'node:module';
-import { registerDisabled, startPgResilience } from './register/start.ts';
+import { killSwitchOn } from './config/index.ts';
+import { startPgResilience } from './register/start.ts';
 
-if (!registerDisabled()) {
+if (!killSwitchOn()) {
   register('@opentelemetry/instrumentation/hook.mjs', import.meta.url);
   startPgResilience();
 }

@@ -42,14 +42,9 @@ function otelSdkDisabled(env: NodeJS.ProcessEnv = process.env): boolean {
   return env.OTEL_SDK_DISABLED?.trim().toLowerCase() === 'true';
 }
 
-/** True when PG_RESILIENCE_DISABLED switches the package off (the config's own kill switch). */
-export function registerDisabled(env: NodeJS.ProcessEnv = process.env): boolean {
-  return killSwitchOn(env);
-}
-
 /** Starts the SDK and the instrumentations; undefined when PG_RESILIENCE_DISABLED is set. */
 export function startPgResilience(): Started | undefined {
-  if (registerDisabled()) return undefined;
+  if (killSwitchOn()) return undefined;
   if (otelSdkDisabled()) {
     // A ConfigError from our instrumentation surfaces here, at start-up.
     const instrumentation = new PgResilienceInstrumentation();

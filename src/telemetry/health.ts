@@ -27,8 +27,7 @@
  * half-open or the overall score is below 80, else `ok`.
  *
  * retryBudgetUsed: used = 1 − remaining / allowance, with the allowance from the snapshot (the policies
- * report it) or from the source (`retryBudgetAllowance(target)`). When neither knows it, it
- * is estimated as recentRetries / (recentRetries + remaining), with recentRetries counted over this
+ * report it). A snapshot without it (a hand-made source) is estimated as recentRetries / (recentRetries + remaining), with recentRetries counted over this
  * tracker's window (the budget's own window is usually shorter, so the estimate leans pessimistic; it is
  * exactly 1 when the budget is spent and 0 when no retry happened).
  *
@@ -56,11 +55,6 @@ export interface StateSource {
   snapshot(): readonly TargetSnapshot[];
   /** Stats of the live pg pools, one entry per pool (several pools may share a target). */
   pools(): readonly PoolStats[];
-  /**
-   * Optional: the retry budget's current allowance (retries allowed in its window) for `target`, when
-   * known. Without it the share used is estimated (see the file header).
-   */
-  retryBudgetAllowance?(target: string): number | null | undefined;
 }
 
 export interface HealthTrackerOptions {
@@ -349,7 +343,7 @@ export class HealthTracker {
     if (t.retryBudget === null) return null;
     const remaining = t.retryBudget.remaining;
     if (!Number.isFinite(remaining)) return 0;
-    const allowance = t.retryBudget.allowance ?? this.#source.retryBudgetAllowance?.(t.target);
+    const allowance = t.retryBudget.allowance;
     if (typeof allowance === 'number' && Number.isFinite(allowance)) {
       return allowance > 0 ? clamp01(1 - remaining / allowance) : 1;
     }

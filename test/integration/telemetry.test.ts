@@ -356,11 +356,21 @@ describe('telemetry: spans, metrics and logs from a real scenario', T, () => {
     assert.ok(results.every((r) => r.status === 'fulfilled' || isRateLimitedError(r.reason)));
   });
 
-  it('absorbed client errors are counted', async () => {
+  it('absorbed client errors: the process survives, each is reported once, the pool evicts the clients', async () => {
     const p = pool(waitProxy);
-    await Promise.all([p.query('SELECT 1'), p.query('SELECT 1')]); // two idle clients, no 'error' listener
-    waitProxy.resetOpenConnections();
-    await sleep(200);
+    const absorbed: string[] = [];
+    const listener = instrumentation.onClientErrorAbsorbed((e) => absorbed.push(e.source));
+    try {
+      const held = await Promise.all([p.connect(), p.connect()]);
+      for (const c of held) c.release();
+      assert.equal(p.idleCount, 2, 'two idle clients, no error listener on the pool');
+      waitProxy.resetOpenConnections();
+      for (let i = 0; i < 40 && (absorbed.length < 2 || p.totalCount > 0); i++) await sleep(50);
+      assert.deepEqual(absorbed, ['pool', 'pool']);
+      assert.equal(p.totalCount, 0, 'pg-pool evicted both dead clients');
+    } finally {
+      listener.dispose();
+    }
   });
 
   it('/metrics: every catalog metric under its exact series name, with the scenario’s values', async () => {

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { describe, it } from 'node:test';
 import { DatabaseError } from 'pg';
-import { classifyError, ERROR_CLASSES, isTransient, reachedServer } from '../../src/classify/index.ts';
+import { classifyError, ERROR_CLASSES } from '../../src/classify/index.ts';
 import { classification } from '../../src/classify/classification.ts';
 import { ERRNO_TABLE, PG_MESSAGES } from '../../src/classify/network.ts';
 import { SQLSTATE_CLASSES, SQLSTATE_EXACT } from '../../src/classify/sqlstate.ts';
@@ -511,19 +511,6 @@ describe('classifyError: override', () => {
 
   it('ignores an override that is not a function', () => {
     assert.deepEqual(classifyError(err, 'nope' as never), defaults);
-  });
-});
-
-describe('isTransient / reachedServer guards', () => {
-  it('answer from the classification', () => {
-    assert.equal(isTransient(systemError('ECONNREFUSED')), true);
-    assert.equal(isTransient(databaseError('42601')), false);
-    assert.equal(reachedServer(systemError('ECONNREFUSED')), 'no');
-    assert.equal(reachedServer(databaseError('42601')), 'rejected');
-    assert.equal(
-      isTransient(databaseError('42601'), () => ({ transient: true })),
-      true,
-    );
   });
 });
 

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { afterEach, describe, it } from 'node:test';
 import { diag } from '@opentelemetry/api';
 import type { TargetSnapshot } from '../../src/policy/pipeline.ts';
@@ -35,7 +36,6 @@ function source(snaps: Snap[] = [snap()], pools: PoolStats[] = []) {
     snaps,
     pools,
     calls: 0,
-    allowance: undefined as ((t: string) => number | null | undefined) | undefined,
     snapshot() {
       src.calls++;
       return src.snaps;
@@ -47,7 +47,6 @@ function source(snaps: Snap[] = [snap()], pools: PoolStats[] = []) {
   const stateSource: StateSource = {
     snapshot: () => src.snapshot(),
     pools: () => src.poolsFn(),
-    retryBudgetAllowance: (t) => src.allowance?.(t),
   };
   return { src, stateSource };
 }
@@ -344,11 +343,10 @@ describe('HealthTracker.health', () => {
     tracker.dispose();
   });
 
-  it('uses the allowance when the source knows it', () => {
+  it('uses the allowance the policies report in the snapshot', () => {
     const s = snap();
-    s.retryBudget = { remaining: 5 };
-    const { tracker, src } = setup([s]);
-    src.allowance = (t) => (t === 'db:5432/app' ? 10 : undefined);
+    s.retryBudget = { remaining: 5, allowance: 10 };
+    const { tracker } = setup([s]);
     const h = tracker.health();
     assert.equal(h.targets[0]!.retryBudgetUsed, 0.5);
     assert.equal(h.score, 90);
@@ -475,10 +473,24 @@ describe('HealthTracker sampling', () => {
     tracker.dispose();
   });
 
-  it('unrefs its timer with the real clock', () => {
-    const tracker = new HealthTracker({ snapshot: () => [], pools: () => [] });
-    // The real clock's timer is unref'd: this test process would hang otherwise (node:test waits).
-    tracker.dispose();
-    tracker.dispose();
+  it('with the real clock, a tracker never disposed does not hold the process open', () => {
+    // A child that creates a tracker and never disposes it must exit by itself (the sampling timer is unref'd).
+    const source = new URL('../../src/telemetry/health.ts', import.meta.url).href;
+    const started = Date.now();
+    const child = spawnSync(
+      process.execPath,
+      [
+        '--disable-warning=ExperimentalWarning',
+        '--input-type=module',
+        '-e',
+        `const { HealthTracker } = await import(${JSON.stringify(source)});
+         new HealthTracker({ snapshot: () => [], pools: () => [], sampleEveryMs: 50 });
+         console.log('created');`,
+      ],
+      { encoding: 'utf8', timeout: 10_000 },
+    );
+    assert.equal(child.signal, null, `killed after ${Date.now() - started} ms: the timer held the process`);
+    assert.equal(child.status, 0, child.stderr);
+    assert.equal(child.stdout.trim(), 'created');
   });
 });
