@@ -10,7 +10,7 @@
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import net from 'node:net';
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe, it, type TestContext } from 'node:test';
 import { PgResilienceInstrumentation } from '../../src/index.ts';
 import type { RetryEvent, RetrySuppressedEvent } from '../../src/policy/events.ts';
 import type { TestServer } from '../support/postgres.ts';
@@ -124,7 +124,9 @@ describe('pool checkout semantics', { timeout: 180_000 }, () => {
   };
   const target = () => `${server.host}:${server.port}/${server.database}`;
 
-  before(async () => {
+  before(async (t) => {
+    const version = (name: string) => (requirePg(`${name}/package.json`) as { version: string }).version;
+    (t as TestContext).diagnostic(`pg ${version('pg')}, pg-pool ${version('pg-pool')}`);
     server = await startServer();
   });
 
