@@ -8,8 +8,10 @@
 // PG_RESILIENCE_TEST_PG_DIR: run against the pg installed in that directory (an older pg 8.x, as
 // retry-rules.test.ts does; pg-versions.test.ts installs them).
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import net from 'node:net';
+import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { PgResilienceInstrumentation } from '../../src/index.ts';
 import type { RetryEvent, RetrySuppressedEvent } from '../../src/policy/events.ts';
@@ -125,7 +127,12 @@ describe('pool checkout semantics', { timeout: 180_000 }, () => {
   const target = () => `${server.host}:${server.port}/${server.database}`;
 
   before(async (t) => {
-    const version = (name: string) => (requirePg(`${name}/package.json`) as { version: string }).version;
+    // Not `pg-pool/package.json`: newer pg-pool releases do not export it.
+    const version = (name: string) => {
+      const main = requirePg.resolve(name);
+      const dir = main.slice(0, main.lastIndexOf(`node_modules/${name}/`) + `node_modules/${name}`.length);
+      return (JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { version: string }).version;
+    };
     (t as TestContext).diagnostic(`pg ${version('pg')}, pg-pool ${version('pg-pool')}`);
     server = await startServer();
   });
@@ -193,6 +200,37 @@ describe('pool checkout semantics', { timeout: 180_000 }, () => {
       assert.deepEqual(refused, [], 'no retry even considered');
     });
   });
+
+  it(
+    'waiting checkouts are served in the order they asked (promise and callback forms mixed)',
+    T,
+    async () => {
+      const pool = newPool({ ...server.clientConfig(), max: 1, connectionTimeoutMillis: 5_000 });
+      const holder = await pool.connect();
+      const order: string[] = [];
+      const take = (name: string) =>
+        pool.connect().then((c) => {
+          order.push(name);
+          c.release();
+        });
+      const waiting = [
+        take('connect 1'),
+        new Promise<void>((resolve) =>
+          pool.connect((err, c, done) => {
+            order.push(err ? `error ${err.message}` : 'connect 2 (callback)');
+            done();
+            resolve();
+          }),
+        ),
+        take('connect 3'),
+        take('connect 4'),
+      ];
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      holder.release();
+      await Promise.all(waiting);
+      assert.deepEqual(order, ['connect 1', 'connect 2 (callback)', 'connect 3', 'connect 4']);
+    },
+  );
 
   describe('connectionTimeoutMillis bounds each connect attempt', () => {
     it(
