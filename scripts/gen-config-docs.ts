@@ -273,6 +273,8 @@ function docs(): string {
         '`retry.perErrorClass` is keyed by error class (see [error-classification.md](error-classification.md)):',
         `${ERROR_CLASSES.map((c) => `\`${c}\``).join(', ')}. Each entry may set \`maxAttempts\`, \`initialDelayMs\`,`,
         '`maxDelayMs`, `multiplier` and `jitter` (same ranges as above); the fields it leaves out come from `retry.*`.',
+        'An entry matters only for a transient class: `pool_exhausted` (a pool checkout that waited',
+        '`connectionTimeoutMillis` for a free client) and the permanent classes are never retried.',
         'A class listed in a later layer is merged with the profile’s entry for it. The profiles set:',
         '',
         table(

@@ -27,7 +27,11 @@ export abstract class ResilienceError extends Error {
   }
 }
 
-/** The target's circuit breaker is open (or half-open with every probe slot taken): the call was not attempted. */
+/**
+ * The target's circuit breaker is open (or half-open with every probe slot taken): the call was not
+ * attempted. `cause` is the failure that opened the breaker, and the message ends with it
+ * (`… (opened after: <its message>)`), so the reason survives into logs that print only the message.
+ */
 export class CircuitOpenError extends ResilienceError {
   readonly code = 'PGR_CIRCUIT_OPEN';
   /** Epoch ms of the next half-open probe, when known. */
@@ -38,16 +42,28 @@ export class CircuitOpenError extends ResilienceError {
       nextProbeAt === undefined
         ? ''
         : `; next probe in ${Math.max(0, Math.round((nextProbeAt - Date.now()) / 100) / 10)} s`;
+    const why = cause === undefined ? '' : ` (opened after: ${describeCause(cause)})`;
     super(
       target,
       state === 'open'
-        ? `Circuit breaker for ${target} is open: the call was not attempted${when}`
-        : `Circuit breaker for ${target} is half-open and its probe slots are busy: the call was not attempted`,
-      { cause },
+        ? `Circuit breaker for ${target} is open: the call was not attempted${when}${why}`
+        : `Circuit breaker for ${target} is half-open and its probe slots are busy: the call was not attempted${why}`,
+      cause === undefined ? undefined : { cause },
     );
     this.state = state;
     this.nextProbeAt = nextProbeAt;
   }
+}
+
+/** A failure in a few words: its message, else its code or name (an AggregateError's message can be empty). */
+function describeCause(cause: unknown): string {
+  if (typeof cause === 'object' && cause !== null) {
+    const { message, code, name } = cause as { message?: unknown; code?: unknown; name?: unknown };
+    if (typeof message === 'string' && message !== '') return message;
+    if (typeof code === 'string' && code !== '') return code;
+    if (typeof name === 'string' && name !== '') return name;
+  }
+  return String(cause);
 }
 
 /** The target's rate limiter had no permit for the call. */

@@ -40,8 +40,10 @@ export const PG_MESSAGES: ReadonlyMap<string, ErrorClassification> = new Map<str
     'Connection terminated due to connection timeout',
     entry('connect_timeout', true, 'no', true, 'connect_timeout'),
   ],
-  // pg-pool: no client became free in time (every client checked out). The pool is busy, not the server.
-  ['timeout exceeded when trying to connect', entry('pool_exhausted', true, 'no', false, 'pool_exhausted')],
+  // pg-pool: no client became free within connectionTimeoutMillis (every client checked out). The pool is
+  // busy, not the server: load, not a fault. Not retried: the caller's own bound has passed, and a retry
+  // would queue again behind (and take the slot of) callers that waited less.
+  ['timeout exceeded when trying to connect', entry('pool_exhausted', false, 'no', false, 'pool_exhausted')],
   // pg client: its query_timeout fired; pg does not cancel the statement on the server.
   ['Query read timeout', entry('query_timeout', true, 'unknown', true, 'query_timeout')],
   // pg client: the client's connection already failed; pg refused to send anything.

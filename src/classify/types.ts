@@ -12,7 +12,7 @@ export const ERROR_CLASSES = [
   'connect_refused',
   /** Connecting took too long: pg's "timeout expired", "Connection terminated due to connection timeout", ETIMEDOUT, and this package's own connect/probe timeout (PGR_TIMEOUT). */
   'connect_timeout',
-  /** The pool had no client to give in time: "timeout exceeded when trying to connect". Never reached the server. */
+  /** The pool had no client to give within its `connectionTimeoutMillis`: "timeout exceeded when trying to connect". Never reached the server; load, not a fault: never retried, never counted by the breaker. */
   'pool_exhausted',
   /** The server refused a new connection for lack of slots: 53300 (too many connections). */
   'too_many_connections',

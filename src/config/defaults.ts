@@ -31,8 +31,6 @@ const DEFAULT_PROFILE: ResilienceSettings = {
       connect_refused: { maxAttempts: 5, initialDelayMs: 100, maxDelayMs: 2000 },
       // Connection slots free up as other clients finish: wait a little longer before each try.
       too_many_connections: { maxAttempts: 5, initialDelayMs: 200, maxDelayMs: 2000 },
-      // The pool frees a client as soon as a query finishes: a few quick retries usually get one.
-      pool_exhausted: { maxAttempts: 4, initialDelayMs: 100, maxDelayMs: 2000 },
       // A lost connection is a flaky network's usual blip. Only safe statements are retried after one,
       // so more tries cost no safety (at 20 % lost, 3 tries still fail 0.8 % of reads, 5 tries 0.03 %).
       connection_lost: { maxAttempts: 5 },
@@ -126,8 +124,6 @@ const BATCH_PROFILE: ResilienceSettings = {
       connect_refused: { maxAttempts: 5, initialDelayMs: 100, maxDelayMs: 2000 },
       // As default: wait for connection slots to free up.
       too_many_connections: { maxAttempts: 5, initialDelayMs: 200, maxDelayMs: 2000 },
-      // As default: a few quick retries for a pool client.
-      pool_exhausted: { maxAttempts: 4, initialDelayMs: 100, maxDelayMs: 2000 },
       // As default: more tries after a lost connection (only safe statements are retried).
       connection_lost: { maxAttempts: 5 },
       // As default: never re-run a statement that hit the server's timeout.

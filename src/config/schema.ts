@@ -206,7 +206,7 @@ const timeoutSchema = object(
     connectMs: int(
       0,
       MAX_TIMEOUT_MS,
-      'Per-attempt limit for getting a connection (connect or pool checkout), in ms (0 = off).',
+      'Per-attempt limit for getting a connection (connect or pool checkout), in ms (0 = off). A pool with connectionTimeoutMillis uses that for pool.connect() instead.',
       'off',
     ),
   },

@@ -12,6 +12,10 @@
  *   failed new client is discarded by pg-pool, so a retry gets a fresh connection). When the package's
  *   connect timeout gives up on an attempt and the client arrives later, it goes straight back to the
  *   pool.
+ * - A checkout that waited the pool's `connectionTimeoutMillis` for a free client (pool_exhausted) is
+ *   not retried (the classification says so): the caller's bound has passed, and a retry would queue
+ *   again behind, and take the client of, callers that waited less. With that option set, the pool's
+ *   bound replaces the package's connect timeout; each attempt is one checkout bounded by it.
  */
 import { asPromise, type PromiseCtor, settleCallback } from './callbacks.ts';
 import { type PoolQueryAttempt, scope } from './scope.ts';
@@ -58,7 +62,10 @@ export function patchPoolConnect(targets: () => Targets): (original: Fn) => Fn {
                 else resolve(cbArgs[1]);
               });
             }),
-          { operation: 'connect', canRetry: always },
+          // A pool with connectionTimeoutMillis bounds each checkout itself (a wait for a free client
+          // included): the package's connect timeout must not cut it short and retry it at the back of
+          // the queue.
+          { operation: 'connect', canRetry: always, timeout: !hasOwnConnectTimeout(pool) },
         );
       if (typeof cb === 'function') {
         settleCallback(operation, cb as Callback, () => last);
@@ -84,6 +91,12 @@ function inAttemptScope(attempt: PoolQueryAttempt, cb: Callback): Callback {
       scope.poolQuery = previous;
     }
   };
+}
+
+/** The pool bounds its checkouts itself (pg-pool's `connectionTimeoutMillis`). */
+function hasOwnConnectTimeout(pool: PgPoolLike): boolean {
+  const ms = (pool as { options?: { connectionTimeoutMillis?: unknown } }).options?.connectionTimeoutMillis;
+  return typeof ms === 'number' && ms > 0;
 }
 
 /** Wrapper for `Pool.prototype.newClient`: the client.connect() inside is the pool's own. */

@@ -93,6 +93,8 @@ export class CircuitBreaker {
   #stateSince: number;
   #nextProbeAt: number | undefined;
   #lastFailure: { error: unknown; at: number } | undefined;
+  /** The failure that last opened the breaker: the cause of every CircuitOpenError until it closes. */
+  #openedBy: unknown;
   /** The trip decision while closed (cockatiel's); replaced by a fresh one on every close. */
   #trip: IBreaker;
   /** Bumped on every state change: an outcome of a call started under an older epoch is ignored. */
@@ -142,7 +144,8 @@ export class CircuitBreaker {
   /**
    * Runs `fn` if the state allows it. Closed: runs. Half-open: runs if fewer than `halfOpenMaxProbes`
    * half-open calls are in flight, else rejects at once with `CircuitOpenError(target, 'half_open')`.
-   * Open: rejects at once with `CircuitOpenError(target, 'open', nextProbeAt)`.
+   * Open: rejects at once with `CircuitOpenError(target, 'open', nextProbeAt)`. Either carries the
+   * failure that opened the breaker as its `cause`.
    *
    * A rejection of `fn` for which `isFailure(error)` is true counts as a failure. One for which
    * `isNeutral(error)` is true counts as nothing: it says nothing about the target either way (a lost
@@ -183,7 +186,7 @@ export class CircuitBreaker {
     const state = this.#state;
     const nextProbeAt = state === 'open' ? this.#nextProbeAt : undefined;
     this.#rejected.emit({ target: this.target, operation, state, nextProbeAt });
-    return new CircuitOpenError(this.target, state, nextProbeAt);
+    return new CircuitOpenError(this.target, state, nextProbeAt, this.#openedBy);
   }
 
   /**
@@ -264,7 +267,7 @@ export class CircuitBreaker {
   #reject<T>(operation: OperationKind, state: 'open' | 'half_open'): Promise<T> {
     const nextProbeAt = state === 'open' ? this.#nextProbeAt : undefined;
     this.#rejected.emit({ target: this.target, operation, state, nextProbeAt });
-    return Promise.reject(new CircuitOpenError(this.target, state, nextProbeAt));
+    return Promise.reject(new CircuitOpenError(this.target, state, nextProbeAt, this.#openedBy));
   }
 
   #open(error: unknown): void {
@@ -272,6 +275,7 @@ export class CircuitBreaker {
     const at = this.#clock.now();
     const nextProbeAt = at + this.#settings.halfOpenAfterMs;
     this.#state = 'open';
+    this.#openedBy = error;
     this.#stateSince = at;
     this.#nextProbeAt = nextProbeAt;
     this.#epoch++;
@@ -300,6 +304,7 @@ export class CircuitBreaker {
     const from = this.#state;
     const at = this.#clock.now();
     this.#state = 'closed';
+    this.#openedBy = undefined;
     this.#stateSince = at;
     this.#nextProbeAt = undefined;
     this.#epoch++;

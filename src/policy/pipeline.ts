@@ -69,6 +69,11 @@ export interface ExecuteContext {
   /** false: never retried; still rate limited, bulkheaded, breaker-guarded and timed out. */
   readonly retry?: boolean;
   /**
+   * false: no per-attempt timeout of the package: the call carries the user's own bound (a pool
+   * checkout with the pool's `connectionTimeoutMillis`), which stays the bound. Default true.
+   */
+  readonly timeout?: boolean;
+  /**
    * false: the call runs inside an operation that was already admitted (a statement on a client checked
    * out of a pool): no rate limit, no bulkhead, no breaker (neither refused nor counted). Retry and
    * timeout still apply. Default true.
@@ -285,7 +290,12 @@ export class TargetPolicy {
     const started = this.#operation.size > 0 || observer ? this.#now() : -1;
     let attempts = 0;
     const operation = ctx.operation;
-    const timeout = isConnectLike(operation) ? this.#connectTimeout : this.#queryTimeout;
+    const timeout =
+      ctx.timeout === false
+        ? undefined
+        : isConnectLike(operation)
+          ? this.#connectTimeout
+          : this.#queryTimeout;
     const admission = ctx.admission !== false;
     const breaker = admission ? this.#activeBreaker : undefined;
     const observed = observer?.begin(this.target, operation, started);

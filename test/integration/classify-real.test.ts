@@ -401,11 +401,11 @@ describe('classifyError on real PostgreSQL errors', () => {
       try {
         const err = await rejection(p.connect(), 'pool.connect()');
         expectClassified(t, 'pool.connect() with no free client', err, {
-          ...c('pool_exhausted', true, 'no', false, 'pool_exhausted'),
+          ...c('pool_exhausted', false, 'no', false, 'pool_exhausted'),
         });
         const viaQuery = await rejection(p.query('SELECT 1'), 'pool.query()');
         expectClassified(t, 'pool.query() with no free client', viaQuery, {
-          ...c('pool_exhausted', true, 'no', false, 'pool_exhausted'),
+          ...c('pool_exhausted', false, 'no', false, 'pool_exhausted'),
         });
       } finally {
         held.release();

@@ -196,6 +196,49 @@ describe('CircuitBreaker: open', () => {
     ]);
   });
 
+  it('CircuitOpenError carries the failure that opened the breaker: cause, and the message ends with it', async () => {
+    const { b } = breaker();
+    await fail(b);
+    await fail(b);
+    const opener = new Down('timeout exceeded when trying to connect');
+    await fail(b, opener);
+    const open = await b.execute(async () => 'ran', 'connect', isFailure).catch((e: unknown) => e);
+    assert.ok(isCircuitOpenError(open));
+    assert.equal(open.cause, opener);
+    assert.ok(open.message.endsWith('(opened after: timeout exceeded when trying to connect)'), open.message);
+    assert.equal(b.admit('query')?.cause, opener, 'admission refusals carry it too');
+
+    // Half-open with the probe slot busy: still the opener. A failed probe re-opens: its failure now.
+    fake.tick(SETTINGS.halfOpenAfterMs);
+    const probe = deferred<void>();
+    const running = b.execute(() => probe.promise, 'query', isFailure).catch((e: unknown) => e);
+    const busy = await b.execute(async () => 'ran', 'query', isFailure).catch((e: unknown) => e);
+    assert.ok(isCircuitOpenError(busy) && busy.state === 'half_open');
+    assert.equal(busy.cause, opener);
+    assert.ok(busy.message.endsWith('(opened after: timeout exceeded when trying to connect)'));
+    const second = new Down('Connection terminated due to connection timeout');
+    probe.reject(second);
+    await running;
+    const reopened = await b.execute(async () => 'ran', 'query', isFailure).catch((e: unknown) => e);
+    assert.ok(isCircuitOpenError(reopened));
+    assert.equal(reopened.cause, second);
+    assert.ok(reopened.message.endsWith('(opened after: Connection terminated due to connection timeout)'));
+
+    // Closed again: the next opening names its own failure.
+    fake.tick(SETTINGS.halfOpenAfterMs);
+    await ok(b);
+    assert.equal(b.state, 'closed');
+    const third = new Down('');
+    Object.assign(third, { code: 'ECONNREFUSED' });
+    await fail(b);
+    await fail(b);
+    await fail(b, third);
+    const again = await b.execute(async () => 'ran', 'query', isFailure).catch((e: unknown) => e);
+    assert.ok(isCircuitOpenError(again));
+    assert.equal(again.cause, third);
+    assert.ok(again.message.endsWith('(opened after: ECONNREFUSED)'), again.message);
+  });
+
   it('turns half_open on time with no traffic, and the event fires', async () => {
     const { b, changes } = breaker();
     await trip(b);

@@ -76,7 +76,7 @@ const MESSAGE_ROWS: Array<[string, ErrorClassification]> = [
     'Connection terminated due to connection timeout',
     c('connect_timeout', true, 'no', true, 'connect_timeout'),
   ],
-  ['timeout exceeded when trying to connect', c('pool_exhausted', true, 'no', false, 'pool_exhausted')],
+  ['timeout exceeded when trying to connect', c('pool_exhausted', false, 'no', false, 'pool_exhausted')],
   ['Query read timeout', c('query_timeout', true, 'unknown', true, 'query_timeout')],
   [
     'Client has encountered a connection error and is not queryable',

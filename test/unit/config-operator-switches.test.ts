@@ -90,7 +90,7 @@ describe('PG_RESILIENCE_RETRY_ATTEMPTS caps every error class', () => {
       3,
     );
     assert.equal(
-      settingsForTarget(config, 'db:5432/other').retry.perErrorClass.pool_exhausted?.maxAttempts,
+      settingsForTarget(config, 'db:5432/other').retry.perErrorClass.connection_lost?.maxAttempts,
       1,
     );
     assert.equal(
@@ -105,6 +105,6 @@ describe('PG_RESILIENCE_RETRY_ATTEMPTS caps every error class', () => {
       options: { retry: { perErrorClass: { connect_refused: { maxAttempts: 6 } } } },
     });
     assert.equal(config.retry.perErrorClass.connect_refused?.maxAttempts, 6);
-    assert.equal(config.retry.perErrorClass.pool_exhausted?.maxAttempts, 1);
+    assert.equal(config.retry.perErrorClass.connection_lost?.maxAttempts, 1);
   });
 });
