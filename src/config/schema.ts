@@ -206,7 +206,7 @@ const timeoutSchema = object(
     connectMs: int(
       0,
       MAX_TIMEOUT_MS,
-      'Per-attempt limit for getting a connection (connect or pool checkout), in ms (0 = off). A pool with connectionTimeoutMillis uses that for pool.connect() instead.',
+      "Per-attempt limit for opening a connection, in ms (0 = off): a standalone connect, and a pool's new connection when the pool sets no connectionTimeoutMillis. A wait for a free pool client is never cut short.",
       'off',
     ),
   },

@@ -9,13 +9,12 @@
  * - Called by the app: one `connect` operation. Rate limit, bulkhead and breaker run before pg-pool is
  *   asked for a client, so a refused call never holds a pool slot. Transient failures are retried (no
  *   statement has run: a connect is always safe to repeat), each attempt asking the pool again (a
- *   failed new client is discarded by pg-pool, so a retry gets a fresh connection). When the package's
- *   connect timeout gives up on an attempt and the client arrives later, it goes straight back to the
- *   pool.
+ *   failed new client is discarded by pg-pool, so a retry gets a fresh connection).
  * - A checkout that waited the pool's `connectionTimeoutMillis` for a free client (pool_exhausted) is
  *   not retried (the classification says so): the caller's bound has passed, and a retry would queue
- *   again behind, and take the client of, callers that waited less. With that option set, the pool's
- *   bound replaces the package's connect timeout; each attempt is one checkout bounded by it.
+ *   again behind, and take the client of, callers that waited less. The package's own connect timeout
+ *   never cuts a checkout short: each attempt is one checkout, bounded as bare pg bounds it, and a new
+ *   client's connect is bounded by `timeout.connectMs` when the pool sets no timeout of its own.
  */
 import { asPromise, type PromiseCtor, settleCallback } from './callbacks.ts';
 import { type PoolQueryAttempt, scope } from './scope.ts';
@@ -62,10 +61,11 @@ export function patchPoolConnect(targets: () => Targets): (original: Fn) => Fn {
                 else resolve(cbArgs[1]);
               });
             }),
-          // A pool with connectionTimeoutMillis bounds each checkout itself (a wait for a free client
-          // included): the package's connect timeout must not cut it short and retry it at the back of
-          // the queue.
-          { operation: 'connect', canRetry: always, timeout: !hasOwnConnectTimeout(pool) },
+          // No package timeout on a checkout: a wait for a free client is load, bounded only by the
+          // pool's connectionTimeoutMillis as with bare pg (cutting it short would retry it at the back
+          // of the queue); a new client's connect is bounded by that option or timeout.connectMs
+          // (client-connect.ts, boundPoolConnect).
+          { operation: 'connect', canRetry: always, timeout: false },
         );
       if (typeof cb === 'function') {
         settleCallback(operation, cb as Callback, () => last);
@@ -94,11 +94,6 @@ function inAttemptScope(attempt: PoolQueryAttempt, cb: Callback): Callback {
 }
 
 /** The pool bounds its checkouts itself (pg-pool's `connectionTimeoutMillis`). */
-function hasOwnConnectTimeout(pool: PgPoolLike): boolean {
-  const ms = (pool as { options?: { connectionTimeoutMillis?: unknown } }).options?.connectionTimeoutMillis;
-  return typeof ms === 'number' && ms > 0;
-}
-
 /** Wrapper for `Pool.prototype.newClient`: the client.connect() inside is the pool's own. */
 export function markPoolNewClient(original: Fn): Fn {
   return function newClient(this: PgPoolLike, ...args: unknown[]): unknown {

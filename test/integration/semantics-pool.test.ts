@@ -39,10 +39,17 @@ async function silentServer(): Promise<{ port: number; close(): void }> {
 // pool's connectionTimeoutMillis, to show the pool's bound is the one that holds.
 const slowTarget = await silentServer();
 const SHORT_CONNECT_MS = 100;
+// A relay to the real server (started later) whose target has the same short package connect timeout:
+// a pool with no connectionTimeoutMillis of its own waits for a free client as long as bare pg does.
+const { startRelay } = await import('../support/relay.ts');
+const waitRelay = await startRelay();
 
 // Before pg is loaded (the support modules load it): the instrumentation patches it on require.
 const instrumentation = new PgResilienceInstrumentation({
-  targets: { [`127.0.0.1:${slowTarget.port}/d`]: { timeout: { connectMs: SHORT_CONNECT_MS } } },
+  targets: {
+    [`127.0.0.1:${slowTarget.port}/d`]: { timeout: { connectMs: SHORT_CONNECT_MS } },
+    [`127.0.0.1:${waitRelay.port}/app`]: { timeout: { connectMs: SHORT_CONNECT_MS } },
+  },
 });
 const { startServer } = await import('../support/postgres.ts');
 const { FaultProxy } = await import('../support/fault-proxy.ts');
@@ -135,6 +142,7 @@ describe('pool checkout semantics', { timeout: 180_000 }, () => {
     };
     (t as TestContext).diagnostic(`pg ${version('pg')}, pg-pool ${version('pg-pool')}`);
     server = await startServer();
+    waitRelay.to(server.port);
   });
 
   after(async () => {
@@ -143,6 +151,7 @@ describe('pool checkout semantics', { timeout: 180_000 }, () => {
     await Promise.race([ended, new Promise((resolve) => setTimeout(resolve, 2_000).unref())]);
     for (const s of silent) s.close();
     await Promise.all(proxies.map((p) => p.close()));
+    await waitRelay.close();
     await server?.close();
   });
 
@@ -176,6 +185,41 @@ describe('pool checkout semantics', { timeout: 180_000 }, () => {
         assert.equal(third.calls, 1);
       });
     }
+
+    it(
+      'a pool without connectionTimeoutMillis: a waiting checkout outlasts timeout.connectMs, in FIFO order',
+      T,
+      async () => {
+        // The target's timeout.connectMs is 100 ms; the holder keeps the one client for 400 ms. Bare pg
+        // waits; so must the hook (no timeout, no retry at the back of the queue).
+        const pool = newPool({ ...server.clientConfig(), port: waitRelay.port, max: 1 });
+        const holder = await pool.connect();
+        const relayTarget = `127.0.0.1:${waitRelay.port}/${server.database}`;
+        const order: string[] = [];
+        const [[second, third], retries] = await retriesDuring(relayTarget, async () => {
+          const secondP = checkout(pool, 'promise', 5_000).then((o) => (order.push('second'), o));
+          const thirdP = new Promise<Outcome | undefined>((resolve) =>
+            setTimeout(
+              () => resolve(checkout(pool, 'callback', 5_000).then((o) => (order.push('third'), o))),
+              50,
+            ),
+          );
+          setTimeout(() => holder.release(), 400);
+          const s = await secondP;
+          setTimeout(() => s?.client?.release(), 50);
+          return [s, await thirdP];
+        });
+        after(() => third?.client?.release());
+        assert.equal(second?.error, undefined, `second: ${second?.error?.message}`);
+        assert.ok(
+          second && second.ms >= 390,
+          `second got a client after ${second?.ms} ms, before the holder released`,
+        );
+        assert.equal(third?.error, undefined, `third: ${third?.error?.message}`);
+        assert.deepEqual(order, ['second', 'third'], 'first come, first served');
+        assert.deepEqual(retries, [], 'no retry');
+      },
+    );
 
     it('pool.query: is not retried, and the next waiter runs its statement', T, async () => {
       const pool = newPool({ ...server.clientConfig(), max: 1, connectionTimeoutMillis: 200 });
