@@ -129,7 +129,7 @@ export function patchClientQuery(targets: () => Targets): (original: QueryFn) =>
       }, ctx);
       calling = false;
       // One chain from pg's promise to the caller's: V8 follows a promise's async callers only through
-      // a single reaction, and pg (>= 8.11) captures the caller's async frames on rejection through it.
+      // a single reaction, and pg (8.11.5 does, 8.0.3 not) re-captures the stack on rejection through it.
       const counted = operation.then(
         (value) => {
           done();
