@@ -60,22 +60,28 @@ export function patchClientQuery(targets: () => Targets): (original: QueryFn) =>
 
       const client = this as Counted;
       const statementValues = typeof values === 'function' ? undefined : values;
+      // pg threw inside the call itself (a malformed argument, a value it cannot serialise): like pg,
+      // the caller gets that throw, synchronously, and nothing else (no callback, no retry).
+      let calling = true;
+      let thrown: { error: unknown } | undefined;
       const ctx: ExecuteContext = {
         operation: 'query',
         admission: !pooled,
         canRetry: (_error, c) =>
-          statementVeto(
-            {
-              query: config,
-              values: statementValues,
-              freshConnection: false,
-              txStatus: transactionStatus(client),
-              provedUnsent: false,
-              othersQueued: (client[IN_FLIGHT] ?? 0) > 1,
-              endedByApp: endedByApp(client),
-            },
-            c,
-          ),
+          thrown !== undefined
+            ? 'not_retryable'
+            : statementVeto(
+                {
+                  query: config,
+                  values: statementValues,
+                  freshConnection: false,
+                  txStatus: transactionStatus(client),
+                  provedUnsent: false,
+                  othersQueued: (client[IN_FLIGHT] ?? 0) > 1,
+                  endedByApp: endedByApp(client),
+                },
+                c,
+              ),
       };
       client[IN_FLIGHT] = (client[IN_FLIGHT] ?? 0) + 1;
       const done = (): void => {
@@ -93,19 +99,49 @@ export function patchClientQuery(targets: () => Targets): (original: QueryFn) =>
                 if (args[0]) reject(args[0]);
                 else resolve(args[1]);
               };
-              if (statementValues === undefined) original.call(client, config, own);
-              else original.call(client, config, statementValues, own);
+              try {
+                if (statementValues === undefined) original.call(client, config, own);
+                else original.call(client, config, statementValues, own);
+              } catch (error) {
+                if (calling) thrown = { error };
+                throw error;
+              }
             }),
           ctx,
         );
+        calling = false;
         operation.then(done, done);
+        if (thrown) throw thrown.error;
         settleCallback(operation, cb as Callback, () => last);
         return undefined;
       }
 
-      const operation = policy.execute(() => original.apply(client, args) as Promise<unknown>, ctx);
-      operation.then(done, done);
-      return asPromise(operation, (client as { _Promise?: PromiseCtor })._Promise);
+      const operation = policy.execute(() => {
+        try {
+          return original.apply(client, args) as Promise<unknown>;
+        } catch (error) {
+          if (calling) thrown = { error };
+          throw error;
+        }
+      }, ctx);
+      calling = false;
+      // One chain from pg's promise to the caller's: V8 follows a promise's async callers only through
+      // a single reaction, and pg (8.11.5 does, 8.0.3 not) re-captures the stack on rejection through it.
+      const counted = operation.then(
+        (value) => {
+          done();
+          return value;
+        },
+        (error: unknown) => {
+          done();
+          throw error;
+        },
+      );
+      if (thrown) {
+        counted.catch(() => {});
+        throw thrown.error;
+      }
+      return asPromise(counted, (client as { _Promise?: PromiseCtor })._Promise);
     };
 }
 

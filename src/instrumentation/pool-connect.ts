@@ -50,6 +50,10 @@ export function patchPoolConnect(targets: () => Targets): (original: Fn) => Fn {
         .execute(
           (_attempt, signal) =>
             new Promise((resolve, reject) => {
+              if (typeof cb !== 'function') {
+                promised(original, pool, signal).then(resolve, reject);
+                return;
+              }
               original.call(pool, (...cbArgs: unknown[]) => {
                 if (signal?.aborted) {
                   // This attempt already timed out: hand a late client back, report nothing.
@@ -73,6 +77,19 @@ export function patchPoolConnect(targets: () => Targets): (original: Fn) => Fn {
       }
       return asPromise(operation, (pool as { Promise?: PromiseCtor }).Promise);
     };
+}
+
+/**
+ * One attempt in promise form: pg-pool's own promise, settling the attempt through its resolving
+ * functions (V8 follows those), so a rejection keeps the caller's async frames exactly when that
+ * pg-pool version restores them (3.6.2 does, 3.1.1 does not). A client that arrives after the attempt
+ * timed out goes straight back to the pool.
+ */
+function promised(original: Fn, pool: PgPoolLike, signal: AbortSignal | undefined): Promise<unknown> {
+  return (original.call(pool) as Promise<{ release?: () => void }>).then((client) => {
+    if (signal?.aborted) client?.release?.();
+    return client;
+  });
 }
 
 /**

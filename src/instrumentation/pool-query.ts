@@ -60,6 +60,13 @@ export function patchPoolQuery(targets: () => Targets): (original: Fn) => Fn {
               const previous = scope.poolQuery;
               scope.poolQuery = attempt;
               try {
+                // Promise form: pg-pool's own promise, settling this one through its resolving
+                // functions (V8 follows those), so a rejection keeps the caller's async frames exactly
+                // when that pg-pool version restores them (3.6.2 does, 3.1.1 does not).
+                if (typeof cb !== 'function') {
+                  (original.call(pool, text, values) as Promise<unknown>).then(resolve, reject);
+                  return;
+                }
                 original.call(pool, text, values, (...cbArgs: unknown[]) => {
                   if (current !== attempt) return; // a late answer to an attempt that timed out
                   last = cbArgs;

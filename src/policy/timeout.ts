@@ -75,22 +75,27 @@ export class TimeoutPolicy {
       } catch (error) {
         result = Promise.reject(error);
       }
-      result.then(
-        (value) => {
-          if (settled) return;
-          settled = true;
-          this.clock.clearTimeout(timer);
-          signal?.removeEventListener('abort', onOuterAbort);
-          resolve(value);
-        },
-        (error: unknown) => {
-          if (settled) return;
-          settled = true;
-          this.clock.clearTimeout(timer);
-          signal?.removeEventListener('abort', onOuterAbort);
-          reject(error);
-        },
-      );
+      const finished = (): void => {
+        if (settled) return;
+        settled = true;
+        this.clock.clearTimeout(timer);
+        signal?.removeEventListener('abort', onOuterAbort);
+      };
+      // `fn`'s promise settles this one through a chain ending in `resolve`/`reject` themselves (a no-op
+      // once the deadline rejected it): V8's async stack traces follow such a chain, so an error that pg
+      // re-captures on rejection still names the app's async callers.
+      result
+        .then(
+          (value) => {
+            finished();
+            return value;
+          },
+          (error: unknown) => {
+            finished();
+            throw error;
+          },
+        )
+        .then(resolve, reject);
     });
   }
 }

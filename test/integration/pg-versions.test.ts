@@ -1,9 +1,9 @@
-// The safe-retry rules (retry-rules.test.ts) against older pg releases across the supported range
-// (`>=8.0.3 <9`): the oldest, one before `getTransactionStatus()` existed (8.20), and a widely deployed
-// one (8.11), each with the pg-pool of its time. Each version is installed from the npm registry once
-// into .tmp/pg-versions/<version> (reused by later runs), and retry-rules.test.ts runs in a child
-// `node --test` with PG_RESILIENCE_TEST_PG_DIR pointing at it. The devDependency pg (latest 8.x) is
-// covered by retry-rules.test.ts itself.
+// The safe-retry rules and pg's semantics under the hook (FILES below) against older pg releases across
+// the supported range (`>=8.0.3 <9`): the oldest, one before `getTransactionStatus()` existed (8.20),
+// and a widely deployed one (8.11), each with the pg-pool of its time. Each version is installed from
+// the npm registry once into .tmp/pg-versions/<version> (reused by later runs), and the files run in a
+// child `node --test` with PG_RESILIENCE_TEST_PG_DIR pointing at it. The devDependency pg (latest 8.x)
+// is covered by the files themselves in the integration suite.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -15,7 +15,13 @@ import { promisify } from 'node:util';
 
 const run = promisify(execFile);
 const root = fileURLToPath(new URL('../..', import.meta.url));
-const RULES = fileURLToPath(new URL('./retry-rules.test.ts', import.meta.url));
+/** Each file honours PG_RESILIENCE_TEST_PG_DIR; `min` is how many tests must pass (none skipped away). */
+const FILES = [
+  { file: 'retry-rules.test.ts', min: 18 },
+  { file: 'semantics-calls.test.ts', min: 18 },
+  { file: 'semantics-lifecycle.test.ts', min: 11 },
+  { file: 'semantics-pool.test.ts', min: 11 },
+].map((f) => ({ ...f, path: fileURLToPath(new URL(`./${f.file}`, import.meta.url)) }));
 
 const VERSIONS = [
   { pg: '8.0.3', pgPool: '3.1.1' },
@@ -53,31 +59,33 @@ async function install(v: { pg: string; pgPool: string }): Promise<string> {
   return dir;
 }
 
-describe('the safe-retry rules on older pg 8.x releases', { timeout: 600_000 }, () => {
+describe("the safe-retry rules and pg's semantics on older pg 8.x releases", { timeout: 1_200_000 }, () => {
   for (const v of VERSIONS) {
-    it(`pg ${v.pg} (pg-pool ${v.pgPool})`, async (t) => {
-      const dir = await install(v);
-      assert.deepEqual(versionsIn(dir), v, 'pg and the pg-pool it loads');
-      // Without NODE_TEST_CONTEXT: the child is a test runner of its own, reporting in TAP.
-      const { NODE_TEST_CONTEXT: _, ...env } = process.env;
-      const result = await run(process.execPath, ['--test', '--test-reporter=tap', RULES], {
-        cwd: root,
-        env: { ...env, PG_RESILIENCE_TEST_PG_DIR: dir },
-        timeout: 300_000,
-      }).catch((e: { stdout?: string; stderr?: string }) => e);
-      const out = `${result.stdout ?? ''}${result.stderr ?? ''}`;
-      const pass = /^# pass (\d+)/m.exec(out)?.[1];
-      const fail = /^# fail (\d+)/m.exec(out)?.[1];
-      t.diagnostic(`pg ${v.pg}: ${pass} passed, ${fail} failed`);
-      assert.equal(
-        fail,
-        '0',
-        out
-          .split('\n')
-          .filter((l) => /not ok|Error|expected|actual/.test(l))
-          .join('\n'),
-      );
-      assert.ok(Number(pass) >= 18, `only ${pass} rules ran`);
-    });
+    for (const f of FILES) {
+      it(`pg ${v.pg} (pg-pool ${v.pgPool}): ${f.file}`, async (t) => {
+        const dir = await install(v);
+        assert.deepEqual(versionsIn(dir), v, 'pg and the pg-pool it loads');
+        // Without NODE_TEST_CONTEXT: the child is a test runner of its own, reporting in TAP.
+        const { NODE_TEST_CONTEXT: _, ...env } = process.env;
+        const result = await run(process.execPath, ['--test', '--test-reporter=tap', f.path], {
+          cwd: root,
+          env: { ...env, PG_RESILIENCE_TEST_PG_DIR: dir },
+          timeout: 300_000,
+        }).catch((e: { stdout?: string; stderr?: string }) => e);
+        const out = `${result.stdout ?? ''}${result.stderr ?? ''}`;
+        const pass = /^# pass (\d+)/m.exec(out)?.[1];
+        const fail = /^# fail (\d+)/m.exec(out)?.[1];
+        t.diagnostic(`pg ${v.pg}, ${f.file}: ${pass} passed, ${fail} failed`);
+        assert.equal(
+          fail,
+          '0',
+          out
+            .split('\n')
+            .filter((l) => /not ok|Error|expected|actual/.test(l))
+            .join('\n'),
+        );
+        assert.ok(Number(pass) >= f.min, `only ${pass} tests of ${f.file} ran`);
+      });
+    }
   }
 });
