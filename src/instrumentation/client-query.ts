@@ -20,7 +20,7 @@
  */
 import type { ExecuteContext } from '../policy/pipeline.ts';
 import { isSubmittable, type Submittable } from '../safety/submittable.ts';
-import { asPromise, type PromiseCtor, settleCallback } from './callbacks.ts';
+import { asPromise, invokeCallback, type PromiseCtor, settleCallback } from './callbacks.ts';
 import { errorIsForUnsentQuery } from './dispatch.ts';
 import { endedByApp, failedByEnd } from './ended-by-app.ts';
 import { statementVeto } from './retry-safety.ts';
@@ -84,18 +84,35 @@ export function patchClientQuery(targets: () => Targets): (original: QueryFn) =>
               ),
       };
       client[IN_FLIGHT] = (client[IN_FLIGHT] ?? 0) + 1;
+      let inFlight = true;
       const done = (): void => {
+        if (!inFlight) return;
+        inFlight = false;
         client[IN_FLIGHT] = (client[IN_FLIGHT] ?? 1) - 1;
       };
-      const policy = targets().forClient(client);
+      const tgts = targets();
+      const policy = tgts.forClient(client);
 
       if (typeof cb === 'function') {
         let last: unknown[] | undefined;
+        let delivered = false;
+        const deliver = (...args: unknown[]): void => {
+          if (delivered) return;
+          delivered = true;
+          done();
+          (cb as Callback)(...args);
+        };
         const operation = policy.execute(
-          () =>
+          (_attempt, signal) =>
             new Promise((resolve, reject) => {
               const own = (...args: unknown[]): void => {
                 last = args;
+                // Certainly the call's outcome (a result, or an error never retried): hand it to the app
+                // now, in pg's own tick, as pg does, so what pg does next ('drain', the next queued
+                // statement) follows the callback as it does bare.
+                if (!signal?.aborted && (!args[0] || !tgts.registry.classify(args[0]).transient)) {
+                  invokeCallback(deliver, args);
+                }
                 if (args[0]) reject(args[0]);
                 else resolve(args[1]);
               };
@@ -112,7 +129,7 @@ export function patchClientQuery(targets: () => Targets): (original: QueryFn) =>
         calling = false;
         operation.then(done, done);
         if (thrown) throw thrown.error;
-        settleCallback(operation, cb as Callback, () => last);
+        settleCallback(operation, deliver, () => last);
         return undefined;
       }
 
