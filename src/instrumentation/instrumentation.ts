@@ -4,7 +4,7 @@
  *
  * Patches, one concern each (all on prototypes; module exports are never replaced and `pg.native` is
  * never read):
- * - crash guards (src/recovery/error-guards.ts): `emit` on pg's `Client.prototype` (the file
+ * - crash guards (src/crash-guards/error-guards.ts): `emit` on pg's `Client.prototype` (the file
  *   `pg/lib/client.js`) and on pg-pool's `Pool.prototype` (pg.Pool is a per-module subclass of it).
  * - policies (src/policy, one TargetPolicy per `host:port/database`): `Client.prototype.query` and
  *   `connect` (client-query.ts, client-connect.ts), `Pool.prototype.query`, `connect` and `newClient`
@@ -33,7 +33,11 @@ import { Targets } from './targets.ts';
 import { unwrapOurs, wrapOnce } from './wrap.ts';
 import type { ResilienceConfig, ResilienceOptions } from '../config/types.ts';
 import { SafeEventEmitter } from '../policy/events.ts';
-import { type ClientErrorAbsorbedEvent, type ErrorSource, guardErrorEmit } from '../recovery/error-guards.ts';
+import {
+  type ClientErrorAbsorbedEvent,
+  type ErrorSource,
+  guardErrorEmit,
+} from '../crash-guards/error-guards.ts';
 import { type HealthServer, startHealthServer } from '../telemetry/health-server.ts';
 import { ResilienceTelemetry } from '../telemetry/telemetry.ts';
 import type { EmitFn, PgClientLike, PgPoolLike, PgResilienceInstrumentationConfig } from './types.ts';

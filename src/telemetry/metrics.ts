@@ -23,7 +23,7 @@ import {
 } from '@opentelemetry/api';
 import type { IDisposable } from 'cockatiel';
 import type { OperationEvent, PolicyRegistry, TargetPolicy } from '../policy/pipeline.ts';
-import type { ClientErrorAbsorbedEvent } from '../recovery/error-guards.ts';
+import type { ClientErrorAbsorbedEvent } from '../crash-guards/error-guards.ts';
 import { ATTR, ATTRIBUTE_VALUES, METRICS, type MetricSpec } from './catalog.ts';
 
 const S_PER_MS = 1e-3;
@@ -126,7 +126,7 @@ export class ResilienceMetrics {
     this.#zero(target);
   }
 
-  /** An 'error' on a pg pool or client was absorbed (recovery/error-guards.ts). */
+  /** An 'error' on a pg pool or client was absorbed (crash-guards/error-guards.ts). */
   clientErrorAbsorbed(event: ClientErrorAbsorbedEvent): void {
     this.#instruments.poolClientErrors.add(1, {
       [ATTR.TARGET]: event.target,

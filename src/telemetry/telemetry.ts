@@ -14,7 +14,7 @@ import type { IDisposable } from 'cockatiel';
 import { setListenerErrorHandler } from '../policy/events.ts';
 import type { TelemetrySettings } from '../config/types.ts';
 import type { PolicyRegistry, TargetPolicy } from '../policy/pipeline.ts';
-import type { ClientErrorAbsorbedEvent } from '../recovery/error-guards.ts';
+import type { ClientErrorAbsorbedEvent } from '../crash-guards/error-guards.ts';
 import { ResilienceLogs } from './logs.ts';
 import { ResilienceMetrics } from './metrics.ts';
 import { OperationSpans } from './spans.ts';
