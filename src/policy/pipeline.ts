@@ -43,7 +43,6 @@ import {
   type OperationKind,
   type OperationRef,
   type OperationStep,
-  type RateLimitQueueEvent,
   type RateLimitRejectedEvent,
   type RateLimitWaitEvent,
   type RecoveryAttemptEvent,
@@ -218,7 +217,6 @@ export class TargetPolicy {
   readonly onCircuitRejected: Event<CircuitRejectedEvent>;
   readonly onRateLimitWait: Event<RateLimitWaitEvent>;
   readonly onRateLimitRejected: Event<RateLimitRejectedEvent>;
-  readonly onRateLimitQueue: Event<RateLimitQueueEvent>;
   readonly onBulkheadRejected: Event<BulkheadRejectedEvent>;
   /** An attempt hit its timeout (query or connect). */
   readonly onTimeout: Event<TimeoutEvent> = this.#timeout.addListener;
@@ -259,7 +257,6 @@ export class TargetPolicy {
     this.onCircuitRejected = this.#breaker.onRejected;
     this.onRateLimitWait = this.#rateLimiter?.onWait ?? noEvent;
     this.onRateLimitRejected = this.#rateLimiter?.onRejected ?? noEvent;
-    this.onRateLimitQueue = this.#rateLimiter?.onQueueSize ?? noEvent;
     this.onBulkheadRejected = this.#bulkhead?.onRejected ?? noEvent;
 
     this.#retry.onRetry(() => {
