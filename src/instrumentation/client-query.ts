@@ -18,7 +18,7 @@
  * Callbacks get the arguments pg gave the attempt that ended the call; promises are of the client's
  * Promise class.
  */
-import type { ExecuteContext } from '../policy/pipeline.ts';
+import type { ExecuteContext } from '../policy/types.ts';
 import { isSubmittable, type Submittable } from '../safety/submittable.ts';
 import { asPromise, type PromiseCtor, settleCallback } from './callbacks.ts';
 import { errorIsForUnsentQuery } from './dispatch.ts';

@@ -22,7 +22,7 @@ import {
   InstrumentationNodeModuleFile,
 } from '@opentelemetry/instrumentation';
 import { ConfigError, type ConfigIssue, isConfigError, resolveConfig } from '../config/index.ts';
-import { PolicyRegistry } from '../policy/pipeline.ts';
+import { PolicyRegistry } from '../policy/registry.ts';
 import { clearRuntime, setRuntime } from '../runtime.ts';
 import { patchClientConnect } from './client-connect.ts';
 import { patchClientQuery } from './client-query.ts';

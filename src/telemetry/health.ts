@@ -39,7 +39,7 @@
 import { diag } from '@opentelemetry/api';
 import { type Clock, realClock } from '../policy/clock.ts';
 import type { CircuitStateName } from '../policy/events.ts';
-import type { TargetSnapshot } from '../policy/pipeline.ts';
+import type { TargetSnapshot } from '../policy/types.ts';
 
 /** One live pg pool's stats (pg's `totalCount`, `idleCount`, `waitingCount`, `options.max`). */
 export interface PoolStats {

@@ -22,7 +22,9 @@ import {
   type ObservableResult,
 } from '@opentelemetry/api';
 import type { IDisposable } from 'cockatiel';
-import type { OperationEvent, PolicyRegistry, TargetPolicy } from '../policy/pipeline.ts';
+import type { TargetPolicy } from '../policy/pipeline.ts';
+import type { PolicyRegistry } from '../policy/registry.ts';
+import type { OperationEvent } from '../policy/types.ts';
 import type { ClientErrorAbsorbedEvent } from '../crash-guards/error-guards.ts';
 import { ATTR, ATTRIBUTE_VALUES, METRICS, type MetricSpec } from './catalog.ts';
 

@@ -13,7 +13,8 @@ import { type DiagLogger, diag, type Logger, type Meter, type Tracer } from '@op
 import type { IDisposable } from 'cockatiel';
 import { setListenerErrorHandler } from '../policy/events.ts';
 import type { TelemetrySettings } from '../config/types.ts';
-import type { PolicyRegistry, TargetPolicy } from '../policy/pipeline.ts';
+import type { TargetPolicy } from '../policy/pipeline.ts';
+import type { PolicyRegistry } from '../policy/registry.ts';
 import type { ClientErrorAbsorbedEvent } from '../crash-guards/error-guards.ts';
 import { ResilienceLogs } from './logs.ts';
 import { ResilienceMetrics } from './metrics.ts';

@@ -12,7 +12,9 @@ import {
   RateLimitedError,
 } from '../../src/errors.ts';
 import type { OperationKind } from '../../src/policy/events.ts';
-import { type OperationEvent, PolicyRegistry, TargetPolicy } from '../../src/policy/pipeline.ts';
+import { TargetPolicy } from '../../src/policy/pipeline.ts';
+import { PolicyRegistry } from '../../src/policy/registry.ts';
+import type { OperationEvent } from '../../src/policy/types.ts';
 import { fakeClock, flush, settle, T0 } from '../support/clock.ts';
 
 // ---- helpers ----
