@@ -21,8 +21,7 @@
  * `budget.recordCall()` (a clock read and two increments), the breaker's closed check and its success
  * bookkeeping, the call of `fn`, our counters; one `performance.now()` pair only when `onOperation`
  * has a listener. No timer, no per-call policy object: two small closures (the attempt and the
- * breaker's thunk) and two async frames (this one, which also runs attempt 1 itself and hands a
- * failure to the retry loop, and the breaker's).
+ * breaker's thunk) and three async frames (this one, the retry loop's and the breaker's).
  */
 import type { Event } from 'cockatiel';
 import { classifyError } from '../classify/classify.ts';
@@ -56,7 +55,7 @@ import { RetryBudget } from './retry-budget.ts';
 import { createTimeout, type TimeoutPolicy } from './timeout.ts';
 import type { ExecuteContext, OperationEvent, OperationObserver, TargetSnapshot } from './types.ts';
 
-/** The context the retry loop gets: the call's, plus the observer's per-operation steps (failure path only). */
+/** The context the retry loop gets: the call's, plus the observer's per-operation steps. */
 function retryContext(
   ctx: ExecuteContext,
   observer: OperationObserver | undefined,
@@ -230,23 +229,10 @@ export class TargetPolicy {
         }
       }
       const bulkhead = admission ? this.#bulkhead : undefined;
-      let value: T;
-      if (bulkhead) {
-        value = await bulkhead.execute(
-          () => this.#retried(attempt, ctx, observer, observed),
-          operation,
-          ctx.signal,
-        );
-      } else {
-        // #retried inlined: one async frame less on the happy path.
-        this.#budget?.recordCall();
-        try {
-          value = await attempt(1);
-        } catch (error) {
-          if (ctx.retry === false) throw error;
-          value = await this.#retry.retryAfter(error, attempt, retryContext(ctx, observer, observed));
-        }
-      }
+      const retryCtx = retryContext(ctx, observer, observed);
+      const value = bulkhead
+        ? await bulkhead.execute(() => this.#retry.execute(attempt, retryCtx), operation, ctx.signal)
+        : await this.#retry.execute(attempt, retryCtx);
       this.#successes++;
       this.#connectOutage.success();
       if (started >= 0) {
@@ -411,25 +397,6 @@ export class TargetPolicy {
     this.#recovery?.dispose();
     this.#rateLimiter?.dispose();
     this.#breaker.dispose();
-  }
-
-  /**
-   * Attempt 1, then the retry loop if it failed (unless the call is not retryable). The call counts for
-   * the retry budget's ratio either way.
-   */
-  async #retried<T>(
-    attempt: (n: number) => Promise<T>,
-    ctx: ExecuteContext,
-    observer: OperationObserver | undefined,
-    observed: unknown,
-  ): Promise<T> {
-    this.#budget?.recordCall();
-    try {
-      return await attempt(1);
-    } catch (error) {
-      if (ctx.retry === false) throw error;
-      return this.#retry.retryAfter(error, attempt, retryContext(ctx, observer, observed));
-    }
   }
 
   readonly #cachedClassify = (error: unknown): ErrorClassification => {

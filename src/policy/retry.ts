@@ -42,6 +42,8 @@ export interface RetryContext {
   readonly operation: OperationKind;
   /** Aborting it during a backoff wait rejects the call at once with the signal's reason. */
   readonly signal?: AbortSignal;
+  /** false: attempt 1 only, never retried (the call still counts for the retry budget). */
+  readonly retry?: boolean;
   /**
    * Safety veto, asked after a transient failure before retrying: return true to allow, or a
    * SuppressReason ('in_transaction' | 'unknown_outcome' | 'not_retryable' …) to refuse. The
@@ -113,27 +115,23 @@ export class RetryPolicy {
   }
 
   /**
-   * Runs `fn(1)`, and again with the next attempt number after each retryable failure. Resolves with the
-   * first success; rejects with the error that ended the call (the same object `fn` threw), or with
-   * `ctx.signal`'s reason when it aborts during a backoff wait. Records the call on the budget.
+   * Runs one call: `fn(1)`, and again with the next attempt number after each retryable failure (never
+   * when `ctx.retry` is false). Resolves with the first success; rejects with the error that ended the
+   * call (the same object `fn` threw or rejected with), or with `ctx.signal`'s reason when it aborts
+   * during a backoff wait. The call counts for the retry budget's ratio either way.
    */
   async execute<T>(fn: (attempt: number) => Promise<T>, ctx: RetryContext): Promise<T> {
-    if (!this.#enabled) return fn(1);
     this.budget?.recordCall();
     try {
       return await fn(1);
     } catch (error) {
-      return this.retryAfter(error, fn, ctx);
+      if (ctx.retry === false || !this.#enabled) throw error;
+      return this.#retryAfter(error, fn, ctx);
     }
   }
 
-  /**
-   * The rest of `execute()`, for a caller that ran attempt 1 itself (and recorded the call on the
-   * budget): decides about `error` (attempt 1's failure) and goes on from attempt 2. The pipeline uses
-   * it to keep one async frame off the happy path.
-   */
-  async retryAfter<T>(error: unknown, fn: (attempt: number) => Promise<T>, ctx: RetryContext): Promise<T> {
-    if (!this.#enabled) throw error;
+  /** Attempt 1 failed with `error`: decides about it and goes on from attempt 2. */
+  async #retryAfter<T>(error: unknown, fn: (attempt: number) => Promise<T>, ctx: RetryContext): Promise<T> {
     // Per call, per error class: where that class is in its backoff sequence.
     const backoffs = new Map<ErrorClass, IBackoff<unknown>>();
     let failure = error;
