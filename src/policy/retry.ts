@@ -25,6 +25,7 @@
 import type { Event, IBackoff, IBackoffFactory } from 'cockatiel';
 import type { ErrorClass, ErrorClassification } from '../classify/types.ts';
 import type { RetrySettings } from '../config/types.ts';
+import { defaultVeto } from '../safety/retry-safety.ts';
 import { createBackoff } from './backoff.ts';
 import { type Clock, keepAlive, realClock } from './clock.ts';
 import {
@@ -47,8 +48,8 @@ export interface RetryContext {
   /**
    * Safety veto, asked after a transient failure before retrying: return true to allow, or a
    * SuppressReason ('in_transaction' | 'unknown_outcome' | 'not_retryable' …) to refuse. The
-   * instrumentation supplies it (dispatch tracking, transaction status, idempotence). Default: allow
-   * only when `classification.reachedServer !== 'unknown'`. A veto that throws refuses ('not_retryable').
+   * instrumentation supplies it (dispatch tracking, transaction status, idempotence); every veto is in
+   * src/safety/retry-safety.ts. Default: `defaultVeto`. A veto that throws refuses ('not_retryable').
    */
   canRetry?(error: unknown, classification: ErrorClassification, attempt: number): true | SuppressReason;
   /** Told about this call's retry, suppressed and exhausted events (the operation's span). */
@@ -60,10 +61,6 @@ interface ClassPlan {
   readonly maxAttempts: number;
   readonly backoff: IBackoffFactory<unknown>;
 }
-
-/** The default veto: never repeat something that may already have been applied. */
-const defaultCanRetry = (_error: unknown, c: ErrorClassification): true | SuppressReason =>
-  c.reachedServer !== 'unknown' ? true : 'unknown_outcome';
 
 export class RetryPolicy {
   private readonly retryEmitter = new SafeEventEmitter<RetryEvent>();
@@ -257,7 +254,7 @@ function veto(
   c: ErrorClassification,
   attempt: number,
 ): true | SuppressReason {
-  if (!ctx.canRetry) return defaultCanRetry(error, c);
+  if (!ctx.canRetry) return defaultVeto(error, c);
   try {
     return ctx.canRetry(error, c, attempt);
   } catch {
