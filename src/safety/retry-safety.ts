@@ -74,12 +74,12 @@ export function statementVeto(facts: StatementFacts, c: ErrorClassification): tr
  * In a transaction block, healthy ('T') or failed ('E'), from the server's ReadyForQuery status: no
  * statement may be retried on its own (only the whole transaction, see `transactionVeto`).
  */
-export function inTransaction(status: string | undefined): boolean {
+function inTransaction(status: string | undefined): boolean {
   return status === 'T' || status === 'E';
 }
 
 /** Marked idempotent by the caller (idempotent.ts), or read-only by the documented rule (read-only.ts). */
-export function isSafeToRepeat(query: unknown): boolean {
+function isSafeToRepeat(query: unknown): boolean {
   if (isMarkedIdempotent(query)) return true;
   const text = queryText(query);
   return text !== undefined && isReadOnlyStatement(text);
@@ -90,7 +90,7 @@ export function isSafeToRepeat(query: unknown): boolean {
  * `queryMode: 'extended'`, as pg decides in `Query.requiresPreparation`) parses exactly one, and a
  * simple-protocol text is checked for a `;` outside literals and comments (sql-text.ts).
  */
-export function isOneStatement(query: unknown, values: unknown): boolean {
+function isOneStatement(query: unknown, values: unknown): boolean {
   if (Array.isArray(values) && values.length > 0) return true;
   if (typeof query === 'object' && query !== null) {
     const q = query as { values?: unknown; name?: unknown; rows?: unknown; queryMode?: unknown };
