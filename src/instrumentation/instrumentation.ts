@@ -1,4 +1,7 @@
 /**
+ * src/instrumentation: the patches on pg and pg-pool, one per file, and what they need to follow a
+ * call (dispatch, transaction status, scope, targets). This file registers them.
+ *
  * PgResilienceInstrumentation: an OpenTelemetry instrumentation that patches node-postgres at load
  * time. Register it after `@opentelemetry/instrumentation-pg` so its wrappers are outermost.
  *

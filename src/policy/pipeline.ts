@@ -1,4 +1,9 @@
 /**
+ * src/policy holds one policy per file (cockatiel's layout: retry.ts, circuit-breaker.ts with its
+ * counting rules in breaker-counting.ts, rate-limiter.ts, bulkhead.ts, timeout.ts, recovery.ts…), the
+ * events they emit (events.ts), the shapes shared with callers (types.ts) and the registry of targets
+ * (registry.ts). This file composes them.
+ *
  * One target's policies, composed: `TargetPolicy` (one per `host:port/database`; `PolicyRegistry` in
  * registry.ts creates them). The shapes it shares with its callers are in types.ts.
  *

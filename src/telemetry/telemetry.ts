@@ -1,4 +1,7 @@
 /**
+ * src/telemetry: names (catalog.ts), metrics, spans, logs, health and introspection. This file wires
+ * them to a PolicyRegistry.
+ *
  * Telemetry: turns every policy event into OpenTelemetry signals (metrics.ts, spans.ts, logs.ts). It
  * listens to the policies' events and observes their operations; it never calls back into a policy.
  *
