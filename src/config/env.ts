@@ -9,7 +9,7 @@ import type { ConfigIssue } from './config-error.ts';
 import { type Obj, setAt } from './objects.ts';
 import type { ResilienceOptions } from './types.ts';
 
-export const ENV_PREFIX = 'PG_RESILIENCE_';
+const ENV_PREFIX = 'PG_RESILIENCE_';
 
 /** An environment such as `process.env` (declared here so the package's types need no @types/node). */
 export type EnvLike = Readonly<Record<string, string | undefined>>;
@@ -174,7 +174,7 @@ const BOOLEANS: Record<string, boolean> = {
 export const isNumberText = (text: string): boolean => NUMBER_TEXT.test(text.trim());
 
 /** `true`/`false`, `1`/`0`, `yes`/`no` in any case; undefined for anything else. */
-export function parseBoolean(raw: string): boolean | undefined {
+function parseBoolean(raw: string): boolean | undefined {
   const key = raw.trim().toLowerCase();
   return Object.hasOwn(BOOLEANS, key) ? BOOLEANS[key] : undefined;
 }

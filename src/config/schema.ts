@@ -71,9 +71,9 @@ const object = <T extends z.core.$ZodLooseShape>(shape: T, description: string, 
   });
 
 /** Longest single delay or wait accepted: 10 minutes. */
-export const MAX_DELAY_MS = 600_000;
+const MAX_DELAY_MS = 600_000;
 /** Longest timeout accepted: 24 hours. */
-export const MAX_TIMEOUT_MS = 86_400_000;
+const MAX_TIMEOUT_MS = 86_400_000;
 
 // ---- retry ----
 
@@ -315,9 +315,7 @@ function deepPartial(schema: z.ZodType): z.ZodType {
 }
 
 /** What a per-target override may hold: any subset of the settings. */
-export const settingsOverrideSchema = deepPartial(settingsSchema) as z.ZodType<
-  DeepPartial<ResilienceSettings>
->;
+const settingsOverrideSchema = deepPartial(settingsSchema) as z.ZodType<DeepPartial<ResilienceSettings>>;
 
 const configFieldsShape = {
   disabled: bool('Turn the package off entirely (pg is left unpatched).'),

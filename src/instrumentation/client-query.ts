@@ -9,7 +9,7 @@
  *   bulkhead or breaker (`admission: false`); retries and timeouts apply.
  * - A standalone client gets every policy.
  * - Retries on a client are the same client's (pg cannot reconnect one): only a statement the server
- *   rejected and rolled back, outside a transaction, with nothing else queued (retry-safety.ts).
+ *   rejected and rolled back, outside a transaction, with nothing else queued (src/safety/retry-safety.ts).
  * - Submittables (pg-cursor, pg-query-stream…): `client.query(q)` returns `q` itself, as pg does; they
  *   are never retried. A standalone client admits them (breaker closed, rate-limit permit) before pg
  *   sees them; a refusal reaches them through `q.handleError(err)`, the way pg fails a query.
@@ -18,12 +18,12 @@
  * Callbacks get the arguments pg gave the attempt that ended the call; promises are of the client's
  * Promise class.
  */
-import type { ExecuteContext } from '../policy/pipeline.ts';
+import type { ExecuteContext } from '../policy/types.ts';
+import { statementVeto } from '../safety/retry-safety.ts';
 import { isSubmittable, type Submittable } from '../safety/submittable.ts';
 import { asPromise, invokeCallback, type PromiseCtor, settleCallback } from './callbacks.ts';
 import { errorIsForUnsentQuery } from './dispatch.ts';
 import { endedByApp, failedByEnd } from './ended-by-app.ts';
-import { statementVeto } from './retry-safety.ts';
 import { type PoolQueryAttempt, scope } from './scope.ts';
 import type { Targets } from './targets.ts';
 import { transactionStatus } from './tx-status.ts';

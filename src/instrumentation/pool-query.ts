@@ -8,14 +8,14 @@
  * A failed attempt's client was released with the error by pg-pool (a dead connection is discarded),
  * so a retry runs on another connection.
  *
- * Retried when safe (retry-safety.ts): the checkout failed (pg-pool's connect callback got an error, so
+ * Retried when safe (src/safety/retry-safety.ts): the checkout failed (pg-pool's connect callback got an error, so
  * nothing was sent), dispatch tracking proved the statement unsent, the server rejected and rolled back
  * a single statement, or the outcome is unknown and the statement is marked idempotent or read-only. Never when the checked-out connection was inside
  * a transaction, never a Submittable.
  */
+import { statementVeto } from '../safety/retry-safety.ts';
 import { isSubmittable } from '../safety/submittable.ts';
 import { asPromise, type PromiseCtor, settleCallback } from './callbacks.ts';
-import { statementVeto } from './retry-safety.ts';
 import { type PoolQueryAttempt, scope } from './scope.ts';
 import type { Targets } from './targets.ts';
 import type { PgPoolLike } from './types.ts';

@@ -6,7 +6,8 @@
  * the target string is computed once). The first time a target is seen, its background recovery loop
  * is created with a probe built from the most recent pool or client seen for it (probe.ts).
  */
-import type { PolicyRegistry, TargetPolicy } from '../policy/pipeline.ts';
+import type { TargetPolicy } from '../policy/pipeline.ts';
+import type { PolicyRegistry } from '../policy/registry.ts';
 import { HealthTracker, type PoolStats } from '../telemetry/health.ts';
 import { clientProbeFactory, poolProbeFactory, type ProbeClientFactory, runProbe } from './probe.ts';
 import { scope } from './scope.ts';

@@ -17,7 +17,7 @@
  */
 import { type AnyValue, type Attributes, SeverityNumber } from '@opentelemetry/api';
 import type { Logger } from '@opentelemetry/api';
-import type { ClientErrorAbsorbedEvent } from '../recovery/error-guards.ts';
+import type { ClientErrorAbsorbedEvent } from '../crash-guards/error-guards.ts';
 import type {
   CircuitStateChangeEvent,
   RateLimitRejectedEvent,

@@ -22,8 +22,10 @@ import {
   type ObservableResult,
 } from '@opentelemetry/api';
 import type { IDisposable } from 'cockatiel';
-import type { OperationEvent, PolicyRegistry, TargetPolicy } from '../policy/pipeline.ts';
-import type { ClientErrorAbsorbedEvent } from '../recovery/error-guards.ts';
+import type { TargetPolicy } from '../policy/pipeline.ts';
+import type { PolicyRegistry } from '../policy/registry.ts';
+import type { OperationEvent } from '../policy/types.ts';
+import type { ClientErrorAbsorbedEvent } from '../crash-guards/error-guards.ts';
 import { ATTR, ATTRIBUTE_VALUES, METRICS, type MetricSpec } from './catalog.ts';
 
 const S_PER_MS = 1e-3;
@@ -126,7 +128,7 @@ export class ResilienceMetrics {
     this.#zero(target);
   }
 
-  /** An 'error' on a pg pool or client was absorbed (recovery/error-guards.ts). */
+  /** An 'error' on a pg pool or client was absorbed (crash-guards/error-guards.ts). */
   clientErrorAbsorbed(event: ClientErrorAbsorbedEvent): void {
     this.#instruments.poolClientErrors.add(1, {
       [ATTR.TARGET]: event.target,

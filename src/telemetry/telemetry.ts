@@ -1,4 +1,7 @@
 /**
+ * src/telemetry: names (catalog.ts), metrics, spans, logs, health and introspection. This file wires
+ * them to a PolicyRegistry.
+ *
  * Telemetry: turns every policy event into OpenTelemetry signals (metrics.ts, spans.ts, logs.ts). It
  * listens to the policies' events and observes their operations; it never calls back into a policy.
  *
@@ -13,8 +16,9 @@ import { type DiagLogger, diag, type Logger, type Meter, type Tracer } from '@op
 import type { IDisposable } from 'cockatiel';
 import { setListenerErrorHandler } from '../policy/events.ts';
 import type { TelemetrySettings } from '../config/types.ts';
-import type { PolicyRegistry, TargetPolicy } from '../policy/pipeline.ts';
-import type { ClientErrorAbsorbedEvent } from '../recovery/error-guards.ts';
+import type { TargetPolicy } from '../policy/pipeline.ts';
+import type { PolicyRegistry } from '../policy/registry.ts';
+import type { ClientErrorAbsorbedEvent } from '../crash-guards/error-guards.ts';
 import { ResilienceLogs } from './logs.ts';
 import { ResilienceMetrics } from './metrics.ts';
 import { OperationSpans } from './spans.ts';
