@@ -12,7 +12,7 @@ export type PromiseCtor = PromiseConstructorLike;
  * callback is not caught: it is rethrown on its own tick, as an uncaught exception, instead of turning
  * into a rejected promise inside the package.
  */
-function invokeCallback(cb: Callback, args: readonly unknown[]): void {
+export function invokeCallback(cb: Callback, args: readonly unknown[]): void {
   try {
     cb(...args);
   } catch (error) {
