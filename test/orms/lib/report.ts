@@ -58,6 +58,8 @@ export function renderReport(results: OrmResult[], meta: { durationMs: number; t
   const lines = [
     '# ORM matrix: results',
     '',
+    '<!-- Written by test/orms/matrix.test.ts (PG_RESILIENCE_TEST_ORM_RESULTS=test/orms/results.md to refresh this snapshot). -->',
+    '',
     `Measured by \`test/orms/matrix.test.ts\` (${new Date().toISOString().slice(0, 10)}, Node ${process.versions.node}):`,
     `each scenario runs the app bare and under \`pg-resilience/register\` side by side for ${meta.durationMs / 1000} s,`,
     '4 workers cycling insert → read → transfer; "run" is from the start signal to exit (workload, then at',
