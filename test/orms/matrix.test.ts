@@ -139,10 +139,15 @@ for (const orm of SELECTED) {
       const { hooked } = out;
       assert.ok(hooked.run.finished, `${orm.name} hooked crashed or hung: ${describeRun(hooked.run)}`);
       assert.ok(ledgerHolds(hooked.ledger), `${orm.name} hooked ledger: ${JSON.stringify(hooked.ledger)}`);
-      assert.ok(
-        hooked.ledger.checked > 0,
-        `${orm.name} hooked acknowledged nothing: ${describeRun(hooked.run)}`,
-      );
+      // Not vacuous: the app ran its workload. Under the kills the first writes run before any fault, so
+      // some were acknowledged; under the flaky profile a drained pool may, by bad luck, acknowledge none.
+      const c = hooked.run.counts;
+      assert.ok(c.insert.ok + c.insert.fail + c.insert.timeout > 0, `${orm.name}: no insert attempted`);
+      if (name === 'kills')
+        assert.ok(
+          hooked.ledger.checked > 0,
+          `${orm.name} hooked acknowledged nothing: ${describeRun(hooked.run)}`,
+        );
       return out;
     };
 
