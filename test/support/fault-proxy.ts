@@ -1,6 +1,7 @@
 // A fault-injecting TCP proxy (pure node:net) to put between a pg client and a PostgreSQL server:
 // latency with jitter, resets on accept, reset of open connections, blackhole, refused connects,
-// and connections cut (FIN or RST) after n bytes. The proxy never throws an unhandled 'error'.
+// connections cut (FIN or RST) after n bytes, and connections reset right after a whole server message.
+// The proxy never throws an unhandled 'error'.
 // Part of the harness shared by the tests, the demo and the benchmarks (test/support/README.md).
 import net from 'node:net';
 
@@ -37,6 +38,8 @@ export interface ProxyStats {
   closedAfterBytes: number;
   /** connections reset by resetAfterBytes() */
   resetAfterBytes: number;
+  /** connections reset by cutAfterServerMessage() */
+  cutAfterMessage: number;
   /** bytes forwarded client → server */
   bytesUp: number;
   /** bytes forwarded server → client */
@@ -48,7 +51,7 @@ export interface ProxyStats {
 }
 
 type Dir = 'upstream' | 'downstream';
-type Cut = 'fin' | 'rst';
+type Cut = 'fin' | 'rst' | 'msg';
 
 interface Limit {
   n: number;
@@ -66,6 +69,55 @@ const MAX_QUEUED_BYTES = 1 << 20;
 const CUT_GRACE_MS = 2000;
 
 function noop(): void {}
+
+/**
+ * Follows the server → client byte stream message by message (a type byte, then an int32 length that
+ * counts itself) and picks, with probability `share` per message, the ones after which the connection is
+ * cut. Only messages after the first ReadyForQuery count (the startup handshake is never cut), and
+ * DataRows do not (the odds per statement do not grow with its number of rows).
+ */
+class MessageCutter {
+  readonly #share: number;
+  readonly #random: () => number;
+  #ready = false;
+  #header: number[] = [];
+  #type = 0;
+  #remaining = 0;
+
+  constructor(share: number, random: () => number) {
+    this.#share = share;
+    this.#random = random;
+  }
+
+  /** The offset just after the first message of `chunk` picked for a cut, or -1. */
+  scan(chunk: Buffer): number {
+    let i = 0;
+    while (i < chunk.length) {
+      if (this.#header.length < 5) {
+        this.#header.push(chunk[i++]!);
+        if (this.#header.length < 5) continue;
+        this.#type = this.#header[0]!;
+        this.#remaining = Buffer.from(this.#header).readUInt32BE(1) - 4;
+      } else {
+        const take = Math.min(this.#remaining, chunk.length - i);
+        i += take;
+        this.#remaining -= take;
+      }
+      if (this.#remaining === 0 && this.#messageEnds()) return i;
+    }
+    return -1;
+  }
+
+  #messageEnds(): boolean {
+    this.#header = [];
+    if (!this.#ready) {
+      if (this.#type === 0x5a) this.#ready = true; // 'Z' ReadyForQuery
+      return false;
+    }
+    if (this.#type === 0x44) return false; // 'D' DataRow: a long result must not multiply the odds
+    return this.#random() < this.#share;
+  }
+}
 
 /** One direction of one connection: src → (faults, delay queue) → dst. */
 class Pipe {
@@ -172,6 +224,7 @@ class Connection {
   readonly down: Pipe;
   readonly closeLimit: Limit | undefined;
   readonly resetLimit: Limit | undefined;
+  readonly messageCutter: MessageCutter | undefined;
   readonly forwarded = { upstream: 0, downstream: 0 };
   /** closeAfterBytes/resetAfterBytes fired: everything else is dropped */
   cutting = false;
@@ -188,6 +241,9 @@ class Connection {
     this.upstream = upstream;
     this.closeLimit = proxy.closeLimit;
     this.resetLimit = proxy.resetLimit;
+    this.messageCutter = proxy.messageCut
+      ? new MessageCutter(proxy.messageCut.share, proxy.messageCut.random)
+      : undefined;
     this.up = new Pipe(this, 'upstream', client, upstream);
     this.down = new Pipe(this, 'downstream', upstream, client);
     for (const pipe of [this.up, this.down]) {
@@ -226,6 +282,13 @@ class Connection {
       if (data.length >= remaining) {
         data = data.subarray(0, remaining);
         cut = mode;
+      }
+    }
+    if (this.messageCutter && pipe.dir === 'downstream') {
+      const end = this.messageCutter.scan(data);
+      if (end >= 0) {
+        data = data.subarray(0, end);
+        cut = 'msg';
       }
     }
     // Counted on receipt (the bytes this connection will forward), so later chunks see the total.
@@ -277,6 +340,11 @@ class Connection {
     this.cutting = true;
     this.up.clear();
     this.down.clear();
+    if (mode === 'msg') {
+      this.proxy.stats.cutAfterMessage++;
+      this.reset();
+      return;
+    }
     if (mode === 'rst') {
       this.proxy.stats.resetAfterBytes++;
       this.reset();
@@ -334,6 +402,7 @@ export class FaultProxy {
     resetOpen: 0,
     closedAfterBytes: 0,
     resetAfterBytes: 0,
+    cutAfterMessage: 0,
     bytesUp: 0,
     bytesDown: 0,
     bytesSwallowed: 0,
@@ -343,6 +412,8 @@ export class FaultProxy {
   closeLimit: Limit | undefined;
   /** @internal */
   resetLimit: Limit | undefined;
+  /** @internal the message cut new connections take (see cutAfterServerMessage) */
+  messageCut: { share: number; random: () => number } | undefined;
   readonly #random: () => number;
   #server: net.Server | undefined;
   #connections = new Set<Connection>();
@@ -497,6 +568,21 @@ export class FaultProxy {
     this.resetLimit = FaultProxy.#limit('resetAfterBytes', n, direction);
   }
 
+  /**
+   * Each connection opened from now on: after each whole server message (once the connection is ready;
+   * DataRows excepted), with probability `share`, the message is forwarded and then the connection is reset (RST both ways),
+   * e.g. after an INSERT's CommandComplete but before its ReadyForQuery. `seed` makes the choice
+   * reproducible (default: the proxy's `random`). null turns it off.
+   */
+  cutAfterServerMessage(share: number | null, seed?: number): void {
+    if (share === null) {
+      this.messageCut = undefined;
+      return;
+    }
+    if (!(share >= 0 && share <= 1)) throw new RangeError('cutAfterServerMessage: share must be within 0..1');
+    this.messageCut = { share, random: seed === undefined ? this.#random : seededRandom(seed) };
+  }
+
   static #limit(name: string, n: number | null, direction: ByteDirection): Limit | undefined {
     if (n === null) return undefined;
     if (!Number.isInteger(n) || n < 0) throw new RangeError(`${name}: n must be an integer >= 0 or null`);
@@ -511,6 +597,7 @@ export class FaultProxy {
     this.resetNewConnections(0);
     this.closeAfterBytes(null);
     this.resetAfterBytes(null);
+    this.cutAfterServerMessage(null);
     this.blackhole(false);
   }
 
