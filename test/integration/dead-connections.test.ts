@@ -7,6 +7,7 @@
 //   back succeeds at once. The same with eviction turned off is the control: the idle pool hands out a
 //   dead connection and that call waits out its timeouts.
 // - TCP keepalive is set on each new socket by default, and the app's own keepAlive choice wins.
+// PG_RESILIENCE_TEST_PG_DIR: run against the pg installed in that directory (pg-versions.test.ts).
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import net from 'node:net';
@@ -53,7 +54,11 @@ const instrumentation = new PgResilienceInstrumentation({
 });
 instrumentation.setMeterProvider(new MeterProvider({ readers: [prometheus] }));
 const { startServer } = await import('../support/postgres.ts');
-const pg = createRequire(import.meta.url)('pg') as typeof import('pg');
+const pg = createRequire(
+  process.env.PG_RESILIENCE_TEST_PG_DIR
+    ? `${process.env.PG_RESILIENCE_TEST_PG_DIR}/package.json`
+    : import.meta.url,
+)('pg') as typeof import('pg');
 
 const uncaught: unknown[] = [];
 process.on('uncaughtException', (e) => uncaught.push(e));
