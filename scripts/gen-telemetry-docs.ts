@@ -120,6 +120,10 @@ const LOG_DOCS: Record<string, [string, string]> = {
     'warn',
     "Absorbed an 'error' on a pg pool with no 'error' listener (target db.example:5432/app, 57P01); the process keeps running. Add an 'error' listener to handle it yourself.",
   ],
+  [LOG_EVENTS.connectionsEvicted]: [
+    'info',
+    'Closed 4 idle pooled connection(s) to db.example:5432/app (breaker_open): none from before the outage is handed out after it',
+  ],
 };
 
 function docs(): string {

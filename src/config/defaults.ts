@@ -102,6 +102,12 @@ const DEFAULT_PROFILE: ResilienceSettings = {
     // Unlimited: keep probing for as long as the outage lasts.
     maxAttempts: 0,
   },
+  liveness: {
+    // Linux waits 2 h before the first probe; 10 s (+ Node's 10 probes 1 s apart) finds a vanished server in ~20 s.
+    keepAliveInitialDelayMs: 10000,
+    // A breaker that opened means the target's connections may be dead: none is handed out afterwards.
+    evictIdleOnOutage: true,
+  },
 };
 
 /** `batch`: background jobs that prefer waiting over failing, and must not overload the database. */
@@ -193,6 +199,12 @@ const BATCH_PROFILE: ResilienceSettings = {
     intervalMs: 30000,
     // Three probes per outage, then recovery is left to the jobs' own traffic.
     maxAttempts: 3,
+  },
+  liveness: {
+    // As default: a vanished server is found in about 20 s, not after Linux's 2 h.
+    keepAliveInitialDelayMs: 10000,
+    // As default: no connection from before an outage is handed out after it.
+    evictIdleOnOutage: true,
   },
 };
 

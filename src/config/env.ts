@@ -81,6 +81,13 @@ export const ENV_VARS: ReadonlyArray<EnvVar> = [
     description: 'Per-attempt connect / pool checkout timeout, in ms (0 = off).',
   },
   {
+    name: 'PG_RESILIENCE_KEEPALIVE_MS',
+    setting: 'liveness.keepAliveInitialDelayMs',
+    kind: 'integer',
+    description:
+      "TCP keepalive idle time of new connections whose pg config sets no keepAlive, in ms (0 = off: pg's default).",
+  },
+  {
     name: 'PG_RESILIENCE_RATE_LIMIT',
     setting: 'rateLimit.ratePerMinute',
     kind: 'rateLimit',

@@ -235,6 +235,21 @@ const recoverySchema = object(
   'Background recovery probes while a breaker is open.',
 );
 
+const livenessSchema = object(
+  {
+    keepAliveInitialDelayMs: int(
+      0,
+      MAX_TIMEOUT_MS,
+      "TCP keepalive on each new connection whose pg config sets no `keepAlive`: idle time before the first probe, in ms (0 = off: pg's default, no keepalive). Node then sends up to 10 probes 1 s apart, so a silent peer is found about this long plus 10 s after the connection went quiet. A `keepAlive` (or `keepAliveInitialDelayMillis`) in the pg config wins.",
+      'off',
+    ),
+    evictIdleOnOutage: bool(
+      'When the breaker of a target opens, close the idle connections of every pool of that target, so none is handed out after the outage (a connection the outage killed silently would hang its next statement).',
+    ),
+  },
+  'Finding dead connections before a statement waits on one.',
+);
+
 /** One target's complete settings. */
 export const settingsSchema = object(
   {
@@ -244,6 +259,7 @@ export const settingsSchema = object(
     timeout: timeoutSchema,
     bulkhead: bulkheadSchema,
     recovery: recoverySchema,
+    liveness: livenessSchema,
   },
   'The settings one target’s policies are built from.',
 );

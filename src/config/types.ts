@@ -124,6 +124,13 @@ export interface RecoverySettings {
   maxAttempts: number;
 }
 
+export interface LivenessSettings {
+  /** TCP keepalive idle time set on each new connection whose pg config sets no keepAlive, in ms; 0 = off (pg's default). */
+  keepAliveInitialDelayMs: number;
+  /** Close every idle pooled connection of a target when its breaker opens. */
+  evictIdleOnOutage: boolean;
+}
+
 export interface ResilienceSettings {
   retry: RetrySettings;
   circuitBreaker: CircuitBreakerSettings;
@@ -131,6 +138,7 @@ export interface ResilienceSettings {
   timeout: TimeoutSettings;
   bulkhead: BulkheadSettings;
   recovery: RecoverySettings;
+  liveness: LivenessSettings;
 }
 
 export interface HealthEndpointSettings {

@@ -157,7 +157,9 @@ export class PgResilienceInstrumentation extends InstrumentationBase<PgResilienc
 
   #getTargets(): Targets {
     if (this.#targets === undefined) {
-      this.#targets = new Targets(new PolicyRegistry(this.resilienceConfig));
+      this.#targets = new Targets(new PolicyRegistry(this.resilienceConfig), (event) =>
+        this.telemetry?.connectionsEvicted(event),
+      );
       this.telemetry?.attach(this.#targets.registry);
       this.#startHealthServer(this.#targets);
     }

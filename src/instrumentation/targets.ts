@@ -9,6 +9,7 @@
 import type { TargetPolicy } from '../policy/pipeline.ts';
 import type { PolicyRegistry } from '../policy/registry.ts';
 import { HealthTracker, type PoolStats } from '../telemetry/health.ts';
+import { type ConnectionsEvictedEvent, evictOnOutage } from './eviction.ts';
 import { clientProbeFactory, poolProbeFactory, type ProbeClientFactory, runProbe } from './probe.ts';
 import { scope } from './scope.ts';
 import type { PgClientLike, PgPoolLike } from './types.ts';
@@ -42,9 +43,13 @@ export class Targets {
   /** The standalone clients seen, per target (weakly), to know whether a target is still in use. */
   readonly #clients = new Map<string, Set<WeakRef<PgClientLike>>>();
   #health: HealthTracker | undefined;
+  /** The policies whose breaker opening evicts their pools' idle clients (eviction.ts). */
+  readonly #evicting = new WeakSet<TargetPolicy>();
+  readonly #onEvicted: (event: ConnectionsEvictedEvent) => void;
 
-  constructor(registry: PolicyRegistry) {
+  constructor(registry: PolicyRegistry, onEvicted: (event: ConnectionsEvictedEvent) => void = () => {}) {
     this.registry = registry;
+    this.#onEvicted = onEvicted;
   }
 
   forPool(pool: PgPoolLike): TargetPolicy {
@@ -58,6 +63,14 @@ export class Targets {
       pools.add(new WeakRef(pool));
     }
     return policy;
+  }
+
+  /** The live pools of `target` (not ended). */
+  *pools(target: string): Generator<PgPoolLike> {
+    for (const ref of this.#pools.get(target) ?? []) {
+      const pool = ref.deref();
+      if (pool !== undefined && pool.ending !== true) yield pool;
+    }
   }
 
   /** Live pools' usage (pg-pool's totalCount, idleCount, waitingCount, options.max), one entry per pool. */
@@ -143,6 +156,10 @@ export class Targets {
   #policy(target: string, factory: ProbeClientFactory | undefined): TargetPolicy {
     if (factory) this.#probeFactories.set(target, factory);
     const policy = this.registry.forTarget(target);
+    if (!this.#evicting.has(policy)) {
+      this.#evicting.add(policy);
+      evictOnOutage(policy, () => this.pools(target), this.#onEvicted);
+    }
     policy.startRecovery(
       (signal) => {
         const make = this.#probeFactories.get(target);

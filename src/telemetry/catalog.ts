@@ -59,6 +59,7 @@ export const ATTRIBUTE_VALUES = {
   retrySuppressedReason: SUPPRESS_REASONS,
   rateLimitRejectedReason: RATE_LIMIT_REFUSALS,
   recoveryOutcome: ['success', 'failure'],
+  evictionReason: ['breaker_open'],
 } as const;
 
 /**
@@ -194,6 +195,14 @@ export const METRICS = {
       "'error' events on pg pools and clients with no listener, absorbed instead of crashing the process.",
     attributes: [T, ATTR.SOURCE, ATTR.ERROR_TYPE],
   },
+  connectionsEvicted: {
+    name: 'pg_resilience.pool.connections.evicted',
+    kind: 'counter',
+    unit: '{connection}',
+    description:
+      'Idle pooled connections closed before any statement could wait on them, by reason: `breaker_open` (the target looked unreachable, so connections from before the outage are not handed out after it).',
+    attributes: [T, ATTR.REASON],
+  },
 } as const satisfies Record<string, MetricSpec>;
 
 export type MetricKey = keyof typeof METRICS;
@@ -232,6 +241,7 @@ export const LOG_EVENTS = {
   timeout: 'pg_resilience.timeout',
   recoveryAttempt: 'pg_resilience.recovery.attempt',
   clientErrorAbsorbed: 'pg_resilience.pool.client_error',
+  connectionsEvicted: 'pg_resilience.pool.connections.evicted',
 } as const;
 
 /** The Prometheus series names a metric becomes through @opentelemetry/exporter-prometheus. */

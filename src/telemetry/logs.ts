@@ -18,6 +18,7 @@
 import { type AnyValue, type Attributes, SeverityNumber } from '@opentelemetry/api';
 import type { Logger } from '@opentelemetry/api';
 import type { ClientErrorAbsorbedEvent } from '../crash-guards/error-guards.ts';
+import type { ConnectionsEvictedEvent } from '../instrumentation/eviction.ts';
 import type {
   CircuitStateChangeEvent,
   RateLimitRejectedEvent,
@@ -180,6 +181,13 @@ export class ResilienceLogs {
     this.#log('warn', LOG_EVENTS.clientErrorAbsorbed, e.target, {
       message: `Absorbed an 'error' on a pg ${e.source} with no 'error' listener (target ${e.target}, ${e.errorType}); the process keeps running. Add an 'error' listener to handle it yourself.`,
       attributes: { [ATTR.SOURCE]: e.source, [ATTR.ERROR_TYPE]: e.errorType },
+    });
+  }
+
+  connectionsEvicted(e: ConnectionsEvictedEvent): void {
+    this.#log('info', LOG_EVENTS.connectionsEvicted, e.target, {
+      message: `Closed ${e.count} idle pooled connection(s) to ${e.target} (${e.reason}): none from before the outage is handed out after it`,
+      attributes: { [ATTR.REASON]: e.reason },
     });
   }
 

@@ -26,6 +26,7 @@ import type { TargetPolicy } from '../policy/pipeline.ts';
 import type { PolicyRegistry } from '../policy/registry.ts';
 import type { OperationEvent } from '../policy/types.ts';
 import type { ClientErrorAbsorbedEvent } from '../crash-guards/error-guards.ts';
+import type { ConnectionsEvictedEvent } from '../instrumentation/eviction.ts';
 import { ATTR, ATTRIBUTE_VALUES, METRICS, type MetricSpec } from './catalog.ts';
 
 const S_PER_MS = 1e-3;
@@ -52,6 +53,7 @@ interface Instruments {
   readonly timeouts: Counter;
   readonly recoveryAttempts: Counter;
   readonly poolClientErrors: Counter;
+  readonly connectionsEvicted: Counter;
 }
 
 function histogram(meter: Meter, spec: MetricSpec): Histogram {
@@ -80,6 +82,7 @@ function createInstruments(meter: Meter): Instruments {
     timeouts: counter(meter, METRICS.timeouts),
     recoveryAttempts: counter(meter, METRICS.recoveryAttempts),
     poolClientErrors: counter(meter, METRICS.poolClientErrors),
+    connectionsEvicted: counter(meter, METRICS.connectionsEvicted),
   };
 }
 
@@ -134,6 +137,14 @@ export class ResilienceMetrics {
       [ATTR.TARGET]: event.target,
       [ATTR.SOURCE]: event.source,
       [ATTR.ERROR_TYPE]: event.errorType,
+    });
+  }
+
+  /** Idle pooled connections were closed (instrumentation/eviction.ts). */
+  connectionsEvicted(event: ConnectionsEvictedEvent): void {
+    this.#instruments.connectionsEvicted.add(event.count, {
+      [ATTR.TARGET]: event.target,
+      [ATTR.REASON]: event.reason,
     });
   }
 
@@ -251,6 +262,9 @@ export class ResilienceMetrics {
     }
     for (const source of ATTRIBUTE_VALUES[ATTR.SOURCE]) {
       i.poolClientErrors.add(0, { ...t, [ATTR.SOURCE]: source });
+    }
+    for (const reason of ATTRIBUTE_VALUES.evictionReason) {
+      i.connectionsEvicted.add(0, { ...t, [ATTR.REASON]: reason });
     }
   }
 

@@ -19,6 +19,7 @@ import type { TelemetrySettings } from '../config/types.ts';
 import type { TargetPolicy } from '../policy/pipeline.ts';
 import type { PolicyRegistry } from '../policy/registry.ts';
 import type { ClientErrorAbsorbedEvent } from '../crash-guards/error-guards.ts';
+import type { ConnectionsEvictedEvent } from '../instrumentation/eviction.ts';
 import { ResilienceLogs } from './logs.ts';
 import { ResilienceMetrics } from './metrics.ts';
 import { OperationSpans } from './spans.ts';
@@ -96,6 +97,15 @@ export class ResilienceTelemetry {
     try {
       this.metrics.clientErrorAbsorbed(event);
       this.logs.clientErrorAbsorbed(event);
+    } catch (error) {
+      this.reportError(error);
+    }
+  }
+
+  connectionsEvicted(event: ConnectionsEvictedEvent): void {
+    try {
+      this.metrics.connectionsEvicted(event);
+      this.logs.connectionsEvicted(event);
     } catch (error) {
       this.reportError(error);
     }

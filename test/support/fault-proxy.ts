@@ -232,6 +232,8 @@ class Connection {
   /** terminal events held back while blackholed: FIN per direction, or a reset */
   heldEnd = { upstream: false, downstream: false };
   heldReset = false;
+  /** strandOpenConnections(): the server side is gone; the client side hears nothing more, ever */
+  stranded = false;
   upstreamConnected = false;
   #closedSockets = 0;
 
@@ -263,7 +265,7 @@ class Connection {
 
   onData(pipe: Pipe, chunk: Buffer): void {
     if (this.closed || this.cutting) return;
-    if (this.proxy.isBlackholed) {
+    if (this.proxy.isBlackholed || this.stranded) {
       this.proxy.stats.bytesSwallowed += chunk.length;
       return;
     }
@@ -301,7 +303,7 @@ class Connection {
   }
 
   onEnd(pipe: Pipe): void {
-    if (this.closed || this.cutting) return;
+    if (this.closed || this.cutting || this.stranded) return;
     if (this.proxy.isBlackholed) this.heldEnd[pipe.dir] = true;
     else pipe.push({ end: true });
   }
@@ -310,6 +312,7 @@ class Connection {
   onAbort(socket: net.Socket): void {
     if (this.closed) return;
     if (socket === this.upstream && !this.upstreamConnected) this.proxy.stats.upstreamFailed++;
+    if (this.stranded) return;
     if (this.proxy.isBlackholed) this.heldReset = true;
     else this.reset();
   }
@@ -322,7 +325,7 @@ class Connection {
 
   /** Called when the blackhole is lifted: deliver the closes and resets that were held back. */
   releaseHeld(): void {
-    if (this.closed) return;
+    if (this.closed || this.stranded) return;
     if (this.heldReset) {
       this.reset();
       return;
@@ -333,6 +336,15 @@ class Connection {
         pipe.push({ end: true });
       }
     }
+  }
+
+  /** The path to the server is gone for good: close the server side; the client is told nothing. */
+  strand(): void {
+    if (this.closed || this.stranded) return;
+    this.stranded = true;
+    this.up.clear();
+    this.down.clear();
+    this.upstream.destroy();
   }
 
   cut(mode: Cut): void {
@@ -530,6 +542,18 @@ export class FaultProxy {
     const conns = [...this.#connections];
     for (const c of conns) c.reset();
     this.stats.resetOpen += conns.length;
+    return conns.length;
+  }
+
+  /**
+   * Every connection open now loses its path for good, as when the server's host failed over or a
+   * network path dropped the flows: the server side is closed, while the client side stays open and
+   * hears nothing more, no data, no FIN, no RST (what it sends is dropped), even after a blackhole is
+   * lifted. Returns how many. New connections are not affected.
+   */
+  strandOpenConnections(): number {
+    const conns = [...this.#connections].filter((c) => !c.closed && !c.stranded);
+    for (const c of conns) c.strand();
     return conns.length;
   }
 

@@ -120,6 +120,8 @@ const LEAVES: Record<string, LeafRow> = {
   'recovery.enabled': bool,
   'recovery.intervalMs': int(0, 600000),
   'recovery.maxAttempts': int(0, 1000000, 'no limit'),
+  'liveness.keepAliveInitialDelayMs': int(0, 86400000, 'off'),
+  'liveness.evictIdleOnOutage': bool,
 };
 
 describe('every setting: a wrong type or an out-of-range value is one issue naming field, value and range', () => {
@@ -175,7 +177,7 @@ describe('every setting: a wrong type or an out-of-range value is one issue nami
 
 const RETRY_KEYS =
   'enabled, maxAttempts, initialDelayMs, maxDelayMs, multiplier, jitter, perErrorClass, budget';
-const SETTINGS_KEYS = 'retry, circuitBreaker, rateLimit, timeout, bulkhead, recovery';
+const SETTINGS_KEYS = 'retry, circuitBreaker, rateLimit, timeout, bulkhead, recovery, liveness';
 const TOP_KEYS = `${SETTINGS_KEYS}, disabled, profile, targets, telemetry, classify`;
 
 describe('structure: an object where one is expected, unknown keys at every level', () => {
@@ -568,6 +570,11 @@ describe('environment variables: a bad value is one issue naming the variable, t
       line: 'timeout.connectMs = "0x10" (from env PG_RESILIENCE_CONNECT_TIMEOUT_MS): must be an integer from 0 to 86400000 (0 = off)',
     },
     {
+      name: 'PG_RESILIENCE_KEEPALIVE_MS',
+      value: '10s',
+      line: 'liveness.keepAliveInitialDelayMs = "10s" (from env PG_RESILIENCE_KEEPALIVE_MS): must be an integer from 0 to 86400000 (0 = off)',
+    },
+    {
       name: 'PG_RESILIENCE_RATE_LIMIT',
       value: '100/s',
       line: 'rateLimit.ratePerMinute = "100/s" (from env PG_RESILIENCE_RATE_LIMIT): must be a number of permits per minute: 0 turns the limiter off, a number greater than 0 and at most 60000000 turns it on',
@@ -630,7 +637,7 @@ describe('environment variables: a bad value is one issue naming the variable, t
     {
       name: 'PG_RESILIENCE_RETRY_ATTEMPT',
       value: '3',
-      line: 'PG_RESILIENCE_RETRY_ATTEMPT = 3 (from env PG_RESILIENCE_RETRY_ATTEMPT): is not a pg-resilience variable (did you mean PG_RESILIENCE_RETRY_ATTEMPTS?); known variables: PG_RESILIENCE_DISABLED, PG_RESILIENCE_PROFILE, PG_RESILIENCE_CONFIG, PG_RESILIENCE_RETRY_ATTEMPTS, PG_RESILIENCE_RETRY_INITIAL_DELAY_MS, PG_RESILIENCE_RETRY_MAX_DELAY_MS, PG_RESILIENCE_TIMEOUT_MS, PG_RESILIENCE_CONNECT_TIMEOUT_MS, PG_RESILIENCE_RATE_LIMIT, PG_RESILIENCE_RATE_LIMIT_BURST, PG_RESILIENCE_RATE_LIMIT_STRATEGY, PG_RESILIENCE_BREAKER_FAILURES, PG_RESILIENCE_BREAKER_HALF_OPEN_AFTER_MS, PG_RESILIENCE_RECOVERY_INTERVAL_MS, PG_RESILIENCE_BULKHEAD, PG_RESILIENCE_LOG_LEVEL, PG_RESILIENCE_OPERATION_SPANS, PG_RESILIENCE_HEALTH_PORT, PG_RESILIENCE_HEALTH_HOST, PG_RESILIENCE_NODE_CACHE',
+      line: 'PG_RESILIENCE_RETRY_ATTEMPT = 3 (from env PG_RESILIENCE_RETRY_ATTEMPT): is not a pg-resilience variable (did you mean PG_RESILIENCE_RETRY_ATTEMPTS?); known variables: PG_RESILIENCE_DISABLED, PG_RESILIENCE_PROFILE, PG_RESILIENCE_CONFIG, PG_RESILIENCE_RETRY_ATTEMPTS, PG_RESILIENCE_RETRY_INITIAL_DELAY_MS, PG_RESILIENCE_RETRY_MAX_DELAY_MS, PG_RESILIENCE_TIMEOUT_MS, PG_RESILIENCE_CONNECT_TIMEOUT_MS, PG_RESILIENCE_KEEPALIVE_MS, PG_RESILIENCE_RATE_LIMIT, PG_RESILIENCE_RATE_LIMIT_BURST, PG_RESILIENCE_RATE_LIMIT_STRATEGY, PG_RESILIENCE_BREAKER_FAILURES, PG_RESILIENCE_BREAKER_HALF_OPEN_AFTER_MS, PG_RESILIENCE_RECOVERY_INTERVAL_MS, PG_RESILIENCE_BULKHEAD, PG_RESILIENCE_LOG_LEVEL, PG_RESILIENCE_OPERATION_SPANS, PG_RESILIENCE_HEALTH_PORT, PG_RESILIENCE_HEALTH_HOST, PG_RESILIENCE_NODE_CACHE',
     },
   ];
 

@@ -324,6 +324,16 @@ function dashboard() {
         ],
       }),
     )
+    .withPanel(
+      timeseries({
+        title: 'Idle connections evicted',
+        description:
+          'Idle pooled connections closed per second when a breaker opened (reason breaker_open): connections from before an outage are not handed out after it. Non-zero only around an outage; see the breaker panels.',
+        unit: 'ops',
+        runbook: anchors.PgResilienceBreakerOpen,
+        queries: [{ expr: perSecond('connectionsEvicted', [REASON]), legend: legend('', TARGET, REASON) }],
+      }),
+    )
     .build();
 }
 
