@@ -50,6 +50,8 @@ const RESILIENCE = new Map<unknown, ErrorClassification>([
 // that timed out never sent anything; a statement that timed out may still run on the server.
 const OUR_CONNECT_TIMEOUT = freeze('connect_timeout', true, 'no', true, 'PGR_TIMEOUT');
 const OUR_QUERY_TIMEOUT = freeze('query_timeout', true, 'unknown', true, 'PGR_TIMEOUT');
+// A statement timeout the server answered by cancelling the statement (57014): it did not run.
+const OUR_CANCELLED_TIMEOUT = freeze('query_timeout', true, 'rejected', true, 'PGR_TIMEOUT');
 const RESILIENCE_OTHER = freeze('resilience_rejection', false, 'unknown', false, 'resilience_rejection');
 
 const CLASS_SET: ReadonlySet<unknown> = new Set<unknown>(ERROR_CLASSES);
@@ -81,7 +83,8 @@ function recognise(e: object): ErrorClassification | undefined {
     const ownCode = get(e, 'code');
     if (ownCode === 'PGR_TIMEOUT') {
       const op = get(e, 'operation');
-      return op === 'connect' || op === 'probe' ? OUR_CONNECT_TIMEOUT : OUR_QUERY_TIMEOUT;
+      if (op === 'connect' || op === 'probe') return OUR_CONNECT_TIMEOUT;
+      return get(e, 'outcome') === 'not_run' ? OUR_CANCELLED_TIMEOUT : OUR_QUERY_TIMEOUT;
     }
     return RESILIENCE.get(ownCode) ?? RESILIENCE_OTHER;
   }

@@ -20,7 +20,7 @@ export const ERROR_CLASSES = [
   'connection_lost',
   /** pg refuses to use a client whose connection already failed ("Client has encountered a connection error and is not queryable"): nothing was sent. */
   'client_unusable',
-  /** pg's client-side `query_timeout` fired ("Query read timeout"), or this package's statement timeout (PGR_TIMEOUT): the statement may still run on the server. */
+  /** pg's client-side `query_timeout` fired ("Query read timeout"), or this package's statement timeout (PGR_TIMEOUT): the statement may still run on the server, unless the server cancelled it (`outcome: 'not_run'`, reachedServer `rejected`). */
   'query_timeout',
   /** 40001 serialization failure: the transaction was rolled back; safe to re-run the whole transaction. */
   'serialization_failure',

@@ -313,6 +313,22 @@ describe('classifyError: this package’s errors', () => {
     }
   });
 
+  it('a statement timeout the server cancelled (outcome not_run) was rejected by the server: safe to send again', () => {
+    const cancelled = new OperationTimeoutError(TARGET, 'query', 100, { outcome: 'not_run' });
+    assert.equal(cancelled.cancelled, true);
+    assert.match(cancelled.message, /cancelled on the server: the statement did not run/);
+    assert.deepEqual(
+      { ...classifyError(cancelled) },
+      c('query_timeout', true, 'rejected', true, 'PGR_TIMEOUT'),
+    );
+    const unknown = new OperationTimeoutError(TARGET, 'query', 100, {
+      outcome: 'unknown',
+      detail: 'no answer',
+    });
+    assert.equal(unknown.cancelled, false);
+    assert.deepEqual({ ...classifyError(unknown) }, c('query_timeout', true, 'unknown', true, 'PGR_TIMEOUT'));
+  });
+
   it('is resilience_rejection even when its cause is a transient network error', () => {
     assert.equal(classifyError(resilienceErrors.PGR_CIRCUIT_OPEN!()).errorClass, 'resilience_rejection');
   });

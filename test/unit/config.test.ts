@@ -116,7 +116,7 @@ const EXPECTED_DEFAULT: ResilienceSettings = {
     maxQueueSize: 1000,
     maxWaitMs: 5000,
   },
-  timeout: { queryMs: 0, connectMs: 10000 },
+  timeout: { queryMs: 0, connectMs: 10000, cancelGraceMs: 1000 },
   bulkhead: { maxConcurrent: 0, maxQueue: 100 },
   recovery: { enabled: true, intervalMs: 500, maxAttempts: 0 },
 };
@@ -151,7 +151,7 @@ const EXPECTED_BATCH: ResilienceSettings = {
     maxQueueSize: 1000,
     maxWaitMs: 0,
   },
-  timeout: { queryMs: 0, connectMs: 30000 },
+  timeout: { queryMs: 0, connectMs: 30000, cancelGraceMs: 1000 },
   bulkhead: { maxConcurrent: 0, maxQueue: 100 },
   recovery: { enabled: true, intervalMs: 30000, maxAttempts: 3 },
 };
