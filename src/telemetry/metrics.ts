@@ -50,6 +50,7 @@ interface Instruments {
   readonly rateLimitRejections: Counter;
   readonly bulkheadRejections: Counter;
   readonly timeouts: Counter;
+  readonly statementCancellations: Counter;
   readonly recoveryAttempts: Counter;
   readonly poolClientErrors: Counter;
 }
@@ -78,6 +79,7 @@ function createInstruments(meter: Meter): Instruments {
     rateLimitRejections: counter(meter, METRICS.rateLimitRejections),
     bulkheadRejections: counter(meter, METRICS.bulkheadRejections),
     timeouts: counter(meter, METRICS.timeouts),
+    statementCancellations: counter(meter, METRICS.statementCancellations),
     recoveryAttempts: counter(meter, METRICS.recoveryAttempts),
     poolClientErrors: counter(meter, METRICS.poolClientErrors),
   };
@@ -211,6 +213,9 @@ export class ResilienceMetrics {
         i().bulkheadRejections.add(1, { [ATTR.TARGET]: target, [ATTR.OPERATION]: e.operation }),
       ),
       policy.onTimeout((e) => i().timeouts.add(1, { [ATTR.TARGET]: target, [ATTR.OPERATION]: e.operation })),
+      policy.onStatementCancel((e) =>
+        i().statementCancellations.add(1, { [ATTR.TARGET]: target, [ATTR.RESULT]: e.result }),
+      ),
       policy.onRecoveryAttempt((e) =>
         i().recoveryAttempts.add(1, { [ATTR.TARGET]: target, [ATTR.OUTCOME]: e.outcome }),
       ),
@@ -251,6 +256,9 @@ export class ResilienceMetrics {
     }
     for (const source of ATTRIBUTE_VALUES[ATTR.SOURCE]) {
       i.poolClientErrors.add(0, { ...t, [ATTR.SOURCE]: source });
+    }
+    for (const result of ATTRIBUTE_VALUES[ATTR.RESULT]) {
+      i.statementCancellations.add(0, { ...t, [ATTR.RESULT]: result });
     }
   }
 
