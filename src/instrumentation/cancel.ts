@@ -23,7 +23,8 @@
  * host starting with `/` is a Unix socket directory) and its `cancel(processID, secretKey)` message. The
  * request is sent in plain text, as libpq before PostgreSQL 17 sends it: the server accepts a
  * CancelRequest without TLS whatever its `ssl` settings, and the request holds no credentials beyond the
- * per-connection key. A client on a custom `stream` (or pg-native, or pipeline mode) is not cancelled.
+ * per-connection key. Not cancelled: pg-native clients and pipeline mode. A client given a custom
+ * `stream` gets its cancel over plain TCP to its host and port.
  */
 import { OperationTimeoutError } from '../errors.ts';
 import type { CancelHook, CancelOutcome } from '../policy/types.ts';
