@@ -102,7 +102,9 @@ export type TimedOperation = 'query' | 'connect' | 'transaction' | 'probe';
  * classifies like pg's connect timeout: retried, counted by the breaker). For a statement, the package
  * asks the server to cancel it (`timeout.cancelGraceMs`, src/instrumentation/cancel.ts):
  * - `outcome: 'not_run'` (`cancelled: true`): the server cancelled it (or it was never sent): nothing
- *   of it was applied, so it classifies as rejected by the server and may be sent again.
+ *   of it was applied. It classifies like the server's own statement_timeout (57014): rejected by the
+ *   server, so safe to send again, but not retried by the package (a slow statement again makes an
+ *   overload worse) and not counted by the breaker (the server answered).
  * - `outcome: 'unknown'`: no cancel could be sent, or the server did not answer within the grace (the
  *   connection was then closed): it may still run or have run (it classifies like pg's `query_timeout`).
  */

@@ -48,6 +48,7 @@ const resilienceErrors: Record<string, () => Error> = {
   PGR_BULKHEAD_REJECTED: () => new BulkheadRejectedError(TARGET, 10, 0),
   'PGR_TIMEOUT:connect': () => new OperationTimeoutError(TARGET, 'connect', 500),
   'PGR_TIMEOUT:query': () => new OperationTimeoutError(TARGET, 'query', 500),
+  'PGR_TIMEOUT:query:not_run': () => new OperationTimeoutError(TARGET, 'query', 500, { outcome: 'not_run' }),
   PGR_TRANSACTION_OUTCOME_UNKNOWN: () =>
     new TransactionOutcomeUnknownError(TARGET, systemError('ECONNRESET')),
 };
@@ -313,13 +314,13 @@ describe('classifyError: this package’s errors', () => {
     }
   });
 
-  it('a statement timeout the server cancelled (outcome not_run) was rejected by the server: safe to send again', () => {
+  it('a statement timeout the server cancelled (outcome not_run) classifies like 57014: rejected, not retried, not counted', () => {
     const cancelled = new OperationTimeoutError(TARGET, 'query', 100, { outcome: 'not_run' });
     assert.equal(cancelled.cancelled, true);
     assert.match(cancelled.message, /cancelled on the server: the statement did not run/);
     assert.deepEqual(
       { ...classifyError(cancelled) },
-      c('query_timeout', true, 'rejected', true, 'PGR_TIMEOUT'),
+      c('statement_timeout', false, 'rejected', false, 'PGR_TIMEOUT'),
     );
     const unknown = new OperationTimeoutError(TARGET, 'query', 100, {
       outcome: 'unknown',
