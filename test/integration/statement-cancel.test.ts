@@ -185,6 +185,34 @@ describe(
       }
     });
 
+    it(
+      'a statement queued behind the timed-out one on its client is taken off the queue, never sent',
+      T,
+      async () => {
+        const client = await pool.connect();
+        try {
+          const first = rejection(client.query('SELECT pg_sleep(20)'));
+          const queued = rejection(client.query("INSERT INTO cancelled_writes (key) VALUES ('queued')"));
+          const [a, b] = await Promise.all([first, queued]);
+          assert.ok(isOperationTimeoutError(a) && isOperationTimeoutError(b));
+          assert.equal(a.outcome, 'not_run');
+          assert.equal(b.outcome, 'not_run');
+          assert.match(b.message, /still queued on its client and was never sent/);
+          assert.equal((await client.query('SELECT 4 AS n')).rows[0].n, 4);
+        } finally {
+          client.release();
+        }
+        const rows = await server.query(
+          "SELECT count(*)::int AS n FROM cancelled_writes WHERE key = 'queued'",
+        );
+        assert.equal(rows.rows[0].n, 0);
+        assert.deepEqual(
+          cancels.map((e) => e.result),
+          ['cancelled', 'cancelled'],
+        );
+      },
+    );
+
     it('a statement that finishes before the cancel lands returns its result', T, async () => {
       // 300 ms each way: the statement's answer is on its way back when the timeout fires at 200 ms, and
       // the cancel reaches the server after the statement finished (an idle backend ignores it).
