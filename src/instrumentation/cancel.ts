@@ -61,7 +61,9 @@ interface ClientInternals {
   native?: unknown;
   connection?: ConnectionLike;
   _queryable?: boolean;
+  /** pg 8.12+ (`queryQueue` before). */
   _queryQueue?: QueryLike[];
+  queryQueue?: QueryLike[];
   _activeQuery?: QueryLike | null;
   activeQuery?: QueryLike | null;
 }
@@ -80,9 +82,14 @@ export function isCancelling(client: object | undefined): boolean {
  */
 export function lastQuery(client: object): object | undefined {
   const c = client as ClientInternals;
-  const queue = c._queryQueue;
-  if (Array.isArray(queue) && queue.length > 0) return queue[queue.length - 1];
+  const queue = queryQueue(c);
+  if (queue !== undefined && queue.length > 0) return queue[queue.length - 1];
   return activeQuery(c) ?? undefined;
+}
+
+function queryQueue(c: ClientInternals): QueryLike[] | undefined {
+  const queue = c._queryQueue ?? c.queryQueue;
+  return Array.isArray(queue) ? queue : undefined;
 }
 
 function activeQuery(c: ClientInternals): QueryLike | null | undefined {
@@ -108,8 +115,8 @@ export function cancelOnTimeout(running: () => RunningStatement | undefined): Ca
     const c = statement?.client as ClientInternals | undefined;
     if (c === undefined || query === undefined || typeof query.callback !== 'function') return undefined;
     if (c.native !== undefined || c.pipeline === true) return undefined;
-    const queue = c._queryQueue;
-    const queued = Array.isArray(queue) ? queue.indexOf(query) : -1;
+    const queue = queryQueue(c);
+    const queued = queue !== undefined ? queue.indexOf(query) : -1;
     if (queued >= 0) {
       queue!.splice(queued, 1); // never sent: pg will never answer it
       return Promise.resolve({

@@ -3,6 +3,7 @@
 // (rows, the error and its outcome), what the server holds (backends still running the statement, rows
 // written) and what the pool holds afterwards.
 import assert from 'node:assert/strict';
+import { createRequire } from 'node:module';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { PgResilienceInstrumentation } from '../../src/index.ts';
@@ -32,7 +33,13 @@ const instrumentation = new PgResilienceInstrumentation({
   targets: { [targetOf(direct)]: timed, [targetOf(faulty)]: timed },
 });
 const { startServer } = await import('../support/postgres.ts');
-const pg = (await import('pg')).default;
+// PG_RESILIENCE_TEST_PG_DIR: against the pg installed there (test/integration/pg-versions.test.ts).
+const requirePg = createRequire(
+  process.env.PG_RESILIENCE_TEST_PG_DIR
+    ? `${process.env.PG_RESILIENCE_TEST_PG_DIR}/package.json`
+    : import.meta.url,
+);
+const pg = requirePg('pg') as typeof import('pg');
 const { classifyError, isOperationTimeoutError } = await import('../../src/index.ts');
 
 const T = { timeout: 30_000 };
