@@ -151,7 +151,16 @@ function cancelStatement(
       clearTimeout(timer);
       cancelling.delete(c);
       request.close();
-      if (answer !== undefined) deliver.apply(query, answer.args); // pg's own delivery, now safe
+      if (answer !== undefined) {
+        // pg's own delivery, now safe. Like pg, a throw in it is not caught into a promise.
+        try {
+          deliver.apply(query, answer.args);
+        } catch (error) {
+          process.nextTick(() => {
+            throw error;
+          });
+        }
+      }
       resolve(outcome);
     };
     // pg hands the statement's answer to `query.callback`: hold it until the server has processed the
