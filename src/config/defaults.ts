@@ -83,10 +83,13 @@ const DEFAULT_PROFILE: ResilienceSettings = {
     maxWaitMs: 5000,
   },
   timeout: {
-    // Off: rely on the server's statement_timeout; a client-side timeout cannot cancel the statement.
+    // Off: the server's statement_timeout bounds a statement without a round trip, and no single
+    // deadline fits every statement of an app; set it per service (a timed-out statement is cancelled).
     queryMs: 0,
     // pg waits forever by default: a blackholed server would hang every caller.
     connectMs: 10000,
+    // The cancel's answer takes one round trip; a second covers a loaded server, and bounds the wait.
+    cancelGraceMs: 1000,
   },
   bulkhead: {
     // Off: the pool already caps concurrency.
@@ -185,6 +188,8 @@ const BATCH_PROFILE: ResilienceSettings = {
     queryMs: 0,
     // Thirty seconds: a busy server may be slow to accept, and a job can wait.
     connectMs: 30000,
+    // As default: one second for the cancel's answer when queryMs is turned on.
+    cancelGraceMs: 1000,
   },
   bulkhead: {
     // As default: off, the pool already caps concurrency.

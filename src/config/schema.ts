@@ -209,6 +209,12 @@ const timeoutSchema = object(
       "Per-attempt limit for opening a connection, in ms (0 = off): a standalone connect, and a pool's new connection when the pool sets no connectionTimeoutMillis. A wait for a free pool client is never cut short.",
       'off',
     ),
+    cancelGraceMs: int(
+      0,
+      MAX_TIMEOUT_MS,
+      "When queryMs fires: the server is asked to cancel the statement, and the caller's timeout error waits at most this long for its answer (cancelled: the statement did not run; its result: returned; no answer: outcome unknown, connection closed). 0 = no cancel: the error comes at once, outcome unknown.",
+      'no cancel',
+    ),
   },
   'Client-side timeouts, per attempt.',
 );

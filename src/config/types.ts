@@ -106,6 +106,8 @@ export interface TimeoutSettings {
   queryMs: number;
   /** Per-attempt limit for getting a connection (connect or pool checkout), in ms; 0 = off. */
   connectMs: number;
+  /** When queryMs fires: how long to wait for the server's answer to the cancel request, in ms; 0 = no cancel. */
+  cancelGraceMs: number;
 }
 
 export interface BulkheadSettings {

@@ -22,6 +22,7 @@ import type { ExecuteContext } from '../policy/types.ts';
 import { statementVeto } from '../safety/retry-safety.ts';
 import { isSubmittable, type Submittable } from '../safety/submittable.ts';
 import { asPromise, invokeCallback, type PromiseCtor, settleCallback } from './callbacks.ts';
+import { cancelOnTimeout, lastQuery, type RunningStatement } from './cancel.ts';
 import { errorIsForUnsentQuery } from './dispatch.ts';
 import { endedByApp, failedByEnd } from './ended-by-app.ts';
 import { type PoolQueryAttempt, scope } from './scope.ts';
@@ -64,9 +65,11 @@ export function patchClientQuery(targets: () => Targets): (original: QueryFn) =>
       // the caller gets that throw, synchronously, and nothing else (no callback, no retry).
       let calling = true;
       let thrown: { error: unknown } | undefined;
+      let running: RunningStatement | undefined; // the attempt's statement, for a cancel at its deadline
       const ctx: ExecuteContext = {
         operation: 'query',
         admission: !pooled,
+        cancel: cancelOnTimeout(() => running),
         canRetry: (_error, c) =>
           thrown !== undefined
             ? 'not_retryable'
@@ -119,6 +122,7 @@ export function patchClientQuery(targets: () => Targets): (original: QueryFn) =>
               try {
                 if (statementValues === undefined) original.call(client, config, own);
                 else original.call(client, config, statementValues, own);
+                running = { client, query: lastQuery(client) };
               } catch (error) {
                 if (calling) thrown = { error };
                 throw error;
@@ -135,7 +139,9 @@ export function patchClientQuery(targets: () => Targets): (original: QueryFn) =>
 
       const operation = policy.execute(() => {
         try {
-          return original.apply(client, args) as Promise<unknown>;
+          const result = original.apply(client, args) as Promise<unknown>;
+          running = { client, query: lastQuery(client) };
+          return result;
         } catch (error) {
           if (calling) thrown = { error };
           throw error;
@@ -181,13 +187,15 @@ function forPoolQuery(
   attempt.client = client;
   attempt.txStatus = transactionStatus(client);
   if (typeof cb !== 'function') return original.apply(client, args);
-  return original.call(client, args[0], args[1], function (this: unknown, ...cbArgs: unknown[]) {
+  const result = original.call(client, args[0], args[1], function (this: unknown, ...cbArgs: unknown[]) {
     if (cbArgs[0]) {
       attempt.provedUnsent = errorIsForUnsentQuery();
       attempt.endedByApp = failedByEnd(client, cbArgs[0]); // before pg-pool's callback releases it
     }
     return (cb as Callback).apply(this, cbArgs);
   });
+  attempt.query = lastQuery(client);
+  return result;
 }
 
 function submittable(

@@ -51,6 +51,7 @@ import {
   type RetryExhaustedEvent,
   type RetrySuppressedEvent,
   SafeEventEmitter,
+  type StatementCancelEvent,
   type TimeoutEvent,
 } from './events.ts';
 import { RateLimiter } from './rate-limiter.ts';
@@ -95,6 +96,7 @@ export class TargetPolicy {
 
   readonly #operation = new SafeEventEmitter<OperationEvent>();
   readonly #timeout = new SafeEventEmitter<TimeoutEvent>();
+  readonly #cancel = new SafeEventEmitter<StatementCancelEvent>();
   readonly #recoveryAttempt = new SafeEventEmitter<RecoveryAttemptEvent>();
 
   /** Connect failures since the last operation that succeeded (the connect-outage rule). */
@@ -121,6 +123,8 @@ export class TargetPolicy {
   readonly onBulkheadRejected: Event<BulkheadRejectedEvent>;
   /** An attempt hit its timeout (query or connect). */
   readonly onTimeout: Event<TimeoutEvent> = this.#timeout.addListener;
+  /** A timed-out statement's cancel ended (the server's answer, or none within `timeout.cancelGraceMs`). */
+  readonly onStatementCancel: Event<StatementCancelEvent> = this.#cancel.addListener;
   /** A background recovery probe finished (once `startRecovery()` was called). */
   readonly onRecoveryAttempt: Event<RecoveryAttemptEvent> = this.#recoveryAttempt.addListener;
   /** A logical operation finished: success, failure or rejected. */
@@ -148,7 +152,12 @@ export class TargetPolicy {
         ? new RetryBudget(settings.retry.budget, clock)
         : undefined;
     this.#retry = new RetryPolicy(settings.retry, target, this.#cachedClassify, this.#budget, clock);
-    this.#queryTimeout = createTimeout(settings.timeout.queryMs, target, clock);
+    this.#queryTimeout = createTimeout(
+      settings.timeout.queryMs,
+      target,
+      clock,
+      settings.timeout.cancelGraceMs,
+    );
     this.#connectTimeout = createTimeout(settings.timeout.connectMs, target, clock);
 
     this.onRetry = this.#retry.onRetry;
@@ -169,6 +178,7 @@ export class TargetPolicy {
         this.#timeout.emit(e);
       });
     }
+    this.#queryTimeout?.onCancel((e) => this.#cancel.emit(e));
   }
 
   /**
@@ -213,6 +223,7 @@ export class TargetPolicy {
             },
             operation,
             ctx.signal,
+            timeout === this.#queryTimeout ? ctx.cancel : undefined,
           );
         }
         attempts = n;

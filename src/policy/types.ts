@@ -4,7 +4,8 @@
  * (`OperationObserver`) and the plain-object picture of a target (`TargetSnapshot`). The events each
  * policy emits are in events.ts.
  */
-import type { CircuitStateName, OperationKind, OperationRef, OperationStep } from './events.ts';
+import type { OperationTimeoutError } from '../errors.ts';
+import type { CancelResult, CircuitStateName, OperationKind, OperationRef, OperationStep } from './events.ts';
 import type { RetryContext } from './retry.ts';
 
 /** What `TargetPolicy.execute()` needs to know about one logical operation. */
@@ -35,9 +36,27 @@ export interface ExecuteContext {
    * every open one at once). `connect` and `probe` operations are connecting by definition.
    */
   readonly connecting?: () => boolean;
+  /**
+   * Called when the attempt's statement timeout fires (with `timeout.cancelGraceMs` > 0): stops the
+   * statement on the server (src/instrumentation/cancel.ts). Returns undefined when it cannot (the
+   * timeout error goes out at once, outcome unknown), else what the caller gets instead (the timeout
+   * policy waits for it).
+   */
+  readonly cancel?: CancelHook;
   /** Set by the pipeline for the retry loop (the observer's per-operation events). */
   readonly onStep?: (step: OperationStep) => void;
 }
+
+/** Stops a timed-out statement on the server, waiting at most `graceMs` for its answer. */
+export type CancelHook = (
+  timeout: OperationTimeoutError,
+  graceMs: number,
+) => Promise<CancelOutcome> | undefined;
+
+/** What a cancelled statement's attempt settles with: its value, its own error, or a timeout error. */
+export type CancelOutcome =
+  | { readonly result: CancelResult; readonly ok: true; readonly value: unknown }
+  | { readonly result: CancelResult; readonly ok: false; readonly error: unknown };
 
 /** One logical operation finished (for the operation duration metric). */
 export interface OperationEvent extends OperationRef {

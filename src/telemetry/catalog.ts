@@ -15,7 +15,7 @@
  * suffix).
  */
 
-import { CIRCUIT_STATES, RATE_LIMIT_REFUSALS, SUPPRESS_REASONS } from '../policy/events.ts';
+import { CANCEL_RESULTS, CIRCUIT_STATES, RATE_LIMIT_REFUSALS, SUPPRESS_REASONS } from '../policy/events.ts';
 
 /** Attribute keys. */
 export const ATTR = {
@@ -33,6 +33,8 @@ export const ATTR = {
   TO: 'pg_resilience.to',
   /** Where an absorbed client error came from: `pool` | `client`. */
   SOURCE: 'pg_resilience.source',
+  /** What a timed-out statement's cancel found: `cancelled` | `completed` | `no_answer`. */
+  RESULT: 'pg_resilience.result',
   /** Span attributes. */
   ATTEMPTS: 'pg_resilience.attempts',
   ATTEMPT: 'pg_resilience.attempt',
@@ -56,6 +58,7 @@ export const ATTRIBUTE_VALUES = {
   [ATTR.OUTCOME]: ['success', 'failure', 'rejected'],
   [ATTR.STATE]: CIRCUIT_STATES,
   [ATTR.SOURCE]: ['pool', 'client'],
+  [ATTR.RESULT]: CANCEL_RESULTS,
   retrySuppressedReason: SUPPRESS_REASONS,
   rateLimitRejectedReason: RATE_LIMIT_REFUSALS,
   recoveryOutcome: ['success', 'failure'],
@@ -179,6 +182,14 @@ export const METRICS = {
     unit: '{attempt}',
     description: "Attempts abandoned at the package's client-side timeout (query or connect).",
     attributes: [T, OP],
+  },
+  statementCancellations: {
+    name: 'pg_resilience.statement.cancellations',
+    kind: 'counter',
+    unit: '{statement}',
+    description:
+      'Timed-out statements the server was asked to cancel, by result: `cancelled` (did not run), `completed` (finished first), `no_answer` (outcome unknown, connection closed).',
+    attributes: [T, ATTR.RESULT],
   },
   recoveryAttempts: {
     name: 'pg_resilience.recovery.attempts',

@@ -51,6 +51,7 @@ interface Instruments {
   readonly rateLimitRejections: Counter;
   readonly bulkheadRejections: Counter;
   readonly timeouts: Counter;
+  readonly statementCancellations: Counter;
   readonly recoveryAttempts: Counter;
   readonly poolClientErrors: Counter;
   readonly connectionsEvicted: Counter;
@@ -80,6 +81,7 @@ function createInstruments(meter: Meter): Instruments {
     rateLimitRejections: counter(meter, METRICS.rateLimitRejections),
     bulkheadRejections: counter(meter, METRICS.bulkheadRejections),
     timeouts: counter(meter, METRICS.timeouts),
+    statementCancellations: counter(meter, METRICS.statementCancellations),
     recoveryAttempts: counter(meter, METRICS.recoveryAttempts),
     poolClientErrors: counter(meter, METRICS.poolClientErrors),
     connectionsEvicted: counter(meter, METRICS.connectionsEvicted),
@@ -222,6 +224,9 @@ export class ResilienceMetrics {
         i().bulkheadRejections.add(1, { [ATTR.TARGET]: target, [ATTR.OPERATION]: e.operation }),
       ),
       policy.onTimeout((e) => i().timeouts.add(1, { [ATTR.TARGET]: target, [ATTR.OPERATION]: e.operation })),
+      policy.onStatementCancel((e) =>
+        i().statementCancellations.add(1, { [ATTR.TARGET]: target, [ATTR.RESULT]: e.result }),
+      ),
       policy.onRecoveryAttempt((e) =>
         i().recoveryAttempts.add(1, { [ATTR.TARGET]: target, [ATTR.OUTCOME]: e.outcome }),
       ),
@@ -265,6 +270,9 @@ export class ResilienceMetrics {
     }
     for (const reason of ATTRIBUTE_VALUES.evictionReason) {
       i.connectionsEvicted.add(0, { ...t, [ATTR.REASON]: reason });
+    }
+    for (const result of ATTRIBUTE_VALUES[ATTR.RESULT]) {
+      i.statementCancellations.add(0, { ...t, [ATTR.RESULT]: result });
     }
   }
 

@@ -22,6 +22,7 @@ const FILES = [
   { file: 'semantics-lifecycle.test.ts', min: 11 },
   { file: 'semantics-pool.test.ts', min: 11 },
   { file: 'dead-connections.test.ts', min: 8 },
+  { file: 'statement-cancel.test.ts', min: 8 },
 ].map((f) => ({ ...f, path: fileURLToPath(new URL(`./${f.file}`, import.meta.url)) }));
 
 const VERSIONS = [

@@ -115,6 +115,7 @@ const LEAVES: Record<string, LeafRow> = {
   'rateLimit.maxWaitMs': int(0, 600000, 'no limit'),
   'timeout.queryMs': int(0, 86400000, 'off'),
   'timeout.connectMs': int(0, 86400000, 'off'),
+  'timeout.cancelGraceMs': int(0, 86400000, 'no cancel'),
   'bulkhead.maxConcurrent': int(0, 100000, 'off'),
   'bulkhead.maxQueue': int(0, 1000000),
   'recovery.enabled': bool,
@@ -190,7 +191,7 @@ describe('structure: an object where one is expected, unknown keys at every leve
     {
       name: 'a section given as an array',
       input: { options: { timeout: [1000] } as never },
-      line: 'timeout = [1000] (from code): must be an object with the keys: queryMs, connectMs',
+      line: 'timeout = [1000] (from code): must be an object with the keys: queryMs, connectMs, cancelGraceMs',
     },
     {
       name: 'retry.budget as a number',
@@ -240,7 +241,7 @@ describe('structure: an object where one is expected, unknown keys at every leve
     {
       name: 'unknown key in timeout',
       input: { options: { timeout: { statementMs: 100 } } as never },
-      line: 'timeout.statementMs = 100 (from code): is not a known setting; timeout accepts: queryMs, connectMs',
+      line: 'timeout.statementMs = 100 (from code): is not a known setting; timeout accepts: queryMs, connectMs, cancelGraceMs',
     },
     {
       name: 'unknown key in bulkhead',

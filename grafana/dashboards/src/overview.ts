@@ -43,6 +43,7 @@ const STATE = prometheusLabel(ATTR.STATE);
 const FROM = prometheusLabel(ATTR.FROM);
 const TO = prometheusLabel(ATTR.TO);
 const SOURCE = prometheusLabel(ATTR.SOURCE);
+const RESULT = prometheusLabel(ATTR.RESULT);
 const ERROR_TYPE = prometheusLabel(ATTR.ERROR_TYPE);
 
 const BY_TARGET = [targetMatcher(TARGET)];
@@ -295,6 +296,18 @@ function dashboard() {
         unit: 'ops',
         runbook: anchors.PgResilienceSlowOperations,
         queries: [{ expr: perSecond('timeouts', [OPERATION]), legend: legend('', TARGET, OPERATION) }],
+      }),
+    )
+    .withPanel(
+      timeseries({
+        title: 'Timed-out statements cancelled on the server',
+        description:
+          'Statements per second that hit timeout.queryMs and were cancelled on the server, by result: cancelled (the statement did not run), completed (it finished first and its result was returned), no_answer (no answer within timeout.cancelGraceMs: outcome unknown, connection closed). no_answer means the network or the server is not answering at all.',
+        unit: 'ops',
+        runbook: anchors.PgResilienceSlowOperations,
+        queries: [
+          { expr: perSecond('statementCancellations', [RESULT]), legend: legend('', TARGET, RESULT) },
+        ],
       }),
     )
 
