@@ -9,7 +9,6 @@
 // - TCP keepalive is set on each new socket by default, and the app's own keepAlive choice wins.
 // PG_RESILIENCE_TEST_PG_DIR: run against the pg installed in that directory (pg-versions.test.ts).
 import assert from 'node:assert/strict';
-import { createRequire } from 'node:module';
 import net from 'node:net';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -31,18 +30,20 @@ const noKeepAliveProxy = await FaultProxy.start({ targetHost: '127.0.0.1', targe
 const targetOf = (p: FaultProxy): string => `${p.host}:${p.port}/${DATABASE}`;
 
 const QUERY_MS = 500;
+/** A timed-out statement waits this long for its cancel's answer (none comes through a dead path). */
+const CANCEL_GRACE_MS = 200;
 const CONNECT_MS = 500;
 const ATTEMPTS = 2;
 const MAX_DELAY_MS = 50;
-/** Longest a call may take during the outage: every attempt at its timeout, the backoff, and slack. */
-const CALL_BOUND_MS = ATTEMPTS * Math.max(QUERY_MS, CONNECT_MS) + MAX_DELAY_MS + 400;
+/** Longest a call may take during the outage: every attempt at its timeout (a statement's with its cancel grace), the backoff, and slack. */
+const CALL_BOUND_MS = ATTEMPTS * Math.max(QUERY_MS + CANCEL_GRACE_MS, CONNECT_MS) + MAX_DELAY_MS + 400;
 const OUTAGE_MS = 8_000;
 const KEEPALIVE_MS = 10_000; // the default of liveness.keepAliveInitialDelayMs
 
 const prometheus = new PrometheusExporter({ preventServerStart: true });
 // Before pg is loaded (the support modules load it): the instrumentation patches it on require.
 const instrumentation = new PgResilienceInstrumentation({
-  timeout: { queryMs: QUERY_MS, connectMs: CONNECT_MS },
+  timeout: { queryMs: QUERY_MS, cancelGraceMs: CANCEL_GRACE_MS, connectMs: CONNECT_MS },
   retry: { maxAttempts: ATTEMPTS, initialDelayMs: 10, maxDelayMs: MAX_DELAY_MS },
   circuitBreaker: { consecutiveFailures: 3, halfOpenAfterMs: 500 },
   recovery: { intervalMs: 200 },
@@ -54,11 +55,8 @@ const instrumentation = new PgResilienceInstrumentation({
 });
 instrumentation.setMeterProvider(new MeterProvider({ readers: [prometheus] }));
 const { startServer } = await import('../support/postgres.ts');
-const pg = createRequire(
-  process.env.PG_RESILIENCE_TEST_PG_DIR
-    ? `${process.env.PG_RESILIENCE_TEST_PG_DIR}/package.json`
-    : import.meta.url,
-)('pg') as typeof import('pg');
+const { requirePg } = await import('../support/pg-under-test.ts');
+const pg = requirePg('pg') as typeof import('pg');
 
 const uncaught: unknown[] = [];
 process.on('uncaughtException', (e) => uncaught.push(e));
