@@ -102,6 +102,14 @@ const DEFAULT_PROFILE: ResilienceSettings = {
     // Unlimited: keep probing for as long as the outage lasts.
     maxAttempts: 0,
   },
+  leakDetection: {
+    // On: it costs one stack capture per pool.connect() and warns only about clients that are leaked.
+    enabled: true,
+    // Off, as HikariCP's leakDetectionThreshold: some apps hold a client idle on purpose (a session advisory lock, a dedicated worker), so only the app can say how long is too long.
+    idleThresholdMs: 0,
+    // A client whose connection ended is useless; code that handles the error releases it within milliseconds, so five seconds still held is a leak.
+    deadGraceMs: 5000,
+  },
 };
 
 /** `batch`: background jobs that prefer waiting over failing, and must not overload the database. */
@@ -193,6 +201,14 @@ const BATCH_PROFILE: ResilienceSettings = {
     intervalMs: 30000,
     // Three probes per outage, then recovery is left to the jobs' own traffic.
     maxAttempts: 3,
+  },
+  leakDetection: {
+    // As default: watch the clients checked out with pool.connect().
+    enabled: true,
+    // As default: off (jobs may hold a client idle for long on purpose).
+    idleThresholdMs: 0,
+    // As default: a dead client still held after five seconds is leaked.
+    deadGraceMs: 5000,
   },
 };
 

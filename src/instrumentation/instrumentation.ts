@@ -151,7 +151,7 @@ export class PgResilienceInstrumentation extends InstrumentationBase<PgResilienc
   #getTargets(): Targets {
     if (this.#targets === undefined) {
       this.#targets = new Targets(new PolicyRegistry(this.resilienceConfig));
-      this.telemetry?.attach(this.#targets.registry);
+      this.telemetry?.attach(this.#targets.registry, this.#targets.leaks);
       this.#startHealthServer(this.#targets);
     }
     return this.#targets;

@@ -25,6 +25,7 @@ type Fn = (this: PgPoolLike, ...args: unknown[]) => unknown;
 type Callback = (...args: unknown[]) => unknown;
 
 const always = (): true => true;
+const noop = (): void => {};
 
 export function patchPoolConnect(targets: () => Targets): (original: Fn) => Fn {
   return (original) =>
@@ -45,6 +46,7 @@ export function patchPoolConnect(targets: () => Targets): (original: Fn) => Fn {
       // eslint-disable-next-line @typescript-eslint/no-this-alias -- named for the closures below
       const pool = this;
       let last: unknown[] | undefined;
+      const checkout = targets().leaks.checkout(targets().forPool(pool), connect);
       const operation = targets()
         .forPool(pool)
         .execute(
@@ -71,6 +73,8 @@ export function patchPoolConnect(targets: () => Targets): (original: Fn) => Fn {
           // (client-connect.ts, boundPoolConnect).
           { operation: 'connect', canRetry: always, timeout: false },
         );
+      // Before the caller's own reactions: the client is watched from the moment the app holds it.
+      if (checkout) operation.then((client) => targets().leaks.held(checkout, client, last), noop);
       if (typeof cb === 'function') {
         settleCallback(operation, cb as Callback, () => last);
         return undefined;

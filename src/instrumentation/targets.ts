@@ -8,6 +8,7 @@
  */
 import type { PolicyRegistry, TargetPolicy } from '../policy/pipeline.ts';
 import { HealthTracker, type PoolStats } from '../telemetry/health.ts';
+import { LeakDetector } from './leak-detection.ts';
 import { clientProbeFactory, poolProbeFactory, type ProbeClientFactory, runProbe } from './probe.ts';
 import { scope } from './scope.ts';
 import type { PgClientLike, PgPoolLike } from './types.ts';
@@ -41,6 +42,8 @@ export class Targets {
   /** The standalone clients seen, per target (weakly), to know whether a target is still in use. */
   readonly #clients = new Map<string, Set<WeakRef<PgClientLike>>>();
   #health: HealthTracker | undefined;
+  /** The clients the app checked out with pool.connect(), watched for leaks (leak-detection.ts). */
+  readonly leaks = new LeakDetector();
 
   constructor(registry: PolicyRegistry) {
     this.registry = registry;
@@ -90,8 +93,9 @@ export class Targets {
     return this.#health;
   }
 
-  /** Stops the health tracker's timer. */
+  /** Stops the health tracker's and the leak detector's timers. */
   dispose(): void {
+    this.leaks.dispose();
     this.#health?.dispose();
     this.#health = undefined;
   }

@@ -24,6 +24,7 @@ import {
 import type { IDisposable } from 'cockatiel';
 import type { OperationEvent, PolicyRegistry, TargetPolicy } from '../policy/pipeline.ts';
 import type { ClientErrorAbsorbedEvent } from '../recovery/error-guards.ts';
+import type { LeakDetector, LeakEvent } from '../instrumentation/leak-detection.ts';
 import { ATTR, ATTRIBUTE_VALUES, METRICS, type MetricSpec } from './catalog.ts';
 
 const S_PER_MS = 1e-3;
@@ -50,6 +51,7 @@ interface Instruments {
   readonly timeouts: Counter;
   readonly recoveryAttempts: Counter;
   readonly poolClientErrors: Counter;
+  readonly poolClientLeaks: Counter;
 }
 
 function histogram(meter: Meter, spec: MetricSpec): Histogram {
@@ -78,6 +80,7 @@ function createInstruments(meter: Meter): Instruments {
     timeouts: counter(meter, METRICS.timeouts),
     recoveryAttempts: counter(meter, METRICS.recoveryAttempts),
     poolClientErrors: counter(meter, METRICS.poolClientErrors),
+    poolClientLeaks: counter(meter, METRICS.poolClientLeaks),
   };
 }
 
@@ -90,6 +93,8 @@ export class ResilienceMetrics {
   /** Per target, the attributes `{target}` (shared, never mutated). */
   readonly #targetAttrs = new Map<string, Attributes>();
   readonly #onError: (error: unknown) => void;
+  /** The leak detector whose unreleased leaked clients the gauge reports. */
+  #leaks: Pick<LeakDetector, 'leaked'> | undefined;
 
   constructor(meter: Meter, onError: (error: unknown) => void = () => {}) {
     this.#onError = onError;
@@ -133,6 +138,16 @@ export class ResilienceMetrics {
       [ATTR.SOURCE]: event.source,
       [ATTR.ERROR_TYPE]: event.errorType,
     });
+  }
+
+  /** Reports the leaked clients of `detector` in the gauge (undefined: none). */
+  watchLeaks(detector: Pick<LeakDetector, 'leaked'> | undefined): void {
+    this.#leaks = detector;
+  }
+
+  /** A client checked out with pool.connect() was reported as leaked (instrumentation/leak-detection.ts). */
+  clientLeaked(event: LeakEvent): void {
+    this.#instruments.poolClientLeaks.add(1, { [ATTR.TARGET]: event.target, [ATTR.REASON]: event.reason });
   }
 
   /** Attributes of successful operations, per target and operation (the hot path: no allocation). */
@@ -250,6 +265,9 @@ export class ResilienceMetrics {
     for (const source of ATTRIBUTE_VALUES[ATTR.SOURCE]) {
       i.poolClientErrors.add(0, { ...t, [ATTR.SOURCE]: source });
     }
+    for (const reason of ATTRIBUTE_VALUES.leakReason) {
+      i.poolClientLeaks.add(0, { ...t, [ATTR.REASON]: reason });
+    }
   }
 
   /** The instruments on `meter`; on a meter that throws, reported once and no-op instruments instead. */
@@ -283,6 +301,16 @@ export class ResilienceMetrics {
         result.observe(policy.snapshot().rateLimit?.queueSize ?? 0, target);
       }),
     );
+    const leaked = meter.createObservableGauge(METRICS.poolClientsLeaked.name, {
+      unit: METRICS.poolClientsLeaked.unit,
+      description: METRICS.poolClientsLeaked.description,
+    });
+    leaked.addCallback((result) => {
+      const counts = this.#leaks?.leaked();
+      this.#observe(result, (_policy, target) => {
+        result.observe(counts?.get(String(target[ATTR.TARGET])) ?? 0, target);
+      });
+    });
     return instruments;
   }
 

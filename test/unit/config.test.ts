@@ -119,6 +119,7 @@ const EXPECTED_DEFAULT: ResilienceSettings = {
   timeout: { queryMs: 0, connectMs: 10000 },
   bulkhead: { maxConcurrent: 0, maxQueue: 100 },
   recovery: { enabled: true, intervalMs: 500, maxAttempts: 0 },
+  leakDetection: { enabled: true, idleThresholdMs: 0, deadGraceMs: 5000 },
 };
 // The seed's database profile.
 const EXPECTED_BATCH: ResilienceSettings = {
@@ -154,6 +155,7 @@ const EXPECTED_BATCH: ResilienceSettings = {
   timeout: { queryMs: 0, connectMs: 30000 },
   bulkhead: { maxConcurrent: 0, maxQueue: 100 },
   recovery: { enabled: true, intervalMs: 30000, maxAttempts: 3 },
+  leakDetection: { enabled: true, idleThresholdMs: 0, deadGraceMs: 5000 },
 };
 
 const settingsOf = (c: ResilienceConfig): ResilienceSettings => ({
@@ -163,6 +165,7 @@ const settingsOf = (c: ResilienceConfig): ResilienceSettings => ({
   timeout: c.timeout,
   bulkhead: c.bulkhead,
   recovery: c.recovery,
+  leakDetection: c.leakDetection,
 });
 
 // ---- profiles ----
@@ -1001,6 +1004,7 @@ describe('settingsForTarget', () => {
     assert.deepEqual(Object.keys(s).sort(), [
       'bulkhead',
       'circuitBreaker',
+      'leakDetection',
       'rateLimit',
       'recovery',
       'retry',
