@@ -155,6 +155,8 @@ export class LeakDetector {
     const released = (): void => this.#released(c);
     const wrapped = function (this: unknown, ...args: unknown[]): unknown {
       released();
+      // pg-pool's own again: a second call throws its "already released" error, as with bare pg.
+      if (watched.release === wrapped) watched.release = release;
       return (release as (...a: unknown[]) => unknown).apply(this, args);
     };
     watched.release = wrapped;
