@@ -135,6 +135,18 @@ export class LeakDetector {
   }
 
   /**
+   * The operation of a checkout, watched: the client is watched from the moment the app gets it, before
+   * the app's own reactions run. A chained promise, not a second reaction on `operation`: V8 follows a
+   * promise with one reaction to the caller's async frames, so a rejection keeps them.
+   */
+  watch<T>(c: Checkout, operation: Promise<T>, callbackArgs: () => unknown[] | undefined): Promise<T> {
+    return operation.then((client) => {
+      this.held(c, client, callbackArgs());
+      return client;
+    });
+  }
+
+  /**
    * The call got its client: watch it until released. Runs before the caller sees the client.
    * `callbackArgs`: the callback form's `(err, client, done)`, whose `done` is the same release.
    */

@@ -25,7 +25,6 @@ type Fn = (this: PgPoolLike, ...args: unknown[]) => unknown;
 type Callback = (...args: unknown[]) => unknown;
 
 const always = (): true => true;
-const noop = (): void => {};
 
 export function patchPoolConnect(targets: () => Targets): (original: Fn) => Fn {
   return (original) =>
@@ -73,13 +72,12 @@ export function patchPoolConnect(targets: () => Targets): (original: Fn) => Fn {
           // (client-connect.ts, boundPoolConnect).
           { operation: 'connect', canRetry: always, timeout: false },
         );
-      // Before the caller's own reactions: the client is watched from the moment the app holds it.
-      if (checkout) operation.then((client) => targets().leaks.held(checkout, client, last), noop);
+      const watched = checkout ? targets().leaks.watch(checkout, operation, () => last) : operation;
       if (typeof cb === 'function') {
-        settleCallback(operation, cb as Callback, () => last);
+        settleCallback(watched, cb as Callback, () => last);
         return undefined;
       }
-      return asPromise(operation, (pool as { Promise?: PromiseCtor }).Promise);
+      return asPromise(watched, (pool as { Promise?: PromiseCtor }).Promise);
     };
 }
 

@@ -53,7 +53,12 @@ const instrumentation = new PgResilienceInstrumentation({
 });
 instrumentation.setMeterProvider(meterProvider);
 const { startServer } = await import('../support/postgres.ts');
-const pg = createRequire(import.meta.url)('pg') as typeof import('pg');
+// PG_RESILIENCE_TEST_PG_DIR: the pg installed there (an older pg 8.x with its pg-pool; pg-versions.test.ts).
+const pg = createRequire(
+  process.env.PG_RESILIENCE_TEST_PG_DIR
+    ? `${process.env.PG_RESILIENCE_TEST_PG_DIR}/package.json`
+    : import.meta.url,
+)('pg') as typeof import('pg');
 
 type Pool = InstanceType<typeof pg.Pool>;
 type PoolClient = import('pg').PoolClient;
