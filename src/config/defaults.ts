@@ -111,6 +111,14 @@ const DEFAULT_PROFILE: ResilienceSettings = {
     // A breaker that opened means the target's connections may be dead: none is handed out afterwards.
     evictIdleOnOutage: true,
   },
+  leakDetection: {
+    // On: it costs one stack capture per pool.connect() and warns only about clients that are leaked.
+    enabled: true,
+    // Off, as HikariCP's leakDetectionThreshold: some apps hold a client idle on purpose (a session advisory lock, a dedicated worker), so only the app can say how long is too long.
+    idleThresholdMs: 0,
+    // A client whose connection ended is useless; code that handles the error releases it within milliseconds, so five seconds still held is a leak.
+    deadGraceMs: 5000,
+  },
 };
 
 /** `batch`: background jobs that prefer waiting over failing, and must not overload the database. */
@@ -210,6 +218,14 @@ const BATCH_PROFILE: ResilienceSettings = {
     keepAliveInitialDelayMs: 10000,
     // As default: no connection from before an outage is handed out after it.
     evictIdleOnOutage: true,
+  },
+  leakDetection: {
+    // As default: watch the clients checked out with pool.connect().
+    enabled: true,
+    // As default: off (jobs may hold a client idle for long on purpose).
+    idleThresholdMs: 0,
+    // As default: a dead client still held after five seconds is leaked.
+    deadGraceMs: 5000,
   },
 };
 

@@ -133,6 +133,20 @@ export const ENV_VARS: ReadonlyArray<EnvVar> = [
     description: 'Concurrent calls per target (0 = off).',
   },
   {
+    name: 'PG_RESILIENCE_LEAK_THRESHOLD_MS',
+    setting: 'leakDetection.idleThresholdMs',
+    kind: 'integer',
+    description:
+      'Warn once about a pool client checked out and idle (no statement running) for this long, in ms (0 = off, the default).',
+  },
+  {
+    name: 'PG_RESILIENCE_LEAK_DEAD_GRACE_MS',
+    setting: 'leakDetection.deadGraceMs',
+    kind: 'integer',
+    description:
+      'Warn once about a checked-out pool client whose connection ended and that is not released after this long, in ms.',
+  },
+  {
     name: 'PG_RESILIENCE_LOG_LEVEL',
     setting: 'telemetry.logLevel',
     kind: 'name',

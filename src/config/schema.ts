@@ -256,6 +256,26 @@ const livenessSchema = object(
   'Finding dead connections before a statement waits on one.',
 );
 
+const leakDetectionSchema = object(
+  {
+    enabled: bool(
+      'Watch the clients the app checks out with `pool.connect()` for leaks (see leak-detection.md).',
+    ),
+    idleThresholdMs: int(
+      0,
+      MAX_TIMEOUT_MS,
+      'Warn once about a client checked out and idle (no statement running or queued) for this long, in ms (0 = off). A long-running statement is never idle; a client with a `notification` listener (LISTEN) is exempt.',
+      'off',
+    ),
+    deadGraceMs: int(
+      1,
+      MAX_DELAY_MS,
+      'Warn once about a checked-out client whose connection ended (killed, lost) and that is still not released after this long, in ms.',
+    ),
+  },
+  'Leak detection for clients checked out with `pool.connect()`.',
+);
+
 /** One target's complete settings. */
 export const settingsSchema = object(
   {
@@ -266,6 +286,7 @@ export const settingsSchema = object(
     bulkhead: bulkheadSchema,
     recovery: recoverySchema,
     liveness: livenessSchema,
+    leakDetection: leakDetectionSchema,
   },
   'The settings one target’s policies are built from.',
 );

@@ -133,6 +133,20 @@ export interface LivenessSettings {
   evictIdleOnOutage: boolean;
 }
 
+/**
+ * Leak detection: clients checked out with `pool.connect()` and never given back. A checked-out client
+ * whose connection ended and that is not released within `deadGraceMs` is certainly leaked; one held
+ * idle (no statement running or queued) for `idleThresholdMs` is suspected (off by default).
+ */
+export interface LeakDetectionSettings {
+  /** Watch the clients the app checks out with `pool.connect()`. */
+  enabled: boolean;
+  /** Warn about a client checked out and idle (no statement running or queued) this long, in ms; 0 = off. */
+  idleThresholdMs: number;
+  /** Warn about a checked-out client whose connection ended and that is still not released after this long, in ms. */
+  deadGraceMs: number;
+}
+
 export interface ResilienceSettings {
   retry: RetrySettings;
   circuitBreaker: CircuitBreakerSettings;
@@ -141,6 +155,7 @@ export interface ResilienceSettings {
   bulkhead: BulkheadSettings;
   recovery: RecoverySettings;
   liveness: LivenessSettings;
+  leakDetection: LeakDetectionSettings;
 }
 
 export interface HealthEndpointSettings {

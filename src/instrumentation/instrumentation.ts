@@ -160,7 +160,7 @@ export class PgResilienceInstrumentation extends InstrumentationBase<PgResilienc
       this.#targets = new Targets(new PolicyRegistry(this.resilienceConfig), (event) =>
         this.telemetry?.connectionsEvicted(event),
       );
-      this.telemetry?.attach(this.#targets.registry);
+      this.telemetry?.attach(this.#targets.registry, this.#targets.leaks);
       this.#startHealthServer(this.#targets);
     }
     return this.#targets;

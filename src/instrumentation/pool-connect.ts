@@ -44,6 +44,7 @@ export function patchPoolConnect(targets: () => Targets): (original: Fn) => Fn {
       // eslint-disable-next-line @typescript-eslint/no-this-alias -- named for the closures below
       const pool = this;
       let last: unknown[] | undefined;
+      const checkout = targets().leaks.checkout(targets().forPool(pool), connect);
       const operation = targets()
         .forPool(pool)
         .execute(
@@ -70,11 +71,12 @@ export function patchPoolConnect(targets: () => Targets): (original: Fn) => Fn {
           // (client-connect.ts, boundPoolConnect).
           { operation: 'connect', canRetry: connectVeto, timeout: false },
         );
+      const watched = checkout ? targets().leaks.watch(checkout, operation, () => last) : operation;
       if (typeof cb === 'function') {
-        settleCallback(operation, cb as Callback, () => last);
+        settleCallback(watched, cb as Callback, () => last);
         return undefined;
       }
-      return asPromise(operation, (pool as { Promise?: PromiseCtor }).Promise);
+      return asPromise(watched, (pool as { Promise?: PromiseCtor }).Promise);
     };
 }
 

@@ -10,6 +10,7 @@ import type { TargetPolicy } from '../policy/pipeline.ts';
 import type { PolicyRegistry } from '../policy/registry.ts';
 import { HealthTracker, type PoolStats } from '../telemetry/health.ts';
 import { type ConnectionsEvictedEvent, evictOnOutage } from './eviction.ts';
+import { LeakDetector } from './leak-detection.ts';
 import { clientProbeFactory, poolProbeFactory, type ProbeClientFactory, runProbe } from './probe.ts';
 import { scope } from './scope.ts';
 import type { PgClientLike, PgPoolLike } from './types.ts';
@@ -46,6 +47,8 @@ export class Targets {
   /** The policies whose breaker opening evicts their pools' idle clients (eviction.ts). */
   readonly #evicting = new WeakSet<TargetPolicy>();
   readonly #onEvicted: (event: ConnectionsEvictedEvent) => void;
+  /** The clients the app checked out with pool.connect(), watched for leaks (leak-detection.ts). */
+  readonly leaks = new LeakDetector();
 
   constructor(registry: PolicyRegistry, onEvicted: (event: ConnectionsEvictedEvent) => void = () => {}) {
     this.registry = registry;
@@ -104,8 +107,9 @@ export class Targets {
     return this.#health;
   }
 
-  /** Stops the health tracker's timer. */
+  /** Stops the health tracker's and the leak detector's timers. */
   dispose(): void {
+    this.leaks.dispose();
     this.#health?.dispose();
     this.#health = undefined;
   }

@@ -15,6 +15,7 @@
  * suffix).
  */
 
+import { LEAK_REASONS } from '../instrumentation/leak-detection.ts';
 import { CANCEL_RESULTS, CIRCUIT_STATES, RATE_LIMIT_REFUSALS, SUPPRESS_REASONS } from '../policy/events.ts';
 
 /** Attribute keys. */
@@ -42,6 +43,9 @@ export const ATTR = {
   DELAY: 'pg_resilience.delay_ms',
   WAITED: 'pg_resilience.waited_ms',
   NEXT_PROBE_AT: 'pg_resilience.next_probe_at',
+  /** Log attributes of a leaked client: how long it was held, and the stack of its checkout. */
+  HELD: 'pg_resilience.held_ms',
+  CODE_STACKTRACE: 'code.stacktrace',
   /** Semantic conventions (stable). */
   ERROR_TYPE: 'error.type',
   DB_SYSTEM_NAME: 'db.system.name',
@@ -63,6 +67,7 @@ export const ATTRIBUTE_VALUES = {
   rateLimitRejectedReason: RATE_LIMIT_REFUSALS,
   recoveryOutcome: ['success', 'failure'],
   evictionReason: ['breaker_open'],
+  leakReason: LEAK_REASONS,
 } as const;
 
 /**
@@ -214,6 +219,21 @@ export const METRICS = {
       'Idle pooled connections closed before any statement could wait on them, by reason: `breaker_open` (the target looked unreachable, so connections from before the outage are not handed out after it).',
     attributes: [T, ATTR.REASON],
   },
+  poolClientLeaks: {
+    name: 'pg_resilience.pool.client.leaks',
+    kind: 'counter',
+    unit: '{client}',
+    description:
+      'Clients checked out with pool.connect() and reported as leaked, once each: `dead_not_released` (its connection ended and it was not released within the grace), `held_too_long` (idle while checked out past the threshold; off by default).',
+    attributes: [T, ATTR.REASON],
+  },
+  poolClientsLeaked: {
+    name: 'pg_resilience.pool.client.leaked',
+    kind: 'gauge',
+    unit: '{client}',
+    description: 'Clients reported as leaked and still not released: pool slots lost until they are.',
+    attributes: [T],
+  },
 } as const satisfies Record<string, MetricSpec>;
 
 export type MetricKey = keyof typeof METRICS;
@@ -253,6 +273,7 @@ export const LOG_EVENTS = {
   recoveryAttempt: 'pg_resilience.recovery.attempt',
   clientErrorAbsorbed: 'pg_resilience.pool.client_error',
   connectionsEvicted: 'pg_resilience.pool.connections.evicted',
+  clientLeaked: 'pg_resilience.pool.client.leak',
 } as const;
 
 /** The Prometheus series names a metric becomes through @opentelemetry/exporter-prometheus. */

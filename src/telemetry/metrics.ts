@@ -27,6 +27,7 @@ import type { PolicyRegistry } from '../policy/registry.ts';
 import type { OperationEvent } from '../policy/types.ts';
 import type { ClientErrorAbsorbedEvent } from '../crash-guards/error-guards.ts';
 import type { ConnectionsEvictedEvent } from '../instrumentation/eviction.ts';
+import type { LeakDetector, LeakEvent } from '../instrumentation/leak-detection.ts';
 import { ATTR, ATTRIBUTE_VALUES, METRICS, type MetricSpec } from './catalog.ts';
 
 const S_PER_MS = 1e-3;
@@ -55,6 +56,7 @@ interface Instruments {
   readonly recoveryAttempts: Counter;
   readonly poolClientErrors: Counter;
   readonly connectionsEvicted: Counter;
+  readonly poolClientLeaks: Counter;
 }
 
 function histogram(meter: Meter, spec: MetricSpec): Histogram {
@@ -85,6 +87,7 @@ function createInstruments(meter: Meter): Instruments {
     recoveryAttempts: counter(meter, METRICS.recoveryAttempts),
     poolClientErrors: counter(meter, METRICS.poolClientErrors),
     connectionsEvicted: counter(meter, METRICS.connectionsEvicted),
+    poolClientLeaks: counter(meter, METRICS.poolClientLeaks),
   };
 }
 
@@ -97,6 +100,8 @@ export class ResilienceMetrics {
   /** Per target, the attributes `{target}` (shared, never mutated). */
   readonly #targetAttrs = new Map<string, Attributes>();
   readonly #onError: (error: unknown) => void;
+  /** The leak detector whose unreleased leaked clients the gauge reports. */
+  #leaks: Pick<LeakDetector, 'leaked'> | undefined;
 
   constructor(meter: Meter, onError: (error: unknown) => void = () => {}) {
     this.#onError = onError;
@@ -148,6 +153,16 @@ export class ResilienceMetrics {
       [ATTR.TARGET]: event.target,
       [ATTR.REASON]: event.reason,
     });
+  }
+
+  /** Reports the leaked clients of `detector` in the gauge (undefined: none). */
+  watchLeaks(detector: Pick<LeakDetector, 'leaked'> | undefined): void {
+    this.#leaks = detector;
+  }
+
+  /** A client checked out with pool.connect() was reported as leaked (instrumentation/leak-detection.ts). */
+  clientLeaked(event: LeakEvent): void {
+    this.#instruments.poolClientLeaks.add(1, { [ATTR.TARGET]: event.target, [ATTR.REASON]: event.reason });
   }
 
   /** Attributes of successful operations, per target and operation (the hot path: no allocation). */
@@ -274,6 +289,9 @@ export class ResilienceMetrics {
     for (const result of ATTRIBUTE_VALUES[ATTR.RESULT]) {
       i.statementCancellations.add(0, { ...t, [ATTR.RESULT]: result });
     }
+    for (const reason of ATTRIBUTE_VALUES.leakReason) {
+      i.poolClientLeaks.add(0, { ...t, [ATTR.REASON]: reason });
+    }
   }
 
   /** The instruments on `meter`; on a meter that throws, reported once and no-op instruments instead. */
@@ -307,6 +325,16 @@ export class ResilienceMetrics {
         result.observe(policy.snapshot().rateLimit?.queueSize ?? 0, target);
       }),
     );
+    const leaked = meter.createObservableGauge(METRICS.poolClientsLeaked.name, {
+      unit: METRICS.poolClientsLeaked.unit,
+      description: METRICS.poolClientsLeaked.description,
+    });
+    leaked.addCallback((result) => {
+      const counts = this.#leaks?.leaked();
+      this.#observe(result, (_policy, target) => {
+        result.observe(counts?.get(String(target[ATTR.TARGET])) ?? 0, target);
+      });
+    });
     return instruments;
   }
 

@@ -20,6 +20,7 @@ import type { TargetPolicy } from '../policy/pipeline.ts';
 import type { PolicyRegistry } from '../policy/registry.ts';
 import type { ClientErrorAbsorbedEvent } from '../crash-guards/error-guards.ts';
 import type { ConnectionsEvictedEvent } from '../instrumentation/eviction.ts';
+import type { LeakDetector } from '../instrumentation/leak-detection.ts';
 import { ResilienceLogs } from './logs.ts';
 import { ResilienceMetrics } from './metrics.ts';
 import { OperationSpans } from './spans.ts';
@@ -70,10 +71,19 @@ export class ResilienceTelemetry {
     }
   }
 
-  /** Follows a registry's targets: the ones it has and every one it creates. */
-  attach(registry: PolicyRegistry): void {
+  /** Follows a registry's targets: the ones it has and every one it creates (and a leak detector's findings). */
+  attach(registry: PolicyRegistry, leaks?: LeakDetector): void {
     this.detach();
     this.#registry = registry;
+    if (leaks) {
+      this.metrics.watchLeaks(leaks);
+      this.#subscriptions.push(
+        leaks.onLeak((e) => {
+          this.metrics.clientLeaked(e);
+          this.logs.clientLeaked(e);
+        }),
+      );
+    }
     for (const target of Object.keys(registry.config.targets)) this.metrics.declareTarget(target);
     this.metrics.attach(registry);
     this.#subscriptions.push(registry.onTargetCreated(({ policy }) => this.#follow(policy)));
@@ -85,6 +95,7 @@ export class ResilienceTelemetry {
 
   detach(): void {
     this.metrics.detach();
+    this.metrics.watchLeaks(undefined);
     for (const s of this.#subscriptions) s.dispose();
     this.#subscriptions = [];
     if (this.#registry) {

@@ -23,6 +23,7 @@ const FILES = [
   { file: 'semantics-pool.test.ts', min: 11 },
   { file: 'dead-connections.test.ts', min: 8 },
   { file: 'statement-cancel.test.ts', min: 8 },
+  { file: 'leak-detection.test.ts', min: 5 },
 ].map((f) => ({ ...f, path: fileURLToPath(new URL(`./${f.file}`, import.meta.url)) }));
 
 const VERSIONS = [

@@ -417,6 +417,8 @@ describe('telemetry: spans, metrics and logs from a real scenario', T, () => {
     assert.equal(v(METRICS.statementCancellations, { [ATTR.TARGET]: WAIT, [ATTR.RESULT]: 'no_answer' }), 0);
     assert.ok(v(METRICS.poolClientErrors, { [ATTR.TARGET]: WAIT, [ATTR.SOURCE]: 'pool' }) >= 1);
     assert.equal(v(METRICS.bulkheadRejections, main), 0);
+    assert.equal(v(METRICS.poolClientLeaks, main), 0);
+    assert.equal(v(METRICS.poolClientsLeaked, main), 0);
     // Bounded cardinality: no label value looks like SQL or a password.
     for (const s of samples.filter((x) => x.name.startsWith('pg_resilience_'))) {
       for (const value of Object.values(s.labels)) {

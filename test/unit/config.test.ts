@@ -120,6 +120,7 @@ const EXPECTED_DEFAULT: ResilienceSettings = {
   bulkhead: { maxConcurrent: 0, maxQueue: 100 },
   recovery: { enabled: true, intervalMs: 500, maxAttempts: 0 },
   liveness: { keepAliveInitialDelayMs: 10000, evictIdleOnOutage: true },
+  leakDetection: { enabled: true, idleThresholdMs: 0, deadGraceMs: 5000 },
 };
 // The seed's database profile.
 const EXPECTED_BATCH: ResilienceSettings = {
@@ -156,6 +157,7 @@ const EXPECTED_BATCH: ResilienceSettings = {
   bulkhead: { maxConcurrent: 0, maxQueue: 100 },
   recovery: { enabled: true, intervalMs: 30000, maxAttempts: 3 },
   liveness: { keepAliveInitialDelayMs: 10000, evictIdleOnOutage: true },
+  leakDetection: { enabled: true, idleThresholdMs: 0, deadGraceMs: 5000 },
 };
 
 const settingsOf = (c: ResilienceConfig): ResilienceSettings => ({
@@ -166,6 +168,7 @@ const settingsOf = (c: ResilienceConfig): ResilienceSettings => ({
   bulkhead: c.bulkhead,
   recovery: c.recovery,
   liveness: c.liveness,
+  leakDetection: c.leakDetection,
 });
 
 // ---- profiles ----
@@ -1004,6 +1007,7 @@ describe('settingsForTarget', () => {
     assert.deepEqual(Object.keys(s).sort(), [
       'bulkhead',
       'circuitBreaker',
+      'leakDetection',
       'liveness',
       'rateLimit',
       'recovery',
