@@ -9,7 +9,7 @@
 // retry-rules.test.ts does; pg-versions.test.ts installs them).
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { after, before, describe, it, type TestContext } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import { PgResilienceInstrumentation } from '../../src/index.ts';
 import type { RetryEvent, RetrySuppressedEvent } from '../../src/policy/events.ts';
 import type { TestServer } from '../support/postgres.ts';
@@ -126,8 +126,7 @@ describe('pool checkout semantics', { timeout: 180_000 }, () => {
   };
   const target = () => `${server.host}:${server.port}/${server.database}`;
 
-  before(async (t) => {
-    (t as TestContext).diagnostic(`pg ${versionOf('pg')}, pg-pool ${versionOf('pg-pool')}`);
+  before(async () => {
     server = await startServer();
     waitRelay.to(server.port);
   });
@@ -140,6 +139,12 @@ describe('pool checkout semantics', { timeout: 180_000 }, () => {
     await Promise.all(proxies.map((p) => p.close()));
     await waitRelay.close();
     await server?.close();
+  });
+
+  it('runs against a supported pg 8.x and the pg-pool it loads', (t) => {
+    t.diagnostic(`pg ${versionOf('pg')}, pg-pool ${versionOf('pg-pool')}`);
+    assert.match(versionOf('pg'), /^8\./);
+    assert.match(versionOf('pg-pool'), /^3\./);
   });
 
   describe('a checkout that timed out waiting for a free client', () => {
