@@ -44,53 +44,37 @@ export function patchPoolConnect(targets: () => Targets): (original: Fn) => Fn {
       // eslint-disable-next-line @typescript-eslint/no-this-alias -- named for the closures below
       const pool = this;
       let last: unknown[] | undefined;
-      const checkout = targets().leaks.checkout(targets().forPool(pool), connect);
-      const operation = targets()
-        .forPool(pool)
-        .execute(
-          (_attempt, signal) =>
-            new Promise((resolve, reject) => {
-              if (typeof cb !== 'function') {
-                promised(original, pool, signal).then(resolve, reject);
-                return;
-              }
-              original.call(pool, (...cbArgs: unknown[]) => {
-                if (signal?.aborted) {
-                  // This attempt already timed out: hand a late client back, report nothing.
-                  if (!cbArgs[0]) (cbArgs[1] as { release?: () => void } | undefined)?.release?.();
-                  return;
-                }
-                last = cbArgs;
-                if (cbArgs[0]) reject(cbArgs[0]);
-                else resolve(cbArgs[1]);
-              });
-            }),
-          // No package timeout on a checkout: a wait for a free client is load, bounded only by the
-          // pool's connectionTimeoutMillis as with bare pg (cutting it short would retry it at the back
-          // of the queue); a new client's connect is bounded by that option or timeout.connectMs
-          // (client-connect.ts, boundPoolConnect).
-          { operation: 'connect', canRetry: connectVeto, timeout: false },
-        );
-      const watched = checkout ? targets().leaks.watch(checkout, operation, () => last) : operation;
+      const tgts = targets();
+      const policy = tgts.forPool(pool);
+      const checkout = tgts.leaks.checkout(policy, connect);
+      const operation = policy.execute(
+        () =>
+          new Promise((resolve, reject) => {
+            if (typeof cb !== 'function') {
+              // pg-pool's own promise, settling the attempt through its resolving functions (V8 follows
+              // those), so a rejection keeps the caller's async frames when that pg-pool restores them.
+              (original.call(pool) as Promise<unknown>).then(resolve, reject);
+              return;
+            }
+            original.call(pool, (...cbArgs: unknown[]) => {
+              last = cbArgs;
+              if (cbArgs[0]) reject(cbArgs[0]);
+              else resolve(cbArgs[1]);
+            });
+          }),
+        // No package timeout on a checkout: a wait for a free client is load, bounded only by the
+        // pool's connectionTimeoutMillis as with bare pg (cutting it short would retry it at the back
+        // of the queue); a new client's connect is bounded by that option or timeout.connectMs
+        // (client-connect.ts, boundPoolConnect).
+        { operation: 'connect', canRetry: connectVeto, timeout: false },
+      );
+      const watched = checkout ? tgts.leaks.watch(checkout, operation, () => last) : operation;
       if (typeof cb === 'function') {
         settleCallback(watched, cb as Callback, () => last);
         return undefined;
       }
       return asPromise(watched, (pool as { Promise?: PromiseCtor }).Promise);
     };
-}
-
-/**
- * One attempt in promise form: pg-pool's own promise, settling the attempt through its resolving
- * functions (V8 follows those), so a rejection keeps the caller's async frames exactly when that
- * pg-pool version restores them (3.6.2 does, 3.1.1 does not). A client that arrives after the attempt
- * timed out goes straight back to the pool.
- */
-function promised(original: Fn, pool: PgPoolLike, signal: AbortSignal | undefined): Promise<unknown> {
-  return (original.call(pool) as Promise<{ release?: () => void }>).then((client) => {
-    if (signal?.aborted) client?.release?.();
-    return client;
-  });
 }
 
 /**
