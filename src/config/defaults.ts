@@ -102,6 +102,10 @@ const DEFAULT_PROFILE: ResilienceSettings = {
     // Unlimited: keep probing for as long as the outage lasts.
     maxAttempts: 0,
   },
+  transaction: {
+    // Ten seconds rides out a dropped connection or a quick failover and still answers a request in time.
+    outcomeResolutionMs: 10000,
+  },
 };
 
 /** `batch`: background jobs that prefer waiting over failing, and must not overload the database. */
@@ -193,6 +197,10 @@ const BATCH_PROFILE: ResilienceSettings = {
     intervalMs: 30000,
     // Three probes per outage, then recovery is left to the jobs' own traffic.
     maxAttempts: 3,
+  },
+  transaction: {
+    // A minute: a job would rather wait out a failover than stop on a transaction it cannot account for.
+    outcomeResolutionMs: 60000,
   },
 };
 

@@ -124,6 +124,15 @@ export interface RecoverySettings {
   maxAttempts: number;
 }
 
+export interface TransactionSettings {
+  /**
+   * withTransaction: when the connection dies while COMMIT is in flight, how long to keep asking the
+   * server (on other connections) whether the transaction committed, in ms; 0 = off (no transaction id
+   * is learned, the call fails with TransactionOutcomeUnknownError at once).
+   */
+  outcomeResolutionMs: number;
+}
+
 export interface ResilienceSettings {
   retry: RetrySettings;
   circuitBreaker: CircuitBreakerSettings;
@@ -131,6 +140,7 @@ export interface ResilienceSettings {
   timeout: TimeoutSettings;
   bulkhead: BulkheadSettings;
   recovery: RecoverySettings;
+  transaction: TransactionSettings;
 }
 
 export interface HealthEndpointSettings {

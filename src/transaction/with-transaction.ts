@@ -46,6 +46,7 @@ import { endedByApp } from '../instrumentation/ended-by-app.ts';
 import { scope } from '../instrumentation/scope.ts';
 import type { SuppressReason } from '../policy/events.ts';
 import { runtime } from '../runtime.ts';
+import { currentTransactionId, settleLostCommit } from './settle-commit.ts';
 
 export type IsolationLevel = 'read committed' | 'repeatable read' | 'serializable';
 
@@ -119,19 +120,27 @@ export async function withTransaction<T, C extends TransactionClient>(
   const policy = targets.forPool(pool as never);
   const target = policy.target;
   const classify = (e: unknown): ErrorClassification => targets.registry.classify(e);
+  const resolutionMs = policy.settings.transaction.outcomeResolutionMs;
+  // A READ ONLY transaction can get no id: nothing to learn before its COMMIT.
+  const learnId = resolutionMs > 0 && options.readOnly !== true;
   let commitSent = false;
   let appEnded = false;
 
   return policy.execute(
-    async (_attempt, signal) => {
+    async (_attempt, signal, report) => {
       commitSent = false;
       appEnded = false;
       const client = await checkout(pool);
       let discard: unknown;
+      let released = false;
+      let result: T | undefined;
+      let transactionId: string | null | undefined;
       try {
         await client.query(begin);
-        const result = await fn(client);
+        result = await fn(client);
         signal?.throwIfAborted();
+        if (learnId) transactionId = await currentTransactionId(client);
+        else if (resolutionMs > 0) transactionId = null; // READ ONLY: it has no id, it wrote nothing
         commitSent = true;
         const answer = (await client.query('COMMIT')) as { command?: unknown } | undefined;
         if (answer?.command === 'ROLLBACK') throw new TransactionRolledBackError(target);
@@ -141,13 +150,31 @@ export async function withTransaction<T, C extends TransactionClient>(
         const c = classify(error);
         if (commitSent && c.reachedServer === 'unknown') {
           discard = error;
-          throw new TransactionOutcomeUnknownError(target, error);
+          if (transactionId === undefined) throw new TransactionOutcomeUnknownError(target, error);
+          // Give the dead connection back first: the lookups may need its pool slot.
+          released = true;
+          release(client, discard);
+          const outcome = await settleLostCommit({
+            connect: () => checkout(pool),
+            transactionId,
+            withinMs: resolutionMs,
+            isolationLevel: options.isolationLevel,
+            error,
+            errorType: c.errorType,
+            target,
+            report,
+          });
+          if (outcome === 'committed') return result as T;
+          // Aborted: COMMIT never took effect, so the transaction may run again like one lost before COMMIT.
+          if (outcome === 'aborted') commitSent = false;
+          else throw new TransactionOutcomeUnknownError(target, error, transactionId ?? undefined);
+          throw error;
         }
         if (connectionBroken(c)) discard = error;
         else if (!commitSent) discard = await rollback(client);
         throw error;
       } finally {
-        release(client, discard);
+        if (!released) release(client, discard);
       }
     },
     {

@@ -65,6 +65,8 @@ export interface MessageCut {
   share?: number;
   /** Most cuts this rule makes; default unlimited. */
   limit?: number;
+  /** Called right after each cut (e.g. to make the server unreachable from then on). */
+  onCut?: () => void;
 }
 
 type Dir = 'upstream' | 'downstream';
@@ -340,6 +342,7 @@ class Connection {
       const sql = rule ? sqlOf(message) : undefined;
       if (rule && sql !== undefined && rule.match.test(sql) && this.proxy.takeMessageCut(rule)) {
         this.proxy.stats.cutOnMessage++;
+        if (rule.onCut) queueMicrotask(rule.onCut); // once the cut below is done
         const mode = rule.mode ?? 'fin';
         // A message already partly forwarded (the rule came mid-message) can only be cut after it.
         if (rule.when === 'after' || unsent.length < message.length) out.push(unsent);

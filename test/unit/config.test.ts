@@ -119,6 +119,7 @@ const EXPECTED_DEFAULT: ResilienceSettings = {
   timeout: { queryMs: 0, connectMs: 10000 },
   bulkhead: { maxConcurrent: 0, maxQueue: 100 },
   recovery: { enabled: true, intervalMs: 500, maxAttempts: 0 },
+  transaction: { outcomeResolutionMs: 10000 },
 };
 // The seed's database profile.
 const EXPECTED_BATCH: ResilienceSettings = {
@@ -154,6 +155,7 @@ const EXPECTED_BATCH: ResilienceSettings = {
   timeout: { queryMs: 0, connectMs: 30000 },
   bulkhead: { maxConcurrent: 0, maxQueue: 100 },
   recovery: { enabled: true, intervalMs: 30000, maxAttempts: 3 },
+  transaction: { outcomeResolutionMs: 60000 },
 };
 
 const settingsOf = (c: ResilienceConfig): ResilienceSettings => ({
@@ -163,6 +165,7 @@ const settingsOf = (c: ResilienceConfig): ResilienceSettings => ({
   timeout: c.timeout,
   bulkhead: c.bulkhead,
   recovery: c.recovery,
+  transaction: c.transaction,
 });
 
 // ---- profiles ----
@@ -1005,6 +1008,7 @@ describe('settingsForTarget', () => {
       'recovery',
       'retry',
       'timeout',
+      'transaction',
     ]);
   });
 
