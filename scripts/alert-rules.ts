@@ -11,6 +11,7 @@ const STATE = prometheusLabel(ATTR.STATE);
 const FROM = prometheusLabel(ATTR.FROM);
 const TO = prometheusLabel(ATTR.TO);
 const OUTCOME = prometheusLabel(ATTR.OUTCOME);
+const RESULT = prometheusLabel(ATTR.RESULT);
 
 const m = {
   state: prometheusName(METRICS.circuitState),
@@ -23,6 +24,7 @@ const m = {
   rlRejections: prometheusName(METRICS.rateLimitRejections),
   recovery: prometheusName(METRICS.recoveryAttempts),
   clientErrors: prometheusName(METRICS.poolClientErrors),
+  resolutions: prometheusName(METRICS.transactionOutcomeResolutions),
 };
 
 /** instrumentation-pg's pool series (not ours: named here once). */
@@ -153,6 +155,15 @@ export const ALERTS: readonly AlertRule[] = [
     summary: 'Connections dropping on {{ $labels.pg_resilience_target }}',
     description:
       'More than 10 pg client errors were absorbed on {{ $labels.pg_resilience_target }} in 5 minutes: connections are being killed (restarts, failovers, pg_terminate_backend, network).',
+  },
+  {
+    alert: 'PgResilienceCommitOutcomeUnknown',
+    expr: `sum by (${T}) (increase(${m.resolutions}{${RESULT}="unknown"}[15m])) > 0`,
+    for: '0m',
+    severity: 'critical',
+    summary: 'Transactions of unknown outcome on {{ $labels.pg_resilience_target }}',
+    description:
+      'A withTransaction COMMIT on {{ $labels.pg_resilience_target }} was lost in flight and its outcome stayed unknown: the caller got TransactionOutcomeUnknownError, and the transaction, which may or may not have committed, must be checked by its transaction id.',
   },
 ];
 
@@ -300,6 +311,18 @@ export const ALERT_CASES: readonly AlertCase[] = [
       { series: sel(m.clientErrors, { ...good, [prometheusLabel(ATTR.SOURCE)]: 'pool' }), values: '0x20' },
     ],
     evalTime: '3m',
+    firing: [bad],
+  },
+  {
+    alert: 'PgResilienceCommitOutcomeUnknown',
+    series: [
+      { series: sel(m.resolutions, { ...bad, [RESULT]: 'unknown' }), values: '0 0 0 1 1 1 1 1 1 1 1 1' },
+      { series: sel(m.resolutions, { ...bad, [RESULT]: 'committed' }), values: '0+1x11' },
+      { series: sel(m.resolutions, { ...good, [RESULT]: 'unknown' }), values: '0x11' },
+      { series: sel(m.resolutions, { ...good, [RESULT]: 'committed' }), values: '0+3x11' },
+      { series: sel(m.resolutions, { ...good, [RESULT]: 'aborted' }), values: '0+3x11' },
+    ],
+    evalTime: '2m',
     firing: [bad],
   },
 ];

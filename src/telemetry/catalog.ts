@@ -15,7 +15,12 @@
  * suffix).
  */
 
-import { CIRCUIT_STATES, RATE_LIMIT_REFUSALS, SUPPRESS_REASONS } from '../policy/events.ts';
+import {
+  CIRCUIT_STATES,
+  COMMIT_OUTCOME_RESULTS,
+  RATE_LIMIT_REFUSALS,
+  SUPPRESS_REASONS,
+} from '../policy/events.ts';
 
 /** Attribute keys. */
 export const ATTR = {
@@ -33,6 +38,12 @@ export const ATTR = {
   TO: 'pg_resilience.to',
   /** Where an absorbed client error came from: `pool` | `client`. */
   SOURCE: 'pg_resilience.source',
+  /** What settling a COMMIT lost in flight concluded: `committed` | `aborted` | `unknown`. */
+  RESULT: 'pg_resilience.result',
+  /** The transaction id looked up (span events and logs only: unbounded, never a metric attribute). */
+  TRANSACTION_ID: 'pg_resilience.transaction_id',
+  /** Status lookups made while settling a COMMIT lost in flight. */
+  LOOKUPS: 'pg_resilience.lookups',
   /** Span attributes. */
   ATTEMPTS: 'pg_resilience.attempts',
   ATTEMPT: 'pg_resilience.attempt',
@@ -59,6 +70,7 @@ export const ATTRIBUTE_VALUES = {
   retrySuppressedReason: SUPPRESS_REASONS,
   rateLimitRejectedReason: RATE_LIMIT_REFUSALS,
   recoveryOutcome: ['success', 'failure'],
+  [ATTR.RESULT]: COMMIT_OUTCOME_RESULTS,
 } as const;
 
 /**
@@ -186,6 +198,14 @@ export const METRICS = {
     description: 'Background recovery probes (connect + SELECT 1) while a breaker was open, by outcome.',
     attributes: [T, ATTR.OUTCOME],
   },
+  transactionOutcomeResolutions: {
+    name: 'pg_resilience.transaction.outcome_resolutions',
+    kind: 'counter',
+    unit: '{resolution}',
+    description:
+      'withTransaction COMMITs lost in flight, by what asking the server concluded: `committed` (the result was returned), `aborted` (the transaction ran again), `unknown` (TransactionOutcomeUnknownError: no server answered within transaction.outcomeResolutionMs, or the id was too old).',
+    attributes: [T, ATTR.RESULT],
+  },
   poolClientErrors: {
     name: 'pg_resilience.pool.client_errors',
     kind: 'counter',
@@ -219,6 +239,7 @@ export const SPAN_EVENTS = {
   rateLimitRejected: 'rate_limit.rejected',
   bulkheadRejected: 'bulkhead.rejected',
   circuitStateChange: 'circuit.state_change',
+  transactionOutcomeResolution: 'transaction.outcome_resolution',
 } as const;
 
 /** The `event.name` of each log record (the OpenTelemetry logs API's event name). */
@@ -232,6 +253,7 @@ export const LOG_EVENTS = {
   timeout: 'pg_resilience.timeout',
   recoveryAttempt: 'pg_resilience.recovery.attempt',
   clientErrorAbsorbed: 'pg_resilience.pool.client_error',
+  transactionOutcomeResolution: 'pg_resilience.transaction.outcome_resolution',
 } as const;
 
 /** The Prometheus series names a metric becomes through @opentelemetry/exporter-prometheus. */

@@ -49,6 +49,7 @@ interface Instruments {
   readonly bulkheadRejections: Counter;
   readonly timeouts: Counter;
   readonly recoveryAttempts: Counter;
+  readonly transactionOutcomeResolutions: Counter;
   readonly poolClientErrors: Counter;
 }
 
@@ -77,6 +78,7 @@ function createInstruments(meter: Meter): Instruments {
     bulkheadRejections: counter(meter, METRICS.bulkheadRejections),
     timeouts: counter(meter, METRICS.timeouts),
     recoveryAttempts: counter(meter, METRICS.recoveryAttempts),
+    transactionOutcomeResolutions: counter(meter, METRICS.transactionOutcomeResolutions),
     poolClientErrors: counter(meter, METRICS.poolClientErrors),
   };
 }
@@ -212,6 +214,9 @@ export class ResilienceMetrics {
       policy.onRecoveryAttempt((e) =>
         i().recoveryAttempts.add(1, { [ATTR.TARGET]: target, [ATTR.OUTCOME]: e.outcome }),
       ),
+      policy.onCommitOutcome((e) =>
+        i().transactionOutcomeResolutions.add(1, { [ATTR.TARGET]: target, [ATTR.RESULT]: e.result }),
+      ),
     );
   }
 
@@ -246,6 +251,9 @@ export class ResilienceMetrics {
     }
     for (const outcome of ATTRIBUTE_VALUES.recoveryOutcome) {
       i.recoveryAttempts.add(0, { ...t, [ATTR.OUTCOME]: outcome });
+    }
+    for (const result of ATTRIBUTE_VALUES[ATTR.RESULT]) {
+      i.transactionOutcomeResolutions.add(0, { ...t, [ATTR.RESULT]: result });
     }
     for (const source of ATTRIBUTE_VALUES[ATTR.SOURCE]) {
       i.poolClientErrors.add(0, { ...t, [ATTR.SOURCE]: source });

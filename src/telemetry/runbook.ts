@@ -19,6 +19,7 @@ export const RUNBOOK_ANCHORS = {
   PgResilienceSlowOperations: 'slow-operations',
   PgResiliencePoolUtilisationHigh: 'pool-utilisation-high',
   PgResilienceClientErrorsSpiking: 'client-errors-spiking',
+  PgResilienceCommitOutcomeUnknown: 'commit-outcome-unknown',
 } as const;
 
 export type AlertName = keyof typeof RUNBOOK_ANCHORS;

@@ -38,6 +38,7 @@ import {
 const TARGET = prometheusLabel(ATTR.TARGET);
 const OPERATION = prometheusLabel(ATTR.OPERATION);
 const OUTCOME = prometheusLabel(ATTR.OUTCOME);
+const RESULT = prometheusLabel(ATTR.RESULT);
 const REASON = prometheusLabel(ATTR.REASON);
 const STATE = prometheusLabel(ATTR.STATE);
 const FROM = prometheusLabel(ATTR.FROM);
@@ -295,6 +296,21 @@ function dashboard() {
         unit: 'ops',
         runbook: anchors.PgResilienceSlowOperations,
         queries: [{ expr: perSecond('timeouts', [OPERATION]), legend: legend('', TARGET, OPERATION) }],
+      }),
+    )
+    .withPanel(
+      timeseries({
+        title: 'Lost COMMITs by resolution',
+        description:
+          'withTransaction COMMITs lost in flight per second, by what asking the server concluded: committed (the result was returned), aborted (the transaction ran again), unknown (TransactionOutcomeUnknownError: check those transactions by hand).',
+        unit: 'ops',
+        runbook: anchors.PgResilienceCommitOutcomeUnknown,
+        queries: [
+          {
+            expr: perSecond('transactionOutcomeResolutions', [RESULT]),
+            legend: legend('', TARGET, RESULT),
+          },
+        ],
       }),
     )
 
