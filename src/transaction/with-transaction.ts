@@ -3,16 +3,21 @@
  *
  * One `transaction` operation through the target's policies (rate limit, bulkhead, breaker, retry,
  * timeout), each attempt on a freshly checked-out client:
- *   BEGIN [ISOLATION LEVEL …] [READ ONLY] [DEFERRABLE] → `await fn(client)` → COMMIT → release.
+ *   BEGIN [ISOLATION LEVEL …] [READ ONLY] [DEFERRABLE] → `await fn(client)` → the transaction id
+ *   (`transaction.outcomeResolutionMs` > 0, not READ ONLY) → COMMIT → release.
  * Retried (the callback runs again, from BEGIN, on another checkout) when the attempt failed before
  * COMMIT was sent, or COMMIT itself was refused by the server, with:
  * - 40001 serialization failure, 40P01 deadlock, 55P03 lock not available (or another transient error
  *   the server answered: the transaction was rolled back, nothing was committed);
  * - the connection lost before COMMIT was sent (the server rolls an open transaction back);
- * - a checkout that failed (nothing was sent).
+ * - a checkout that failed (nothing was sent);
+ * - the connection lost while COMMIT was in flight, and the server, asked afterwards, says the
+ *   transaction aborted (commit-outcome.ts, settle-commit.ts).
  * Never retried:
- * - the connection lost while COMMIT was in flight: it may or may not have committed, so the call
- *   fails with `TransactionOutcomeUnknownError` (the original error is its `cause`);
+ * - the connection lost while COMMIT was in flight and the server, asked afterwards, says it committed:
+ *   the call returns the callback's result; or it cannot say within `transaction.outcomeResolutionMs`:
+ *   the call fails with `TransactionOutcomeUnknownError` (the original error is its `cause`, the
+ *   transaction id its `transactionId`);
  * - COMMIT answered with ROLLBACK (the callback caught a failed statement's error and carried on):
  *   `TransactionRolledBackError`;
  * - the package's own transaction timeout (`timeout.queryMs`): the callback cannot be stopped, so a
