@@ -24,6 +24,16 @@
 export const TRANSACTION_ID_SQL = 'SELECT txid_current_if_assigned()::text AS xid';
 /** Asked on another connection after COMMIT was lost: committed | aborted | in progress | NULL. */
 export const TRANSACTION_STATUS_SQL = 'SELECT txid_status($1::bigint) AS status';
+/**
+ * Still in progress, and its backend (the lost connection's, with this transaction) is idle in
+ * transaction: COMMIT never reached it, and it would wait for the next command until the server notices
+ * the dead connection (TCP keepalive: up to hours). Ending that backend aborts the transaction, so the
+ * next lookup can answer. Safe either way: a COMMIT that reaches it first commits, and txid_status says
+ * so. Its xid is the low 32 bits of the transaction id.
+ */
+export const END_STUCK_BACKEND_SQL =
+  'SELECT pg_terminate_backend(pid) FROM pg_stat_activity ' +
+  "WHERE pid = $1 AND backend_xid::text = ($2::bigint % 4294967296)::text AND state LIKE 'idle in transaction%'";
 
 /** What a resolution concluded (telemetry's `pg_resilience.result`). */
 export const COMMIT_RESOLUTIONS = ['committed', 'aborted', 'unknown'] as const;

@@ -4,6 +4,7 @@
  */
 import type { CommitOutcomeResult, OperationStep } from '../policy/events.ts';
 import {
+  END_STUCK_BACKEND_SQL,
   noWriteOutcome,
   resolveCommitOutcome,
   TRANSACTION_ID_SQL,
@@ -41,6 +42,8 @@ export interface SettleOptions {
   readonly connect: () => Promise<LookupClient>;
   /** The id learned before COMMIT; null: the transaction had none. */
   readonly transactionId: string | null;
+  /** The lost connection's backend process id (pg's `client.processID`), when known. */
+  readonly backendPid?: number;
   readonly withinMs: number;
   readonly isolationLevel: string | undefined;
   /** The connection error that lost the COMMIT, and its type. */
@@ -62,7 +65,7 @@ export async function settleLostCommit(options: SettleOptions): Promise<CommitOu
     const resolved = await resolveCommitOutcome({
       transactionId,
       withinMs: options.withinMs,
-      lookup: (id, timeoutMs) => lookupStatus(options.connect, id, timeoutMs),
+      lookup: (id, timeoutMs) => lookupStatus(options.connect, id, timeoutMs, options.backendPid),
     });
     result = resolved.resolution;
     lookups = resolved.lookups;
@@ -86,11 +89,15 @@ export async function settleLostCommit(options: SettleOptions): Promise<CommitOu
 /**
  * One `txid_status()` lookup on a client of the pool, abandoned after `timeoutMs` (a blackholed server
  * never answers): a client that comes late is released, one whose query is cut short is discarded.
+ * `in progress` with the lost connection's backend idle in transaction: that backend is ended
+ * (END_STUCK_BACKEND_SQL), so the next lookup finds it aborted; its errors (a role not allowed to end
+ * it) are ignored: the lookups go on until the bound.
  */
 function lookupStatus(
   connect: () => Promise<LookupClient>,
   transactionId: string,
   timeoutMs: number,
+  backendPid: number | undefined,
 ): Promise<unknown> {
   return new Promise((resolve, reject) => {
     let settled = false;
@@ -118,9 +125,13 @@ function lookupStatus(
           const answer = (await c.query(TRANSACTION_STATUS_SQL, [transactionId])) as {
             rows?: Array<{ status?: unknown }>;
           };
+          const status = answer?.rows?.[0]?.status ?? null;
+          if (!settled && status === 'in progress' && backendPid !== undefined) {
+            await c.query(END_STUCK_BACKEND_SQL, [backendPid, transactionId]).catch(() => {});
+          }
           if (settled) return;
           releaseQuietly(c);
-          finish(undefined, answer?.rows?.[0]?.status ?? null);
+          finish(undefined, status);
         } catch (error) {
           if (settled) return;
           releaseQuietly(c, error instanceof Error ? error : true);

@@ -156,12 +156,14 @@ export async function withTransaction<T, C extends TransactionClient>(
         if (commitSent && c.reachedServer === 'unknown') {
           discard = error;
           if (transactionId === undefined) throw new TransactionOutcomeUnknownError(target, error);
+          const backendPid = (client as { processID?: unknown }).processID;
           // Give the dead connection back first: the lookups may need its pool slot.
           released = true;
           release(client, discard);
           const outcome = await settleLostCommit({
             connect: () => checkout(pool),
             transactionId,
+            backendPid: typeof backendPid === 'number' ? backendPid : undefined,
             withinMs: resolutionMs,
             isolationLevel: options.isolationLevel,
             error,

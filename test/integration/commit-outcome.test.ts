@@ -62,7 +62,7 @@ describe(
       retries = [];
       proxy.clear();
       proxy.resetStats();
-      await server.query('TRUNCATE writes');
+      await server.query("SET lock_timeout = '5s'; TRUNCATE writes"); // a backend left stuck by a failure must not hang the rest
     });
 
     after(async () => {
@@ -117,6 +117,48 @@ describe(
           retries.map((e) => e.operation),
           ['transaction'],
           'the re-run counts as an attempt',
+        );
+      },
+    );
+
+    it(
+      'a partition the server does not notice, before COMMIT: its backend waits idle in transaction; it is ended, found aborted, and the transaction runs again',
+      T,
+      async () => {
+        proxy.cutOnMessage({ match: COMMIT, when: 'before', mode: 'partition', limit: 1 });
+        let runs = 0;
+        const started = Date.now();
+        const result = await withTransaction(pool, async (client: import('pg').PoolClient) => {
+          runs++;
+          await insert(client, 'partition');
+          return runs;
+        });
+        const elapsed = Date.now() - started;
+        assert.equal(result, 2);
+        assert.equal(await rowsWithKey('partition'), 1);
+        assert.deepEqual(
+          outcomes.map((e) => e.result),
+          ['aborted'],
+        );
+        assert.ok(elapsed < RESOLUTION_MS / 2, `settled without waiting for the bound: ${elapsed} ms`);
+      },
+    );
+
+    it(
+      'a partition the server does not notice, after COMMIT: it committed, the result is returned',
+      T,
+      async () => {
+        proxy.cutOnMessage({ match: COMMIT, when: 'after', mode: 'partition', limit: 1 });
+        let runs = 0;
+        await withTransaction(pool, async (client: import('pg').PoolClient) => {
+          runs++;
+          await insert(client, 'partition-after');
+        });
+        assert.equal(runs, 1);
+        assert.equal(await rowsWithKey('partition-after'), 1);
+        assert.deepEqual(
+          outcomes.map((e) => e.result),
+          ['committed'],
         );
       },
     );

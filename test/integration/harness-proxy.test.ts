@@ -380,6 +380,27 @@ describe('test/support/fault-proxy.ts, through a pg client', () => {
         ['ECONNRESET', 'Connection terminated unexpectedly'].includes(e.code ?? e.message),
       );
       assert.equal(await rows(), 3);
+
+      // partition: the client is closed, the server side stays open, its backend idle in transaction.
+      proxy.cutOnMessage({ match: /^INSERT/, when: 'before', mode: 'partition' });
+      const d = await connected({ connectionString: url, application_name: 'partitioned' });
+      await d.client.query('BEGIN');
+      await assert.rejects(insert(d.client), /Connection terminated unexpectedly/);
+      await sleep(100);
+      const states = await server.query(
+        "SELECT state FROM pg_stat_activity WHERE application_name = 'partitioned'",
+      );
+      assert.deepEqual(
+        states.rows.map((r) => r.state),
+        ['idle in transaction'],
+      );
+      assert.equal(await rows(), 3);
+      assert.equal(
+        proxy.stats.closedAfterBytes + proxy.stats.resetAfterBytes,
+        0,
+        'counted as cutOnMessage only',
+      );
+      assert.equal(proxy.stats.cutOnMessage, 4);
       proxy.clear();
       assert.equal(proxy.messageCut, undefined);
     },

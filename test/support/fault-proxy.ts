@@ -59,7 +59,11 @@ export interface MessageCut {
    * Parse: once the rest of its extended-query batch, up to its Sync, is forwarded too, so it runs).
    */
   when: 'before' | 'after';
-  /** 'fin' (default): FIN both ways ("Connection terminated unexpectedly"); 'rst': ECONNRESET. */
+  /**
+   * 'fin' (default): FIN both ways ("Connection terminated unexpectedly"); 'rst': ECONNRESET;
+   * 'partition': the client gets a FIN, the server side stays open and hears nothing more (a network
+   * partition the server does not notice: its backend waits, e.g. idle in transaction).
+   */
   mode?: Cut;
   /** Share (0..1) of matching messages that cut; default 1. Drawn with the proxy's `random`. */
   share?: number;
@@ -70,7 +74,8 @@ export interface MessageCut {
 }
 
 type Dir = 'upstream' | 'downstream';
-export type Cut = 'fin' | 'rst';
+/** How a connection is cut: FIN or RST both ways, or `partition`: only the client is closed (FIN). */
+export type Cut = 'fin' | 'rst' | 'partition';
 
 interface Limit {
   n: number;
@@ -249,6 +254,10 @@ class Connection {
   readonly forwarded = { upstream: 0, downstream: 0 };
   /** closeAfterBytes/resetAfterBytes fired: everything else is dropped */
   cutting = false;
+  /** the cut comes from cutOnMessage() (counted there, not as closedAfterBytes/resetAfterBytes) */
+  cutByMessage = false;
+  /** cut with 'partition': the server side is left open */
+  partitioned = false;
   closed = false;
   /** terminal events held back while blackholed: FIN per direction, or a reset */
   heldEnd = { upstream: false, downstream: false };
@@ -335,6 +344,7 @@ class Connection {
       const unsent = message.subarray(skip);
       skip = 0;
       if (this.#cutAtSync !== undefined) {
+        this.cutByMessage = true;
         out.push(unsent);
         if (message[0] === 0x53 /* 'S' Sync */) return [Buffer.concat(out), this.#cutAtSync];
         continue;
@@ -342,6 +352,7 @@ class Connection {
       const sql = rule ? sqlOf(message) : undefined;
       if (rule && sql !== undefined && rule.match.test(sql) && this.proxy.takeMessageCut(rule)) {
         this.proxy.stats.cutOnMessage++;
+        this.cutByMessage = true;
         if (rule.onCut) queueMicrotask(rule.onCut); // once the cut below is done
         const mode = rule.mode ?? 'fin';
         // A message already partly forwarded (the rule came mid-message) can only be cut after it.
@@ -359,6 +370,8 @@ class Connection {
   }
 
   onEnd(pipe: Pipe): void {
+    // Partitioned: the server finally closed its side (e.g. its backend was terminated).
+    if (this.partitioned && pipe.dir === 'downstream') this.upstream.destroy();
     if (this.closed || this.cutting) return;
     if (this.proxy.isBlackholed) this.heldEnd[pipe.dir] = true;
     else pipe.push({ end: true });
@@ -399,11 +412,19 @@ class Connection {
     this.up.clear();
     this.down.clear();
     if (mode === 'rst') {
-      this.proxy.stats.resetAfterBytes++;
+      if (!this.cutByMessage) this.proxy.stats.resetAfterBytes++;
       this.reset();
       return;
     }
-    this.proxy.stats.closedAfterBytes++;
+    if (mode === 'partition') {
+      // The client's side only: FIN to it; the server side stays open, its bytes are dropped (onData).
+      this.partitioned = true;
+      this.client.resume();
+      if (!this.client.destroyed && !this.client.writableEnded) this.client.end();
+      this.upstream.resume();
+      return;
+    }
+    if (!this.cutByMessage) this.proxy.stats.closedAfterBytes++;
     // FIN both ways (after what was already written); keep reading (and dropping) until the peers close.
     for (const s of [this.client, this.upstream]) {
       s.resume();
@@ -638,7 +659,7 @@ export class FaultProxy {
     if (rule !== null) {
       if (!(rule.match instanceof RegExp)) throw new TypeError('cutOnMessage: match must be a RegExp');
       if (rule.when !== 'before' && rule.when !== 'after') throw new RangeError('cutOnMessage: bad when');
-      if (rule.mode !== undefined && rule.mode !== 'fin' && rule.mode !== 'rst')
+      if (rule.mode !== undefined && !['fin', 'rst', 'partition'].includes(rule.mode))
         throw new RangeError('cutOnMessage: bad mode');
       const share = rule.share ?? 1;
       if (!(share >= 0 && share <= 1)) throw new RangeError('cutOnMessage: share must be within 0..1');
