@@ -140,12 +140,16 @@ export async function withTransaction<T, C extends TransactionClient>(
       let released = false;
       let result: T | undefined;
       let transactionId: string | null | undefined;
+      // The id query found the transaction already failed: its COMMIT can only answer ROLLBACK.
+      let failedBeforeCommit = false;
       try {
         await client.query(begin);
         result = await fn(client);
         signal?.throwIfAborted();
-        if (learnId) transactionId = await currentTransactionId(client);
-        else if (resolutionMs > 0) transactionId = null; // READ ONLY: it has no id, it wrote nothing
+        if (learnId) {
+          transactionId = await currentTransactionId(client);
+          failedBeforeCommit = transactionId === undefined;
+        } else if (resolutionMs > 0) transactionId = null; // READ ONLY: it has no id, it wrote nothing
         commitSent = true;
         const answer = (await client.query('COMMIT')) as { command?: unknown } | undefined;
         if (answer?.command === 'ROLLBACK') throw new TransactionRolledBackError(target);
@@ -155,6 +159,7 @@ export async function withTransaction<T, C extends TransactionClient>(
         const c = classify(error);
         if (commitSent && c.reachedServer === 'unknown') {
           discard = error;
+          if (failedBeforeCommit) throw new TransactionRolledBackError(target);
           if (transactionId === undefined) throw new TransactionOutcomeUnknownError(target, error);
           const backendPid = (client as { processID?: unknown }).processID;
           // Give the dead connection back first: the lookups may need its pool slot.

@@ -22,7 +22,8 @@ const instrumentation = new PgResilienceInstrumentation({
 const { startServer } = await import('../support/postgres.ts');
 const { FaultProxy, seededRandom } = await import('../support/fault-proxy.ts');
 const { default: pg } = await import('pg');
-const { withTransaction, isTransactionOutcomeUnknownError } = await import('../../src/index.ts');
+const { withTransaction, isTransactionOutcomeUnknownError, isTransactionRolledBackError } =
+  await import('../../src/index.ts');
 
 const T = { timeout: 30_000 };
 const COMMIT = /^COMMIT/;
@@ -160,6 +161,26 @@ describe(
           outcomes.map((e) => e.result),
           ['committed'],
         );
+      },
+    );
+
+    it(
+      'a failed transaction (an error caught inside) whose COMMIT is lost: TransactionRolledBackError, as COMMIT would have answered',
+      T,
+      async () => {
+        proxy.cutOnMessage({ match: COMMIT, when: 'after', limit: 1 });
+        let runs = 0;
+        await assert.rejects(
+          withTransaction(pool, async (client: import('pg').PoolClient) => {
+            runs++;
+            await insert(client, 'swallowed');
+            await client.query('SELECT 1/0').catch(() => {});
+          }),
+          (e: unknown) => isTransactionRolledBackError(e),
+        );
+        assert.equal(runs, 1);
+        assert.equal(proxy.stats.cutOnMessage, 1);
+        assert.equal(await rowsWithKey('swallowed'), 0);
       },
     );
 
