@@ -24,6 +24,12 @@ export default tseslint.config(
     },
   },
   {
+    // CommonJS apps (the ORM matrix's) load their modules with require().
+    files: ['**/*.cjs'],
+    languageOptions: { sourceType: 'commonjs' },
+    rules: { '@typescript-eslint/no-require-imports': 'off' },
+  },
+  {
     files: ['test/**', 'scripts/**', 'bench/**', 'demo/**'],
     rules: { 'no-restricted-imports': 'off', '@typescript-eslint/no-explicit-any': 'off' },
   },

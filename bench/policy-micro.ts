@@ -4,7 +4,7 @@
  * A seed for `npm run bench` (the benchmarks issue), which measures against real pg.
  * Run: node bench/policy-micro.ts [iterations]
  */
-import { PolicyRegistry } from '../src/policy/pipeline.ts';
+import { PolicyRegistry } from '../src/policy/registry.ts';
 import { resolveConfig } from '../src/config/index.ts';
 
 const N = Number(process.argv[2] ?? 2_000_000);

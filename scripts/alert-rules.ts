@@ -24,6 +24,7 @@ const m = {
   rlRejections: prometheusName(METRICS.rateLimitRejections),
   recovery: prometheusName(METRICS.recoveryAttempts),
   clientErrors: prometheusName(METRICS.poolClientErrors),
+  leaked: prometheusName(METRICS.poolClientsLeaked),
   resolutions: prometheusName(METRICS.transactionOutcomeResolutions),
 };
 
@@ -155,6 +156,15 @@ export const ALERTS: readonly AlertRule[] = [
     summary: 'Connections dropping on {{ $labels.pg_resilience_target }}',
     description:
       'More than 10 pg client errors were absorbed on {{ $labels.pg_resilience_target }} in 5 minutes: connections are being killed (restarts, failovers, pg_terminate_backend, network).',
+  },
+  {
+    alert: 'PgResilienceClientsLeaked',
+    expr: `sum by (${T}) (${m.leaked}) > 0`,
+    for: '1m',
+    severity: 'warning',
+    summary: 'Pool clients leaked on {{ $labels.pg_resilience_target }}',
+    description:
+      'Clients checked out with pool.connect() from a pool for {{ $labels.pg_resilience_target }} were reported as leaked and have not been released for 1 minute: each holds a pool slot, and when all are gone every caller waits. The app log has one warning per leak with the stack of its checkout.',
   },
   {
     alert: 'PgResilienceCommitOutcomeUnknown',
@@ -309,6 +319,15 @@ export const ALERT_CASES: readonly AlertCase[] = [
     series: [
       { series: sel(m.clientErrors, { ...bad, [prometheusLabel(ATTR.SOURCE)]: 'pool' }), values: '0+5x20' },
       { series: sel(m.clientErrors, { ...good, [prometheusLabel(ATTR.SOURCE)]: 'pool' }), values: '0x20' },
+    ],
+    evalTime: '3m',
+    firing: [bad],
+  },
+  {
+    alert: 'PgResilienceClientsLeaked',
+    series: [
+      { series: sel(m.leaked, bad), values: '0 0 2x20' },
+      { series: sel(m.leaked, good), values: '0 1 0x20' },
     ],
     evalTime: '3m',
     firing: [bad],

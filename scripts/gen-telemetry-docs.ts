@@ -52,8 +52,9 @@ const ATTRIBUTE_DOCS: Record<string, string> = {
   [ATTR.OPERATION]: ATTRIBUTE_VALUES[ATTR.OPERATION].map(code).join(', '),
   [ATTR.OUTCOME]:
     'operations: `success`, `failure`, `rejected` (refused by a policy before any attempt); probes: `success`, `failure`.',
-  [ATTR.REASON]: `retry.suppressed: ${ATTRIBUTE_VALUES.retrySuppressedReason.map(code).join(', ')}; rate_limit.rejections: ${ATTRIBUTE_VALUES.rateLimitRejectedReason.map(code).join(', ')}.`,
+  [ATTR.REASON]: `retry.suppressed: ${ATTRIBUTE_VALUES.retrySuppressedReason.map(code).join(', ')}; rate_limit.rejections: ${ATTRIBUTE_VALUES.rateLimitRejectedReason.map(code).join(', ')}; pool.client.leaks: ${ATTRIBUTE_VALUES.leakReason.map(code).join(', ')}.`,
   [ATTR.STATE]: ATTRIBUTE_VALUES[ATTR.STATE].map(code).join(', '),
+  [ATTR.RESULT]: `statement.cancellations: ${ATTRIBUTE_VALUES.statementCancellationResult.map(code).join(', ')}; transaction.outcome_resolutions: ${ATTRIBUTE_VALUES.transactionOutcomeResult.map(code).join(', ')}.`,
   [ATTR.FROM]: 'The breaker state left.',
   [ATTR.TO]: 'The breaker state entered.',
   [ATTR.SOURCE]: '`pool` (an idle pooled client) or `client` (a standalone or checked-out client).',
@@ -65,6 +66,9 @@ const ATTRIBUTE_DOCS: Record<string, string> = {
   [ATTR.DELAY]: 'Span event / log attribute: backoff before the next attempt, in ms.',
   [ATTR.WAITED]: 'Span event attribute: time waited for a rate-limit permit, in ms.',
   [ATTR.NEXT_PROBE_AT]: 'Span event attribute: when an open breaker lets a probe through (ISO 8601).',
+  [ATTR.HELD]: 'Log attribute (leaked client): how long the client has been checked out, in ms.',
+  [ATTR.CODE_STACKTRACE]:
+    'Semantic conventions, log attribute (leaked client): the stack of the `pool.connect()` call that checked it out (frames only: file paths and function names).',
   [ATTR.DB_SYSTEM_NAME]: 'Semantic conventions: always `postgresql` (spans).',
   [ATTR.DB_NAMESPACE]: 'Semantic conventions: the database name (spans).',
   [ATTR.SERVER_ADDRESS]: 'Semantic conventions: the host (spans).',
@@ -119,6 +123,14 @@ const LOG_DOCS: Record<string, [string, string]> = {
   [LOG_EVENTS.clientErrorAbsorbed]: [
     'warn',
     "Absorbed an 'error' on a pg pool with no 'error' listener (target db.example:5432/app, 57P01); the process keeps running. Add an 'error' listener to handle it yourself.",
+  ],
+  [LOG_EVENTS.connectionsEvicted]: [
+    'info',
+    'Closed 4 idle pooled connection(s) to db.example:5432/app (breaker_open): none from before the outage is handed out after it',
+  ],
+  [LOG_EVENTS.clientLeaked]: [
+    'warn (once per leaked client)',
+    'A pg client checked out of a pool for db.example:5432/app (held 5.2 s) lost its connection 5.0 s ago and is still not released: it is leaked. Release every client (in a finally block). Checked out at: (the stack follows, one frame per line)',
   ],
 };
 
@@ -203,7 +215,8 @@ function docs(): string {
     '`OTEL_LOGS_EXPORTER` names an exporter; trace-correlated through the active context) with the event name',
     'below, a severity and the attributes above, and to the console (stderr, prefixed `[pg-resilience]`) at',
     '`PG_RESILIENCE_LOG_LEVEL` and above (default `warn`). The console is throttled per event and target (10',
-    'lines per 10 s; the next line says how many were skipped). Lines name targets and error types only.',
+    'lines per 10 s; the next line says how many were skipped). Lines name targets and error types only',
+    '(and, for a leaked client, the stack of its checkout: file paths and function names).',
     '',
     table(
       ['event name', 'level', 'example'],

@@ -1,5 +1,6 @@
 // The test command: `npm test` runs `all`; `npm run test:unit|test:integration|test:e2e|test:chaos` one suite.
-// all = lint + type-check + unit + integration + e2e (from a packed tarball) + chaos (seeded fault schedule
+// all = lint + type-check + unit + integration + e2e (from a packed tarball) + orms (nine ORM apps bare and
+// under the packed register hook, docs/orms.md) + chaos (seeded fault schedule
 // and load run, CI mode, one file at a time) + the packed package check.
 // PG_RESILIENCE_TEST_CHAOS_MODE=long (and PG_RESILIENCE_TEST_CHAOS_SEED) select the long run; see docs/chaos.md.
 // Every suite runs on Node's own test runner against the TypeScript sources (type stripping).
@@ -13,6 +14,7 @@ const SUITES = {
   unit: 'test/unit/**/*.test.ts',
   integration: 'test/integration/**/*.test.ts',
   e2e: 'test/e2e/**/*.test.ts',
+  orms: 'test/orms/**/*.test.ts',
   chaos: 'test/chaos/**/*.test.ts',
 };
 
@@ -67,14 +69,16 @@ if (which === 'all') {
   run('type-check (tsc)', bin('tsc'), ['-p', 'tsconfig.json', '--noEmit']);
   const tarball = pack();
   nodeTest([SUITES.unit, SUITES.integration, SUITES.e2e], { PG_RESILIENCE_TEST_TARBALL: tarball });
+  // After the others: the matrix runs its apps two at a time, one ORM after another.
+  nodeTest([SUITES.orms], { PG_RESILIENCE_TEST_TARBALL: tarball });
   // After the others, alone: each chaos file loads the machine and starts its own servers.
   nodeTest([SUITES.chaos], { PG_RESILIENCE_TEST_TARBALL: tarball }, ['--test-concurrency=1']);
   run('packed package (publint, attw)', process.execPath, [
     join(root, 'scripts', 'check-package.mjs'),
     tarball,
   ]);
-} else if (which === 'e2e') {
-  nodeTest(only.length ? only : [SUITES.e2e], { PG_RESILIENCE_TEST_TARBALL: pack() });
+} else if (which === 'e2e' || which === 'orms') {
+  nodeTest(only.length ? only : [SUITES[which]], { PG_RESILIENCE_TEST_TARBALL: pack() });
 } else {
   // Chaos files run one after another (each starts its own servers and loads the machine), against the
   // packed package the way a user installs it.

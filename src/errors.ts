@@ -99,17 +99,42 @@ export type TimedOperation = 'query' | 'connect' | 'transaction' | 'probe';
 
 /**
  * An attempt took longer than the configured timeout. For `connect` and `probe` nothing was sent (it
- * classifies like pg's connect timeout: retried, counted by the breaker); for a statement its outcome
- * on the server is unknown (it classifies like pg's `query_timeout`).
+ * classifies like pg's connect timeout: retried, counted by the breaker). For a statement, the package
+ * asks the server to cancel it (`timeout.cancelGraceMs`, src/instrumentation/cancel.ts):
+ * - `outcome: 'not_run'` (`cancelled: true`): the server cancelled it (or it was never sent): nothing
+ *   of it was applied. It classifies like the server's own statement_timeout (57014): rejected by the
+ *   server, so safe to send again, but not retried by the package (a slow statement again makes an
+ *   overload worse) and not counted by the breaker (the server answered).
+ * - `outcome: 'unknown'`: no cancel could be sent, or the server did not answer within the grace (the
+ *   connection was then closed): it may still run or have run (it classifies like pg's `query_timeout`).
  */
 export class OperationTimeoutError extends ResilienceError {
   readonly code = 'PGR_TIMEOUT';
   readonly operation: TimedOperation;
   readonly timeoutMs: number;
-  constructor(target: string, operation: TimedOperation, timeoutMs: number) {
-    super(target, `${operation} on ${target} timed out after ${timeoutMs} ms`);
+  /** What became of the statement: `not_run` (cancelled on the server), else `unknown`. Connects: `unknown`. */
+  readonly outcome: 'not_run' | 'unknown';
+  /** The server cancelled the statement: it did not run. */
+  readonly cancelled: boolean;
+  constructor(
+    target: string,
+    operation: TimedOperation,
+    timeoutMs: number,
+    options?: { outcome?: 'not_run' | 'unknown'; detail?: string; cause?: unknown },
+  ) {
+    const outcome = options?.outcome ?? 'unknown';
+    const detail =
+      options?.detail ??
+      (outcome === 'not_run' ? 'it was cancelled on the server: the statement did not run' : undefined);
+    super(
+      target,
+      `${operation} on ${target} timed out after ${timeoutMs} ms${detail ? `; ${detail}` : ''}`,
+      options?.cause === undefined ? undefined : { cause: options.cause },
+    );
     this.operation = operation;
     this.timeoutMs = timeoutMs;
+    this.outcome = outcome;
+    this.cancelled = outcome === 'not_run';
   }
 }
 

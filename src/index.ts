@@ -56,7 +56,7 @@ export {
 export { PgResilienceInstrumentation } from './instrumentation/instrumentation.ts';
 export type { PgResilienceInstrumentationConfig } from './instrumentation/types.ts';
 export { MIN_NODE_VERSION } from './node-guard.ts';
-export type { ClientErrorAbsorbedEvent, ErrorSource } from './recovery/error-guards.ts';
+export type { ClientErrorAbsorbedEvent, ErrorSource } from './crash-guards/error-guards.ts';
 export type {
   HealthReport,
   PoolState,

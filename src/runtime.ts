@@ -9,7 +9,7 @@
  */
 import { resolveConfig } from './config/index.ts';
 import { Targets } from './instrumentation/targets.ts';
-import { PolicyRegistry } from './policy/pipeline.ts';
+import { PolicyRegistry } from './policy/registry.ts';
 
 const ACTIVE = Symbol.for('pg-resilience.runtime');
 const holder = globalThis as { [ACTIVE]?: Targets };

@@ -50,6 +50,10 @@ const RESILIENCE = new Map<unknown, ErrorClassification>([
 // that timed out never sent anything; a statement that timed out may still run on the server.
 const OUR_CONNECT_TIMEOUT = freeze('connect_timeout', true, 'no', true, 'PGR_TIMEOUT');
 const OUR_QUERY_TIMEOUT = freeze('query_timeout', true, 'unknown', true, 'PGR_TIMEOUT');
+// A statement timeout the server answered by cancelling the statement: as the server's own
+// statement_timeout (57014): rolled back, not re-run (a slow statement again makes an overload worse),
+// not counted (the server answered).
+const OUR_CANCELLED_TIMEOUT = freeze('statement_timeout', false, 'rejected', false, 'PGR_TIMEOUT');
 const RESILIENCE_OTHER = freeze('resilience_rejection', false, 'unknown', false, 'resilience_rejection');
 
 const CLASS_SET: ReadonlySet<unknown> = new Set<unknown>(ERROR_CLASSES);
@@ -81,7 +85,8 @@ function recognise(e: object): ErrorClassification | undefined {
     const ownCode = get(e, 'code');
     if (ownCode === 'PGR_TIMEOUT') {
       const op = get(e, 'operation');
-      return op === 'connect' || op === 'probe' ? OUR_CONNECT_TIMEOUT : OUR_QUERY_TIMEOUT;
+      if (op === 'connect' || op === 'probe') return OUR_CONNECT_TIMEOUT;
+      return get(e, 'outcome') === 'not_run' ? OUR_CANCELLED_TIMEOUT : OUR_QUERY_TIMEOUT;
     }
     return RESILIENCE.get(ownCode) ?? RESILIENCE_OTHER;
   }

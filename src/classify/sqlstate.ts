@@ -54,7 +54,7 @@ export const SQLSTATE_CLASSES: ReadonlyMap<string, Verdict> = new Map<string, Ve
 ]);
 
 /** Any other SQLSTATE the server sent. */
-export const SQLSTATE_OTHER: Verdict = rejected('other_server_error');
+const SQLSTATE_OTHER: Verdict = rejected('other_server_error');
 
 /** `A`–`Z` or `0`–`9`: the characters a SQLSTATE is made of. */
 const isSqlStateChar = (c: number): boolean => (c >= 48 && c <= 57) || (c >= 65 && c <= 90);
@@ -67,7 +67,7 @@ export function isSqlStateShaped(code: string): boolean {
 }
 
 /** The verdict for a SQLSTATE (assumed shaped: see `isSqlStateShaped`). */
-export function sqlStateVerdict(code: string): Verdict {
+function sqlStateVerdict(code: string): Verdict {
   return SQLSTATE_EXACT.get(code) ?? SQLSTATE_CLASSES.get(code.slice(0, 2)) ?? SQLSTATE_OTHER;
 }
 

@@ -30,7 +30,7 @@ export const ERROR_CLASSES = [
   'lock_not_available',
   /** Other class 53 (insufficient resources: out of memory, disk full…). */
   'insufficient_resources',
-  /** 57014 statement timeout or cancel: permanent, fail fast (retrying a slow query makes an overload worse). */
+  /** 57014 statement timeout or cancel, and this package's statement timeout when the server cancelled the statement (PGR_TIMEOUT, `outcome: 'not_run'`): permanent, fail fast (retrying a slow query makes an overload worse). */
   'statement_timeout',
   /** 25P02 (in failed transaction), 25006 (read-only transaction) and other class 25: the transaction state forbids it. */
   'transaction_state',

@@ -24,7 +24,7 @@ export interface ConfigIssue {
 }
 
 /** How a value appears in a message: numbers and booleans as written, strings quoted, objects as short JSON. */
-export function formatValue(value: unknown, source = ''): string {
+function formatValue(value: unknown, source = ''): string {
   // Environment variables are strings: show a number as written, anything else quoted.
   if (source.startsWith('env ') && typeof value === 'string') {
     return isNumberText(value) ? value : JSON.stringify(value);
@@ -43,7 +43,7 @@ export function formatValue(value: unknown, source = ''): string {
   return text.length > 80 ? `${text.slice(0, 77)}...` : text;
 }
 
-export function formatIssue(issue: ConfigIssue): string {
+function formatIssue(issue: ConfigIssue): string {
   return `${issue.field} = ${formatValue(issue.value, issue.source)} (from ${issue.source}): ${issue.allowed}`;
 }
 

@@ -83,10 +83,13 @@ const DEFAULT_PROFILE: ResilienceSettings = {
     maxWaitMs: 5000,
   },
   timeout: {
-    // Off: rely on the server's statement_timeout; a client-side timeout cannot cancel the statement.
+    // Off: the server's statement_timeout bounds a statement without a round trip, and no single
+    // deadline fits every statement of an app; set it per service (a timed-out statement is cancelled).
     queryMs: 0,
     // pg waits forever by default: a blackholed server would hang every caller.
     connectMs: 10000,
+    // The cancel's answer takes one round trip; a second covers a loaded server, and bounds the wait.
+    cancelGraceMs: 1000,
   },
   bulkhead: {
     // Off: the pool already caps concurrency.
@@ -101,6 +104,20 @@ const DEFAULT_PROFILE: ResilienceSettings = {
     intervalMs: 500,
     // Unlimited: keep probing for as long as the outage lasts.
     maxAttempts: 0,
+  },
+  liveness: {
+    // Linux waits 2 h before the first probe; 10 s (+ Node's 10 probes 1 s apart) finds a vanished server in ~20 s.
+    keepAliveInitialDelayMs: 10000,
+    // A breaker that opened means the target's connections may be dead: none is handed out afterwards.
+    evictIdleOnOutage: true,
+  },
+  leakDetection: {
+    // On: it costs one stack capture per pool.connect() and warns only about clients that are leaked.
+    enabled: true,
+    // Off, as HikariCP's leakDetectionThreshold: some apps hold a client idle on purpose (a session advisory lock, a dedicated worker), so only the app can say how long is too long.
+    idleThresholdMs: 0,
+    // A client whose connection ended is useless; code that handles the error releases it within milliseconds, so five seconds still held is a leak.
+    deadGraceMs: 5000,
   },
   transaction: {
     // Ten seconds rides out a dropped connection or a quick failover and still answers a request in time.
@@ -183,6 +200,8 @@ const BATCH_PROFILE: ResilienceSettings = {
     queryMs: 0,
     // Thirty seconds: a busy server may be slow to accept, and a job can wait.
     connectMs: 30000,
+    // As default: one second for the cancel's answer when queryMs is turned on.
+    cancelGraceMs: 1000,
   },
   bulkhead: {
     // As default: off, the pool already caps concurrency.
@@ -197,6 +216,20 @@ const BATCH_PROFILE: ResilienceSettings = {
     intervalMs: 30000,
     // Three probes per outage, then recovery is left to the jobs' own traffic.
     maxAttempts: 3,
+  },
+  liveness: {
+    // As default: a vanished server is found in about 20 s, not after Linux's 2 h.
+    keepAliveInitialDelayMs: 10000,
+    // As default: no connection from before an outage is handed out after it.
+    evictIdleOnOutage: true,
+  },
+  leakDetection: {
+    // As default: watch the clients checked out with pool.connect().
+    enabled: true,
+    // As default: off (jobs may hold a client idle for long on purpose).
+    idleThresholdMs: 0,
+    // As default: a dead client still held after five seconds is leaked.
+    deadGraceMs: 5000,
   },
   transaction: {
     // A minute: a job would rather wait out a failover than stop on a transaction it cannot account for.

@@ -9,7 +9,7 @@ import type { ConfigIssue } from './config-error.ts';
 import { type Obj, setAt } from './objects.ts';
 import type { ResilienceOptions } from './types.ts';
 
-export const ENV_PREFIX = 'PG_RESILIENCE_';
+const ENV_PREFIX = 'PG_RESILIENCE_';
 
 /** An environment such as `process.env` (declared here so the package's types need no @types/node). */
 export type EnvLike = Readonly<Record<string, string | undefined>>;
@@ -81,6 +81,13 @@ export const ENV_VARS: ReadonlyArray<EnvVar> = [
     description: 'Per-attempt connect / pool checkout timeout, in ms (0 = off).',
   },
   {
+    name: 'PG_RESILIENCE_KEEPALIVE_MS',
+    setting: 'liveness.keepAliveInitialDelayMs',
+    kind: 'integer',
+    description:
+      "TCP keepalive idle time of new connections whose pg config sets no keepAlive, in ms (0 = off: pg's default).",
+  },
+  {
     name: 'PG_RESILIENCE_RATE_LIMIT',
     setting: 'rateLimit.ratePerMinute',
     kind: 'rateLimit',
@@ -133,6 +140,20 @@ export const ENV_VARS: ReadonlyArray<EnvVar> = [
     description: 'Concurrent calls per target (0 = off).',
   },
   {
+    name: 'PG_RESILIENCE_LEAK_THRESHOLD_MS',
+    setting: 'leakDetection.idleThresholdMs',
+    kind: 'integer',
+    description:
+      'Warn once about a pool client checked out and idle (no statement running) for this long, in ms (0 = off, the default).',
+  },
+  {
+    name: 'PG_RESILIENCE_LEAK_DEAD_GRACE_MS',
+    setting: 'leakDetection.deadGraceMs',
+    kind: 'integer',
+    description:
+      'Warn once about a checked-out pool client whose connection ended and that is not released after this long, in ms.',
+  },
+  {
     name: 'PG_RESILIENCE_LOG_LEVEL',
     setting: 'telemetry.logLevel',
     kind: 'name',
@@ -181,7 +202,7 @@ const BOOLEANS: Record<string, boolean> = {
 export const isNumberText = (text: string): boolean => NUMBER_TEXT.test(text.trim());
 
 /** `true`/`false`, `1`/`0`, `yes`/`no` in any case; undefined for anything else. */
-export function parseBoolean(raw: string): boolean | undefined {
+function parseBoolean(raw: string): boolean | undefined {
   const key = raw.trim().toLowerCase();
   return Object.hasOwn(BOOLEANS, key) ? BOOLEANS[key] : undefined;
 }

@@ -71,9 +71,9 @@ const object = <T extends z.core.$ZodLooseShape>(shape: T, description: string, 
   });
 
 /** Longest single delay or wait accepted: 10 minutes. */
-export const MAX_DELAY_MS = 600_000;
+const MAX_DELAY_MS = 600_000;
 /** Longest timeout accepted: 24 hours. */
-export const MAX_TIMEOUT_MS = 86_400_000;
+const MAX_TIMEOUT_MS = 86_400_000;
 
 // ---- retry ----
 
@@ -209,6 +209,12 @@ const timeoutSchema = object(
       "Per-attempt limit for opening a connection, in ms (0 = off): a standalone connect, and a pool's new connection when the pool sets no connectionTimeoutMillis. A wait for a free pool client is never cut short.",
       'off',
     ),
+    cancelGraceMs: int(
+      0,
+      MAX_TIMEOUT_MS,
+      "When queryMs fires: the server is asked to cancel the statement, and the caller's timeout error waits at most this long for its answer (cancelled: the statement did not run; its result: returned; no answer: outcome unknown, connection closed). 0 = no cancel: the error comes at once, outcome unknown.",
+      'no cancel',
+    ),
   },
   'Client-side timeouts, per attempt.',
 );
@@ -235,6 +241,41 @@ const recoverySchema = object(
   'Background recovery probes while a breaker is open.',
 );
 
+const livenessSchema = object(
+  {
+    keepAliveInitialDelayMs: int(
+      0,
+      MAX_TIMEOUT_MS,
+      "TCP keepalive on each new connection whose pg config sets no `keepAlive`: idle time before the first probe, in ms (0 = off: pg's default, no keepalive). Node then sends up to 10 probes 1 s apart, so a silent peer is found about this long plus 10 s after the connection went quiet. A `keepAlive` (or `keepAliveInitialDelayMillis`) in the pg config wins.",
+      'off',
+    ),
+    evictIdleOnOutage: bool(
+      'When the breaker of a target opens, close the idle connections of every pool of that target, so none is handed out after the outage (a connection the outage killed silently would hang its next statement).',
+    ),
+  },
+  'Finding dead connections before a statement waits on one.',
+);
+
+const leakDetectionSchema = object(
+  {
+    enabled: bool(
+      'Watch the clients the app checks out with `pool.connect()` for leaks (see leak-detection.md).',
+    ),
+    idleThresholdMs: int(
+      0,
+      MAX_TIMEOUT_MS,
+      'Warn once about a client checked out and idle (no statement running or queued) for this long, in ms (0 = off). A long-running statement is never idle; a client with a `notification` listener (LISTEN) is exempt.',
+      'off',
+    ),
+    deadGraceMs: int(
+      1,
+      MAX_DELAY_MS,
+      'Warn once about a checked-out client whose connection ended (killed, lost) and that is still not released after this long, in ms.',
+    ),
+  },
+  'Leak detection for clients checked out with `pool.connect()`.',
+);
+
 const transactionSchema = object(
   {
     outcomeResolutionMs: int(
@@ -256,6 +297,8 @@ export const settingsSchema = object(
     timeout: timeoutSchema,
     bulkhead: bulkheadSchema,
     recovery: recoverySchema,
+    liveness: livenessSchema,
+    leakDetection: leakDetectionSchema,
     transaction: transactionSchema,
   },
   'The settings one target’s policies are built from.',
@@ -328,9 +371,7 @@ function deepPartial(schema: z.ZodType): z.ZodType {
 }
 
 /** What a per-target override may hold: any subset of the settings. */
-export const settingsOverrideSchema = deepPartial(settingsSchema) as z.ZodType<
-  DeepPartial<ResilienceSettings>
->;
+const settingsOverrideSchema = deepPartial(settingsSchema) as z.ZodType<DeepPartial<ResilienceSettings>>;
 
 const configFieldsShape = {
   disabled: bool('Turn the package off entirely (pg is left unpatched).'),

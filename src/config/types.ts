@@ -106,6 +106,8 @@ export interface TimeoutSettings {
   queryMs: number;
   /** Per-attempt limit for getting a connection (connect or pool checkout), in ms; 0 = off. */
   connectMs: number;
+  /** When queryMs fires: how long to wait for the server's answer to the cancel request, in ms; 0 = no cancel. */
+  cancelGraceMs: number;
 }
 
 export interface BulkheadSettings {
@@ -124,6 +126,27 @@ export interface RecoverySettings {
   maxAttempts: number;
 }
 
+export interface LivenessSettings {
+  /** TCP keepalive idle time set on each new connection whose pg config sets no keepAlive, in ms; 0 = off (pg's default). */
+  keepAliveInitialDelayMs: number;
+  /** Close every idle pooled connection of a target when its breaker opens. */
+  evictIdleOnOutage: boolean;
+}
+
+/**
+ * Leak detection: clients checked out with `pool.connect()` and never given back. A checked-out client
+ * whose connection ended and that is not released within `deadGraceMs` is certainly leaked; one held
+ * idle (no statement running or queued) for `idleThresholdMs` is suspected (off by default).
+ */
+export interface LeakDetectionSettings {
+  /** Watch the clients the app checks out with `pool.connect()`. */
+  enabled: boolean;
+  /** Warn about a client checked out and idle (no statement running or queued) this long, in ms; 0 = off. */
+  idleThresholdMs: number;
+  /** Warn about a checked-out client whose connection ended and that is still not released after this long, in ms. */
+  deadGraceMs: number;
+}
+
 export interface TransactionSettings {
   /**
    * withTransaction: when the connection dies while COMMIT is in flight, how long to keep asking the
@@ -140,6 +163,8 @@ export interface ResilienceSettings {
   timeout: TimeoutSettings;
   bulkhead: BulkheadSettings;
   recovery: RecoverySettings;
+  liveness: LivenessSettings;
+  leakDetection: LeakDetectionSettings;
   transaction: TransactionSettings;
 }
 

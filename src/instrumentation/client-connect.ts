@@ -19,6 +19,7 @@
  */
 import { asPromise, type PromiseCtor, settleCallback } from './callbacks.ts';
 import { ConnectEndedByAppError, endedByApp, never } from './ended-by-app.ts';
+import { applyDefaultKeepAlive } from './keepalive.ts';
 import { scope } from './scope.ts';
 import type { Targets } from './targets.ts';
 import { watchTransactionStatus } from './tx-status.ts';
@@ -39,6 +40,7 @@ export function patchClientConnect(targets: () => Targets): (original: ConnectFn
     function connect(this: PgClientLike, ...args: unknown[]): unknown {
       const callback = args[0];
       watchTransactionStatus(this); // pg < 8.21 only
+      defaultKeepAlive(this, targets);
       if (scope.poolNewClient > 0) {
         scope.poolClients.add(this);
         boundPoolConnect(this, targets);
@@ -103,6 +105,16 @@ function boundPoolConnect(client: PgClientLike, targets: () => Targets): void {
     if (typeof c._connectionTimeoutMillis === 'number' && c._connectionTimeoutMillis > 0) return;
     const connectMs = targets().registry.forTarget(clientTarget(client)).settings.timeout.connectMs;
     if (connectMs > 0) c._connectionTimeoutMillis = connectMs;
+  } catch {
+    // never in the way of pg's connect
+  }
+}
+
+/** TCP keepalive when the app's config set none (keepalive.ts), before pg opens the socket. */
+function defaultKeepAlive(client: PgClientLike, targets: () => Targets): void {
+  try {
+    const { liveness } = targets().registry.forTarget(clientTarget(client)).settings;
+    applyDefaultKeepAlive(client, liveness.keepAliveInitialDelayMs);
   } catch {
     // never in the way of pg's connect
   }

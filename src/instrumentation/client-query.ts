@@ -9,7 +9,7 @@
  *   bulkhead or breaker (`admission: false`); retries and timeouts apply.
  * - A standalone client gets every policy.
  * - Retries on a client are the same client's (pg cannot reconnect one): only a statement the server
- *   rejected and rolled back, outside a transaction, with nothing else queued (retry-safety.ts).
+ *   rejected and rolled back, outside a transaction, with nothing else queued (src/safety/retry-safety.ts).
  * - Submittables (pg-cursor, pg-query-stream…): `client.query(q)` returns `q` itself, as pg does; they
  *   are never retried. A standalone client admits them (breaker closed, rate-limit permit) before pg
  *   sees them; a refusal reaches them through `q.handleError(err)`, the way pg fails a query.
@@ -18,12 +18,13 @@
  * Callbacks get the arguments pg gave the attempt that ended the call; promises are of the client's
  * Promise class.
  */
-import type { ExecuteContext } from '../policy/pipeline.ts';
+import type { ExecuteContext } from '../policy/types.ts';
+import { statementVeto } from '../safety/retry-safety.ts';
 import { isSubmittable, type Submittable } from '../safety/submittable.ts';
-import { asPromise, type PromiseCtor, settleCallback } from './callbacks.ts';
+import { asPromise, invokeCallback, type PromiseCtor, settleCallback } from './callbacks.ts';
+import { cancelOnTimeout, lastQuery, type RunningStatement } from './cancel.ts';
 import { errorIsForUnsentQuery } from './dispatch.ts';
 import { endedByApp, failedByEnd } from './ended-by-app.ts';
-import { statementVeto } from './retry-safety.ts';
 import { type PoolQueryAttempt, scope } from './scope.ts';
 import type { Targets } from './targets.ts';
 import { transactionStatus } from './tx-status.ts';
@@ -64,9 +65,11 @@ export function patchClientQuery(targets: () => Targets): (original: QueryFn) =>
       // the caller gets that throw, synchronously, and nothing else (no callback, no retry).
       let calling = true;
       let thrown: { error: unknown } | undefined;
+      let running: RunningStatement | undefined; // the attempt's statement, for a cancel at its deadline
       const ctx: ExecuteContext = {
         operation: 'query',
         admission: !pooled,
+        cancel: cancelOnTimeout(() => running),
         canRetry: (_error, c) =>
           thrown !== undefined
             ? 'not_retryable'
@@ -84,24 +87,42 @@ export function patchClientQuery(targets: () => Targets): (original: QueryFn) =>
               ),
       };
       client[IN_FLIGHT] = (client[IN_FLIGHT] ?? 0) + 1;
+      let inFlight = true;
       const done = (): void => {
+        if (!inFlight) return;
+        inFlight = false;
         client[IN_FLIGHT] = (client[IN_FLIGHT] ?? 1) - 1;
       };
-      const policy = targets().forClient(client);
+      const tgts = targets();
+      const policy = tgts.forClient(client);
 
       if (typeof cb === 'function') {
         let last: unknown[] | undefined;
+        let delivered = false;
+        const deliver = (...args: unknown[]): void => {
+          if (delivered) return;
+          delivered = true;
+          done();
+          (cb as Callback)(...args);
+        };
         const operation = policy.execute(
-          () =>
+          (_attempt, signal) =>
             new Promise((resolve, reject) => {
               const own = (...args: unknown[]): void => {
                 last = args;
+                // Certainly the call's outcome (a result, or an error never retried): hand it to the app
+                // now, in pg's own tick, as pg does, so what pg does next ('drain', the next queued
+                // statement) follows the callback as it does bare.
+                if (!signal?.aborted && (!args[0] || !tgts.registry.classify(args[0]).transient)) {
+                  invokeCallback(deliver, args);
+                }
                 if (args[0]) reject(args[0]);
                 else resolve(args[1]);
               };
               try {
                 if (statementValues === undefined) original.call(client, config, own);
                 else original.call(client, config, statementValues, own);
+                running = { client, query: lastQuery(client) };
               } catch (error) {
                 if (calling) thrown = { error };
                 throw error;
@@ -112,13 +133,15 @@ export function patchClientQuery(targets: () => Targets): (original: QueryFn) =>
         calling = false;
         operation.then(done, done);
         if (thrown) throw thrown.error;
-        settleCallback(operation, cb as Callback, () => last);
+        settleCallback(operation, deliver, () => last);
         return undefined;
       }
 
       const operation = policy.execute(() => {
         try {
-          return original.apply(client, args) as Promise<unknown>;
+          const result = original.apply(client, args) as Promise<unknown>;
+          running = { client, query: lastQuery(client) };
+          return result;
         } catch (error) {
           if (calling) thrown = { error };
           throw error;
@@ -164,13 +187,15 @@ function forPoolQuery(
   attempt.client = client;
   attempt.txStatus = transactionStatus(client);
   if (typeof cb !== 'function') return original.apply(client, args);
-  return original.call(client, args[0], args[1], function (this: unknown, ...cbArgs: unknown[]) {
+  const result = original.call(client, args[0], args[1], function (this: unknown, ...cbArgs: unknown[]) {
     if (cbArgs[0]) {
       attempt.provedUnsent = errorIsForUnsentQuery();
       attempt.endedByApp = failedByEnd(client, cbArgs[0]); // before pg-pool's callback releases it
     }
     return (cb as Callback).apply(this, cbArgs);
   });
+  attempt.query = lastQuery(client);
+  return result;
 }
 
 function submittable(

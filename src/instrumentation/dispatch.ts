@@ -6,8 +6,7 @@
  * the latter certainly never reached the server. pg sends a statement in exactly one place:
  * `Query.prototype.submit(connection)`, called when the client takes it off its queue. So:
  * - `submit` is wrapped to mark the query objects pg submitted (a symbol-keyed property: invisible to
- *   `Object.keys`, `for…in` and JSON, and far cheaper on the hot path than a WeakSet, whose insert
- *   showed up in the benchmark's profile at about 0.7 µs per statement);
+ *   `Object.keys`, `for…in` and JSON, and cheaper on the hot path than a WeakSet insert);
  * - `handleError` (how pg delivers any error to a query: server errors, dead connections, unusable or
  *   ended clients) is wrapped to say, while it runs, whether the query it is failing was never submitted.
  *   pg calls the query's callback synchronously from `handleError`, so the patch that owns the callback

@@ -1,10 +1,13 @@
 /**
+ * src/instrumentation: the patches on pg and pg-pool, one per file, and what they need to follow a
+ * call (dispatch, transaction status, scope, targets). This file registers them.
+ *
  * PgResilienceInstrumentation: an OpenTelemetry instrumentation that patches node-postgres at load
  * time. Register it after `@opentelemetry/instrumentation-pg` so its wrappers are outermost.
  *
  * Patches, one concern each (all on prototypes; module exports are never replaced and `pg.native` is
  * never read):
- * - crash guards (src/recovery/error-guards.ts): `emit` on pg's `Client.prototype` (the file
+ * - crash guards (src/crash-guards/error-guards.ts): `emit` on pg's `Client.prototype` (the file
  *   `pg/lib/client.js`) and on pg-pool's `Pool.prototype` (pg.Pool is a per-module subclass of it).
  * - policies (src/policy, one TargetPolicy per `host:port/database`): `Client.prototype.query` and
  *   `connect` (client-query.ts, client-connect.ts), `Pool.prototype.query`, `connect` and `newClient`
@@ -22,7 +25,7 @@ import {
   InstrumentationNodeModuleFile,
 } from '@opentelemetry/instrumentation';
 import { ConfigError, type ConfigIssue, isConfigError, resolveConfig } from '../config/index.ts';
-import { PolicyRegistry } from '../policy/pipeline.ts';
+import { PolicyRegistry } from '../policy/registry.ts';
 import { clearRuntime, setRuntime } from '../runtime.ts';
 import { patchClientConnect } from './client-connect.ts';
 import { patchClientQuery } from './client-query.ts';
@@ -33,7 +36,11 @@ import { Targets } from './targets.ts';
 import { unwrapOurs, wrapOnce } from './wrap.ts';
 import type { ResilienceConfig, ResilienceOptions } from '../config/types.ts';
 import { SafeEventEmitter } from '../policy/events.ts';
-import { type ClientErrorAbsorbedEvent, type ErrorSource, guardErrorEmit } from '../recovery/error-guards.ts';
+import {
+  type ClientErrorAbsorbedEvent,
+  type ErrorSource,
+  guardErrorEmit,
+} from '../crash-guards/error-guards.ts';
 import { type HealthServer, startHealthServer } from '../telemetry/health-server.ts';
 import { ResilienceTelemetry } from '../telemetry/telemetry.ts';
 import type { EmitFn, PgClientLike, PgPoolLike, PgResilienceInstrumentationConfig } from './types.ts';
@@ -150,8 +157,10 @@ export class PgResilienceInstrumentation extends InstrumentationBase<PgResilienc
 
   #getTargets(): Targets {
     if (this.#targets === undefined) {
-      this.#targets = new Targets(new PolicyRegistry(this.resilienceConfig));
-      this.telemetry?.attach(this.#targets.registry);
+      this.#targets = new Targets(new PolicyRegistry(this.resilienceConfig), (event) =>
+        this.telemetry?.connectionsEvicted(event),
+      );
+      this.telemetry?.attach(this.#targets.registry, this.#targets.leaks);
       this.#startHealthServer(this.#targets);
     }
     return this.#targets;

@@ -8,7 +8,7 @@
  *   operation governs it.
  * - Called by the app: one `connect` operation. Rate limit, bulkhead and breaker run before pg-pool is
  *   asked for a client, so a refused call never holds a pool slot. Transient failures are retried (no
- *   statement has run: a connect is always safe to repeat), each attempt asking the pool again (a
+ *   statement has run: a connect is always safe to repeat, `connectVeto`), each attempt asking the pool again (a
  *   failed new client is discarded by pg-pool, so a retry gets a fresh connection).
  * - A checkout that waited the pool's `connectionTimeoutMillis` for a free client (pool_exhausted) is
  *   not retried (the classification says so): the caller's bound has passed, and a retry would queue
@@ -16,6 +16,7 @@
  *   never cuts a checkout short: each attempt is one checkout, bounded as bare pg bounds it, and a new
  *   client's connect is bounded by `timeout.connectMs` when the pool sets no timeout of its own.
  */
+import { connectVeto } from '../safety/retry-safety.ts';
 import { asPromise, type PromiseCtor, settleCallback } from './callbacks.ts';
 import { type PoolQueryAttempt, scope } from './scope.ts';
 import type { Targets } from './targets.ts';
@@ -23,8 +24,6 @@ import type { PgPoolLike } from './types.ts';
 
 type Fn = (this: PgPoolLike, ...args: unknown[]) => unknown;
 type Callback = (...args: unknown[]) => unknown;
-
-const always = (): true => true;
 
 export function patchPoolConnect(targets: () => Targets): (original: Fn) => Fn {
   return (original) =>
@@ -45,6 +44,7 @@ export function patchPoolConnect(targets: () => Targets): (original: Fn) => Fn {
       // eslint-disable-next-line @typescript-eslint/no-this-alias -- named for the closures below
       const pool = this;
       let last: unknown[] | undefined;
+      const checkout = targets().leaks.checkout(targets().forPool(pool), connect);
       const operation = targets()
         .forPool(pool)
         .execute(
@@ -69,13 +69,14 @@ export function patchPoolConnect(targets: () => Targets): (original: Fn) => Fn {
           // pool's connectionTimeoutMillis as with bare pg (cutting it short would retry it at the back
           // of the queue); a new client's connect is bounded by that option or timeout.connectMs
           // (client-connect.ts, boundPoolConnect).
-          { operation: 'connect', canRetry: always, timeout: false },
+          { operation: 'connect', canRetry: connectVeto, timeout: false },
         );
+      const watched = checkout ? targets().leaks.watch(checkout, operation, () => last) : operation;
       if (typeof cb === 'function') {
-        settleCallback(operation, cb as Callback, () => last);
+        settleCallback(watched, cb as Callback, () => last);
         return undefined;
       }
-      return asPromise(operation, (pool as { Promise?: PromiseCtor }).Promise);
+      return asPromise(watched, (pool as { Promise?: PromiseCtor }).Promise);
     };
 }
 

@@ -8,14 +8,15 @@
  * A failed attempt's client was released with the error by pg-pool (a dead connection is discarded),
  * so a retry runs on another connection.
  *
- * Retried when safe (retry-safety.ts): the checkout failed (pg-pool's connect callback got an error, so
+ * Retried when safe (src/safety/retry-safety.ts): the checkout failed (pg-pool's connect callback got an error, so
  * nothing was sent), dispatch tracking proved the statement unsent, the server rejected and rolled back
  * a single statement, or the outcome is unknown and the statement is marked idempotent or read-only. Never when the checked-out connection was inside
  * a transaction, never a Submittable.
  */
+import { statementVeto } from '../safety/retry-safety.ts';
 import { isSubmittable } from '../safety/submittable.ts';
 import { asPromise, type PromiseCtor, settleCallback } from './callbacks.ts';
-import { statementVeto } from './retry-safety.ts';
+import { cancelOnTimeout, isCancelling } from './cancel.ts';
 import { type PoolQueryAttempt, scope } from './scope.ts';
 import type { Targets } from './targets.ts';
 import type { PgPoolLike } from './types.ts';
@@ -80,6 +81,7 @@ export function patchPoolQuery(targets: () => Targets): (original: Fn) => Fn {
           {
             operation: 'query',
             retry: !submittable,
+            cancel: submittable ? undefined : cancelOnTimeout(() => current),
             // No client yet: the checkout (a connect) failed.
             connecting: () => current !== undefined && current.client === undefined,
             canRetry: (_error, c) =>
@@ -113,10 +115,13 @@ export function patchPoolQuery(targets: () => Targets): (original: Fn) => Fn {
  * - Its statement on a checked-out client: one that never answers (a blackholed network) would keep
  *   that pool slot forever, so the connection is closed: pg fails the statement, pg-pool's own query
  *   callback releases the client with that error, and the pool discards it. (The statement's outcome
- *   was already unknown; the server ends it when it notices the closed connection.)
+ *   was already unknown; the server ends it when it notices the closed connection.) With
+ *   `timeout.cancelGraceMs`, the statement is first cancelled on the server (cancel.ts), which closes
+ *   the connection only when no answer comes within the grace.
  */
 function abandon(attempt: PoolQueryAttempt, reason: unknown): void {
   attempt.abandoned = reason ?? true;
+  if (isCancelling(attempt.client)) return; // cancel.ts closes it if the server does not answer
   const client = attempt.client as { connection?: { stream?: { destroy?: () => void } } } | undefined;
   try {
     client?.connection?.stream?.destroy?.();

@@ -17,6 +17,8 @@
 export interface PoolQueryAttempt {
   /** The client pg-pool checked out for this attempt, once it has one. */
   client: object | undefined;
+  /** pg's Query object for the attempt's statement, once handed to the client (a cancel targets it). */
+  query?: object;
   /** The client's transaction status when the statement was handed to it ('I', 'T', 'E', or undefined when unknown). */
   txStatus: string | undefined;
   /** The statement's error was delivered to a query that pg never submitted: it never reached the server. */

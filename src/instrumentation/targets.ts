@@ -6,8 +6,11 @@
  * the target string is computed once). The first time a target is seen, its background recovery loop
  * is created with a probe built from the most recent pool or client seen for it (probe.ts).
  */
-import type { PolicyRegistry, TargetPolicy } from '../policy/pipeline.ts';
+import type { TargetPolicy } from '../policy/pipeline.ts';
+import type { PolicyRegistry } from '../policy/registry.ts';
 import { HealthTracker, type PoolStats } from '../telemetry/health.ts';
+import { type ConnectionsEvictedEvent, evictOnOutage } from './eviction.ts';
+import { LeakDetector } from './leak-detection.ts';
 import { clientProbeFactory, poolProbeFactory, type ProbeClientFactory, runProbe } from './probe.ts';
 import { scope } from './scope.ts';
 import type { PgClientLike, PgPoolLike } from './types.ts';
@@ -41,9 +44,15 @@ export class Targets {
   /** The standalone clients seen, per target (weakly), to know whether a target is still in use. */
   readonly #clients = new Map<string, Set<WeakRef<PgClientLike>>>();
   #health: HealthTracker | undefined;
+  /** The policies whose breaker opening evicts their pools' idle clients (eviction.ts). */
+  readonly #evicting = new WeakSet<TargetPolicy>();
+  readonly #onEvicted: (event: ConnectionsEvictedEvent) => void;
+  /** The clients the app checked out with pool.connect(), watched for leaks (leak-detection.ts). */
+  readonly leaks = new LeakDetector();
 
-  constructor(registry: PolicyRegistry) {
+  constructor(registry: PolicyRegistry, onEvicted: (event: ConnectionsEvictedEvent) => void = () => {}) {
     this.registry = registry;
+    this.#onEvicted = onEvicted;
   }
 
   forPool(pool: PgPoolLike): TargetPolicy {
@@ -57,6 +66,14 @@ export class Targets {
       pools.add(new WeakRef(pool));
     }
     return policy;
+  }
+
+  /** The live pools of `target` (not ended). */
+  *pools(target: string): Generator<PgPoolLike> {
+    for (const ref of this.#pools.get(target) ?? []) {
+      const pool = ref.deref();
+      if (pool !== undefined && pool.ending !== true) yield pool;
+    }
   }
 
   /** Live pools' usage (pg-pool's totalCount, idleCount, waitingCount, options.max), one entry per pool. */
@@ -90,8 +107,9 @@ export class Targets {
     return this.#health;
   }
 
-  /** Stops the health tracker's timer. */
+  /** Stops the health tracker's and the leak detector's timers. */
   dispose(): void {
+    this.leaks.dispose();
     this.#health?.dispose();
     this.#health = undefined;
   }
@@ -142,6 +160,10 @@ export class Targets {
   #policy(target: string, factory: ProbeClientFactory | undefined): TargetPolicy {
     if (factory) this.#probeFactories.set(target, factory);
     const policy = this.registry.forTarget(target);
+    if (!this.#evicting.has(policy)) {
+      this.#evicting.add(policy);
+      evictOnOutage(policy, () => this.pools(target), this.#onEvicted);
+    }
     policy.startRecovery(
       (signal) => {
         const make = this.#probeFactories.get(target);

@@ -36,8 +36,3 @@ export function transactionStatus(client: object): string | undefined {
   }
   return recorded.get(client) || undefined;
 }
-
-/** In a transaction block, healthy or failed: no statement may be retried on its own. */
-export function inTransaction(status: string | undefined): boolean {
-  return status === 'T' || status === 'E';
-}

@@ -22,7 +22,7 @@ function define(obj: object, name: string, value: unknown): void {
 }
 
 /** True when `fn` or a function it wraps (the `__original` chain) is one of our wrappers. */
-export function hasOurWrapper(fn: unknown): boolean {
+function hasOurWrapper(fn: unknown): boolean {
   for (let f = fn, depth = 0; typeof f === 'function' && depth < 32; depth++) {
     if (OURS.has(f)) return true;
     f = (f as { __original?: unknown }).__original;

@@ -37,13 +37,13 @@ function clamp(
 }
 
 /** initialDelay × exponent^attempt, capped; the state is the attempt number (0-based). */
-export const exponentNoJitterGenerator: GeneratorFn<number> = (attempt = 0, options) => [
+const exponentNoJitterGenerator: GeneratorFn<number> = (attempt = 0, options) => [
   clamp(options.initialDelay * options.exponent ** attempt, options),
   attempt + 1,
 ];
 
 /** A uniformly random delay in [0, initialDelay × exponent^attempt), capped. */
-export const exponentFullJitterGenerator: GeneratorFn<number> = (attempt = 0, options) => [
+const exponentFullJitterGenerator: GeneratorFn<number> = (attempt = 0, options) => [
   clamp(
     Math.floor(Math.random() * clamp(options.initialDelay * options.exponent ** attempt, options)),
     options,

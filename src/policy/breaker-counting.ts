@@ -32,7 +32,7 @@ export function probeFoundServerUp(c: ErrorClassification): boolean {
 }
 
 /** How long every connect must have failed before those failures count for the breaker. */
-export const CONNECT_OUTAGE_MS = 1_000;
+const CONNECT_OUTAGE_MS = 1_000;
 
 /**
  * The connect-outage rule. An operation that failed, as a whole, because its connection was lost while

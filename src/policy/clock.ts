@@ -13,7 +13,7 @@ export interface Clock {
 }
 
 /** Longest delay Node's setTimeout honours (longer ones fire after 1 ms). */
-export const MAX_TIMER_DELAY_MS = 2_147_483_647;
+const MAX_TIMER_DELAY_MS = 2_147_483_647;
 
 /**
  * Refs a timer handle again (no-op for other clocks' handles): for a timer someone is awaiting, where an

@@ -89,6 +89,19 @@ export interface TimeoutEvent extends OperationRef {
   readonly timeoutMs: number;
 }
 
+/** What became of a timed-out statement the package asked the server to cancel. */
+export const CANCEL_RESULTS = ['cancelled', 'completed', 'no_answer'] as const;
+export type CancelResult = (typeof CANCEL_RESULTS)[number];
+
+/**
+ * A timed-out statement's cancel ended: `cancelled` (the server cancelled it, or it was never sent: it
+ * did not run), `completed` (it finished first: its result or its own error was returned), `no_answer`
+ * (no answer within the grace, or the connection was lost: outcome unknown, connection closed).
+ */
+export interface StatementCancelEvent extends OperationRef {
+  readonly result: CancelResult;
+}
+
 export interface RecoveryAttemptEvent {
   readonly target: string;
   /** 1-based probe number within the current outage. */

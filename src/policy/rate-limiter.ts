@@ -14,7 +14,7 @@
  * queue's length): each token is consumed at the exact (fractional) moment it exists, and its waiter
  * goes when the timer fires, at most one timer tick later. Taking tokens only when the timer fires would
  * lose the refill of that late fraction of a millisecond to the bucket's cap whenever `burst` is small
- * (measured: burst 1 at 594/min served 1 % below the rate; at 69234/min, 1 % below too). The price: a
+ * (the limiter would serve below its rate). The price: a
  * granted call can be up to one tick (1 ms) later than its token, so grant times obey
  * `burst + rate × (T + 1 ms)` rather than `burst + rate × T`. A waiter that leaves without its permit
  * (abort, max wait) gives its token back.

@@ -25,6 +25,7 @@
 import type { Event, IBackoff, IBackoffFactory } from 'cockatiel';
 import type { ErrorClass, ErrorClassification } from '../classify/types.ts';
 import type { RetrySettings } from '../config/types.ts';
+import { defaultVeto } from '../safety/retry-safety.ts';
 import { createBackoff } from './backoff.ts';
 import { type Clock, keepAlive, realClock } from './clock.ts';
 import {
@@ -42,11 +43,13 @@ export interface RetryContext {
   readonly operation: OperationKind;
   /** Aborting it during a backoff wait rejects the call at once with the signal's reason. */
   readonly signal?: AbortSignal;
+  /** false: attempt 1 only, never retried (the call still counts for the retry budget). */
+  readonly retry?: boolean;
   /**
    * Safety veto, asked after a transient failure before retrying: return true to allow, or a
    * SuppressReason ('in_transaction' | 'unknown_outcome' | 'not_retryable' …) to refuse. The
-   * instrumentation supplies it (dispatch tracking, transaction status, idempotence). Default: allow
-   * only when `classification.reachedServer !== 'unknown'`. A veto that throws refuses ('not_retryable').
+   * instrumentation supplies it (dispatch tracking, transaction status, idempotence); every veto is in
+   * src/safety/retry-safety.ts. Default: `defaultVeto`. A veto that throws refuses ('not_retryable').
    */
   canRetry?(error: unknown, classification: ErrorClassification, attempt: number): true | SuppressReason;
   /** Told about this call's retry, suppressed and exhausted events (the operation's span). */
@@ -58,10 +61,6 @@ interface ClassPlan {
   readonly maxAttempts: number;
   readonly backoff: IBackoffFactory<unknown>;
 }
-
-/** The default veto: never repeat something that may already have been applied. */
-const defaultCanRetry = (_error: unknown, c: ErrorClassification): true | SuppressReason =>
-  c.reachedServer !== 'unknown' ? true : 'unknown_outcome';
 
 export class RetryPolicy {
   private readonly retryEmitter = new SafeEventEmitter<RetryEvent>();
@@ -113,27 +112,23 @@ export class RetryPolicy {
   }
 
   /**
-   * Runs `fn(1)`, and again with the next attempt number after each retryable failure. Resolves with the
-   * first success; rejects with the error that ended the call (the same object `fn` threw), or with
-   * `ctx.signal`'s reason when it aborts during a backoff wait. Records the call on the budget.
+   * Runs one call: `fn(1)`, and again with the next attempt number after each retryable failure (never
+   * when `ctx.retry` is false). Resolves with the first success; rejects with the error that ended the
+   * call (the same object `fn` threw or rejected with), or with `ctx.signal`'s reason when it aborts
+   * during a backoff wait. The call counts for the retry budget's ratio either way.
    */
   async execute<T>(fn: (attempt: number) => Promise<T>, ctx: RetryContext): Promise<T> {
-    if (!this.#enabled) return fn(1);
     this.budget?.recordCall();
     try {
       return await fn(1);
     } catch (error) {
-      return this.retryAfter(error, fn, ctx);
+      if (ctx.retry === false || !this.#enabled) throw error;
+      return this.#retryAfter(error, fn, ctx);
     }
   }
 
-  /**
-   * The rest of `execute()`, for a caller that ran attempt 1 itself (and recorded the call on the
-   * budget): decides about `error` (attempt 1's failure) and goes on from attempt 2. The pipeline uses
-   * it to keep one async frame off the happy path.
-   */
-  async retryAfter<T>(error: unknown, fn: (attempt: number) => Promise<T>, ctx: RetryContext): Promise<T> {
-    if (!this.#enabled) throw error;
+  /** Attempt 1 failed with `error`: decides about it and goes on from attempt 2. */
+  async #retryAfter<T>(error: unknown, fn: (attempt: number) => Promise<T>, ctx: RetryContext): Promise<T> {
     // Per call, per error class: where that class is in its backoff sequence.
     const backoffs = new Map<ErrorClass, IBackoff<unknown>>();
     let failure = error;
@@ -259,7 +254,7 @@ function veto(
   c: ErrorClassification,
   attempt: number,
 ): true | SuppressReason {
-  if (!ctx.canRetry) return defaultCanRetry(error, c);
+  if (!ctx.canRetry) return defaultVeto(error, c);
   try {
     return ctx.canRetry(error, c, attempt);
   } catch {

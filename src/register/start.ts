@@ -27,7 +27,7 @@ export const SHUTDOWN_TIMEOUT_MS = 5_000;
  * the app's exit code anyway: an unreachable or hanging collector must not hold a finished app (the
  * OTLP exporters retry for up to OTEL_EXPORTER_OTLP_TIMEOUT, 10 s by default).
  */
-export const EXIT_FLUSH_TIMEOUT_MS = 1_000;
+const EXIT_FLUSH_TIMEOUT_MS = 1_000;
 const SIGNALS = ['SIGTERM', 'SIGINT'] as const;
 
 export interface Started {

@@ -1,7 +1,8 @@
 /**
- * Statement safety: what makes a statement whose outcome is unknown safe to send again. A statement
- * qualifies when the caller marked it idempotent (idempotent.ts) or when its text matches the
- * conservative read-only rule (read-only.ts), which reads the text through sql-text.ts.
+ * Retry safety: may this call be sent again? retry-safety.ts answers for every kind of call
+ * (statements, connects, transactions, the default); the rules it calls sit beside it: idempotent.ts
+ * (the caller's mark), read-only.ts (the read-only rule), sql-text.ts (reading SQL text) and
+ * submittable.ts (pg's Submittables, never retried). Mirrored by docs/retry-safety.md.
  */
 export { IDEMPOTENT, idempotent, isMarkedIdempotent } from './idempotent.ts';
 export { isReadOnlyStatement, READ_ONLY_FUNCTIONS } from './read-only.ts';

@@ -15,7 +15,9 @@
  * suffix).
  */
 
+import { LEAK_REASONS } from '../instrumentation/leak-detection.ts';
 import {
+  CANCEL_RESULTS,
   CIRCUIT_STATES,
   COMMIT_OUTCOME_RESULTS,
   RATE_LIMIT_REFUSALS,
@@ -38,7 +40,10 @@ export const ATTR = {
   TO: 'pg_resilience.to',
   /** Where an absorbed client error came from: `pool` | `client`. */
   SOURCE: 'pg_resilience.source',
-  /** What settling a COMMIT lost in flight concluded: `committed` | `aborted` | `unknown`. */
+  /**
+   * What a timed-out statement's cancel found: `cancelled` | `completed` | `no_answer`; what settling a
+   * COMMIT lost in flight concluded: `committed` | `aborted` | `unknown`.
+   */
   RESULT: 'pg_resilience.result',
   /** The transaction id looked up (span events and logs only: unbounded, never a metric attribute). */
   TRANSACTION_ID: 'pg_resilience.transaction_id',
@@ -51,6 +56,9 @@ export const ATTR = {
   DELAY: 'pg_resilience.delay_ms',
   WAITED: 'pg_resilience.waited_ms',
   NEXT_PROBE_AT: 'pg_resilience.next_probe_at',
+  /** Log attributes of a leaked client: how long it was held, and the stack of its checkout. */
+  HELD: 'pg_resilience.held_ms',
+  CODE_STACKTRACE: 'code.stacktrace',
   /** Semantic conventions (stable). */
   ERROR_TYPE: 'error.type',
   DB_SYSTEM_NAME: 'db.system.name',
@@ -67,10 +75,13 @@ export const ATTRIBUTE_VALUES = {
   [ATTR.OUTCOME]: ['success', 'failure', 'rejected'],
   [ATTR.STATE]: CIRCUIT_STATES,
   [ATTR.SOURCE]: ['pool', 'client'],
+  statementCancellationResult: CANCEL_RESULTS,
+  transactionOutcomeResult: COMMIT_OUTCOME_RESULTS,
   retrySuppressedReason: SUPPRESS_REASONS,
   rateLimitRejectedReason: RATE_LIMIT_REFUSALS,
   recoveryOutcome: ['success', 'failure'],
-  [ATTR.RESULT]: COMMIT_OUTCOME_RESULTS,
+  evictionReason: ['breaker_open'],
+  leakReason: LEAK_REASONS,
 } as const;
 
 /**
@@ -191,6 +202,14 @@ export const METRICS = {
     description: "Attempts abandoned at the package's client-side timeout (query or connect).",
     attributes: [T, OP],
   },
+  statementCancellations: {
+    name: 'pg_resilience.statement.cancellations',
+    kind: 'counter',
+    unit: '{statement}',
+    description:
+      'Timed-out statements the server was asked to cancel, by result: `cancelled` (did not run), `completed` (finished first), `no_answer` (outcome unknown, connection closed).',
+    attributes: [T, ATTR.RESULT],
+  },
   recoveryAttempts: {
     name: 'pg_resilience.recovery.attempts',
     kind: 'counter',
@@ -213,6 +232,29 @@ export const METRICS = {
     description:
       "'error' events on pg pools and clients with no listener, absorbed instead of crashing the process.",
     attributes: [T, ATTR.SOURCE, ATTR.ERROR_TYPE],
+  },
+  connectionsEvicted: {
+    name: 'pg_resilience.pool.connections.evicted',
+    kind: 'counter',
+    unit: '{connection}',
+    description:
+      'Idle pooled connections closed before any statement could wait on them, by reason: `breaker_open` (the target looked unreachable, so connections from before the outage are not handed out after it).',
+    attributes: [T, ATTR.REASON],
+  },
+  poolClientLeaks: {
+    name: 'pg_resilience.pool.client.leaks',
+    kind: 'counter',
+    unit: '{client}',
+    description:
+      'Clients checked out with pool.connect() and reported as leaked, once each: `dead_not_released` (its connection ended and it was not released within the grace), `held_too_long` (idle while checked out past the threshold; off by default).',
+    attributes: [T, ATTR.REASON],
+  },
+  poolClientsLeaked: {
+    name: 'pg_resilience.pool.client.leaked',
+    kind: 'gauge',
+    unit: '{client}',
+    description: 'Clients reported as leaked and still not released: pool slots lost until they are.',
+    attributes: [T],
   },
 } as const satisfies Record<string, MetricSpec>;
 
@@ -253,6 +295,8 @@ export const LOG_EVENTS = {
   timeout: 'pg_resilience.timeout',
   recoveryAttempt: 'pg_resilience.recovery.attempt',
   clientErrorAbsorbed: 'pg_resilience.pool.client_error',
+  connectionsEvicted: 'pg_resilience.pool.connections.evicted',
+  clientLeaked: 'pg_resilience.pool.client.leak',
   transactionOutcomeResolution: 'pg_resilience.transaction.outcome_resolution',
 } as const;
 

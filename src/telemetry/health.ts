@@ -39,7 +39,7 @@
 import { diag } from '@opentelemetry/api';
 import { type Clock, realClock } from '../policy/clock.ts';
 import type { CircuitStateName } from '../policy/events.ts';
-import type { TargetSnapshot } from '../policy/pipeline.ts';
+import type { TargetSnapshot } from '../policy/types.ts';
 
 /** One live pg pool's stats (pg's `totalCount`, `idleCount`, `waitingCount`, `options.max`). */
 export interface PoolStats {
@@ -155,7 +155,7 @@ export const SCORE_WEIGHTS = Object.freeze({
 const clamp01 = (n: number): number => (Number.isFinite(n) ? Math.min(1, Math.max(0, n)) : 0);
 
 /** The three penalties, in points (unrounded). */
-export function scorePenalties(input: ScoreInput): { failure: number; retryBudget: number; pool: number } {
+function scorePenalties(input: ScoreInput): { failure: number; retryBudget: number; pool: number } {
   const w = SCORE_WEIGHTS;
   const pressure =
     input.poolUtilisation === null

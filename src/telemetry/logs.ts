@@ -18,7 +18,9 @@
  */
 import { type AnyValue, type Attributes, SeverityNumber } from '@opentelemetry/api';
 import type { Logger } from '@opentelemetry/api';
-import type { ClientErrorAbsorbedEvent } from '../recovery/error-guards.ts';
+import type { ClientErrorAbsorbedEvent } from '../crash-guards/error-guards.ts';
+import type { ConnectionsEvictedEvent } from '../instrumentation/eviction.ts';
+import type { LeakEvent } from '../instrumentation/leak-detection.ts';
 import type {
   CircuitStateChangeEvent,
   RateLimitRejectedEvent,
@@ -203,6 +205,28 @@ export class ResilienceLogs {
     this.#log('warn', LOG_EVENTS.clientErrorAbsorbed, e.target, {
       message: `Absorbed an 'error' on a pg ${e.source} with no 'error' listener (target ${e.target}, ${e.errorType}); the process keeps running. Add an 'error' listener to handle it yourself.`,
       attributes: { [ATTR.SOURCE]: e.source, [ATTR.ERROR_TYPE]: e.errorType },
+    });
+  }
+
+  connectionsEvicted(e: ConnectionsEvictedEvent): void {
+    this.#log('info', LOG_EVENTS.connectionsEvicted, e.target, {
+      message: `Closed ${e.count} idle pooled connection(s) to ${e.target} (${e.reason}): none from before the outage is handed out after it`,
+      attributes: { [ATTR.REASON]: e.reason },
+    });
+  }
+
+  clientLeaked(e: LeakEvent): void {
+    const what =
+      e.reason === 'dead_not_released'
+        ? `lost its connection ${seconds(e.forMs)} ago and is still not released: it is leaked`
+        : `has been idle for ${seconds(e.forMs)} without being released: it may be leaked`;
+    this.#log('warn', LOG_EVENTS.clientLeaked, e.target, {
+      message: `A pg client checked out of a pool for ${e.target} (held ${seconds(e.heldMs)}) ${what}. Release every client (in a finally block). Checked out at:\n${e.stack}`,
+      attributes: {
+        [ATTR.REASON]: e.reason,
+        [ATTR.HELD]: Math.round(e.heldMs),
+        [ATTR.CODE_STACKTRACE]: e.stack,
+      },
     });
   }
 

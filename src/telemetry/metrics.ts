@@ -22,8 +22,12 @@ import {
   type ObservableResult,
 } from '@opentelemetry/api';
 import type { IDisposable } from 'cockatiel';
-import type { OperationEvent, PolicyRegistry, TargetPolicy } from '../policy/pipeline.ts';
-import type { ClientErrorAbsorbedEvent } from '../recovery/error-guards.ts';
+import type { TargetPolicy } from '../policy/pipeline.ts';
+import type { PolicyRegistry } from '../policy/registry.ts';
+import type { OperationEvent } from '../policy/types.ts';
+import type { ClientErrorAbsorbedEvent } from '../crash-guards/error-guards.ts';
+import type { ConnectionsEvictedEvent } from '../instrumentation/eviction.ts';
+import type { LeakDetector, LeakEvent } from '../instrumentation/leak-detection.ts';
 import { ATTR, ATTRIBUTE_VALUES, METRICS, type MetricSpec } from './catalog.ts';
 
 const S_PER_MS = 1e-3;
@@ -48,9 +52,12 @@ interface Instruments {
   readonly rateLimitRejections: Counter;
   readonly bulkheadRejections: Counter;
   readonly timeouts: Counter;
+  readonly statementCancellations: Counter;
   readonly recoveryAttempts: Counter;
   readonly transactionOutcomeResolutions: Counter;
   readonly poolClientErrors: Counter;
+  readonly connectionsEvicted: Counter;
+  readonly poolClientLeaks: Counter;
 }
 
 function histogram(meter: Meter, spec: MetricSpec): Histogram {
@@ -77,9 +84,12 @@ function createInstruments(meter: Meter): Instruments {
     rateLimitRejections: counter(meter, METRICS.rateLimitRejections),
     bulkheadRejections: counter(meter, METRICS.bulkheadRejections),
     timeouts: counter(meter, METRICS.timeouts),
+    statementCancellations: counter(meter, METRICS.statementCancellations),
     recoveryAttempts: counter(meter, METRICS.recoveryAttempts),
     transactionOutcomeResolutions: counter(meter, METRICS.transactionOutcomeResolutions),
     poolClientErrors: counter(meter, METRICS.poolClientErrors),
+    connectionsEvicted: counter(meter, METRICS.connectionsEvicted),
+    poolClientLeaks: counter(meter, METRICS.poolClientLeaks),
   };
 }
 
@@ -92,6 +102,8 @@ export class ResilienceMetrics {
   /** Per target, the attributes `{target}` (shared, never mutated). */
   readonly #targetAttrs = new Map<string, Attributes>();
   readonly #onError: (error: unknown) => void;
+  /** The leak detector whose unreleased leaked clients the gauge reports. */
+  #leaks: Pick<LeakDetector, 'leaked'> | undefined;
 
   constructor(meter: Meter, onError: (error: unknown) => void = () => {}) {
     this.#onError = onError;
@@ -128,13 +140,31 @@ export class ResilienceMetrics {
     this.#zero(target);
   }
 
-  /** An 'error' on a pg pool or client was absorbed (recovery/error-guards.ts). */
+  /** An 'error' on a pg pool or client was absorbed (crash-guards/error-guards.ts). */
   clientErrorAbsorbed(event: ClientErrorAbsorbedEvent): void {
     this.#instruments.poolClientErrors.add(1, {
       [ATTR.TARGET]: event.target,
       [ATTR.SOURCE]: event.source,
       [ATTR.ERROR_TYPE]: event.errorType,
     });
+  }
+
+  /** Idle pooled connections were closed (instrumentation/eviction.ts). */
+  connectionsEvicted(event: ConnectionsEvictedEvent): void {
+    this.#instruments.connectionsEvicted.add(event.count, {
+      [ATTR.TARGET]: event.target,
+      [ATTR.REASON]: event.reason,
+    });
+  }
+
+  /** Reports the leaked clients of `detector` in the gauge (undefined: none). */
+  watchLeaks(detector: Pick<LeakDetector, 'leaked'> | undefined): void {
+    this.#leaks = detector;
+  }
+
+  /** A client checked out with pool.connect() was reported as leaked (instrumentation/leak-detection.ts). */
+  clientLeaked(event: LeakEvent): void {
+    this.#instruments.poolClientLeaks.add(1, { [ATTR.TARGET]: event.target, [ATTR.REASON]: event.reason });
   }
 
   /** Attributes of successful operations, per target and operation (the hot path: no allocation). */
@@ -211,6 +241,9 @@ export class ResilienceMetrics {
         i().bulkheadRejections.add(1, { [ATTR.TARGET]: target, [ATTR.OPERATION]: e.operation }),
       ),
       policy.onTimeout((e) => i().timeouts.add(1, { [ATTR.TARGET]: target, [ATTR.OPERATION]: e.operation })),
+      policy.onStatementCancel((e) =>
+        i().statementCancellations.add(1, { [ATTR.TARGET]: target, [ATTR.RESULT]: e.result }),
+      ),
       policy.onRecoveryAttempt((e) =>
         i().recoveryAttempts.add(1, { [ATTR.TARGET]: target, [ATTR.OUTCOME]: e.outcome }),
       ),
@@ -252,11 +285,20 @@ export class ResilienceMetrics {
     for (const outcome of ATTRIBUTE_VALUES.recoveryOutcome) {
       i.recoveryAttempts.add(0, { ...t, [ATTR.OUTCOME]: outcome });
     }
-    for (const result of ATTRIBUTE_VALUES[ATTR.RESULT]) {
+    for (const result of ATTRIBUTE_VALUES.transactionOutcomeResult) {
       i.transactionOutcomeResolutions.add(0, { ...t, [ATTR.RESULT]: result });
     }
     for (const source of ATTRIBUTE_VALUES[ATTR.SOURCE]) {
       i.poolClientErrors.add(0, { ...t, [ATTR.SOURCE]: source });
+    }
+    for (const reason of ATTRIBUTE_VALUES.evictionReason) {
+      i.connectionsEvicted.add(0, { ...t, [ATTR.REASON]: reason });
+    }
+    for (const result of ATTRIBUTE_VALUES.statementCancellationResult) {
+      i.statementCancellations.add(0, { ...t, [ATTR.RESULT]: result });
+    }
+    for (const reason of ATTRIBUTE_VALUES.leakReason) {
+      i.poolClientLeaks.add(0, { ...t, [ATTR.REASON]: reason });
     }
   }
 
@@ -291,6 +333,16 @@ export class ResilienceMetrics {
         result.observe(policy.snapshot().rateLimit?.queueSize ?? 0, target);
       }),
     );
+    const leaked = meter.createObservableGauge(METRICS.poolClientsLeaked.name, {
+      unit: METRICS.poolClientsLeaked.unit,
+      description: METRICS.poolClientsLeaked.description,
+    });
+    leaked.addCallback((result) => {
+      const counts = this.#leaks?.leaked();
+      this.#observe(result, (_policy, target) => {
+        result.observe(counts?.get(String(target[ATTR.TARGET])) ?? 0, target);
+      });
+    });
     return instruments;
   }
 

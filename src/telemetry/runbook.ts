@@ -19,6 +19,7 @@ export const RUNBOOK_ANCHORS = {
   PgResilienceSlowOperations: 'slow-operations',
   PgResiliencePoolUtilisationHigh: 'pool-utilisation-high',
   PgResilienceClientErrorsSpiking: 'client-errors-spiking',
+  PgResilienceClientsLeaked: 'clients-leaked',
   PgResilienceCommitOutcomeUnknown: 'commit-outcome-unknown',
 } as const;
 

@@ -32,7 +32,7 @@ import {
 } from '@opentelemetry/api';
 import { isBulkheadRejectedError, isCircuitOpenError, isRateLimitedError } from '../errors.ts';
 import type { CircuitStateChangeEvent, OperationKind, OperationStep } from '../policy/events.ts';
-import type { OperationEvent, OperationObserver } from '../policy/pipeline.ts';
+import type { OperationEvent, OperationObserver } from '../policy/types.ts';
 import { ATTR, SPAN_EVENTS, SPANS } from './catalog.ts';
 import type { OperationSpanMode } from '../config/types.ts';
 

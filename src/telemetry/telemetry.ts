@@ -1,4 +1,7 @@
 /**
+ * src/telemetry: names (catalog.ts), metrics, spans, logs, health and introspection. This file wires
+ * them to a PolicyRegistry.
+ *
  * Telemetry: turns every policy event into OpenTelemetry signals (metrics.ts, spans.ts, logs.ts). It
  * listens to the policies' events and observes their operations; it never calls back into a policy.
  *
@@ -13,8 +16,11 @@ import { type DiagLogger, diag, type Logger, type Meter, type Tracer } from '@op
 import type { IDisposable } from 'cockatiel';
 import { setListenerErrorHandler } from '../policy/events.ts';
 import type { TelemetrySettings } from '../config/types.ts';
-import type { PolicyRegistry, TargetPolicy } from '../policy/pipeline.ts';
-import type { ClientErrorAbsorbedEvent } from '../recovery/error-guards.ts';
+import type { TargetPolicy } from '../policy/pipeline.ts';
+import type { PolicyRegistry } from '../policy/registry.ts';
+import type { ClientErrorAbsorbedEvent } from '../crash-guards/error-guards.ts';
+import type { ConnectionsEvictedEvent } from '../instrumentation/eviction.ts';
+import type { LeakDetector } from '../instrumentation/leak-detection.ts';
 import { ResilienceLogs } from './logs.ts';
 import { ResilienceMetrics } from './metrics.ts';
 import { OperationSpans } from './spans.ts';
@@ -65,10 +71,19 @@ export class ResilienceTelemetry {
     }
   }
 
-  /** Follows a registry's targets: the ones it has and every one it creates. */
-  attach(registry: PolicyRegistry): void {
+  /** Follows a registry's targets: the ones it has and every one it creates (and a leak detector's findings). */
+  attach(registry: PolicyRegistry, leaks?: LeakDetector): void {
     this.detach();
     this.#registry = registry;
+    if (leaks) {
+      this.metrics.watchLeaks(leaks);
+      this.#subscriptions.push(
+        leaks.onLeak((e) => {
+          this.metrics.clientLeaked(e);
+          this.logs.clientLeaked(e);
+        }),
+      );
+    }
     for (const target of Object.keys(registry.config.targets)) this.metrics.declareTarget(target);
     this.metrics.attach(registry);
     this.#subscriptions.push(registry.onTargetCreated(({ policy }) => this.#follow(policy)));
@@ -80,6 +95,7 @@ export class ResilienceTelemetry {
 
   detach(): void {
     this.metrics.detach();
+    this.metrics.watchLeaks(undefined);
     for (const s of this.#subscriptions) s.dispose();
     this.#subscriptions = [];
     if (this.#registry) {
@@ -92,6 +108,15 @@ export class ResilienceTelemetry {
     try {
       this.metrics.clientErrorAbsorbed(event);
       this.logs.clientErrorAbsorbed(event);
+    } catch (error) {
+      this.reportError(error);
+    }
+  }
+
+  connectionsEvicted(event: ConnectionsEvictedEvent): void {
+    try {
+      this.metrics.connectionsEvicted(event);
+      this.logs.connectionsEvicted(event);
     } catch (error) {
       this.reportError(error);
     }

@@ -42,15 +42,11 @@
  * ```
  */
 import type { ErrorClassification } from '../classify/types.ts';
-import {
-  isOperationTimeoutError,
-  TransactionOutcomeUnknownError,
-  TransactionRolledBackError,
-} from '../errors.ts';
+import { TransactionOutcomeUnknownError, TransactionRolledBackError } from '../errors.ts';
 import { endedByApp } from '../instrumentation/ended-by-app.ts';
 import { scope } from '../instrumentation/scope.ts';
-import type { SuppressReason } from '../policy/events.ts';
 import { runtime } from '../runtime.ts';
+import { transactionVeto } from '../safety/retry-safety.ts';
 import { currentTransactionId, settleLostCommit } from './settle-commit.ts';
 
 export type IsolationLevel = 'read committed' | 'repeatable read' | 'serializable';
@@ -192,12 +188,7 @@ export async function withTransaction<T, C extends TransactionClient>(
     {
       operation: 'transaction',
       signal: options.signal,
-      canRetry: (error, c): true | SuppressReason => {
-        if (appEnded) return 'not_retryable';
-        if (isOperationTimeoutError(error)) return 'unknown_outcome';
-        if (c.reachedServer === 'no' || c.reachedServer === 'rejected') return true;
-        return commitSent ? 'unknown_outcome' : true;
-      },
+      canRetry: (error, c) => transactionVeto({ appEnded, commitSent }, error, c),
     },
   );
 }

@@ -38,9 +38,9 @@ describe('npm run demo -- --quick', () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'pg-resilience-demo-test-'));
   after(() => rmSync(dir, { recursive: true, force: true }));
 
-  // The quick run takes 1.5–2 minutes here; a run that hangs is killed at 270 s so that the assertion
-  // below shows its output (where it stopped) instead of a bare test timeout.
-  it('runs every scenario, and each shows what it is meant to show', { timeout: 300_000 }, async () => {
+  // The quick run takes about a minute alone, longer beside other suites; a run that hangs is killed at
+  // 270 s so that the assertion below shows its output (where it stopped) instead of a bare test timeout.
+  it('runs every scenario, and each shows what it is meant to show', { timeout: 300_000 }, async (ctx) => {
     const json = path.join(dir, 'summary.json');
     const started = performance.now();
     const { code, output } = await new Promise<{ code: number | null; output: string }>((resolve) => {
@@ -113,7 +113,8 @@ describe('npm run demo -- --quick', () => {
 
     assert.match(output, /Summary/);
     assert.match(output, /every acknowledged write is in the database exactly once/);
-    assert.ok(seconds < 90, `the quick run took ${seconds.toFixed(0)} s`);
+    // How long it took is reported, not asserted (timings belong in the benchmarks; a hang is killed above).
+    ctx.diagnostic(`the quick run took ${seconds.toFixed(0)} s`);
     // This run's server only: other suites may run a demo at the same time.
     const dataDir = /data in (\S+)\)/.exec(output)?.[1];
     assert.ok(dataDir, 'the embedded server’s data dir is printed');

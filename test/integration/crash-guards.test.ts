@@ -1,4 +1,4 @@
-// The crash guards (src/recovery/error-guards.ts) against a real PostgreSQL. Every scenario runs in a
+// The crash guards (src/crash-guards/error-guards.ts) against a real PostgreSQL. Every scenario runs in a
 // child process (fixtures/crash-child.ts) so that a crash is observable as an exit code: bare pg must
 // die (proving the scenario really crashes), the instrumentation must keep the process alive.
 import assert from 'node:assert/strict';

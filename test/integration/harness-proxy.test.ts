@@ -402,21 +402,78 @@ describe('test/support/fault-proxy.ts, through a pg client', () => {
       );
       assert.equal(proxy.stats.cutOnMessage, 4);
       proxy.clear();
-      assert.equal(proxy.messageCut, undefined);
+      assert.equal(proxy.clientMessageCut, undefined);
     },
   );
+
+  it(
+    "cutAfterServerMessage(1): the handshake passes; the first whole server message (the INSERT's CommandComplete) is forwarded, then the connection is reset",
+    T,
+    async () => {
+      await server.query('DROP TABLE IF EXISTS cut_msg; CREATE TABLE cut_msg (x int)');
+      proxy.cutAfterServerMessage(1, 7);
+      const { client, errors } = await connected({ connectionString: url }); // the handshake is never cut
+      const handshakeDown = proxy.stats.bytesDown;
+      const failed = await client.query('INSERT INTO cut_msg VALUES (1)').then(
+        () => assert.fail('the INSERT completed through a cut connection'),
+        (err: PgError) => err,
+      );
+      await sleep(50); // pg delivers the client's 'error' on a later tick
+      const codes = [failed, ...errors].map((e) => e.code ?? e.message);
+      assert.ok(
+        codes.every((c) => c === 'ECONNRESET' || c === 'Connection terminated unexpectedly'),
+        codes.join(', '),
+      );
+      assert.equal(proxy.stats.cutAfterMessage, 1);
+      // CommandComplete 'INSERT 0 1': type byte + int32 length + the tag and its NUL; no ReadyForQuery.
+      assert.equal(proxy.stats.bytesDown - handshakeDown, 1 + 4 + 'INSERT 0 1'.length + 1);
+      // The server committed before it answered: the acknowledgement alone was lost.
+      assert.equal((await server.query('SELECT count(*)::int AS n FROM cut_msg')).rows[0].n, 1);
+
+      proxy.cutAfterServerMessage(null);
+      const after = await connected({ connectionString: url });
+      assert.equal((await after.client.query('SELECT 2 AS n')).rows[0].n, 2);
+      assert.equal(proxy.stats.cutAfterMessage, 1);
+    },
+  );
+
+  it('cutAfterServerMessage(share, seed): the same seed cuts the same messages', T, async () => {
+    const cutsWith = async (seed: number): Promise<number[]> => {
+      proxy.cutAfterServerMessage(0.3, seed);
+      const cutAt: number[] = [];
+      for (let i = 0; i < 10; i++) {
+        const { client } = await connected({ connectionString: url });
+        let n = 0;
+        // Each query answers RowDescription, DataRow (never cut), CommandComplete, ReadyForQuery.
+        while (
+          n < 20 &&
+          (await client.query('SELECT 1').then(
+            () => true,
+            () => false,
+          ))
+        )
+          n++;
+        cutAt.push(n);
+      }
+      return cutAt;
+    };
+    const first = await cutsWith(42);
+    assert.deepEqual(await cutsWith(42), first);
+    assert.ok(first.some((n) => n < 20) && first.some((n) => n > 0), first.join(','));
+  });
 
   it('clear() removes every fault at once', T, async () => {
     proxy.setLatency(300);
     proxy.resetNewConnections(1);
     proxy.closeAfterBytes(10);
+    proxy.cutAfterServerMessage(1);
     proxy.blackhole(true);
     proxy.clear();
     const t0 = performance.now();
     const { client } = await connected({ connectionString: url });
     await client.query(`SELECT repeat('x', 100000)`);
     assert.ok(performance.now() - t0 < 250);
-    assert.equal(proxy.stats.resetOnAccept + proxy.stats.closedAfterBytes, 0);
+    assert.equal(proxy.stats.resetOnAccept + proxy.stats.closedAfterBytes + proxy.stats.cutAfterMessage, 0);
   });
 
   it('an unreachable target: the client is reset, the proxy survives', T, async () => {

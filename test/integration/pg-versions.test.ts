@@ -20,7 +20,10 @@ const FILES = [
   { file: 'retry-rules.test.ts', min: 18 },
   { file: 'semantics-calls.test.ts', min: 18 },
   { file: 'semantics-lifecycle.test.ts', min: 11 },
-  { file: 'semantics-pool.test.ts', min: 11 },
+  { file: 'semantics-pool.test.ts', min: 12 },
+  { file: 'dead-connections.test.ts', min: 8 },
+  { file: 'statement-cancel.test.ts', min: 8 },
+  { file: 'leak-detection.test.ts', min: 5 },
 ].map((f) => ({ ...f, path: fileURLToPath(new URL(`./${f.file}`, import.meta.url)) }));
 
 const VERSIONS = [

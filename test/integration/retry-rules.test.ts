@@ -3,7 +3,6 @@
 // Every test asserts what the app sees (rows, errors) and what the server holds (how many times a
 // statement really ran), plus the policy events that say why a retry did or did not happen.
 import assert from 'node:assert/strict';
-import { createRequire } from 'node:module';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { PgResilienceInstrumentation } from '../../src/index.ts';
@@ -22,11 +21,7 @@ const { startServer } = await import('../support/postgres.ts');
 const { FaultProxy } = await import('../support/fault-proxy.ts');
 // PG_RESILIENCE_TEST_PG_DIR: run the rules against the pg (and pg-cursor) installed in that directory,
 // e.g. an older pg 8.x (test/integration/pg-versions.test.ts does this for the supported range).
-const requirePg = createRequire(
-  process.env.PG_RESILIENCE_TEST_PG_DIR
-    ? `${process.env.PG_RESILIENCE_TEST_PG_DIR}/package.json`
-    : import.meta.url,
-);
+const { requirePg } = await import('../support/pg-under-test.ts');
 const pg = requirePg('pg') as typeof import('pg');
 const Cursor = requirePg('pg-cursor') as new (text: string) => import('pg').Submittable & {
   read(n: number): Promise<unknown[]>;

@@ -9,7 +9,6 @@
 // retry-rules.test.ts does (pg-versions.test.ts installs the older releases into .tmp/pg-versions/).
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { createRequire } from 'node:module';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
@@ -21,8 +20,7 @@ import type { TestServer } from '../support/postgres.ts';
 const instrumentation = new PgResilienceInstrumentation({ recovery: { enabled: false } });
 const { startServer } = await import('../support/postgres.ts');
 const { idempotent, withTransaction } = await import('../../src/index.ts');
-const PG_DIR = process.env.PG_RESILIENCE_TEST_PG_DIR;
-const requirePg = createRequire(PG_DIR ? `${PG_DIR}/package.json` : import.meta.url);
+const { requirePg } = await import('../support/pg-under-test.ts');
 const pg = requirePg('pg') as typeof import('pg');
 
 const T = { timeout: 60_000 };

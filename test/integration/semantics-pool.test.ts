@@ -8,11 +8,8 @@
 // PG_RESILIENCE_TEST_PG_DIR: run against the pg installed in that directory (an older pg 8.x, as
 // retry-rules.test.ts does; pg-versions.test.ts installs them).
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import net from 'node:net';
-import { join } from 'node:path';
-import { after, before, describe, it, type TestContext } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import { PgResilienceInstrumentation } from '../../src/index.ts';
 import type { RetryEvent, RetrySuppressedEvent } from '../../src/policy/events.ts';
 import type { TestServer } from '../support/postgres.ts';
@@ -53,11 +50,7 @@ const instrumentation = new PgResilienceInstrumentation({
 });
 const { startServer } = await import('../support/postgres.ts');
 const { FaultProxy } = await import('../support/fault-proxy.ts');
-const requirePg = createRequire(
-  process.env.PG_RESILIENCE_TEST_PG_DIR
-    ? `${process.env.PG_RESILIENCE_TEST_PG_DIR}/package.json`
-    : import.meta.url,
-);
+const { requirePg, versionOf } = await import('../support/pg-under-test.ts');
 const pg = requirePg('pg') as typeof import('pg');
 const { isCircuitOpenError } = await import('../../src/index.ts');
 
@@ -133,14 +126,7 @@ describe('pool checkout semantics', { timeout: 180_000 }, () => {
   };
   const target = () => `${server.host}:${server.port}/${server.database}`;
 
-  before(async (t) => {
-    // Not `pg-pool/package.json`: newer pg-pool releases do not export it.
-    const version = (name: string) => {
-      const main = requirePg.resolve(name);
-      const dir = main.slice(0, main.lastIndexOf(`node_modules/${name}/`) + `node_modules/${name}`.length);
-      return (JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { version: string }).version;
-    };
-    (t as TestContext).diagnostic(`pg ${version('pg')}, pg-pool ${version('pg-pool')}`);
+  before(async () => {
     server = await startServer();
     waitRelay.to(server.port);
   });
@@ -153,6 +139,12 @@ describe('pool checkout semantics', { timeout: 180_000 }, () => {
     await Promise.all(proxies.map((p) => p.close()));
     await waitRelay.close();
     await server?.close();
+  });
+
+  it('runs against a supported pg 8.x and the pg-pool it loads', (t) => {
+    t.diagnostic(`pg ${versionOf('pg')}, pg-pool ${versionOf('pg-pool')}`);
+    assert.match(versionOf('pg'), /^8\./);
+    assert.match(versionOf('pg-pool'), /^3\./);
   });
 
   describe('a checkout that timed out waiting for a free client', () => {

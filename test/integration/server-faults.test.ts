@@ -12,7 +12,7 @@ import { after, before, describe, it, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ClientErrorAbsorbedEvent } from '../../src/index.ts';
 import { isCircuitOpenError, PgResilienceInstrumentation } from '../../src/index.ts';
-import type { OperationEvent } from '../../src/policy/pipeline.ts';
+import type { OperationEvent } from '../../src/policy/types.ts';
 import type { RecoveryAttemptEvent, RetryEvent } from '../../src/policy/events.ts';
 // Static: fault-proxy.ts only imports pg's types, so it does not load pg (the instrumentation must
 // exist before pg loads). Its proxies must exist before the instrumentation: their ports name the

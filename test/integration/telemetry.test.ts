@@ -411,9 +411,14 @@ describe('telemetry: spans, metrics and logs from a real scenario', T, () => {
     assert.ok(v(METRICS.rateLimitWaitDuration, { [ATTR.TARGET]: WAIT }, '_count') >= 2);
     assert.equal(v(METRICS.rateLimitQueueSize, { [ATTR.TARGET]: WAIT }), 0);
     assert.equal(v(METRICS.rateLimitRejections, { [ATTR.TARGET]: DROP, [ATTR.REASON]: 'drop' }), 2);
+    // The timed-out statement was cancelled on the server (it did not run) and not sent again.
     assert.equal(v(METRICS.timeouts, { [ATTR.TARGET]: WAIT, [ATTR.OPERATION]: 'query' }), 1);
+    assert.equal(v(METRICS.statementCancellations, { [ATTR.TARGET]: WAIT, [ATTR.RESULT]: 'cancelled' }), 1);
+    assert.equal(v(METRICS.statementCancellations, { [ATTR.TARGET]: WAIT, [ATTR.RESULT]: 'no_answer' }), 0);
     assert.ok(v(METRICS.poolClientErrors, { [ATTR.TARGET]: WAIT, [ATTR.SOURCE]: 'pool' }) >= 1);
     assert.equal(v(METRICS.bulkheadRejections, main), 0);
+    assert.equal(v(METRICS.poolClientLeaks, main), 0);
+    assert.equal(v(METRICS.poolClientsLeaked, main), 0);
     // Bounded cardinality: no label value looks like SQL or a password.
     for (const s of samples.filter((x) => x.name.startsWith('pg_resilience_'))) {
       for (const value of Object.values(s.labels)) {

@@ -810,6 +810,33 @@ const SEMANTIC_CASES: CallFormCase[] = [
       }),
   },
   {
+    // The order matters: pg calls the first callback in its own tick, before it looks at its queue again,
+    // so a statement issued from that callback is queued first and 'drain' comes once, after both.
+    name: "malformed: client.query({}, cb) issued from client.query({ text: {} }, cb)'s callback (event order)",
+    run: (ctx) =>
+      withClient(ctx, async (c) => {
+        const order: string[] = [];
+        c.on('drain', () => order.push('drain'));
+        const both = new Promise<void>((resolve) => {
+          c.query({ text: {} }, (err: Error | null) => {
+            order.push(`first: ${err?.message ?? 'no error'}`);
+            c.query({}, (err2: Error | null) => {
+              order.push(`second: ${err2?.message ?? 'no error'}`);
+              resolve();
+            });
+          });
+        });
+        await within(both, 500, undefined);
+        await tick(50);
+        const rows = await within(
+          c.query('SELECT 1 AS n').then((r: any) => r.rows),
+          1000,
+          'no answer' as unknown,
+        );
+        return { order, nextStatement: rows };
+      }),
+  },
+  {
     name: 'malformed arguments: standalone client.query',
     timeoutMs: 40_000,
     run: (ctx) =>

@@ -1,7 +1,8 @@
 // A fault-injecting TCP proxy (pure node:net) to put between a pg client and a PostgreSQL server:
 // latency with jitter, resets on accept, reset of open connections, blackhole, refused connects,
-// connections cut (FIN or RST) after n bytes, and connections cut at a client message matching a
-// pattern (before or after forwarding it). The proxy never throws an unhandled 'error'.
+// connections cut (FIN or RST) after n bytes, connections reset right after a whole server message, and
+// connections cut at a client message matching a pattern (before or after forwarding it). The proxy
+// never throws an unhandled 'error'.
 // Part of the harness shared by the tests, the demo and the benchmarks (test/support/README.md).
 import net from 'node:net';
 
@@ -38,6 +39,8 @@ export interface ProxyStats {
   closedAfterBytes: number;
   /** connections reset by resetAfterBytes() */
   resetAfterBytes: number;
+  /** connections reset by cutAfterServerMessage() */
+  cutAfterMessage: number;
   /** bytes forwarded client → server */
   bytesUp: number;
   /** bytes forwarded server → client */
@@ -64,7 +67,7 @@ export interface MessageCut {
    * 'partition': the client gets a FIN, the server side stays open and hears nothing more (a network
    * partition the server does not notice: its backend waits, e.g. idle in transaction).
    */
-  mode?: Cut;
+  mode?: Exclude<Cut, 'msg'>;
   /** Share (0..1) of matching messages that cut; default 1. Drawn with the proxy's `random`. */
   share?: number;
   /** Most cuts this rule makes; default unlimited. */
@@ -74,8 +77,11 @@ export interface MessageCut {
 }
 
 type Dir = 'upstream' | 'downstream';
-/** How a connection is cut: FIN or RST both ways, or `partition`: only the client is closed (FIN). */
-export type Cut = 'fin' | 'rst' | 'partition';
+/**
+ * How a connection is cut: FIN or RST both ways, `partition`: only the client is closed (FIN), or `msg`:
+ * RST both ways right after a server message (cutAfterServerMessage).
+ */
+export type Cut = 'fin' | 'rst' | 'partition' | 'msg';
 
 interface Limit {
   n: number;
@@ -144,6 +150,55 @@ function sqlOf(message: Buffer): string | undefined {
     return message.toString('utf8', nameEnd + 1, textEnd < 0 ? message.length : textEnd);
   }
   return undefined;
+}
+
+/**
+ * Follows the server → client byte stream message by message (a type byte, then an int32 length that
+ * counts itself) and picks, with probability `share` per message, the ones after which the connection is
+ * cut. Only messages after the first ReadyForQuery count (the startup handshake is never cut), and
+ * DataRows do not (the odds per statement do not grow with its number of rows).
+ */
+class MessageCutter {
+  readonly #share: number;
+  readonly #random: () => number;
+  #ready = false;
+  #header: number[] = [];
+  #type = 0;
+  #remaining = 0;
+
+  constructor(share: number, random: () => number) {
+    this.#share = share;
+    this.#random = random;
+  }
+
+  /** The offset just after the first message of `chunk` picked for a cut, or -1. */
+  scan(chunk: Buffer): number {
+    let i = 0;
+    while (i < chunk.length) {
+      if (this.#header.length < 5) {
+        this.#header.push(chunk[i++]!);
+        if (this.#header.length < 5) continue;
+        this.#type = this.#header[0]!;
+        this.#remaining = Buffer.from(this.#header).readUInt32BE(1) - 4;
+      } else {
+        const take = Math.min(this.#remaining, chunk.length - i);
+        i += take;
+        this.#remaining -= take;
+      }
+      if (this.#remaining === 0 && this.#messageEnds()) return i;
+    }
+    return -1;
+  }
+
+  #messageEnds(): boolean {
+    this.#header = [];
+    if (!this.#ready) {
+      if (this.#type === 0x5a) this.#ready = true; // 'Z' ReadyForQuery
+      return false;
+    }
+    if (this.#type === 0x44) return false; // 'D' DataRow: a long result must not multiply the odds
+    return this.#random() < this.#share;
+  }
 }
 
 /** One direction of one connection: src → (faults, delay queue) → dst. */
@@ -251,6 +306,7 @@ class Connection {
   readonly down: Pipe;
   readonly closeLimit: Limit | undefined;
   readonly resetLimit: Limit | undefined;
+  readonly messageCutter: MessageCutter | undefined;
   readonly forwarded = { upstream: 0, downstream: 0 };
   /** closeAfterBytes/resetAfterBytes fired: everything else is dropped */
   cutting = false;
@@ -262,6 +318,8 @@ class Connection {
   /** terminal events held back while blackholed: FIN per direction, or a reset */
   heldEnd = { upstream: false, downstream: false };
   heldReset = false;
+  /** strandOpenConnections(): the server side is gone; the client side hears nothing more, ever */
+  stranded = false;
   upstreamConnected = false;
   #closedSockets = 0;
   readonly #framer = new FrontendFramer();
@@ -276,6 +334,9 @@ class Connection {
     this.upstream = upstream;
     this.closeLimit = proxy.closeLimit;
     this.resetLimit = proxy.resetLimit;
+    this.messageCutter = proxy.messageCut
+      ? new MessageCutter(proxy.messageCut.share, proxy.messageCut.random)
+      : undefined;
     this.up = new Pipe(this, 'upstream', client, upstream);
     this.down = new Pipe(this, 'downstream', upstream, client);
     for (const pipe of [this.up, this.down]) {
@@ -295,7 +356,7 @@ class Connection {
 
   onData(pipe: Pipe, chunk: Buffer): void {
     if (this.closed || this.cutting) return;
-    if (this.proxy.isBlackholed) {
+    if (this.proxy.isBlackholed || this.stranded) {
       this.proxy.stats.bytesSwallowed += chunk.length;
       return;
     }
@@ -317,6 +378,13 @@ class Connection {
         cut = mode;
       }
     }
+    if (this.messageCutter && pipe.dir === 'downstream') {
+      const end = this.messageCutter.scan(data);
+      if (end >= 0) {
+        data = data.subarray(0, end);
+        cut = 'msg';
+      }
+    }
     // Counted on receipt (the bytes this connection will forward), so later chunks see the total.
     this.forwarded[pipe.dir] += data.length;
     if (data.length > 0) pipe.push({ data });
@@ -333,7 +401,7 @@ class Connection {
    */
   frameUpstream(chunk: Buffer): [Buffer, Cut | undefined] {
     const messages = this.#framer.push(chunk);
-    const rule = this.proxy.messageCut;
+    const rule = this.proxy.clientMessageCut;
     if (!rule && this.#cutAtSync === undefined) {
       this.#tailForwarded = this.#framer.tailLength;
       return [chunk, undefined];
@@ -372,7 +440,7 @@ class Connection {
   onEnd(pipe: Pipe): void {
     // Partitioned: the server finally closed its side (e.g. its backend was terminated).
     if (this.partitioned && pipe.dir === 'downstream') this.upstream.destroy();
-    if (this.closed || this.cutting) return;
+    if (this.closed || this.cutting || this.stranded) return;
     if (this.proxy.isBlackholed) this.heldEnd[pipe.dir] = true;
     else pipe.push({ end: true });
   }
@@ -381,6 +449,7 @@ class Connection {
   onAbort(socket: net.Socket): void {
     if (this.closed) return;
     if (socket === this.upstream && !this.upstreamConnected) this.proxy.stats.upstreamFailed++;
+    if (this.stranded) return;
     if (this.proxy.isBlackholed) this.heldReset = true;
     else this.reset();
   }
@@ -393,7 +462,7 @@ class Connection {
 
   /** Called when the blackhole is lifted: deliver the closes and resets that were held back. */
   releaseHeld(): void {
-    if (this.closed) return;
+    if (this.closed || this.stranded) return;
     if (this.heldReset) {
       this.reset();
       return;
@@ -406,11 +475,25 @@ class Connection {
     }
   }
 
+  /** The path to the server is gone for good: close the server side; the client is told nothing. */
+  strand(): void {
+    if (this.closed || this.stranded) return;
+    this.stranded = true;
+    this.up.clear();
+    this.down.clear();
+    this.upstream.destroy();
+  }
+
   cut(mode: Cut): void {
     if (this.closed) return;
     this.cutting = true;
     this.up.clear();
     this.down.clear();
+    if (mode === 'msg') {
+      this.proxy.stats.cutAfterMessage++;
+      this.reset();
+      return;
+    }
     if (mode === 'rst') {
       if (!this.cutByMessage) this.proxy.stats.resetAfterBytes++;
       this.reset();
@@ -476,6 +559,7 @@ export class FaultProxy {
     resetOpen: 0,
     closedAfterBytes: 0,
     resetAfterBytes: 0,
+    cutAfterMessage: 0,
     bytesUp: 0,
     bytesDown: 0,
     bytesSwallowed: 0,
@@ -486,8 +570,10 @@ export class FaultProxy {
   closeLimit: Limit | undefined;
   /** @internal */
   resetLimit: Limit | undefined;
+  /** @internal the message cut new connections take (see cutAfterServerMessage) */
+  messageCut: { share: number; random: () => number } | undefined;
   /** @internal the rule set by cutOnMessage() */
-  messageCut: MessageCut | undefined;
+  clientMessageCut: MessageCut | undefined;
   #messageCutsLeft = Infinity;
   readonly #random: () => number;
   #server: net.Server | undefined;
@@ -608,6 +694,18 @@ export class FaultProxy {
     return conns.length;
   }
 
+  /**
+   * Every connection open now loses its path for good, as when the server's host failed over or a
+   * network path dropped the flows: the server side is closed, while the client side stays open and
+   * hears nothing more, no data, no FIN, no RST (what it sends is dropped), even after a blackhole is
+   * lifted. Returns how many. New connections are not affected.
+   */
+  strandOpenConnections(): number {
+    const conns = [...this.#connections].filter((c) => !c.closed && !c.stranded);
+    for (const c of conns) c.strand();
+    return conns.length;
+  }
+
   /** New and existing connections: accepted, then every byte in both directions is dropped; nothing is
    * forwarded and nothing is closed (closes and resets seen meanwhile are delivered when it is lifted). */
   blackhole(on: boolean): void {
@@ -643,6 +741,21 @@ export class FaultProxy {
     this.resetLimit = FaultProxy.#limit('resetAfterBytes', n, direction);
   }
 
+  /**
+   * Each connection opened from now on: after each whole server message (once the connection is ready;
+   * DataRows excepted), with probability `share`, the message is forwarded and then the connection is reset (RST both ways),
+   * e.g. after an INSERT's CommandComplete but before its ReadyForQuery. `seed` makes the choice
+   * reproducible (default: the proxy's `random`). null turns it off.
+   */
+  cutAfterServerMessage(share: number | null, seed?: number): void {
+    if (share === null) {
+      this.messageCut = undefined;
+      return;
+    }
+    if (!(share >= 0 && share <= 1)) throw new RangeError('cutAfterServerMessage: share must be within 0..1');
+    this.messageCut = { share, random: seed === undefined ? this.#random : seededRandom(seed) };
+  }
+
   static #limit(name: string, n: number | null, direction: ByteDirection): Limit | undefined {
     if (n === null) return undefined;
     if (!Number.isInteger(n) || n < 0) throw new RangeError(`${name}: n must be an integer >= 0 or null`);
@@ -667,7 +780,7 @@ export class FaultProxy {
       if (!(limit >= 0)) throw new RangeError('cutOnMessage: limit must be >= 0');
       this.#messageCutsLeft = limit;
     }
-    this.messageCut = rule ?? undefined;
+    this.clientMessageCut = rule ?? undefined;
   }
 
   /** @internal a matching message: does it cut (share, limit)? */
@@ -686,6 +799,7 @@ export class FaultProxy {
     this.resetNewConnections(0);
     this.closeAfterBytes(null);
     this.resetAfterBytes(null);
+    this.cutAfterServerMessage(null);
     this.blackhole(false);
   }
 

@@ -96,6 +96,7 @@ describe('alert rules', () => {
       'PgResilienceSlowOperations',
       'PgResiliencePoolUtilisationHigh',
       'PgResilienceClientErrorsSpiking',
+      'PgResilienceClientsLeaked',
     ]) {
       assert.ok(names.includes(name), `missing alert ${name}`);
     }

@@ -48,6 +48,7 @@ const resilienceErrors: Record<string, () => Error> = {
   PGR_BULKHEAD_REJECTED: () => new BulkheadRejectedError(TARGET, 10, 0),
   'PGR_TIMEOUT:connect': () => new OperationTimeoutError(TARGET, 'connect', 500),
   'PGR_TIMEOUT:query': () => new OperationTimeoutError(TARGET, 'query', 500),
+  'PGR_TIMEOUT:query:not_run': () => new OperationTimeoutError(TARGET, 'query', 500, { outcome: 'not_run' }),
   PGR_TRANSACTION_OUTCOME_UNKNOWN: () =>
     new TransactionOutcomeUnknownError(TARGET, systemError('ECONNRESET')),
 };
@@ -311,6 +312,22 @@ describe('classifyError: this package’s errors', () => {
         c('query_timeout', true, 'unknown', true, 'PGR_TIMEOUT'),
       );
     }
+  });
+
+  it('a statement timeout the server cancelled (outcome not_run) classifies like 57014: rejected, not retried, not counted', () => {
+    const cancelled = new OperationTimeoutError(TARGET, 'query', 100, { outcome: 'not_run' });
+    assert.equal(cancelled.cancelled, true);
+    assert.match(cancelled.message, /cancelled on the server: the statement did not run/);
+    assert.deepEqual(
+      { ...classifyError(cancelled) },
+      c('statement_timeout', false, 'rejected', false, 'PGR_TIMEOUT'),
+    );
+    const unknown = new OperationTimeoutError(TARGET, 'query', 100, {
+      outcome: 'unknown',
+      detail: 'no answer',
+    });
+    assert.equal(unknown.cancelled, false);
+    assert.deepEqual({ ...classifyError(unknown) }, c('query_timeout', true, 'unknown', true, 'PGR_TIMEOUT'));
   });
 
   it('is resilience_rejection even when its cause is a transient network error', () => {

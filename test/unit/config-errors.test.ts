@@ -115,11 +115,17 @@ const LEAVES: Record<string, LeafRow> = {
   'rateLimit.maxWaitMs': int(0, 600000, 'no limit'),
   'timeout.queryMs': int(0, 86400000, 'off'),
   'timeout.connectMs': int(0, 86400000, 'off'),
+  'timeout.cancelGraceMs': int(0, 86400000, 'no cancel'),
   'bulkhead.maxConcurrent': int(0, 100000, 'off'),
   'bulkhead.maxQueue': int(0, 1000000),
   'recovery.enabled': bool,
   'recovery.intervalMs': int(0, 600000),
   'recovery.maxAttempts': int(0, 1000000, 'no limit'),
+  'liveness.keepAliveInitialDelayMs': int(0, 86400000, 'off'),
+  'liveness.evictIdleOnOutage': bool,
+  'leakDetection.enabled': bool,
+  'leakDetection.idleThresholdMs': int(0, 86400000, 'off'),
+  'leakDetection.deadGraceMs': int(1, 600000),
   'transaction.outcomeResolutionMs': int(0, 600000, 'off'),
 };
 
@@ -176,7 +182,8 @@ describe('every setting: a wrong type or an out-of-range value is one issue nami
 
 const RETRY_KEYS =
   'enabled, maxAttempts, initialDelayMs, maxDelayMs, multiplier, jitter, perErrorClass, budget';
-const SETTINGS_KEYS = 'retry, circuitBreaker, rateLimit, timeout, bulkhead, recovery, transaction';
+const SETTINGS_KEYS =
+  'retry, circuitBreaker, rateLimit, timeout, bulkhead, recovery, liveness, leakDetection, transaction';
 const TOP_KEYS = `${SETTINGS_KEYS}, disabled, profile, targets, telemetry, classify`;
 
 describe('structure: an object where one is expected, unknown keys at every level', () => {
@@ -189,7 +196,7 @@ describe('structure: an object where one is expected, unknown keys at every leve
     {
       name: 'a section given as an array',
       input: { options: { timeout: [1000] } as never },
-      line: 'timeout = [1000] (from code): must be an object with the keys: queryMs, connectMs',
+      line: 'timeout = [1000] (from code): must be an object with the keys: queryMs, connectMs, cancelGraceMs',
     },
     {
       name: 'retry.budget as a number',
@@ -239,7 +246,7 @@ describe('structure: an object where one is expected, unknown keys at every leve
     {
       name: 'unknown key in timeout',
       input: { options: { timeout: { statementMs: 100 } } as never },
-      line: 'timeout.statementMs = 100 (from code): is not a known setting; timeout accepts: queryMs, connectMs',
+      line: 'timeout.statementMs = 100 (from code): is not a known setting; timeout accepts: queryMs, connectMs, cancelGraceMs',
     },
     {
       name: 'unknown key in bulkhead',
@@ -569,6 +576,11 @@ describe('environment variables: a bad value is one issue naming the variable, t
       line: 'timeout.connectMs = "0x10" (from env PG_RESILIENCE_CONNECT_TIMEOUT_MS): must be an integer from 0 to 86400000 (0 = off)',
     },
     {
+      name: 'PG_RESILIENCE_KEEPALIVE_MS',
+      value: '10s',
+      line: 'liveness.keepAliveInitialDelayMs = "10s" (from env PG_RESILIENCE_KEEPALIVE_MS): must be an integer from 0 to 86400000 (0 = off)',
+    },
+    {
       name: 'PG_RESILIENCE_RATE_LIMIT',
       value: '100/s',
       line: 'rateLimit.ratePerMinute = "100/s" (from env PG_RESILIENCE_RATE_LIMIT): must be a number of permits per minute: 0 turns the limiter off, a number greater than 0 and at most 60000000 turns it on',
@@ -609,6 +621,16 @@ describe('environment variables: a bad value is one issue naming the variable, t
       line: 'bulkhead.maxConcurrent = "true" (from env PG_RESILIENCE_BULKHEAD): must be an integer from 0 to 100000 (0 = off)',
     },
     {
+      name: 'PG_RESILIENCE_LEAK_THRESHOLD_MS',
+      value: '30s',
+      line: 'leakDetection.idleThresholdMs = "30s" (from env PG_RESILIENCE_LEAK_THRESHOLD_MS): must be an integer from 0 to 86400000 (0 = off)',
+    },
+    {
+      name: 'PG_RESILIENCE_LEAK_DEAD_GRACE_MS',
+      value: '0',
+      line: 'leakDetection.deadGraceMs = 0 (from env PG_RESILIENCE_LEAK_DEAD_GRACE_MS): must be an integer from 1 to 600000',
+    },
+    {
       name: 'PG_RESILIENCE_CONFIG',
       value: '/nonexistent/pg-resilience.json',
       line: `PG_RESILIENCE_CONFIG = "/nonexistent/pg-resilience.json" (from env PG_RESILIENCE_CONFIG): must name a readable JSON file; reading /nonexistent/pg-resilience.json failed: ENOENT: no such file or directory, open '/nonexistent/pg-resilience.json'`,
@@ -636,7 +658,7 @@ describe('environment variables: a bad value is one issue naming the variable, t
     {
       name: 'PG_RESILIENCE_RETRY_ATTEMPT',
       value: '3',
-      line: 'PG_RESILIENCE_RETRY_ATTEMPT = 3 (from env PG_RESILIENCE_RETRY_ATTEMPT): is not a pg-resilience variable (did you mean PG_RESILIENCE_RETRY_ATTEMPTS?); known variables: PG_RESILIENCE_DISABLED, PG_RESILIENCE_PROFILE, PG_RESILIENCE_CONFIG, PG_RESILIENCE_RETRY_ATTEMPTS, PG_RESILIENCE_RETRY_INITIAL_DELAY_MS, PG_RESILIENCE_RETRY_MAX_DELAY_MS, PG_RESILIENCE_TIMEOUT_MS, PG_RESILIENCE_CONNECT_TIMEOUT_MS, PG_RESILIENCE_RATE_LIMIT, PG_RESILIENCE_RATE_LIMIT_BURST, PG_RESILIENCE_RATE_LIMIT_STRATEGY, PG_RESILIENCE_BREAKER_FAILURES, PG_RESILIENCE_BREAKER_HALF_OPEN_AFTER_MS, PG_RESILIENCE_RECOVERY_INTERVAL_MS, PG_RESILIENCE_TRANSACTION_OUTCOME_RESOLUTION_MS, PG_RESILIENCE_BULKHEAD, PG_RESILIENCE_LOG_LEVEL, PG_RESILIENCE_OPERATION_SPANS, PG_RESILIENCE_HEALTH_PORT, PG_RESILIENCE_HEALTH_HOST, PG_RESILIENCE_NODE_CACHE',
+      line: 'PG_RESILIENCE_RETRY_ATTEMPT = 3 (from env PG_RESILIENCE_RETRY_ATTEMPT): is not a pg-resilience variable (did you mean PG_RESILIENCE_RETRY_ATTEMPTS?); known variables: PG_RESILIENCE_DISABLED, PG_RESILIENCE_PROFILE, PG_RESILIENCE_CONFIG, PG_RESILIENCE_RETRY_ATTEMPTS, PG_RESILIENCE_RETRY_INITIAL_DELAY_MS, PG_RESILIENCE_RETRY_MAX_DELAY_MS, PG_RESILIENCE_TIMEOUT_MS, PG_RESILIENCE_CONNECT_TIMEOUT_MS, PG_RESILIENCE_KEEPALIVE_MS, PG_RESILIENCE_RATE_LIMIT, PG_RESILIENCE_RATE_LIMIT_BURST, PG_RESILIENCE_RATE_LIMIT_STRATEGY, PG_RESILIENCE_BREAKER_FAILURES, PG_RESILIENCE_BREAKER_HALF_OPEN_AFTER_MS, PG_RESILIENCE_RECOVERY_INTERVAL_MS, PG_RESILIENCE_TRANSACTION_OUTCOME_RESOLUTION_MS, PG_RESILIENCE_BULKHEAD, PG_RESILIENCE_LEAK_THRESHOLD_MS, PG_RESILIENCE_LEAK_DEAD_GRACE_MS, PG_RESILIENCE_LOG_LEVEL, PG_RESILIENCE_OPERATION_SPANS, PG_RESILIENCE_HEALTH_PORT, PG_RESILIENCE_HEALTH_HOST, PG_RESILIENCE_NODE_CACHE',
     },
   ];
 

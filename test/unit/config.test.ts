@@ -116,9 +116,11 @@ const EXPECTED_DEFAULT: ResilienceSettings = {
     maxQueueSize: 1000,
     maxWaitMs: 5000,
   },
-  timeout: { queryMs: 0, connectMs: 10000 },
+  timeout: { queryMs: 0, connectMs: 10000, cancelGraceMs: 1000 },
   bulkhead: { maxConcurrent: 0, maxQueue: 100 },
   recovery: { enabled: true, intervalMs: 500, maxAttempts: 0 },
+  liveness: { keepAliveInitialDelayMs: 10000, evictIdleOnOutage: true },
+  leakDetection: { enabled: true, idleThresholdMs: 0, deadGraceMs: 5000 },
   transaction: { outcomeResolutionMs: 10000 },
 };
 // The seed's database profile.
@@ -152,9 +154,11 @@ const EXPECTED_BATCH: ResilienceSettings = {
     maxQueueSize: 1000,
     maxWaitMs: 0,
   },
-  timeout: { queryMs: 0, connectMs: 30000 },
+  timeout: { queryMs: 0, connectMs: 30000, cancelGraceMs: 1000 },
   bulkhead: { maxConcurrent: 0, maxQueue: 100 },
   recovery: { enabled: true, intervalMs: 30000, maxAttempts: 3 },
+  liveness: { keepAliveInitialDelayMs: 10000, evictIdleOnOutage: true },
+  leakDetection: { enabled: true, idleThresholdMs: 0, deadGraceMs: 5000 },
   transaction: { outcomeResolutionMs: 60000 },
 };
 
@@ -165,6 +169,8 @@ const settingsOf = (c: ResilienceConfig): ResilienceSettings => ({
   timeout: c.timeout,
   bulkhead: c.bulkhead,
   recovery: c.recovery,
+  liveness: c.liveness,
+  leakDetection: c.leakDetection,
   transaction: c.transaction,
 });
 
@@ -1004,6 +1010,8 @@ describe('settingsForTarget', () => {
     assert.deepEqual(Object.keys(s).sort(), [
       'bulkhead',
       'circuitBreaker',
+      'leakDetection',
+      'liveness',
       'rateLimit',
       'recovery',
       'retry',

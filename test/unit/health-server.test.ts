@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { afterEach, describe, it } from 'node:test';
 import { diag } from '@opentelemetry/api';
-import type { TargetSnapshot } from '../../src/policy/pipeline.ts';
+import type { TargetSnapshot } from '../../src/policy/types.ts';
 import {
   type HealthReport,
   HealthTracker,

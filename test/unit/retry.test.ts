@@ -372,7 +372,7 @@ describe('RetryPolicy', () => {
     assert.equal(budget!.remaining, 1);
   });
 
-  it('enabled: false runs fn(1) only, even for a transient error, without touching the budget', async () => {
+  it('enabled: false runs fn(1) only, even for a transient error (the call still counts for a budget)', async () => {
     const { fake, clock } = fakeClock();
     const budget = new RetryBudget({ enabled: true, ratio: 1, windowMs: 10_000, minRetries: 0 }, clock);
     const policy = new RetryPolicy(settings({ enabled: false }), 't', classify, budget, clock);
@@ -381,7 +381,21 @@ describe('RetryPolicy', () => {
     assert.equal((await settle(fake, policy.execute(fn, ctx))).error, err);
     assert.deepEqual(calls, [1]);
     assert.equal(fake.countTimers(), 0);
-    assert.equal(budget.remaining, 0, 'no call recorded');
+    assert.equal(budget.remaining, 1, 'one call recorded, no retry taken');
+  });
+
+  it('ctx.retry false runs fn(1) only, without asking the veto (the call still counts for the budget)', async () => {
+    const { fake, clock } = fakeClock();
+    const budget = new RetryBudget({ enabled: true, ratio: 1, windowMs: 10_000, minRetries: 0 }, clock);
+    const policy = new RetryPolicy(settings(), 't', classify, budget, clock);
+    const err = transient('connect_refused');
+    const { fn, calls } = script(err);
+    let asked = 0;
+    const noRetry = { operation: 'query' as const, retry: false, canRetry: () => (asked++, true as const) };
+    assert.equal((await settle(fake, policy.execute(fn, noRetry))).error, err);
+    assert.deepEqual(calls, [1]);
+    assert.equal(asked, 0);
+    assert.equal(budget.remaining, 1, 'one call recorded, no retry taken');
   });
 
   it('maxAttempts 1 with no class allowing more: same as disabled', async () => {

@@ -17,7 +17,7 @@ import { InMemorySpanExporter, SimpleSpanProcessor, TracerProvider } from '@open
 import { isConfigError, resolveConfig } from '../../src/config/index.ts';
 import type { OperationSpanMode, ResilienceOptions } from '../../src/config/types.ts';
 import { isCircuitOpenError } from '../../src/errors.ts';
-import { PolicyRegistry } from '../../src/policy/pipeline.ts';
+import { PolicyRegistry } from '../../src/policy/registry.ts';
 import { ATTR, LOG_EVENTS, METRICS, SPAN_EVENTS, SPANS } from '../../src/telemetry/catalog.ts';
 import {
   CONSOLE_BURST,

@@ -2,8 +2,9 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { describe, it } from 'node:test';
 import { isOperationTimeoutError, OperationTimeoutError } from '../../src/errors.ts';
-import type { TimeoutEvent } from '../../src/policy/events.ts';
+import type { StatementCancelEvent, TimeoutEvent } from '../../src/policy/events.ts';
 import { createTimeout, TimeoutPolicy } from '../../src/policy/timeout.ts';
+import type { CancelHook, CancelOutcome } from '../../src/policy/types.ts';
 import { deferred, fakeClock, flush } from '../support/clock.ts';
 
 describe('TimeoutPolicy', () => {
@@ -182,5 +183,85 @@ describe('TimeoutPolicy', () => {
       { encoding: 'utf8' },
     );
     assert.equal(out.trim(), 'PGR_TIMEOUT');
+  });
+});
+
+describe('TimeoutPolicy: a statement cancelled at its deadline', () => {
+  const start = (graceMs: number, hook: CancelHook | undefined) => {
+    const { fake, clock } = fakeClock();
+    const t = new TimeoutPolicy(100, 'db:5432/app', clock, graceMs);
+    const cancels: StatementCancelEvent[] = [];
+    t.onCancel((e) => cancels.push(e));
+    const late = deferred<string>();
+    let signal: AbortSignal | undefined;
+    const box: { value?: unknown; error?: unknown } = {};
+    t.execute(
+      (s) => {
+        signal = s;
+        return late.promise;
+      },
+      'query',
+      undefined,
+      hook,
+    ).then(
+      (v) => (box.value = v),
+      (e) => (box.error = e),
+    );
+    return { fake, late, box, cancels, signal: () => signal };
+  };
+
+  it("waits for the hook's outcome, not fn's late answer, and reports it", async () => {
+    const answer = deferred<CancelOutcome>();
+    const calls: [OperationTimeoutError, number][] = [];
+    const { fake, late, box, cancels, signal } = start(500, (timeout, graceMs) => {
+      calls.push([timeout, graceMs]);
+      return answer.promise;
+    });
+    fake.tick(100);
+    await flush();
+    assert.equal(calls.length, 1);
+    assert.equal(calls[0]![1], 500);
+    assert.equal(signal()!.aborted, true, 'the attempt knows its deadline passed');
+    late.resolve('late value'); // fn's own answer: the hook decides instead
+    await flush();
+    assert.deepEqual(box, {});
+    const notRun = new OperationTimeoutError('db:5432/app', 'query', 100, { outcome: 'not_run' });
+    answer.resolve({ result: 'cancelled', ok: false, error: notRun });
+    await flush();
+    assert.equal(box.error, notRun);
+    assert.deepEqual(cancels, [{ target: 'db:5432/app', operation: 'query', result: 'cancelled' }]);
+  });
+
+  it('a completed statement resolves with its value', async () => {
+    const { fake, box, cancels } = start(500, () =>
+      Promise.resolve({ result: 'completed', ok: true, value: 7 }),
+    );
+    fake.tick(100);
+    await flush();
+    assert.equal(box.value, 7);
+    assert.deepEqual(
+      cancels.map((e) => e.result),
+      ['completed'],
+    );
+  });
+
+  it('no cancel: a hook that returns undefined or throws, or a grace of 0, rejects at once', async () => {
+    for (const [grace, hook] of [
+      [500, () => undefined],
+      [
+        500,
+        () => {
+          throw new Error('hook bug');
+        },
+      ],
+      [0, () => Promise.resolve({ result: 'completed', ok: true, value: 1 })],
+    ] as [number, CancelHook][]) {
+      const { fake, box, cancels } = start(grace, hook);
+      fake.tick(100);
+      await flush();
+      assert.ok(isOperationTimeoutError(box.error));
+      assert.equal((box.error as OperationTimeoutError).outcome, 'unknown');
+      assert.deepEqual(cancels, []);
+    }
   });
 });

@@ -1,4 +1,6 @@
 /**
+ * src/crash-guards: keeps an unhandled pg 'error' event from killing the process (this file only).
+ *
  * Crash guards. node-postgres emits 'error' on a Client whose connection dies and pg-pool re-emits an
  * idle client's error as the Pool's 'error'; an EventEmitter 'error' with no listener throws, which
  * kills the process (node-postgres #1324, #2635, #3202). The guard wraps `emit` on the Client and Pool
