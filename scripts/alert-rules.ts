@@ -11,6 +11,7 @@ const STATE = prometheusLabel(ATTR.STATE);
 const FROM = prometheusLabel(ATTR.FROM);
 const TO = prometheusLabel(ATTR.TO);
 const OUTCOME = prometheusLabel(ATTR.OUTCOME);
+const RESULT = prometheusLabel(ATTR.RESULT);
 
 const m = {
   state: prometheusName(METRICS.circuitState),
@@ -24,6 +25,7 @@ const m = {
   recovery: prometheusName(METRICS.recoveryAttempts),
   clientErrors: prometheusName(METRICS.poolClientErrors),
   leaked: prometheusName(METRICS.poolClientsLeaked),
+  resolutions: prometheusName(METRICS.transactionOutcomeResolutions),
 };
 
 /** instrumentation-pg's pool series (not ours: named here once). */
@@ -163,6 +165,15 @@ export const ALERTS: readonly AlertRule[] = [
     summary: 'Pool clients leaked on {{ $labels.pg_resilience_target }}',
     description:
       'Clients checked out with pool.connect() from a pool for {{ $labels.pg_resilience_target }} were reported as leaked and have not been released for 1 minute: each holds a pool slot, and when all are gone every caller waits. The app log has one warning per leak with the stack of its checkout.',
+  },
+  {
+    alert: 'PgResilienceCommitOutcomeUnknown',
+    expr: `sum by (${T}) (increase(${m.resolutions}{${RESULT}="unknown"}[15m])) > 0`,
+    for: '0m',
+    severity: 'critical',
+    summary: 'Transactions of unknown outcome on {{ $labels.pg_resilience_target }}',
+    description:
+      'A withTransaction COMMIT on {{ $labels.pg_resilience_target }} was lost in flight and its outcome stayed unknown: the caller got TransactionOutcomeUnknownError, and the transaction, which may or may not have committed, must be checked by its transaction id.',
   },
 ];
 
@@ -319,6 +330,18 @@ export const ALERT_CASES: readonly AlertCase[] = [
       { series: sel(m.leaked, good), values: '0 1 0x20' },
     ],
     evalTime: '3m',
+    firing: [bad],
+  },
+  {
+    alert: 'PgResilienceCommitOutcomeUnknown',
+    series: [
+      { series: sel(m.resolutions, { ...bad, [RESULT]: 'unknown' }), values: '0 0 0 1 1 1 1 1 1 1 1 1' },
+      { series: sel(m.resolutions, { ...bad, [RESULT]: 'committed' }), values: '0+1x11' },
+      { series: sel(m.resolutions, { ...good, [RESULT]: 'unknown' }), values: '0x11' },
+      { series: sel(m.resolutions, { ...good, [RESULT]: 'committed' }), values: '0+3x11' },
+      { series: sel(m.resolutions, { ...good, [RESULT]: 'aborted' }), values: '0+3x11' },
+    ],
+    evalTime: '2m',
     firing: [bad],
   },
 ];

@@ -54,6 +54,7 @@ const ATTRIBUTE_DOCS: Record<string, string> = {
     'operations: `success`, `failure`, `rejected` (refused by a policy before any attempt); probes: `success`, `failure`.',
   [ATTR.REASON]: `retry.suppressed: ${ATTRIBUTE_VALUES.retrySuppressedReason.map(code).join(', ')}; rate_limit.rejections: ${ATTRIBUTE_VALUES.rateLimitRejectedReason.map(code).join(', ')}; pool.client.leaks: ${ATTRIBUTE_VALUES.leakReason.map(code).join(', ')}.`,
   [ATTR.STATE]: ATTRIBUTE_VALUES[ATTR.STATE].map(code).join(', '),
+  [ATTR.RESULT]: `statement.cancellations: ${ATTRIBUTE_VALUES.statementCancellationResult.map(code).join(', ')}; transaction.outcome_resolutions: ${ATTRIBUTE_VALUES.transactionOutcomeResult.map(code).join(', ')}.`,
   [ATTR.FROM]: 'The breaker state left.',
   [ATTR.TO]: 'The breaker state entered.',
   [ATTR.SOURCE]: '`pool` (an idle pooled client) or `client` (a standalone or checked-out client).',

@@ -138,15 +138,28 @@ export class OperationTimeoutError extends ResilienceError {
   }
 }
 
-/** A transaction's COMMIT was sent but the connection died before its answer: it may or may not have committed. Never retried. */
+/**
+ * A transaction's COMMIT was sent but the connection died before its answer, and the server could not
+ * tell what became of it (no server answered within `transaction.outcomeResolutionMs`, the id was too old
+ * to look up, or resolution is off): it may or may not have committed. Never retried.
+ *
+ * `transactionId` is the transaction's id (`txid_current_if_assigned()`) when it was learned: check it by
+ * hand with `SELECT txid_status(<id>)` (`committed`, `aborted`, `in progress`).
+ */
 export class TransactionOutcomeUnknownError extends ResilienceError {
   readonly code = 'PGR_TRANSACTION_OUTCOME_UNKNOWN';
-  constructor(target: string, cause: unknown) {
+  /** The transaction's id (decimal text, as `txid_current()` gives it), or undefined when it was not learned. */
+  readonly transactionId: string | undefined;
+  constructor(target: string, cause: unknown, transactionId?: string) {
     super(
       target,
-      `The connection to ${target} was lost while COMMIT was in flight: the transaction may or may not have committed, so it was not retried`,
+      `The connection to ${target} was lost while COMMIT was in flight: the transaction may or may not have committed, so it was not retried` +
+        (transactionId === undefined
+          ? ''
+          : `; its outcome could not be learned: check it with SELECT txid_status(${transactionId})`),
       { cause },
     );
+    this.transactionId = transactionId;
   }
 }
 

@@ -119,6 +119,10 @@ const DEFAULT_PROFILE: ResilienceSettings = {
     // A client whose connection ended is useless; code that handles the error releases it within milliseconds, so five seconds still held is a leak.
     deadGraceMs: 5000,
   },
+  transaction: {
+    // Ten seconds rides out a dropped connection or a quick failover and still answers a request in time.
+    outcomeResolutionMs: 10000,
+  },
 };
 
 /** `batch`: background jobs that prefer waiting over failing, and must not overload the database. */
@@ -226,6 +230,10 @@ const BATCH_PROFILE: ResilienceSettings = {
     idleThresholdMs: 0,
     // As default: a dead client still held after five seconds is leaked.
     deadGraceMs: 5000,
+  },
+  transaction: {
+    // A minute: a job would rather wait out a failover than stop on a transaction it cannot account for.
+    outcomeResolutionMs: 60000,
   },
 };
 

@@ -127,6 +127,13 @@ export const ENV_VARS: ReadonlyArray<EnvVar> = [
     description: 'Time between background recovery probes, in ms.',
   },
   {
+    name: 'PG_RESILIENCE_TRANSACTION_OUTCOME_RESOLUTION_MS',
+    setting: 'transaction.outcomeResolutionMs',
+    kind: 'integer',
+    description:
+      'withTransaction: how long to keep asking whether a COMMIT lost in flight committed, in ms (0 = off).',
+  },
+  {
     name: 'PG_RESILIENCE_BULKHEAD',
     setting: 'bulkhead.maxConcurrent',
     kind: 'integer',

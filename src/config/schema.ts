@@ -276,6 +276,18 @@ const leakDetectionSchema = object(
   'Leak detection for clients checked out with `pool.connect()`.',
 );
 
+const transactionSchema = object(
+  {
+    outcomeResolutionMs: int(
+      0,
+      MAX_DELAY_MS,
+      'withTransaction: when the connection dies while COMMIT is in flight, how long to keep asking the server (on other connections) whether the transaction committed, in ms. Committed: the call returns the result; aborted: the transaction runs again from BEGIN (an attempt, within the retry limits); still unknown at the end: TransactionOutcomeUnknownError with the transaction id. 0 = off: no transaction id is learned (one round trip less per transaction) and the call fails with TransactionOutcomeUnknownError at once.',
+      'off',
+    ),
+  },
+  'withTransaction: settling a COMMIT lost in flight (see retry-safety.md).',
+);
+
 /** One target's complete settings. */
 export const settingsSchema = object(
   {
@@ -287,6 +299,7 @@ export const settingsSchema = object(
     recovery: recoverySchema,
     liveness: livenessSchema,
     leakDetection: leakDetectionSchema,
+    transaction: transactionSchema,
   },
   'The settings one target’s policies are built from.',
 );

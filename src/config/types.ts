@@ -147,6 +147,15 @@ export interface LeakDetectionSettings {
   deadGraceMs: number;
 }
 
+export interface TransactionSettings {
+  /**
+   * withTransaction: when the connection dies while COMMIT is in flight, how long to keep asking the
+   * server (on other connections) whether the transaction committed, in ms; 0 = off (no transaction id
+   * is learned, the call fails with TransactionOutcomeUnknownError at once).
+   */
+  outcomeResolutionMs: number;
+}
+
 export interface ResilienceSettings {
   retry: RetrySettings;
   circuitBreaker: CircuitBreakerSettings;
@@ -156,6 +165,7 @@ export interface ResilienceSettings {
   recovery: RecoverySettings;
   liveness: LivenessSettings;
   leakDetection: LeakDetectionSettings;
+  transaction: TransactionSettings;
 }
 
 export interface HealthEndpointSettings {

@@ -111,6 +111,24 @@ export interface RecoveryAttemptEvent {
   readonly error?: unknown;
 }
 
+/** What settling a COMMIT lost in flight concluded (withTransaction; see transaction/commit-outcome.ts). */
+export const COMMIT_OUTCOME_RESULTS = ['committed', 'aborted', 'unknown'] as const;
+export type CommitOutcomeResult = (typeof COMMIT_OUTCOME_RESULTS)[number];
+
+/** withTransaction's COMMIT was lost in flight and the server was asked what became of it. */
+export interface CommitOutcomeEvent extends OperationRef {
+  readonly result: CommitOutcomeResult;
+  /** The transaction id looked up, when the transaction had one (a transaction that wrote nothing has none). */
+  readonly transactionId: string | undefined;
+  /** Status lookups made (0 when the transaction had no id). */
+  readonly lookups: number;
+  /** From the lost COMMIT to the answer, in ms. */
+  readonly durationMs: number;
+  /** The connection error that lost the COMMIT. */
+  readonly error: unknown;
+  readonly errorType: string;
+}
+
 /**
  * What happened to one operation, in order, for whoever traces it (telemetry's operation span). The
  * per-target events above feed metrics and logs; these are the same facts, addressed to one operation.
@@ -120,6 +138,7 @@ export type OperationStep =
   | { readonly type: 'retry.suppressed'; readonly event: RetrySuppressedEvent }
   | { readonly type: 'retry.exhausted'; readonly event: RetryExhaustedEvent }
   | { readonly type: 'rate_limit.wait'; readonly waitedMs: number }
+  | { readonly type: 'commit.outcome'; readonly event: CommitOutcomeEvent }
   /** Refused by a policy before any attempt ran (rate limit, bulkhead, open breaker). */
   | { readonly type: 'rejected'; readonly error: unknown; readonly errorType: string };
 

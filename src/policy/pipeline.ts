@@ -41,6 +41,7 @@ import {
   type BulkheadRejectedEvent,
   type CircuitRejectedEvent,
   type CircuitStateChangeEvent,
+  type CommitOutcomeEvent,
   type CircuitStateName,
   type OperationKind,
   type OperationStep,
@@ -98,6 +99,7 @@ export class TargetPolicy {
   readonly #timeout = new SafeEventEmitter<TimeoutEvent>();
   readonly #cancel = new SafeEventEmitter<StatementCancelEvent>();
   readonly #recoveryAttempt = new SafeEventEmitter<RecoveryAttemptEvent>();
+  readonly #commitOutcome = new SafeEventEmitter<CommitOutcomeEvent>();
 
   /** Connect failures since the last operation that succeeded (the connect-outage rule). */
   readonly #connectOutage = new ConnectOutage();
@@ -129,6 +131,8 @@ export class TargetPolicy {
   readonly onRecoveryAttempt: Event<RecoveryAttemptEvent> = this.#recoveryAttempt.addListener;
   /** A logical operation finished: success, failure or rejected. */
   readonly onOperation: Event<OperationEvent> = this.#operation.addListener;
+  /** withTransaction asked the server what became of a COMMIT lost in flight (reported by the attempt). */
+  readonly onCommitOutcome: Event<CommitOutcomeEvent> = this.#commitOutcome.addListener;
 
   constructor(
     settings: ResilienceSettings,
@@ -187,10 +191,11 @@ export class TargetPolicy {
    * with the OperationTimeoutError as reason, so late resources can be released), else the caller's.
    * Resolves with `fn`'s value; rejects with exactly what ended the operation: `fn`'s own error object,
    * or a policy's typed rejection (RateLimitedError, BulkheadRejectedError, CircuitOpenError,
-   * OperationTimeoutError), or the caller's abort reason.
+   * OperationTimeoutError), or the caller's abort reason. `report(step)` lets an attempt tell what it did
+   * itself (withTransaction's COMMIT resolution): the per-target event and the operation's span get it.
    */
   async execute<T>(
-    fn: (attempt: number, signal?: AbortSignal) => Promise<T>,
+    fn: (attempt: number, signal?: AbortSignal, report?: (step: OperationStep) => void) => Promise<T>,
     ctx: ExecuteContext,
   ): Promise<T> {
     this.#operations++;
@@ -207,6 +212,10 @@ export class TargetPolicy {
     const admission = ctx.admission !== false;
     const breaker = admission ? this.#activeBreaker : undefined;
     const observed = observer?.begin(this.target, operation, started);
+    const report = (step: OperationStep): void => {
+      if (step.type === 'commit.outcome') this.#commitOutcome.emit(step.event);
+      observer?.step(observed, step);
+    };
 
     // One attempt: breaker → timeout → fn. `attempts` counts the attempts that really ran fn.
     const attempt = (n: number): Promise<T> => {
@@ -219,7 +228,7 @@ export class TargetPolicy {
           return timeout.execute(
             (signal) => {
               attempts = n;
-              return fn(n, signal);
+              return fn(n, signal, report);
             },
             operation,
             ctx.signal,
@@ -227,7 +236,7 @@ export class TargetPolicy {
           );
         }
         attempts = n;
-        return fn(n, ctx.signal);
+        return fn(n, ctx.signal, report);
       };
       return breaker
         ? breaker.execute(run, operation, this.#isBreakerFailure, this.#isBreakerNeutral)

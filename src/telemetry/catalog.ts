@@ -16,7 +16,13 @@
  */
 
 import { LEAK_REASONS } from '../instrumentation/leak-detection.ts';
-import { CANCEL_RESULTS, CIRCUIT_STATES, RATE_LIMIT_REFUSALS, SUPPRESS_REASONS } from '../policy/events.ts';
+import {
+  CANCEL_RESULTS,
+  CIRCUIT_STATES,
+  COMMIT_OUTCOME_RESULTS,
+  RATE_LIMIT_REFUSALS,
+  SUPPRESS_REASONS,
+} from '../policy/events.ts';
 
 /** Attribute keys. */
 export const ATTR = {
@@ -34,8 +40,15 @@ export const ATTR = {
   TO: 'pg_resilience.to',
   /** Where an absorbed client error came from: `pool` | `client`. */
   SOURCE: 'pg_resilience.source',
-  /** What a timed-out statement's cancel found: `cancelled` | `completed` | `no_answer`. */
+  /**
+   * What a timed-out statement's cancel found: `cancelled` | `completed` | `no_answer`; what settling a
+   * COMMIT lost in flight concluded: `committed` | `aborted` | `unknown`.
+   */
   RESULT: 'pg_resilience.result',
+  /** The transaction id looked up (span events and logs only: unbounded, never a metric attribute). */
+  TRANSACTION_ID: 'pg_resilience.transaction_id',
+  /** Status lookups made while settling a COMMIT lost in flight. */
+  LOOKUPS: 'pg_resilience.lookups',
   /** Span attributes. */
   ATTEMPTS: 'pg_resilience.attempts',
   ATTEMPT: 'pg_resilience.attempt',
@@ -62,7 +75,8 @@ export const ATTRIBUTE_VALUES = {
   [ATTR.OUTCOME]: ['success', 'failure', 'rejected'],
   [ATTR.STATE]: CIRCUIT_STATES,
   [ATTR.SOURCE]: ['pool', 'client'],
-  [ATTR.RESULT]: CANCEL_RESULTS,
+  statementCancellationResult: CANCEL_RESULTS,
+  transactionOutcomeResult: COMMIT_OUTCOME_RESULTS,
   retrySuppressedReason: SUPPRESS_REASONS,
   rateLimitRejectedReason: RATE_LIMIT_REFUSALS,
   recoveryOutcome: ['success', 'failure'],
@@ -203,6 +217,14 @@ export const METRICS = {
     description: 'Background recovery probes (connect + SELECT 1) while a breaker was open, by outcome.',
     attributes: [T, ATTR.OUTCOME],
   },
+  transactionOutcomeResolutions: {
+    name: 'pg_resilience.transaction.outcome_resolutions',
+    kind: 'counter',
+    unit: '{resolution}',
+    description:
+      'withTransaction COMMITs lost in flight, by what asking the server concluded: `committed` (the result was returned), `aborted` (the transaction ran again), `unknown` (TransactionOutcomeUnknownError: no server answered within transaction.outcomeResolutionMs, or the id was too old).',
+    attributes: [T, ATTR.RESULT],
+  },
   poolClientErrors: {
     name: 'pg_resilience.pool.client_errors',
     kind: 'counter',
@@ -259,6 +281,7 @@ export const SPAN_EVENTS = {
   rateLimitRejected: 'rate_limit.rejected',
   bulkheadRejected: 'bulkhead.rejected',
   circuitStateChange: 'circuit.state_change',
+  transactionOutcomeResolution: 'transaction.outcome_resolution',
 } as const;
 
 /** The `event.name` of each log record (the OpenTelemetry logs API's event name). */
@@ -274,6 +297,7 @@ export const LOG_EVENTS = {
   clientErrorAbsorbed: 'pg_resilience.pool.client_error',
   connectionsEvicted: 'pg_resilience.pool.connections.evicted',
   clientLeaked: 'pg_resilience.pool.client.leak',
+  transactionOutcomeResolution: 'pg_resilience.transaction.outcome_resolution',
 } as const;
 
 /** The Prometheus series names a metric becomes through @opentelemetry/exporter-prometheus. */

@@ -10,7 +10,8 @@
  *   retry storm cannot flood the app's output.
  *
  * Levels: retry, retries exhausted, suppressed for budget, rate-limit and bulkhead rejections,
- * timeouts, failed probes, absorbed client errors: warn. Breaker open: error. Breaker half-open and
+ * timeouts, failed probes, absorbed client errors: warn. Breaker open, a lost COMMIT whose outcome
+ * stayed unknown: error. A lost COMMIT settled (committed or aborted): info. Breaker half-open and
  * closed, successful probes: info. A retry suppressed for safety (in a transaction, unknown outcome, a
  * repeat that could reorder statements): info (it is the package doing its job). Messages carry no SQL text, values or
  * credentials: only the target, the operation and error types.
@@ -30,7 +31,7 @@ import type {
   SuppressReason,
   TimeoutEvent,
 } from '../policy/events.ts';
-import type { BulkheadRejectedEvent } from '../policy/events.ts';
+import type { BulkheadRejectedEvent, CommitOutcomeEvent } from '../policy/events.ts';
 import { ATTR, LOG_EVENTS } from './catalog.ts';
 import type { LogLevel } from '../config/types.ts';
 
@@ -109,6 +110,28 @@ export class ResilienceLogs {
         [ATTR.ATTEMPTS]: e.attempts,
         [ATTR.ERROR_TYPE]: e.errorType,
       },
+    });
+  }
+
+  /** A COMMIT lost in flight, settled: info when the server answered, error when it stays unknown. */
+  transactionOutcomeResolution(e: CommitOutcomeEvent): void {
+    const id =
+      e.transactionId === undefined ? 'a transaction that wrote nothing' : `transaction ${e.transactionId}`;
+    const what = {
+      committed: 'it committed: the result was returned',
+      aborted: 'it did not commit: it runs again from BEGIN',
+      unknown: `no answer: TransactionOutcomeUnknownError (check it by hand: SELECT txid_status(${e.transactionId ?? '…'}))`,
+    }[e.result];
+    const attributes: Attributes = {
+      [ATTR.OPERATION]: e.operation,
+      [ATTR.RESULT]: e.result,
+      [ATTR.LOOKUPS]: e.lookups,
+      [ATTR.ERROR_TYPE]: e.errorType,
+    };
+    if (e.transactionId !== undefined) attributes[ATTR.TRANSACTION_ID] = e.transactionId;
+    this.#log(e.result === 'unknown' ? 'error' : 'info', LOG_EVENTS.transactionOutcomeResolution, e.target, {
+      message: `COMMIT on ${e.target} was lost in flight (${e.errorType}); asked about ${id}: ${what}`,
+      attributes,
     });
   }
 

@@ -54,6 +54,7 @@ interface Instruments {
   readonly timeouts: Counter;
   readonly statementCancellations: Counter;
   readonly recoveryAttempts: Counter;
+  readonly transactionOutcomeResolutions: Counter;
   readonly poolClientErrors: Counter;
   readonly connectionsEvicted: Counter;
   readonly poolClientLeaks: Counter;
@@ -85,6 +86,7 @@ function createInstruments(meter: Meter): Instruments {
     timeouts: counter(meter, METRICS.timeouts),
     statementCancellations: counter(meter, METRICS.statementCancellations),
     recoveryAttempts: counter(meter, METRICS.recoveryAttempts),
+    transactionOutcomeResolutions: counter(meter, METRICS.transactionOutcomeResolutions),
     poolClientErrors: counter(meter, METRICS.poolClientErrors),
     connectionsEvicted: counter(meter, METRICS.connectionsEvicted),
     poolClientLeaks: counter(meter, METRICS.poolClientLeaks),
@@ -245,6 +247,9 @@ export class ResilienceMetrics {
       policy.onRecoveryAttempt((e) =>
         i().recoveryAttempts.add(1, { [ATTR.TARGET]: target, [ATTR.OUTCOME]: e.outcome }),
       ),
+      policy.onCommitOutcome((e) =>
+        i().transactionOutcomeResolutions.add(1, { [ATTR.TARGET]: target, [ATTR.RESULT]: e.result }),
+      ),
     );
   }
 
@@ -280,13 +285,16 @@ export class ResilienceMetrics {
     for (const outcome of ATTRIBUTE_VALUES.recoveryOutcome) {
       i.recoveryAttempts.add(0, { ...t, [ATTR.OUTCOME]: outcome });
     }
+    for (const result of ATTRIBUTE_VALUES.transactionOutcomeResult) {
+      i.transactionOutcomeResolutions.add(0, { ...t, [ATTR.RESULT]: result });
+    }
     for (const source of ATTRIBUTE_VALUES[ATTR.SOURCE]) {
       i.poolClientErrors.add(0, { ...t, [ATTR.SOURCE]: source });
     }
     for (const reason of ATTRIBUTE_VALUES.evictionReason) {
       i.connectionsEvicted.add(0, { ...t, [ATTR.REASON]: reason });
     }
-    for (const result of ATTRIBUTE_VALUES[ATTR.RESULT]) {
+    for (const result of ATTRIBUTE_VALUES.statementCancellationResult) {
       i.statementCancellations.add(0, { ...t, [ATTR.RESULT]: result });
     }
     for (const reason of ATTRIBUTE_VALUES.leakReason) {

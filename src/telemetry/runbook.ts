@@ -20,6 +20,7 @@ export const RUNBOOK_ANCHORS = {
   PgResiliencePoolUtilisationHigh: 'pool-utilisation-high',
   PgResilienceClientErrorsSpiking: 'client-errors-spiking',
   PgResilienceClientsLeaked: 'clients-leaked',
+  PgResilienceCommitOutcomeUnknown: 'commit-outcome-unknown',
 } as const;
 
 export type AlertName = keyof typeof RUNBOOK_ANCHORS;

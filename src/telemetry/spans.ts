@@ -137,6 +137,17 @@ export class OperationSpans implements OperationObserver<Followed | undefined> {
         case 'rate_limit.wait':
           span.addEvent(SPAN_EVENTS.rateLimitWait, { [ATTR.WAITED]: Math.round(step.waitedMs) });
           break;
+        case 'commit.outcome': {
+          const attributes: Attributes = {
+            [ATTR.RESULT]: step.event.result,
+            [ATTR.LOOKUPS]: step.event.lookups,
+            [ATTR.ERROR_TYPE]: step.event.errorType,
+          };
+          if (step.event.transactionId !== undefined)
+            attributes[ATTR.TRANSACTION_ID] = step.event.transactionId;
+          span.addEvent(SPAN_EVENTS.transactionOutcomeResolution, attributes);
+          break;
+        }
         case 'rejected':
           span.addEvent(rejectionEvent(step.error), { [ATTR.ERROR_TYPE]: step.errorType });
           break;

@@ -153,6 +153,7 @@ export class ResilienceTelemetry {
       policy.onRecoveryAttempt((e) =>
         logs.recoveryAttempt(e, e.error === undefined ? undefined : this.#errorType(e.error)),
       ),
+      policy.onCommitOutcome((e) => logs.transactionOutcomeResolution(e)),
     );
   }
 }

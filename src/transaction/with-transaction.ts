@@ -3,16 +3,21 @@
  *
  * One `transaction` operation through the target's policies (rate limit, bulkhead, breaker, retry,
  * timeout), each attempt on a freshly checked-out client:
- *   BEGIN [ISOLATION LEVEL …] [READ ONLY] [DEFERRABLE] → `await fn(client)` → COMMIT → release.
+ *   BEGIN [ISOLATION LEVEL …] [READ ONLY] [DEFERRABLE] → `await fn(client)` → the transaction id
+ *   (`transaction.outcomeResolutionMs` > 0, not READ ONLY) → COMMIT → release.
  * Retried (the callback runs again, from BEGIN, on another checkout) when the attempt failed before
  * COMMIT was sent, or COMMIT itself was refused by the server, with:
  * - 40001 serialization failure, 40P01 deadlock, 55P03 lock not available (or another transient error
  *   the server answered: the transaction was rolled back, nothing was committed);
  * - the connection lost before COMMIT was sent (the server rolls an open transaction back);
- * - a checkout that failed (nothing was sent).
+ * - a checkout that failed (nothing was sent);
+ * - the connection lost while COMMIT was in flight, and the server, asked afterwards, says the
+ *   transaction aborted (commit-outcome.ts, settle-commit.ts).
  * Never retried:
- * - the connection lost while COMMIT was in flight: it may or may not have committed, so the call
- *   fails with `TransactionOutcomeUnknownError` (the original error is its `cause`);
+ * - the connection lost while COMMIT was in flight and the server, asked afterwards, says it committed:
+ *   the call returns the callback's result; or it cannot say within `transaction.outcomeResolutionMs`:
+ *   the call fails with `TransactionOutcomeUnknownError` (the original error is its `cause`, the
+ *   transaction id its `transactionId`);
  * - COMMIT answered with ROLLBACK (the callback caught a failed statement's error and carried on):
  *   `TransactionRolledBackError`;
  * - the package's own transaction timeout (`timeout.queryMs`): the callback cannot be stopped, so a
@@ -42,6 +47,7 @@ import { endedByApp } from '../instrumentation/ended-by-app.ts';
 import { scope } from '../instrumentation/scope.ts';
 import { runtime } from '../runtime.ts';
 import { transactionVeto } from '../safety/retry-safety.ts';
+import { currentTransactionId, settleLostCommit } from './settle-commit.ts';
 
 export type IsolationLevel = 'read committed' | 'repeatable read' | 'serializable';
 
@@ -115,19 +121,31 @@ export async function withTransaction<T, C extends TransactionClient>(
   const policy = targets.forPool(pool as never);
   const target = policy.target;
   const classify = (e: unknown): ErrorClassification => targets.registry.classify(e);
+  const resolutionMs = policy.settings.transaction.outcomeResolutionMs;
+  // A READ ONLY transaction can get no id: nothing to learn before its COMMIT.
+  const learnId = resolutionMs > 0 && options.readOnly !== true;
   let commitSent = false;
   let appEnded = false;
 
   return policy.execute(
-    async (_attempt, signal) => {
+    async (_attempt, signal, report) => {
       commitSent = false;
       appEnded = false;
       const client = await checkout(pool);
       let discard: unknown;
+      let released = false;
+      let result: T | undefined;
+      let transactionId: string | null | undefined;
+      // The id query found the transaction already failed: its COMMIT can only answer ROLLBACK.
+      let failedBeforeCommit = false;
       try {
         await client.query(begin);
-        const result = await fn(client);
+        result = await fn(client);
         signal?.throwIfAborted();
+        if (learnId) {
+          transactionId = await currentTransactionId(client);
+          failedBeforeCommit = transactionId === undefined;
+        } else if (resolutionMs > 0) transactionId = null; // READ ONLY: it has no id, it wrote nothing
         commitSent = true;
         const answer = (await client.query('COMMIT')) as { command?: unknown } | undefined;
         if (answer?.command === 'ROLLBACK') throw new TransactionRolledBackError(target);
@@ -137,13 +155,34 @@ export async function withTransaction<T, C extends TransactionClient>(
         const c = classify(error);
         if (commitSent && c.reachedServer === 'unknown') {
           discard = error;
-          throw new TransactionOutcomeUnknownError(target, error);
+          if (failedBeforeCommit) throw new TransactionRolledBackError(target);
+          if (transactionId === undefined) throw new TransactionOutcomeUnknownError(target, error);
+          const backendPid = (client as { processID?: unknown }).processID;
+          // Give the dead connection back first: the lookups may need its pool slot.
+          released = true;
+          release(client, discard);
+          const outcome = await settleLostCommit({
+            connect: () => checkout(pool),
+            transactionId,
+            backendPid: typeof backendPid === 'number' ? backendPid : undefined,
+            withinMs: resolutionMs,
+            isolationLevel: options.isolationLevel,
+            error,
+            errorType: c.errorType,
+            target,
+            report,
+          });
+          if (outcome === 'committed') return result as T;
+          // Aborted: COMMIT never took effect, so the transaction may run again like one lost before COMMIT.
+          if (outcome === 'aborted') commitSent = false;
+          else throw new TransactionOutcomeUnknownError(target, error, transactionId ?? undefined);
+          throw error;
         }
         if (connectionBroken(c)) discard = error;
         else if (!commitSent) discard = await rollback(client);
         throw error;
       } finally {
-        release(client, discard);
+        if (!released) release(client, discard);
       }
     },
     {

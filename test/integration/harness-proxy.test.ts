@@ -342,6 +342,71 @@ describe('test/support/fault-proxy.ts, through a pg client', () => {
   });
 
   it(
+    'cutOnMessage(): cuts at a matching Query or Parse message, before (not run) or after (run) forwarding it',
+    T,
+    async () => {
+      await server.query('DROP TABLE IF EXISTS cut_on_message; CREATE TABLE cut_on_message (n int)');
+      const rows = async () =>
+        Number((await server.query('SELECT count(*)::int AS n FROM cut_on_message')).rows[0].n);
+      const insert = (client: pg.Client) => client.query('INSERT INTO cut_on_message VALUES (1)');
+
+      // before: the server never sees the INSERT; statements that do not match pass.
+      proxy.cutOnMessage({ match: /^INSERT/, when: 'before' });
+      const a = await connected({ connectionString: url });
+      await a.client.query('SELECT 1');
+      await assert.rejects(insert(a.client), /Connection terminated unexpectedly/);
+      assert.equal(proxy.stats.cutOnMessage, 1);
+      assert.equal(await rows(), 0, 'the INSERT never reached the server');
+
+      // after, as a parameterized statement (Parse): the server runs it, the client never hears back.
+      proxy.cutOnMessage({ match: /^INSERT/, when: 'after', limit: 1 });
+      const b = await connected({ connectionString: url });
+      await assert.rejects(
+        b.client.query('INSERT INTO cut_on_message VALUES ($1)', [2]),
+        /Connection terminated unexpectedly/,
+      );
+      await waitFor(async () => (await rows()) === 1, 'the forwarded INSERT to run');
+      // limit 1: the rule is spent, the next INSERT passes.
+      const c = await connected({ connectionString: url });
+      await insert(c.client);
+      assert.equal(await rows(), 2);
+      assert.equal(proxy.stats.cutOnMessage, 2);
+
+      // rst, and share 0: never cuts.
+      proxy.cutOnMessage({ match: /^INSERT/, when: 'before', share: 0 });
+      await insert(c.client);
+      proxy.cutOnMessage({ match: /^INSERT/, when: 'before', mode: 'rst' });
+      await assert.rejects(insert(c.client), (e: PgError) =>
+        ['ECONNRESET', 'Connection terminated unexpectedly'].includes(e.code ?? e.message),
+      );
+      assert.equal(await rows(), 3);
+
+      // partition: the client is closed, the server side stays open, its backend idle in transaction.
+      proxy.cutOnMessage({ match: /^INSERT/, when: 'before', mode: 'partition' });
+      const d = await connected({ connectionString: url, application_name: 'partitioned' });
+      await d.client.query('BEGIN');
+      await assert.rejects(insert(d.client), /Connection terminated unexpectedly/);
+      await sleep(100);
+      const states = await server.query(
+        "SELECT state FROM pg_stat_activity WHERE application_name = 'partitioned'",
+      );
+      assert.deepEqual(
+        states.rows.map((r) => r.state),
+        ['idle in transaction'],
+      );
+      assert.equal(await rows(), 3);
+      assert.equal(
+        proxy.stats.closedAfterBytes + proxy.stats.resetAfterBytes,
+        0,
+        'counted as cutOnMessage only',
+      );
+      assert.equal(proxy.stats.cutOnMessage, 4);
+      proxy.clear();
+      assert.equal(proxy.clientMessageCut, undefined);
+    },
+  );
+
+  it(
     "cutAfterServerMessage(1): the handshake passes; the first whole server message (the INSERT's CommandComplete) is forwarded, then the connection is reset",
     T,
     async () => {

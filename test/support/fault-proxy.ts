@@ -1,7 +1,8 @@
 // A fault-injecting TCP proxy (pure node:net) to put between a pg client and a PostgreSQL server:
 // latency with jitter, resets on accept, reset of open connections, blackhole, refused connects,
-// connections cut (FIN or RST) after n bytes, and connections reset right after a whole server message.
-// The proxy never throws an unhandled 'error'.
+// connections cut (FIN or RST) after n bytes, connections reset right after a whole server message, and
+// connections cut at a client message matching a pattern (before or after forwarding it). The proxy
+// never throws an unhandled 'error'.
 // Part of the harness shared by the tests, the demo and the benchmarks (test/support/README.md).
 import net from 'node:net';
 
@@ -48,10 +49,39 @@ export interface ProxyStats {
   bytesSwallowed: number;
   /** connections whose upstream connect failed (the client was reset) */
   upstreamFailed: number;
+  /** connections cut by cutOnMessage() */
+  cutOnMessage: number;
+}
+
+/** cutOnMessage(): which client message cuts the connection, and how. */
+export interface MessageCut {
+  /** Tested against the SQL text of each Query ('Q') and Parse ('P') message the client sends. */
+  match: RegExp;
+  /**
+   * 'before': the message is not forwarded; 'after': it is forwarded, then the connection is cut (after a
+   * Parse: once the rest of its extended-query batch, up to its Sync, is forwarded too, so it runs).
+   */
+  when: 'before' | 'after';
+  /**
+   * 'fin' (default): FIN both ways ("Connection terminated unexpectedly"); 'rst': ECONNRESET;
+   * 'partition': the client gets a FIN, the server side stays open and hears nothing more (a network
+   * partition the server does not notice: its backend waits, e.g. idle in transaction).
+   */
+  mode?: Exclude<Cut, 'msg'>;
+  /** Share (0..1) of matching messages that cut; default 1. Drawn with the proxy's `random`. */
+  share?: number;
+  /** Most cuts this rule makes; default unlimited. */
+  limit?: number;
+  /** Called right after each cut (e.g. to make the server unreachable from then on). */
+  onCut?: () => void;
 }
 
 type Dir = 'upstream' | 'downstream';
-type Cut = 'fin' | 'rst' | 'msg';
+/**
+ * How a connection is cut: FIN or RST both ways, `partition`: only the client is closed (FIN), or `msg`:
+ * RST both ways right after a server message (cutAfterServerMessage).
+ */
+export type Cut = 'fin' | 'rst' | 'partition' | 'msg';
 
 interface Limit {
   n: number;
@@ -69,6 +99,58 @@ const MAX_QUEUED_BYTES = 1 << 20;
 const CUT_GRACE_MS = 2000;
 
 function noop(): void {}
+
+const SSL_REQUEST = 80877103;
+const GSSENC_REQUEST = 80877104;
+
+/**
+ * Splits the client → server byte stream into protocol messages: first the untyped startup messages
+ * (Int32 length, Int32 code; an SSL or GSSAPI request is followed by another one), then typed messages
+ * (Byte1 type, Int32 length including itself). Keeps an incomplete message until the rest arrives.
+ */
+class FrontendFramer {
+  #tail: Buffer = Buffer.alloc(0);
+  #startup = true;
+
+  /** The bytes not yet part of a complete message. */
+  get tailLength(): number {
+    return this.#tail.length;
+  }
+
+  /** The complete messages that `chunk` completes, each whole (its bytes from earlier chunks included). */
+  push(chunk: Buffer): Buffer[] {
+    let buf = this.#tail.length === 0 ? chunk : Buffer.concat([this.#tail, chunk]);
+    const messages: Buffer[] = [];
+    for (;;) {
+      const headerLength = this.#startup ? 4 : 5;
+      if (buf.length < headerLength) break;
+      const length = this.#startup ? buf.readInt32BE(0) : 1 + buf.readInt32BE(1);
+      if (length < headerLength - 1 || buf.length < length) break;
+      const message = buf.subarray(0, length);
+      if (this.#startup) {
+        const code = length >= 8 ? message.readInt32BE(4) : 0;
+        if (code !== SSL_REQUEST && code !== GSSENC_REQUEST) this.#startup = false;
+      }
+      messages.push(message);
+      buf = buf.subarray(length);
+    }
+    this.#tail = Buffer.from(buf);
+    return messages;
+  }
+}
+
+/** The SQL text of a Query or Parse message, else undefined. */
+function sqlOf(message: Buffer): string | undefined {
+  const type = String.fromCharCode(message[0]!);
+  if (type === 'Q') return message.toString('utf8', 5, message.length - 1);
+  if (type === 'P') {
+    const nameEnd = message.indexOf(0, 5);
+    if (nameEnd < 0) return undefined;
+    const textEnd = message.indexOf(0, nameEnd + 1);
+    return message.toString('utf8', nameEnd + 1, textEnd < 0 ? message.length : textEnd);
+  }
+  return undefined;
+}
 
 /**
  * Follows the server → client byte stream message by message (a type byte, then an int32 length that
@@ -228,6 +310,10 @@ class Connection {
   readonly forwarded = { upstream: 0, downstream: 0 };
   /** closeAfterBytes/resetAfterBytes fired: everything else is dropped */
   cutting = false;
+  /** the cut comes from cutOnMessage() (counted there, not as closedAfterBytes/resetAfterBytes) */
+  cutByMessage = false;
+  /** cut with 'partition': the server side is left open */
+  partitioned = false;
   closed = false;
   /** terminal events held back while blackholed: FIN per direction, or a reset */
   heldEnd = { upstream: false, downstream: false };
@@ -236,6 +322,11 @@ class Connection {
   stranded = false;
   upstreamConnected = false;
   #closedSockets = 0;
+  readonly #framer = new FrontendFramer();
+  /** Bytes of the framer's incomplete message already forwarded (while no message cut was set). */
+  #tailForwarded = 0;
+  /** A Parse matched with when 'after': cut once its batch's Sync is forwarded. */
+  #cutAtSync: Cut | undefined;
 
   constructor(proxy: FaultProxy, client: net.Socket, upstream: net.Socket) {
     this.proxy = proxy;
@@ -271,6 +362,7 @@ class Connection {
     }
     let data = chunk;
     let cut: Cut | undefined;
+    if (pipe.dir === 'upstream') [data, cut] = this.frameUpstream(chunk);
     for (const [limit, mode] of [
       [this.closeLimit, 'fin'],
       [this.resetLimit, 'rst'],
@@ -302,7 +394,52 @@ class Connection {
     }
   }
 
+  /**
+   * Client → server: what to forward of `chunk`, and whether a cutOnMessage() rule fires. While a rule is
+   * set, only complete messages are forwarded (an incomplete one waits for its rest), so a matching
+   * message can be held back whole.
+   */
+  frameUpstream(chunk: Buffer): [Buffer, Cut | undefined] {
+    const messages = this.#framer.push(chunk);
+    const rule = this.proxy.clientMessageCut;
+    if (!rule && this.#cutAtSync === undefined) {
+      this.#tailForwarded = this.#framer.tailLength;
+      return [chunk, undefined];
+    }
+    const out: Buffer[] = [];
+    let skip = this.#tailForwarded;
+    for (const message of messages) {
+      const unsent = message.subarray(skip);
+      skip = 0;
+      if (this.#cutAtSync !== undefined) {
+        this.cutByMessage = true;
+        out.push(unsent);
+        if (message[0] === 0x53 /* 'S' Sync */) return [Buffer.concat(out), this.#cutAtSync];
+        continue;
+      }
+      const sql = rule ? sqlOf(message) : undefined;
+      if (rule && sql !== undefined && rule.match.test(sql) && this.proxy.takeMessageCut(rule)) {
+        this.proxy.stats.cutOnMessage++;
+        this.cutByMessage = true;
+        if (rule.onCut) queueMicrotask(rule.onCut); // once the cut below is done
+        const mode = rule.mode ?? 'fin';
+        // A message already partly forwarded (the rule came mid-message) can only be cut after it.
+        if (rule.when === 'after' || unsent.length < message.length) out.push(unsent);
+        if (rule.when === 'after' && message[0] === 0x50 /* 'P' Parse */) {
+          this.#cutAtSync = mode;
+          continue;
+        }
+        return [Buffer.concat(out), mode];
+      }
+      out.push(unsent);
+    }
+    if (messages.length > 0) this.#tailForwarded = 0;
+    return [Buffer.concat(out), undefined];
+  }
+
   onEnd(pipe: Pipe): void {
+    // Partitioned: the server finally closed its side (e.g. its backend was terminated).
+    if (this.partitioned && pipe.dir === 'downstream') this.upstream.destroy();
     if (this.closed || this.cutting || this.stranded) return;
     if (this.proxy.isBlackholed) this.heldEnd[pipe.dir] = true;
     else pipe.push({ end: true });
@@ -358,11 +495,19 @@ class Connection {
       return;
     }
     if (mode === 'rst') {
-      this.proxy.stats.resetAfterBytes++;
+      if (!this.cutByMessage) this.proxy.stats.resetAfterBytes++;
       this.reset();
       return;
     }
-    this.proxy.stats.closedAfterBytes++;
+    if (mode === 'partition') {
+      // The client's side only: FIN to it; the server side stays open, its bytes are dropped (onData).
+      this.partitioned = true;
+      this.client.resume();
+      if (!this.client.destroyed && !this.client.writableEnded) this.client.end();
+      this.upstream.resume();
+      return;
+    }
+    if (!this.cutByMessage) this.proxy.stats.closedAfterBytes++;
     // FIN both ways (after what was already written); keep reading (and dropping) until the peers close.
     for (const s of [this.client, this.upstream]) {
       s.resume();
@@ -419,6 +564,7 @@ export class FaultProxy {
     bytesDown: 0,
     bytesSwallowed: 0,
     upstreamFailed: 0,
+    cutOnMessage: 0,
   };
   /** @internal the limits new connections take (see closeAfterBytes / resetAfterBytes) */
   closeLimit: Limit | undefined;
@@ -426,6 +572,9 @@ export class FaultProxy {
   resetLimit: Limit | undefined;
   /** @internal the message cut new connections take (see cutAfterServerMessage) */
   messageCut: { share: number; random: () => number } | undefined;
+  /** @internal the rule set by cutOnMessage() */
+  clientMessageCut: MessageCut | undefined;
+  #messageCutsLeft = Infinity;
   readonly #random: () => number;
   #server: net.Server | undefined;
   #connections = new Set<Connection>();
@@ -615,8 +764,37 @@ export class FaultProxy {
     return { n, direction };
   }
 
+  /**
+   * Existing and new connections: cut (FIN or RST both ways) at the first client message whose SQL text
+   * (Query or Parse) matches `rule.match`, before or after forwarding it. null turns it off.
+   */
+  cutOnMessage(rule: MessageCut | null): void {
+    if (rule !== null) {
+      if (!(rule.match instanceof RegExp)) throw new TypeError('cutOnMessage: match must be a RegExp');
+      if (rule.when !== 'before' && rule.when !== 'after') throw new RangeError('cutOnMessage: bad when');
+      if (rule.mode !== undefined && !['fin', 'rst', 'partition'].includes(rule.mode))
+        throw new RangeError('cutOnMessage: bad mode');
+      const share = rule.share ?? 1;
+      if (!(share >= 0 && share <= 1)) throw new RangeError('cutOnMessage: share must be within 0..1');
+      const limit = rule.limit ?? Infinity;
+      if (!(limit >= 0)) throw new RangeError('cutOnMessage: limit must be >= 0');
+      this.#messageCutsLeft = limit;
+    }
+    this.clientMessageCut = rule ?? undefined;
+  }
+
+  /** @internal a matching message: does it cut (share, limit)? */
+  takeMessageCut(rule: MessageCut): boolean {
+    if (this.#messageCutsLeft <= 0) return false;
+    const share = rule.share ?? 1;
+    if (share < 1 && this.#random() >= share) return false;
+    this.#messageCutsLeft--;
+    return true;
+  }
+
   /** Remove every fault (does not reopen a refused listener: call refuse(false)). */
   clear(): void {
+    this.cutOnMessage(null);
     this.setLatency(0, 0);
     this.resetNewConnections(0);
     this.closeAfterBytes(null);

@@ -121,6 +121,7 @@ const EXPECTED_DEFAULT: ResilienceSettings = {
   recovery: { enabled: true, intervalMs: 500, maxAttempts: 0 },
   liveness: { keepAliveInitialDelayMs: 10000, evictIdleOnOutage: true },
   leakDetection: { enabled: true, idleThresholdMs: 0, deadGraceMs: 5000 },
+  transaction: { outcomeResolutionMs: 10000 },
 };
 // The seed's database profile.
 const EXPECTED_BATCH: ResilienceSettings = {
@@ -158,6 +159,7 @@ const EXPECTED_BATCH: ResilienceSettings = {
   recovery: { enabled: true, intervalMs: 30000, maxAttempts: 3 },
   liveness: { keepAliveInitialDelayMs: 10000, evictIdleOnOutage: true },
   leakDetection: { enabled: true, idleThresholdMs: 0, deadGraceMs: 5000 },
+  transaction: { outcomeResolutionMs: 60000 },
 };
 
 const settingsOf = (c: ResilienceConfig): ResilienceSettings => ({
@@ -169,6 +171,7 @@ const settingsOf = (c: ResilienceConfig): ResilienceSettings => ({
   recovery: c.recovery,
   liveness: c.liveness,
   leakDetection: c.leakDetection,
+  transaction: c.transaction,
 });
 
 // ---- profiles ----
@@ -1013,6 +1016,7 @@ describe('settingsForTarget', () => {
       'recovery',
       'retry',
       'timeout',
+      'transaction',
     ]);
   });
 

@@ -430,3 +430,73 @@ describe('telemetry settings (the `telemetry` section of the configuration)', ()
     );
   });
 });
+
+describe('a COMMIT lost in flight, settled (withTransaction reports a commit.outcome step)', () => {
+  const lost = Object.assign(new Error('Connection terminated unexpectedly'), {});
+  const step = (result: 'committed' | 'aborted' | 'unknown', transactionId?: string) => ({
+    type: 'commit.outcome' as const,
+    event: {
+      target: TARGET,
+      operation: 'transaction' as const,
+      result,
+      transactionId,
+      lookups: 2,
+      durationMs: 5,
+      error: lost,
+      errorType: 'connection_lost',
+    },
+  });
+
+  it('a span event with the result and the id, the counter by result (zero series for each), a log record', async () => {
+    const { spans, policy, points, logRecords } = setup('on_event');
+    assert.deepEqual(
+      (await points(METRICS.transactionOutcomeResolutions.name)).map(([a, v]) => [a[ATTR.RESULT], v]),
+      [
+        ['committed', 0],
+        ['aborted', 0],
+        ['unknown', 0],
+      ],
+    );
+    const seen: string[] = [];
+    policy.onCommitOutcome((e) => seen.push(e.result));
+    await policy.execute(
+      async (_attempt, _signal, report) => {
+        report?.(step('committed', '742'));
+        return 'ok';
+      },
+      { operation: 'transaction' },
+    );
+    await policy
+      .execute(
+        async (_attempt, _signal, report) => {
+          report?.(step('unknown', '743'));
+          throw new Error('outcome unknown');
+        },
+        { operation: 'transaction', retry: false },
+      )
+      .catch(() => {});
+    assert.deepEqual(seen, ['committed', 'unknown']);
+    const events = spans
+      .getFinishedSpans()
+      .flatMap((s) => s.events)
+      .filter((e) => e.name === SPAN_EVENTS.transactionOutcomeResolution)
+      .map((e) => [
+        e.attributes?.[ATTR.RESULT],
+        e.attributes?.[ATTR.TRANSACTION_ID],
+        e.attributes?.[ATTR.LOOKUPS],
+      ]);
+    assert.deepEqual(events, [
+      ['committed', '742', 2],
+      ['unknown', '743', 2],
+    ]);
+    const counts = new Map(
+      (await points(METRICS.transactionOutcomeResolutions.name)).map(([a, v]) => [a[ATTR.RESULT], v]),
+    );
+    assert.deepEqual(Object.fromEntries(counts), { committed: 1, aborted: 0, unknown: 1 });
+    const records = logRecords
+      .getFinishedLogRecords()
+      .filter((r) => r.eventName === LOG_EVENTS.transactionOutcomeResolution);
+    assert.equal(records.length, 2);
+    assert.match(String(records[1]!.body), /asked about transaction 743: no answer.*txid_status\(743\)/);
+  });
+});

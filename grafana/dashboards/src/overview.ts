@@ -38,12 +38,12 @@ import {
 const TARGET = prometheusLabel(ATTR.TARGET);
 const OPERATION = prometheusLabel(ATTR.OPERATION);
 const OUTCOME = prometheusLabel(ATTR.OUTCOME);
+const RESULT = prometheusLabel(ATTR.RESULT);
 const REASON = prometheusLabel(ATTR.REASON);
 const STATE = prometheusLabel(ATTR.STATE);
 const FROM = prometheusLabel(ATTR.FROM);
 const TO = prometheusLabel(ATTR.TO);
 const SOURCE = prometheusLabel(ATTR.SOURCE);
-const RESULT = prometheusLabel(ATTR.RESULT);
 const ERROR_TYPE = prometheusLabel(ATTR.ERROR_TYPE);
 
 const BY_TARGET = [targetMatcher(TARGET)];
@@ -307,6 +307,21 @@ function dashboard() {
         runbook: anchors.PgResilienceSlowOperations,
         queries: [
           { expr: perSecond('statementCancellations', [RESULT]), legend: legend('', TARGET, RESULT) },
+        ],
+      }),
+    )
+    .withPanel(
+      timeseries({
+        title: 'Lost COMMITs by resolution',
+        description:
+          'withTransaction COMMITs lost in flight per second, by what asking the server concluded: committed (the result was returned), aborted (the transaction ran again), unknown (TransactionOutcomeUnknownError: check those transactions by hand).',
+        unit: 'ops',
+        runbook: anchors.PgResilienceCommitOutcomeUnknown,
+        queries: [
+          {
+            expr: perSecond('transactionOutcomeResolutions', [RESULT]),
+            legend: legend('', TARGET, RESULT),
+          },
         ],
       }),
     )
