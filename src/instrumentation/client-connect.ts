@@ -20,6 +20,7 @@
 import { asPromise, type PromiseCtor, settleCallback } from './callbacks.ts';
 import { ConnectEndedByAppError, endedByApp, never } from './ended-by-app.ts';
 import { scope } from './scope.ts';
+import { rememberPool } from './substitute.ts';
 import type { Targets } from './targets.ts';
 import { watchTransactionStatus } from './tx-status.ts';
 import type { PgClientLike } from './types.ts';
@@ -41,6 +42,7 @@ export function patchClientConnect(targets: () => Targets): (original: ConnectFn
       watchTransactionStatus(this); // pg < 8.21 only
       if (scope.poolNewClient > 0) {
         scope.poolClients.add(this);
+        rememberPool(this);
         boundPoolConnect(this, targets);
         return original.apply(this, args);
       }

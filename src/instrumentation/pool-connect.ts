@@ -18,6 +18,7 @@
  */
 import { asPromise, type PromiseCtor, settleCallback } from './callbacks.ts';
 import { type PoolQueryAttempt, scope } from './scope.ts';
+import { inPoolNewClient } from './substitute.ts';
 import type { Targets } from './targets.ts';
 import type { PgPoolLike } from './types.ts';
 
@@ -116,7 +117,7 @@ export function markPoolNewClient(original: Fn): Fn {
   return function newClient(this: PgPoolLike, ...args: unknown[]): unknown {
     scope.poolNewClient++;
     try {
-      return original.apply(this, args);
+      return inPoolNewClient(this, () => original.apply(this, args));
     } finally {
       scope.poolNewClient--;
     }
