@@ -3,10 +3,10 @@
  * substitute connection (src/instrumentation/substitute.ts) is used only when it can be made the same.
  * The rules are in docs/retry-safety.md ("Substitute connections").
  *
- * Every statement passes `SESSION_HINT`, one regular expression over its text; only a text that
- * matches (a leading SET, RESET, LISTEN…, or a word such as `set_config`, `temp`, `advisory_lock`
- * anywhere) is read exactly (`sessionEffect`, on the text with literals and comments blanked). What it
- * finds is one of:
+ * Every statement passes `mayChangeSession`, a few anchored or single-character searches; only a
+ * text that may change the session (a leading SET, RESET, LISTEN…, or `set_config`, `pg_temp`,
+ * `advisory_lock`, `INTO TEMP` anywhere) is read exactly (`sessionEffect`, on the text with literals and
+ * comments blanked). What it finds is one of:
  * - nothing lasting (most statements, `SET LOCAL`, a cursor without hold…);
  * - an ordinary setting, replayable on a new session (`SET search_path …`, `set_config('x', $1, false)`);
  * - a change a new session cannot have, or that the check cannot read exactly: the session is
@@ -36,19 +36,59 @@ export interface SessionState {
 const SESSION = Symbol('pg-resilience.session');
 type Holder = object & { [SESSION]?: SessionState };
 
-/**
- * Cheap pre-check: can this text change the session? False for nearly every statement an app sends.
- * A leading (or after-`;`) command word or comment, or one of the function/temp words anywhere.
- */
-const SESSION_HINT =
-  /(?:^|;)\s*(?:(?:set|reset|discard|listen|prepare|declare|load|do|call|alter)\b|\/\*|--)|set_config|advisory_lock|pg_temp|\btemp(?:orary)?\b/i;
-
+/** A leading command that may change the session, a leading comment or parenthesis (read exactly). */
+const LEADING =
+  /^\s*(?:(?:set|reset|discard|listen|prepare|declare|load|do|call|alter|create)\b|\/\*|--|\()/i;
 /** Settings that change who the session is: never replayed. */
 const IDENTITY = new Set(['role', 'session_authorization']);
 
-/** A text whose session effect must be read exactly (not the common case). */
+/**
+ * Cheap pre-check, run on every statement: can this text change the session? False for nearly every
+ * statement an app sends. Built from anchored or single-character searches (a case-insensitive
+ * alternation over the whole text cost several times more on long ORM statements): a leading command
+ * word, a `;` with more text after it, `_conf`/`_lock` (set_config, the advisory locks), or `temp`
+ * anywhere (`INTO TEMP`, `pg_temp`). Anything it lets through is read exactly by `sessionEffect`.
+ */
 export function mayChangeSession(text: string): boolean {
-  return SESSION_HINT.test(text);
+  return LEADING.test(text) || moreAfterSemicolon(text) || underscoreWord(text) || tempWord(text);
+}
+
+function moreAfterSemicolon(text: string): boolean {
+  for (let i = text.indexOf(';'); i !== -1; i = text.indexOf(';', i + 1)) {
+    for (let j = i + 1; j < text.length; j++) if (text.charCodeAt(j) > 0x20) return true;
+  }
+  return false;
+}
+
+/** `temp` in any case, found from its `m` (a single-character search is the fast one). */
+function tempWord(text: string): boolean {
+  return tempAround(text, 'm') || tempAround(text, 'M');
+}
+
+function tempAround(text: string, m: string): boolean {
+  for (let i = text.indexOf(m, 2); i !== -1; i = text.indexOf(m, i + 1)) {
+    if (
+      (text.charCodeAt(i - 2) | 0x20) === 0x74 &&
+      (text.charCodeAt(i - 1) | 0x20) === 0x65 &&
+      (text.charCodeAt(i + 1) | 0x20) === 0x70
+    ) {
+      return true;
+    }
+  }
+  return false;
+}
+
+/** `_` followed by conf or lock, in any case. */
+function underscoreWord(text: string): boolean {
+  for (let i = text.indexOf('_'); i !== -1; i = text.indexOf('_', i + 1)) {
+    const a = text.charCodeAt(i + 1) | 0x20;
+    const b = text.charCodeAt(i + 2) | 0x20;
+    const c = text.charCodeAt(i + 3) | 0x20;
+    const d = text.charCodeAt(i + 4) | 0x20;
+    if (a === 0x63 && b === 0x6f && c === 0x6e && d === 0x66) return true; // conf
+    if (a === 0x6c && b === 0x6f && c === 0x63 && d === 0x6b) return true; // lock
+  }
+  return false;
 }
 
 /** What one statement text does to the session (see the module comment). */
