@@ -143,6 +143,8 @@ export function substituteVeto(
   if (inTransaction(transactionStatus(facts.client)) || facts.othersQueued) return undefined;
   if (!isSafeToRepeat(facts.query)) return undefined;
   if (usable(facts.client)) return undefined; // pg did not give the connection up (nothing to substitute)
+  // A connection that died while connecting: the app's connect failed, its statements fail with it.
+  if ((facts.client as { _connected?: unknown })._connected === false) return undefined;
   if (factory(facts.client) === undefined) return undefined;
   const state = sessionState(facts.client);
   if (state?.taint !== undefined) return 'session_state';
@@ -218,7 +220,8 @@ function factory(client: object): (() => { client: SubClient; pool: PoolLike | u
   const pool = c[POOL];
   if (pool !== undefined) {
     const Client = pool.Client as ClientCtor | undefined;
-    if (typeof Client !== 'function') return undefined;
+    // An ending pool opens no new connection (pg-pool refuses new checkouts once `end()` was called).
+    if (typeof Client !== 'function' || (pool as { ending?: unknown }).ending === true) return undefined;
     return () => ({ client: new Client(pool.options), pool });
   }
   // A pool's client whose pool is unknown: a client of our own would miss the pool's setup.
