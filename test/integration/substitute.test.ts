@@ -4,6 +4,9 @@
 // what the app sees (rows, errors), what the dead client does next, what the server holds, and why a
 // substitute was or was not used (the policy's retry and suppressed events).
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { PgResilienceInstrumentation } from '../../src/index.ts';
@@ -19,10 +22,22 @@ const instrumentation = new PgResilienceInstrumentation({
 });
 const { startServer } = await import('../support/postgres.ts');
 const { FaultProxy } = await import('../support/fault-proxy.ts');
-const pg = (await import('pg')).default;
+// PG_RESILIENCE_TEST_PG_DIR: run against the pg installed in that directory (an older pg 8.x).
+const requirePg = createRequire(
+  process.env.PG_RESILIENCE_TEST_PG_DIR
+    ? `${process.env.PG_RESILIENCE_TEST_PG_DIR}/package.json`
+    : import.meta.url,
+);
+const pg = requirePg('pg') as typeof import('pg');
 const { idempotent } = await import('../../src/index.ts');
 
 const T = { timeout: 30_000 };
+/** The version of the pg-pool this pg loads (onConnect came in 3.14). */
+const pgPoolVersion = (): string => {
+  const main = createRequire(requirePg.resolve('pg')).resolve('pg-pool');
+  return (JSON.parse(readFileSync(join(dirname(main), 'package.json'), 'utf8')) as { version: string })
+    .version;
+};
 type Client = import('pg').Client;
 type PoolClient = import('pg').PoolClient;
 
@@ -127,6 +142,66 @@ describe('substitute connections (real PostgreSQL)', { timeout: 240_000 }, () =>
         assert.deepEqual((await pool.query('SELECT v FROM items')).rows, [{ v: 'tenant_a' }]);
       },
     );
+
+    it(
+      'a SET run on the checked-out client is replayed on the substitute (a tenant set per checkout)',
+      T,
+      async () => {
+        const pool = new pg.Pool({ ...proxy.clientConfig(server), max: 2 });
+        open.push(pool);
+        const client = await pool.connect();
+        client.on('error', () => {});
+        await client.query('SET search_path TO tenant_a');
+        await client.query("SELECT set_config('app.tenant', $1, false)", ['a']);
+        const r = await cutMidStatement(() =>
+          client.query("SELECT v, current_setting('app.tenant') AS tenant FROM items"),
+        );
+        assert.deepEqual(r.rows, [{ v: 'tenant_a', tenant: 'a' }]);
+        assert.equal(retries.length, 1);
+        client.release(true);
+      },
+    );
+
+    it('refused after SET ROLE on the checked-out client (session_state)', T, async () => {
+      const pool = new pg.Pool({ ...proxy.clientConfig(server), max: 2 });
+      open.push(pool);
+      const client = await pool.connect();
+      client.on('error', () => {});
+      await client.query('SET ROLE reader');
+      await assert.rejects(
+        cutMidStatement(() => client.query('SELECT v FROM items')),
+        isLost,
+      );
+      assert.equal(retries.length, 0);
+      assert.deepEqual(
+        suppressed.map((e) => e.reason),
+        ['session_state'],
+      );
+      client.release(true);
+    });
+
+    it("the pool's onConnect hook sets the substitute up too", T, async (t) => {
+      if (!/^3\.(?:1[4-9]|[2-9]\d)/.test(pgPoolVersion())) {
+        t.skip('pg-pool without onConnect');
+        return;
+      }
+      const hooked: unknown[] = [];
+      const pool = new pg.Pool({
+        ...proxy.clientConfig(server),
+        max: 1,
+        onConnect: async (c: import('pg').PoolClient) => {
+          hooked.push(c);
+          await c.query('SET search_path TO tenant_a');
+        },
+      } as never);
+      open.push(pool);
+      const client = await pool.connect();
+      client.on('error', () => {});
+      const r = await cutMidStatement(() => client.query('SELECT v FROM items'));
+      assert.deepEqual(r.rows, [{ v: 'tenant_a' }]);
+      assert.equal(hooked.length, 2);
+      client.release(true);
+    });
 
     it('a read inside a transaction is never substituted', T, async () => {
       const pool = new pg.Pool({ ...proxy.clientConfig(server), max: 2 });
