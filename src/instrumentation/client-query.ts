@@ -87,7 +87,8 @@ export function patchClientQuery(targets: () => Targets): (original: QueryFn) =>
               values: statementValues,
               usableAtIssue,
               othersQueued,
-              endedByApp: endedByApp(client),
+              // The app's end() cut it short; an owner that ends the client after it died (evicting it) does not count.
+              endedByApp: failedByEnd(client, error),
             },
             c,
             substitute,

@@ -111,6 +111,7 @@ export interface SubstituteFacts {
   /** The client was usable when the statement was issued. */
   readonly usableAtIssue: boolean;
   readonly othersQueued: boolean;
+  /** The statement failed because the app ended the client (ended-by-app.ts `failedByEnd`). */
   readonly endedByApp: boolean;
 }
 

@@ -255,6 +255,32 @@ describe('substitute connections (real PostgreSQL)', { timeout: 240_000 }, () =>
       await assert.rejects(client.query('SELECT 1'), notQueryable);
     });
 
+    it(
+      "an owner that ends the client from its 'error' listener (evicting it) still gets the rows",
+      T,
+      async () => {
+        const { client } = await standalone();
+        client.on('error', () => void client.end().catch(() => {}));
+        await client.query('SELECT 1');
+        const r = await cutMidStatement(() => client.query('SELECT v FROM items'));
+        assert.deepEqual(r.rows, [{ v: 'public' }]);
+        assert.equal(retries.length, 1);
+      },
+    );
+
+    it('a read in flight when the app itself ends the client is never substituted', T, async () => {
+      const { client } = await standalone();
+      await client.query('SELECT 1');
+      proxy.setLatency(150);
+      const p = client.query('SELECT v FROM items');
+      p.catch(() => {});
+      await sleep(60);
+      await client.end();
+      proxy.setLatency(0);
+      await assert.rejects(p, /Connection terminated$/);
+      assert.equal(retries.length, 0);
+    });
+
     it('callback form: the callback gets the substitute result once', T, async () => {
       const { client } = await standalone();
       await client.query('SELECT 1');
