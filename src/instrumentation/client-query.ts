@@ -83,6 +83,7 @@ export function patchClientQuery(targets: () => Targets): (original: QueryFn) =>
           const instead = substituteVeto(
             {
               client,
+              error,
               query: config,
               values: statementValues,
               usableAtIssue,

@@ -106,6 +106,8 @@ export function trackSession(
 /** What the veto needs about the failed statement call. */
 export interface SubstituteFacts {
   readonly client: object;
+  /** The failed attempt's error. */
+  readonly error: unknown;
   readonly query: unknown;
   readonly values: unknown;
   /** The client was usable when the statement was issued. */
@@ -143,7 +145,10 @@ export function substituteVeto(
   if (c.errorClass !== 'connection_lost' || facts.endedByApp || !facts.usableAtIssue) return undefined;
   if (inTransaction(transactionStatus(facts.client)) || facts.othersQueued) return undefined;
   if (!isSafeToRepeat(facts.query)) return undefined;
-  if (usable(facts.client)) return undefined; // pg did not give the connection up (nothing to substitute)
+  // pg gave the connection up, or the server ended the session (a FATAL error: pg closes it right after).
+  if (usable(facts.client) && (facts.error as { severity?: unknown } | null)?.severity !== 'FATAL') {
+    return undefined;
+  }
   // A connection that died while connecting: the app's connect failed, its statements fail with it.
   if ((facts.client as { _connected?: unknown })._connected === false) return undefined;
   if (factory(facts.client) === undefined) return undefined;

@@ -260,11 +260,11 @@ export function noteStatement(
 }
 
 /** Session-bound values a new session does not have (the failed statement's own text). */
-const SESSION_BOUND = /\b(?:currval|lastval)\b/i;
+const SESSION_BOUND = /\b(?:currval|lastval|pg_backend_pid)\b/i;
 
 /**
  * Why the failed statement itself cannot run on another session, or undefined when it can: it changes
- * the session, reads session-bound values, or is a pg named statement sent without its text.
+ * the session, reads session-bound values (currval, lastval, pg_backend_pid), or is a pg named statement sent without its text.
  */
 export function statementNeedsSession(query: unknown, values: unknown): string | undefined {
   let text: unknown = query;
@@ -274,7 +274,7 @@ export function statementNeedsSession(query: unknown, values: unknown): string |
     if (typeof text !== 'string' && q.name) return 'a prepared statement sent without its text';
   }
   if (typeof text !== 'string') return 'a statement without text';
-  if (SESSION_BOUND.test(text) && SESSION_BOUND.test(stripSql(text))) return 'currval/lastval';
+  if (SESSION_BOUND.test(text) && SESSION_BOUND.test(stripSql(text))) return 'a session-bound value';
   if (mayChangeSession(text) && sessionEffect(text, values) !== undefined) return 'it changes the session';
   return undefined;
 }

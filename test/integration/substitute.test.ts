@@ -281,6 +281,24 @@ describe('substitute connections (real PostgreSQL)', { timeout: 240_000 }, () =>
       assert.equal(retries.length, 0);
     });
 
+    it(
+      'a session the server terminated (57P01, pg_terminate_backend) mid-statement: rows from a substitute',
+      T,
+      async () => {
+        const { client } = await standalone();
+        await client.query('SELECT 1');
+        const pid = (client as unknown as { processID: number }).processID;
+        const p = client.query(idempotent('SELECT pg_sleep(0.3), v FROM items'));
+        p.catch(() => {});
+        await sleep(100);
+        await server.query('SELECT pg_terminate_backend($1)', [pid]);
+        const r = await p;
+        assert.equal(r.rows[0].v, 'public');
+        assert.equal(retries.length, 1);
+        assert.equal(retries[0]!.errorType, '57P01');
+      },
+    );
+
     it('callback form: the callback gets the substitute result once', T, async () => {
       const { client } = await standalone();
       await client.query('SELECT 1');

@@ -118,6 +118,7 @@ describe('session state: the failed statement itself', () => {
   it('needs its own session when it is text-less, reads currval/lastval, or changes the session', () => {
     assert.ok(statementNeedsSession({ name: 'q', values: [1] }, [1]));
     assert.ok(statementNeedsSession("SELECT currval('s')", undefined));
+    assert.ok(statementNeedsSession('SELECT pg_backend_pid()', undefined));
     assert.ok(statementNeedsSession('SET search_path TO x', undefined));
     assert.equal(statementNeedsSession("SELECT 'currval'", undefined), undefined);
     assert.equal(statementNeedsSession({ name: 'q', text: 'SELECT $1::int', values: [1] }, [1]), undefined);
