@@ -94,7 +94,7 @@ export function patchClientQuery(targets: () => Targets): (original: QueryFn) =>
             c,
             substitute,
           );
-          if (instead === true) substitute ??= new Substitute(client);
+          if (instead === true) substitute ??= new Substitute(client, policy.settings.timeout.connectMs);
           if (instead !== undefined) return instead;
           return statementVeto(
             {

@@ -161,11 +161,14 @@ export function substituteVeto(
 /** The substitute for one statement call; each attempt opens its own connection. */
 export class Substitute {
   readonly #client: object;
+  readonly #connectMs: number;
   /** A replayed setting or the pool's setup failed on a substitute: no further substitute. */
   setupRefused = false;
 
-  constructor(client: object) {
+  /** `connectMs`: the target's `timeout.connectMs`, the substitute's connect bound when none is configured. */
+  constructor(client: object, connectMs: number) {
     this.#client = client;
+    this.#connectMs = connectMs;
   }
 
   /**
@@ -180,6 +183,11 @@ export class Substitute {
     const make = factory(this.#client);
     if (make === undefined) throw original;
     const { client: sub, pool } = make();
+    // A lost handshake must not hold the call (pg waits forever without a connect timeout).
+    const bounded = sub as SubClient & { _connectionTimeoutMillis?: unknown };
+    if (!(Number(bounded._connectionTimeoutMillis) > 0) && this.#connectMs > 0) {
+      bounded._connectionTimeoutMillis = this.#connectMs;
+    }
     scope.ownClients.add(sub);
     sub.on('error', ignore);
     let closed = false;
