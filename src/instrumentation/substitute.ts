@@ -26,8 +26,10 @@ import {
 import { isSafeToRepeat, queryText, statementVeto } from './retry-safety.ts';
 import { scope } from './scope.ts';
 import { inTransaction, transactionStatus } from './tx-status.ts';
+import type { EmitFn } from './types.ts';
 
 const POOL = Symbol('pg-resilience.pool');
+const SETTING_UP = Symbol('pg-resilience.settingUp');
 
 type Listener = (...args: unknown[]) => unknown;
 interface SubClient {
@@ -71,11 +73,33 @@ export function inPoolNewClient<T>(pool: object, run: () => T): T {
   }
 }
 
-/** A pool client is connecting (client-connect.ts, inside `newClient`): its substitutes come from that pool. */
+/**
+ * A pool client is connecting (client-connect.ts, inside `newClient`): its substitutes come from that
+ * pool. Until the pool first hands it out ('acquire'), its statements are the pool's setup (its
+ * `onConnect` hook, its 'connect' listeners), which a substitute from that pool runs again: they are
+ * not tracked (a 'connect' listener's `SET ROLE` does not make the pool's clients ineligible).
+ */
 export function rememberPool(client: object): void {
   if (creatingPool !== undefined) {
     Object.defineProperty(client, POOL, { value: creatingPool, enumerable: false, configurable: true });
+    Object.defineProperty(client, SETTING_UP, {
+      value: true,
+      enumerable: false,
+      writable: true,
+      configurable: true,
+    });
   }
+}
+
+/** Wrapper for a Pool's `emit`: 'acquire' ends a new client's setup (pg-pool emits it right after 'connect'). */
+export function endSetupOnAcquire(emit: EmitFn): EmitFn {
+  return function (this: unknown, event: string | symbol, ...args: unknown[]): boolean {
+    if (event === 'acquire') {
+      const client = args[0] as { [SETTING_UP]?: boolean } | null | undefined;
+      if (client?.[SETTING_UP] === true) client[SETTING_UP] = false;
+    }
+    return emit.call(this, event, ...args);
+  };
 }
 
 /** The client can still run statements (pg marks it unusable once its connection failed or ended). */
@@ -98,6 +122,7 @@ export function trackSession(
   const text = typeof query === 'string' ? query : queryText(query);
   if (text === undefined || !mayChangeSession(text)) return undefined;
   if (!usable(client)) return undefined; // pg sends nothing on a failed client
+  if ((client as { [SETTING_UP]?: boolean })[SETTING_UP] === true) return undefined; // the pool's own setup
   // No status yet only before the first ReadyForQuery (a statement sent from a connect callback): no transaction.
   const quiet = othersInFlight === 0 && !inTransaction(transactionStatus(client));
   return noteStatement(client, text, values, quiet);

@@ -203,6 +203,19 @@ describe('substitute connections (real PostgreSQL)', { timeout: 240_000 }, () =>
       client.release(true);
     });
 
+    it("a 'connect' listener's SET ROLE is the pool's setup: the substitute runs it too", T, async () => {
+      const pool = new pg.Pool({ ...proxy.clientConfig(server), max: 1 });
+      open.push(pool);
+      pool.on('connect', (c) => void c.query('SET ROLE reader'));
+      const client = await pool.connect();
+      client.on('error', () => {});
+      await client.query('SELECT 1');
+      const r = await cutMidStatement(() => client.query('SELECT current_user AS u, v FROM items'));
+      assert.deepEqual(r.rows, [{ u: 'reader', v: 'public' }]);
+      assert.equal(retries.length, 1);
+      client.release(true);
+    });
+
     it('a read inside a transaction is never substituted', T, async () => {
       const pool = new pg.Pool({ ...proxy.clientConfig(server), max: 2 });
       open.push(pool);
