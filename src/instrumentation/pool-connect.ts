@@ -1,5 +1,6 @@
 /**
- * `Pool.prototype.connect` (and `newClient`, which marks the pool's own client connects).
+ * `Pool.prototype.connect` (and `newClient`, which marks the pool's own client connects and tells
+ * each new client its pool, for substitute connections: substitute.ts).
  *
  * - Called by pg-pool's own `Pool.query` (scope.poolQuery): part of that attempt, so it passes through;
  *   its callback runs with the attempt back in scope, so the statement pg-pool issues in it is
