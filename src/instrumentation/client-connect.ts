@@ -21,6 +21,7 @@ import { asPromise, type PromiseCtor, settleCallback } from './callbacks.ts';
 import { ConnectEndedByAppError, endedByApp, never } from './ended-by-app.ts';
 import { applyDefaultKeepAlive } from './keepalive.ts';
 import { scope } from './scope.ts';
+import { rememberPool } from './substitute.ts';
 import type { Targets } from './targets.ts';
 import { watchTransactionStatus } from './tx-status.ts';
 import type { PgClientLike } from './types.ts';
@@ -43,6 +44,7 @@ export function patchClientConnect(targets: () => Targets): (original: ConnectFn
       defaultKeepAlive(this, targets);
       if (scope.poolNewClient > 0) {
         scope.poolClients.add(this);
+        rememberPool(this);
         boundPoolConnect(this, targets);
         return original.apply(this, args);
       }

@@ -9,7 +9,9 @@
  *   bulkhead or breaker (`admission: false`); retries and timeouts apply.
  * - A standalone client gets every policy.
  * - Retries on a client are the same client's (pg cannot reconnect one): only a statement the server
- *   rejected and rolled back, outside a transaction, with nothing else queued (src/safety/retry-safety.ts).
+ *   rejected and rolled back, outside a transaction, with nothing else queued (src/safety/retry-safety.ts). A read
+ *   or idempotent statement whose connection died runs again on a substitute connection instead, when
+ *   the session state allows it (substitute.ts).
  * - Submittables (pg-cursor, pg-query-stream…): `client.query(q)` returns `q` itself, as pg does; they
  *   are never retried. A standalone client admits them (breaker closed, rate-limit permit) before pg
  *   sees them; a refusal reaches them through `q.handleError(err)`, the way pg fails a query.
@@ -26,6 +28,7 @@ import { cancelOnTimeout, lastQuery, type RunningStatement } from './cancel.ts';
 import { errorIsForUnsentQuery } from './dispatch.ts';
 import { endedByApp, failedByEnd } from './ended-by-app.ts';
 import { type PoolQueryAttempt, scope } from './scope.ts';
+import { Substitute, substituteVeto, trackSession, usable } from './substitute.ts';
 import type { Targets } from './targets.ts';
 import { transactionStatus } from './tx-status.ts';
 import type { PgClientLike } from './types.ts';
@@ -47,6 +50,7 @@ export function patchClientQuery(targets: () => Targets): (original: QueryFn) =>
 
       const pooled = scope.poolClients.has(this) || typeof this.release === 'function';
       if (isSubmittable(config)) {
+        trackSession(this, config, (config as { values?: unknown }).values, 1)?.(false);
         if (pooled) return original.apply(this, args);
         return submittable(original, this, targets(), config as Submittable, args);
       }
@@ -61,6 +65,11 @@ export function patchClientQuery(targets: () => Targets): (original: QueryFn) =>
 
       const client = this as Counted;
       const statementValues = typeof values === 'function' ? undefined : values;
+      const usableAtIssue = usable(client);
+      const noted = trackSession(client, config, statementValues, client[IN_FLIGHT] ?? 0);
+      // Set once the connection died under a statement that may run on a substitute: every later attempt does.
+      let substitute: Substitute | undefined;
+      let failure: unknown;
       // pg threw inside the call itself (a malformed argument, a value it cannot serialise): like pg,
       // the caller gets that throw, synchronously, and nothing else (no callback, no retry).
       let calling = true;
@@ -70,21 +79,39 @@ export function patchClientQuery(targets: () => Targets): (original: QueryFn) =>
         operation: 'query',
         admission: !pooled,
         cancel: cancelOnTimeout(() => running),
-        canRetry: (_error, c) =>
-          thrown !== undefined
-            ? 'not_retryable'
-            : statementVeto(
-                {
-                  query: config,
-                  values: statementValues,
-                  freshConnection: false,
-                  txStatus: transactionStatus(client),
-                  provedUnsent: false,
-                  othersQueued: (client[IN_FLIGHT] ?? 0) > 1,
-                  endedByApp: endedByApp(client),
-                },
-                c,
-              ),
+        canRetry: (error, c) => {
+          if (thrown !== undefined) return 'not_retryable';
+          failure = error;
+          const othersQueued = (client[IN_FLIGHT] ?? 0) > 1;
+          const instead = substituteVeto(
+            {
+              client,
+              error,
+              query: config,
+              values: statementValues,
+              usableAtIssue,
+              othersQueued,
+              // The app's end() cut it short; an owner that ends the client after it died (evicting it) does not count.
+              endedByApp: failedByEnd(client, error),
+            },
+            c,
+            substitute,
+          );
+          if (instead === true) substitute ??= new Substitute(client, policy.settings.timeout.connectMs);
+          if (instead !== undefined) return instead;
+          return statementVeto(
+            {
+              query: config,
+              values: statementValues,
+              freshConnection: false,
+              txStatus: transactionStatus(client),
+              provedUnsent: false,
+              othersQueued,
+              endedByApp: endedByApp(client),
+            },
+            c,
+          );
+        },
       };
       client[IN_FLIGHT] = (client[IN_FLIGHT] ?? 0) + 1;
       let inFlight = true;
@@ -92,6 +119,10 @@ export function patchClientQuery(targets: () => Targets): (original: QueryFn) =>
         if (!inFlight) return;
         inFlight = false;
         client[IN_FLIGHT] = (client[IN_FLIGHT] ?? 1) - 1;
+      };
+      const send = (target: object, own: Callback): void => {
+        if (statementValues === undefined) original.call(target as PgClientLike, config, own);
+        else original.call(target as PgClientLike, config, statementValues, own);
       };
       const tgts = targets();
       const policy = tgts.forClient(client);
@@ -119,9 +150,22 @@ export function patchClientQuery(targets: () => Targets): (original: QueryFn) =>
                 if (args[0]) reject(args[0]);
                 else resolve(args[1]);
               };
+              if (substitute !== undefined) {
+                substitute
+                  .run(
+                    (target) =>
+                      new Promise((finish) => {
+                        send(target, (...a) => finish(own(...a)));
+                        running = { client: target, query: lastQuery(target) };
+                      }),
+                    failure,
+                    signal,
+                  )
+                  .catch(reject);
+                return;
+              }
               try {
-                if (statementValues === undefined) original.call(client, config, own);
-                else original.call(client, config, statementValues, own);
+                send(client, own);
                 running = { client, query: lastQuery(client) };
               } catch (error) {
                 if (calling) thrown = { error };
@@ -132,12 +176,28 @@ export function patchClientQuery(targets: () => Targets): (original: QueryFn) =>
         );
         calling = false;
         operation.then(done, done);
+        if (noted)
+          operation.then(
+            () => noted(true),
+            () => noted(false),
+          );
         if (thrown) throw thrown.error;
         settleCallback(operation, deliver, () => last);
         return undefined;
       }
 
-      const operation = policy.execute(() => {
+      const operation = policy.execute((_n, signal) => {
+        if (substitute !== undefined) {
+          return substitute.run(
+            (target) => {
+              const result = original.call(target as never, config, values) as Promise<unknown>;
+              running = { client: target, query: lastQuery(target) };
+              return result;
+            },
+            failure,
+            signal,
+          );
+        }
         try {
           const result = original.apply(client, args) as Promise<unknown>;
           running = { client, query: lastQuery(client) };
@@ -153,10 +213,12 @@ export function patchClientQuery(targets: () => Targets): (original: QueryFn) =>
       const counted = operation.then(
         (value) => {
           done();
+          noted?.(true);
           return value;
         },
         (error: unknown) => {
           done();
+          noted?.(false);
           throw error;
         },
       );
@@ -186,8 +248,10 @@ function forPoolQuery(
   }
   attempt.client = client;
   attempt.txStatus = transactionStatus(client);
+  const noted = trackSession(client, args[0], args[1], 0);
   if (typeof cb !== 'function') return original.apply(client, args);
   const result = original.call(client, args[0], args[1], function (this: unknown, ...cbArgs: unknown[]) {
+    noted?.(!cbArgs[0]);
     if (cbArgs[0]) {
       attempt.provedUnsent = errorIsForUnsentQuery();
       attempt.endedByApp = failedByEnd(client, cbArgs[0]); // before pg-pool's callback releases it

@@ -31,6 +31,7 @@ import { patchClientConnect } from './client-connect.ts';
 import { patchClientQuery } from './client-query.ts';
 import { trackHandleError, trackSubmit } from './dispatch.ts';
 import { markPoolNewClient, patchPoolConnect } from './pool-connect.ts';
+import { endSetupOnAcquire } from './substitute.ts';
 import { patchPoolQuery } from './pool-query.ts';
 import { Targets } from './targets.ts';
 import { unwrapOurs, wrapOnce } from './wrap.ts';
@@ -287,11 +288,8 @@ export class PgResilienceInstrumentation extends InstrumentationBase<PgResilienc
 
   private patchPool(Pool: Prototyped): void {
     const proto = Pool.prototype;
-    this.#wrapOnce(
-      proto,
-      'emit',
-      this.errorGuard('pool', (emitter, args) => poolTarget(emitter as PgPoolLike, args[1])),
-    );
+    const guard = this.errorGuard('pool', (emitter, args) => poolTarget(emitter as PgPoolLike, args[1]));
+    this.#wrapOnce(proto, 'emit', (original: EmitFn) => endSetupOnAcquire(guard(original)));
     this.#wrapOnce(proto, 'query', patchPoolQuery(this.#targetsFn));
     this.#wrapOnce(proto, 'connect', patchPoolConnect(this.#targetsFn));
     this.#wrapOnce(proto, 'newClient', markPoolNewClient);

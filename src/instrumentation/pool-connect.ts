@@ -1,5 +1,6 @@
 /**
- * `Pool.prototype.connect` (and `newClient`, which marks the pool's own client connects).
+ * `Pool.prototype.connect` (and `newClient`, which marks the pool's own client connects and tells
+ * each new client its pool, for substitute connections: substitute.ts).
  *
  * - Called by pg-pool's own `Pool.query` (scope.poolQuery): part of that attempt, so it passes through;
  *   its callback runs with the attempt back in scope, so the statement pg-pool issues in it is
@@ -19,6 +20,7 @@
 import { connectVeto } from '../safety/retry-safety.ts';
 import { asPromise, type PromiseCtor, settleCallback } from './callbacks.ts';
 import { type PoolQueryAttempt, scope } from './scope.ts';
+import { inPoolNewClient } from './substitute.ts';
 import type { Targets } from './targets.ts';
 import type { PgPoolLike } from './types.ts';
 
@@ -101,7 +103,7 @@ export function markPoolNewClient(original: Fn): Fn {
   return function newClient(this: PgPoolLike, ...args: unknown[]): unknown {
     scope.poolNewClient++;
     try {
-      return original.apply(this, args);
+      return inPoolNewClient(this, () => original.apply(this, args));
     } finally {
       scope.poolNewClient--;
     }

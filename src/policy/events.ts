@@ -14,9 +14,16 @@ export type CircuitStateName = (typeof CIRCUIT_STATES)[number];
 /**
  * Why a retry was refused (telemetry's `pg_resilience.reason`; the catalog, the logs and the docs take
  * the list from here): inside a transaction, outcome unknown for a statement not known safe to repeat,
- * retry budget spent, or a repeat on this client that could reorder statements.
+ * retry budget spent, a repeat on this client that could reorder statements, or a substitute connection
+ * that could not have the dead session's state.
  */
-export const SUPPRESS_REASONS = ['in_transaction', 'unknown_outcome', 'budget', 'not_retryable'] as const;
+export const SUPPRESS_REASONS = [
+  'in_transaction',
+  'unknown_outcome',
+  'budget',
+  'not_retryable',
+  'session_state',
+] as const;
 export type SuppressReason = (typeof SUPPRESS_REASONS)[number];
 /** Why the rate limiter refused a call (a caller's own abort, `aborted`, is not a refusal). */
 export const RATE_LIMIT_REFUSALS = ['drop', 'queue_full', 'max_wait'] as const;

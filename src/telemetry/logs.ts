@@ -52,6 +52,7 @@ const SUPPRESS_WHY: Record<SuppressReason, string> = {
   unknown_outcome: 'the statement may have reached the server and is not known to be safe to repeat',
   budget: 'the retry budget is spent (too many retries against this target)',
   not_retryable: 'repeating it on this client could reorder statements',
+  session_state: 'its session had state a new connection would not have (temporary table, role, lock…)',
 };
 
 export interface ConsoleSink {

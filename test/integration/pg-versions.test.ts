@@ -24,6 +24,7 @@ const FILES = [
   { file: 'dead-connections.test.ts', min: 8 },
   { file: 'statement-cancel.test.ts', min: 8 },
   { file: 'leak-detection.test.ts', min: 5 },
+  { file: 'substitute.test.ts', min: 27 },
 ].map((f) => ({ ...f, path: fileURLToPath(new URL(`./${f.file}`, import.meta.url)) }));
 
 const VERSIONS = [

@@ -199,6 +199,7 @@ describe('metrics', () => {
       'budget',
       'in_transaction',
       'not_retryable',
+      'session_state',
       'unknown_outcome',
     ]);
   });
