@@ -23,9 +23,9 @@ import {
   sessionState,
   statementNeedsSession,
 } from '../safety/session-state.ts';
-import { isSafeToRepeat, queryText, statementVeto } from '../safety/retry-safety.ts';
+import { inTransaction, isSafeToRepeat, queryText, statementVeto } from '../safety/retry-safety.ts';
 import { scope } from './scope.ts';
-import { inTransaction, transactionStatus } from './tx-status.ts';
+import { transactionStatus } from './tx-status.ts';
 import type { EmitFn } from './types.ts';
 
 const POOL = Symbol('pg-resilience.pool');

@@ -74,12 +74,12 @@ export function statementVeto(facts: StatementFacts, c: ErrorClassification): tr
  * In a transaction block, healthy ('T') or failed ('E'), from the server's ReadyForQuery status: no
  * statement may be retried on its own (only the whole transaction, see `transactionVeto`).
  */
-function inTransaction(status: string | undefined): boolean {
+export function inTransaction(status: string | undefined): boolean {
   return status === 'T' || status === 'E';
 }
 
 /** Marked idempotent by the caller (idempotent.ts), or read-only by the documented rule (read-only.ts). */
-function isSafeToRepeat(query: unknown): boolean {
+export function isSafeToRepeat(query: unknown): boolean {
   if (isMarkedIdempotent(query)) return true;
   const text = queryText(query);
   return text !== undefined && isReadOnlyStatement(text);
@@ -102,7 +102,7 @@ function isOneStatement(query: unknown, values: unknown): boolean {
   return text !== undefined && isSingleStatement(stripSql(text));
 }
 
-function queryText(query: unknown): string | undefined {
+export function queryText(query: unknown): string | undefined {
   if (typeof query === 'string') return query;
   if (typeof query === 'object' && query !== null) {
     const text = (query as { text?: unknown }).text;
