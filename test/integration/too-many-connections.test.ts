@@ -132,7 +132,7 @@ describe('53300 too_many_connections is load, not an outage (4 processes, pools 
         while (Date.now() < loadEnd) {
           samples.push(await roleBackends());
           maxBackends = Math.max(maxBackends, samples.at(-1)!);
-          await sleep(500);
+          await sleep(250);
         }
         const served = apps.map((a) => a.stats.ok);
         const total = sum(served);
@@ -144,8 +144,13 @@ describe('53300 too_many_connections is load, not an outage (4 processes, pools 
             `min/mean ${(Math.min(...served) / Math.max(1, mean)).toFixed(2)}); ` +
             `role backends max ${maxBackends} (samples ${samples.join(' ')}); errors ${apps.map((a) => JSON.stringify(a.stats.errors)).join(' ')}`,
         );
-        // The fault happened: the pools together wanted more than the role may hold.
-        assert.equal(maxBackends, ROLE_LIMIT, 'the role reached its connection limit');
+        // The fault happened: the pools together (4 × 20) wanted more than the role may hold, so the
+        // role's backends stood at its limit. Sampled, with connections turning over every second: a
+        // sample can fall in the moment between one connection's end and its successor's start.
+        assert.ok(
+          maxBackends >= ROLE_LIMIT * 0.9 && maxBackends <= ROLE_LIMIT,
+          `the role's backends reached its connection limit (${ROLE_LIMIT}): max sampled ${maxBackends}`,
+        );
         assert.ok(total > 0, 'calls were served');
         for (const [i, n] of served.entries()) {
           assert.ok(

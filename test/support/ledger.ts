@@ -2,8 +2,10 @@
 //
 // A table `ledger(key text, worker int, at timestamptz)` WITHOUT a unique constraint gets many
 // concurrent single-row INSERTs, each with its own key, through pool.query and a FaultProxy that resets
-// a share of new connections and, on a timer, every open connection (mid-statement for the inserts in
-// flight: each insert also sleeps a few ms on the server). Each insert's outcome is recorded
+// a share of new connections and cuts ready connections right after a share of server messages (after
+// ParseComplete or BindComplete the INSERT is running on the server, which also sleeps a few ms in it;
+// after CommandComplete it committed but the client never hears so). The faults are counted in
+// messages, not time, so a slow machine changes how long the run takes, not what it tests. Each insert's outcome is recorded
 // (acknowledged, or failed with its error code); then the table is read directly (not through the
 // proxy) and checked: every acknowledged key is there exactly once, and no key is there twice. A
 // failed insert may or may not be in the table (the connection can die after the commit, before the
@@ -12,8 +14,8 @@
 // In-process by default. With `child`, the inserts run in a child process started as
 // `node ...child.nodeArgs ledger.ts --ledger-worker <config>` from `child.dir` (this file is copied
 // there, so `pg` resolves from that directory's node_modules, e.g. a scratch app's, and
-// `--require pg-resilience/register` loads the package as users load it); the proxy, its fault timer and
-// the check stay in this process.
+// `--require pg-resilience/register` loads the package as users load it); the proxy, its faults and the
+// check stay in this process.
 import { spawn } from 'node:child_process';
 import { copyFileSync, realpathSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -32,8 +34,8 @@ export interface LedgerOptions {
   pgModule?: any;
   /** share of new connections reset on accept; default 0.2 */
   resetNewShare?: number;
-  /** every this many ms, resetOpenConnections(); default 60 */
-  resetOpenEveryMs?: number;
+  /** share of server messages on a ready connection after which it is reset; default 0.05 */
+  cutShare?: number;
   /** server-side sleep inside each INSERT, so that resets land mid-statement; default 3 */
   statementSleepMs?: number;
   /** run the inserts in a child process (see the file comment) */
@@ -55,8 +57,8 @@ export interface LedgerResult {
   unexpected: string[];
   /** acknowledged / attempted */
   successShare: number;
-  /** how many open connections the fault timer reset, and how many connects were reset on accept */
-  faults: { resetOpen: number; resetOnAccept: number };
+  /** how many ready connections were cut after a server message, and how many connects were reset on accept */
+  faults: { cutAfterMessage: number; resetOnAccept: number };
   durationMs: number;
 }
 
@@ -164,16 +166,16 @@ export async function runLedger(options: LedgerOptions): Promise<LedgerResult> {
     table,
   };
   const started = Date.now();
-  const before = { resetOpen: proxy.stats.resetOpen, resetOnAccept: proxy.stats.resetOnAccept };
+  const before = { cutAfterMessage: proxy.stats.cutAfterMessage, resetOnAccept: proxy.stats.resetOnAccept };
   proxy.resetNewConnections(options.resetNewShare ?? 0.2);
-  const timer = setInterval(() => proxy.resetOpenConnections(), options.resetOpenEveryMs ?? 60);
+  proxy.cutAfterServerMessage(options.cutShare ?? 0.05);
   let outcome: WorkerOutcome;
   try {
     outcome = options.child
       ? await insertInChild(options.child, cfg)
       : await insertAll(options.pgModule ?? createRequire(import.meta.url)('pg'), cfg);
   } finally {
-    clearInterval(timer);
+    proxy.cutAfterServerMessage(null);
     proxy.resetNewConnections(0);
   }
   const durationMs = Date.now() - started;
@@ -199,7 +201,7 @@ export async function runLedger(options: LedgerOptions): Promise<LedgerResult> {
     unexpected: sorted([...counts.keys()].filter((k) => !attempted.has(k))),
     successShare: outcome.acknowledged.length / attempted.size,
     faults: {
-      resetOpen: proxy.stats.resetOpen - before.resetOpen,
+      cutAfterMessage: proxy.stats.cutAfterMessage - before.cutAfterMessage,
       resetOnAccept: proxy.stats.resetOnAccept - before.resetOnAccept,
     },
     durationMs,
