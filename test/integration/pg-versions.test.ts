@@ -63,33 +63,41 @@ async function install(v: { pg: string; pgPool: string }): Promise<string> {
   return dir;
 }
 
-describe("the safe-retry rules and pg's semantics on older pg 8.x releases", { timeout: 1_200_000 }, () => {
-  for (const v of VERSIONS) {
-    for (const f of FILES) {
-      it(`pg ${v.pg} (pg-pool ${v.pgPool}): ${f.file}`, async (t) => {
-        const dir = await install(v);
-        assert.deepEqual(versionsIn(dir), v, 'pg and the pg-pool it loads');
-        // Without NODE_TEST_CONTEXT: the child is a test runner of its own, reporting in TAP.
-        const { NODE_TEST_CONTEXT: _, ...env } = process.env;
-        const result = await run(process.execPath, ['--test', '--test-reporter=tap', f.path], {
-          cwd: root,
-          env: { ...env, PG_RESILIENCE_TEST_PG_DIR: dir },
-          timeout: 300_000,
-        }).catch((e: { stdout?: string; stderr?: string }) => e);
-        const out = `${result.stdout ?? ''}${result.stderr ?? ''}`;
-        const pass = /^# pass (\d+)/m.exec(out)?.[1];
-        const fail = /^# fail (\d+)/m.exec(out)?.[1];
-        t.diagnostic(`pg ${v.pg}, ${f.file}: ${pass} passed, ${fail} failed`);
-        assert.equal(
-          fail,
-          '0',
-          out
-            .split('\n')
-            .filter((l) => /not ok|Error|expected|actual/.test(l))
-            .join('\n'),
-        );
-        assert.ok(Number(pass) >= f.min, `only ${pass} tests of ${f.file} ran`);
+// The versions run side by side, each its files one after another (each file starts its own server):
+// the files mostly wait (timeouts, child processes, server restarts), so three streams fit two cores.
+describe(
+  "the safe-retry rules and pg's semantics on older pg 8.x releases",
+  { timeout: 1_200_000, concurrency: VERSIONS.length },
+  () => {
+    for (const v of VERSIONS) {
+      describe(`pg ${v.pg}`, { concurrency: 1 }, () => {
+        for (const f of FILES) {
+          it(`pg ${v.pg} (pg-pool ${v.pgPool}): ${f.file}`, async (t) => {
+            const dir = await install(v);
+            assert.deepEqual(versionsIn(dir), v, 'pg and the pg-pool it loads');
+            // Without NODE_TEST_CONTEXT: the child is a test runner of its own, reporting in TAP.
+            const { NODE_TEST_CONTEXT: _, ...env } = process.env;
+            const result = await run(process.execPath, ['--test', '--test-reporter=tap', f.path], {
+              cwd: root,
+              env: { ...env, PG_RESILIENCE_TEST_PG_DIR: dir },
+              timeout: 300_000,
+            }).catch((e: { stdout?: string; stderr?: string }) => e);
+            const out = `${result.stdout ?? ''}${result.stderr ?? ''}`;
+            const pass = /^# pass (\d+)/m.exec(out)?.[1];
+            const fail = /^# fail (\d+)/m.exec(out)?.[1];
+            t.diagnostic(`pg ${v.pg}, ${f.file}: ${pass} passed, ${fail} failed`);
+            assert.equal(
+              fail,
+              '0',
+              out
+                .split('\n')
+                .filter((l) => /not ok|Error|expected|actual/.test(l))
+                .join('\n'),
+            );
+            assert.ok(Number(pass) >= f.min, `only ${pass} tests of ${f.file} ran`);
+          });
+        }
       });
     }
-  }
-});
+  },
+);
