@@ -146,7 +146,7 @@ export const ALERTS: readonly AlertRule[] = [
     severity: 'warning',
     summary: 'Connection pool {{ $labels.db_client_connection_pool_name }} almost full',
     description:
-      'Over 80 % of the pool {{ $labels.db_client_connection_pool_name }} is in use: calls will soon wait for a connection.',
+      "Over 80 % of the pool {{ $labels.db_client_connection_pool_name }} is in use: calls will soon wait for a connection. Built on instrumentation-pg's pool series: in the lean mode (OTEL_NODE_DISABLED_INSTRUMENTATIONS=pg) they are absent, the expression is empty and this alert never fires.",
   },
   {
     alert: 'PgResilienceClientErrorsSpiking',
@@ -186,6 +186,8 @@ interface Series {
 
 interface AlertCase {
   readonly alert: AlertName;
+  /** The test's name when it is not the usual failing/healthy pair. */
+  readonly name?: string;
   readonly series: readonly Series[];
   readonly evalTime: string;
   /** Label sets of the alerts expected at evalTime (the healthy series must not appear). */
@@ -315,6 +317,15 @@ export const ALERT_CASES: readonly AlertCase[] = [
     firing: [{ [PG_POOL.pool]: 'bad:5432/app' }],
   },
   {
+    alert: 'PgResiliencePoolUtilisationHigh',
+    name: 'PgResiliencePoolUtilisationHigh: silent in the lean mode, where instrumentation-pg series are absent',
+    series: [
+      { series: sel(m.clientErrors, { ...bad, [prometheusLabel(ATTR.SOURCE)]: 'pool' }), values: '0x80' },
+    ],
+    evalTime: '15m',
+    firing: [],
+  },
+  {
     alert: 'PgResilienceClientErrorsSpiking',
     series: [
       { series: sel(m.clientErrors, { ...bad, [prometheusLabel(ATTR.SOURCE)]: 'pool' }), values: '0+5x20' },
@@ -360,7 +371,7 @@ export function alertRuleTests(rulesFile = 'pg-resilience.yml'): string {
     tests: ALERT_CASES.map((c) => {
       const rule = byName.get(c.alert)!;
       return {
-        name: `${c.alert}: fires for the failing series, silent for the healthy one`,
+        name: c.name ?? `${c.alert}: fires for the failing series, silent for the healthy one`,
         interval: '15s',
         input_series: c.series.map((x) => ({ series: x.series, values: x.values })),
         alert_rule_test: [

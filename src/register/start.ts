@@ -5,6 +5,8 @@
  * last, so its wrappers are outermost). The SDK reads the standard OTEL_* environment itself
  * (OTEL_SDK_DISABLED, OTEL_TRACES_EXPORTER, OTEL_METRICS_EXPORTER, OTEL_EXPORTER_PROMETHEUS_HOST/PORT,
  * OTEL_SERVICE_NAME…). PG_RESILIENCE_DISABLED=true: nothing at all is started and pg is untouched.
+ * OTEL_NODE_ENABLED_INSTRUMENTATIONS / OTEL_NODE_DISABLED_INSTRUMENTATIONS choose whether
+ * instrumentation-pg loads (src/register/instrumentation-selection.ts); ours always does.
  * OTEL_SDK_DISABLED=true: no SDK (no exporters, no instrumentation-pg), but PgResilienceInstrumentation
  * still runs: switching telemetry off must not bring the crashes back.
  *
@@ -20,6 +22,7 @@ import { PgInstrumentation } from '@opentelemetry/instrumentation-pg';
 import { NodeSDK } from '@opentelemetry/sdk-node';
 import { killSwitchOn } from '../config/index.ts';
 import { PgResilienceInstrumentation } from '../instrumentation/instrumentation.ts';
+import { selectInstrumentations } from './instrumentation-selection.ts';
 
 export const SHUTDOWN_TIMEOUT_MS = 5_000;
 /**
@@ -58,10 +61,21 @@ export function startPgResilience(): Started | undefined {
   // its constructor, and instrumentation-pg's hook unwraps whatever wrapper it finds on pg's prototypes
   // when pg loads. So instrumentation-pg first, ours second, or ours is removed from Client.query,
   // Client.connect and Pool.connect (src/instrumentation/wrap.ts; test/e2e/register.test.ts checks it).
-  const pgInstrumentation = new PgInstrumentation();
+  // OTEL_NODE_DISABLED_INSTRUMENTATIONS=pg (the lean mode): no instrumentation-pg, so no pg spans and
+  // no db.client.* metrics; our policies and metrics still run.
+  const selection = selectInstrumentations();
+  const pgInstrumentation = selection.pg ? [new PgInstrumentation()] : [];
   // A ConfigError from our instrumentation surfaces here, at start-up.
   const instrumentation = new PgResilienceInstrumentation();
-  const sdk = new NodeSDK({ instrumentations: [pgInstrumentation, instrumentation] });
+  const sdk = new NodeSDK({ instrumentations: [...pgInstrumentation, instrumentation] });
+  // After the SDK's constructor: it installs the diag logger OTEL_LOG_LEVEL asks for.
+  for (const name of selection.unknown) {
+    diag.warn(
+      `pg-resilience/register: "${name}" from OTEL_NODE_ENABLED/DISABLED_INSTRUMENTATIONS is not an ` +
+        'instrumentation this hook loads (it loads only @opentelemetry/instrumentation-pg); ignored. ' +
+        'PG_RESILIENCE_DISABLED=true turns pg-resilience off.',
+    );
+  }
   try {
     sdk.start();
   } catch (error) {

@@ -4,7 +4,8 @@
  * instrumentation-pg run (instrumentation-pg's series on the Prometheus endpoint, scraped over HTTP
  * while the app is alive) and that our instrumentation is active in that load mode (the app survives
  * pg_terminate_backend with no pool 'error' listener), then that SIGTERM exits promptly with 143.
- * The off switches (OTEL_SDK_DISABLED, PG_RESILIENCE_DISABLED) leave the app running without /metrics.
+ * The off switches (OTEL_SDK_DISABLED, PG_RESILIENCE_DISABLED) leave the app running without /metrics;
+ * the lean mode (OTEL_NODE_DISABLED_INSTRUMENTATIONS=pg) drops instrumentation-pg and keeps the rest.
  */
 import assert from 'node:assert/strict';
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
@@ -200,6 +201,76 @@ describe('pg-resilience/register (packed tarball, real PostgreSQL)', () => {
       },
     );
   }
+
+  it(
+    'lean mode, OTEL_NODE_DISABLED_INSTRUMENTATIONS=pg under --require: no instrumentation-pg spans or db.client metrics, our metrics and resilience run',
+    T,
+    async () => {
+      // The same app twice: as shipped (the control: instrumentation-pg's spans and series are there),
+      // then lean. Spans go to the console exporter, i.e. into the app's output.
+      const runs: Partial<Record<'default' | 'lean', { output: string; metrics: string; retries: number }>> =
+        {};
+      for (const [name, extra] of [
+        ['default', {}],
+        ['lean', { OTEL_NODE_DISABLED_INSTRUMENTATIONS: ' pg ' }],
+      ] as const) {
+        const port = await freePort();
+        proxy.clear();
+        const run = start(app, ['--require', 'pg-resilience/register', 'app.cjs'], {
+          ...extra,
+          DATABASE_URL: proxy.connectionString(server),
+          OTEL_METRICS_EXPORTER: 'prometheus',
+          OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1',
+          OTEL_EXPORTER_PROMETHEUS_PORT: String(port),
+          OTEL_TRACES_EXPORTER: 'console',
+          OTEL_BSP_SCHEDULE_DELAY: '50',
+          OTEL_LOGS_EXPORTER: 'none',
+        });
+        try {
+          await run.waitFor('READY');
+          // A connect reset by the proxy: retried by our policies in both modes.
+          assert.ok((await server.terminateBackends()) >= 1);
+          await new Promise((r) => setTimeout(r, 300));
+          proxy.resetStats();
+          proxy.resetNewConnections(1);
+          run.child.stdin.write('query\n');
+          const deadline = Date.now() + 5_000;
+          while (proxy.stats.resetOnAccept === 0 && Date.now() < deadline) {
+            await new Promise((r) => setTimeout(r, 2));
+          }
+          proxy.resetNewConnections(0);
+          await run.waitFor('QUERY 1');
+          await new Promise((r) => setTimeout(r, 300));
+          const metrics = await scrape(port);
+          const target = `${proxy.host}:${proxy.port}/${server.database}`;
+          const retries = sum(parseExposition(metrics), prometheusName(METRICS.retries), {
+            [prometheusLabel(ATTR.TARGET)]: target,
+            [prometheusLabel(ATTR.ERROR_TYPE)]: 'ECONNRESET',
+          });
+          runs[name] = { output: run.output(), metrics, retries };
+          const stopped = await stopApp(run);
+          assert.deepEqual([stopped.code, stopped.signal], [143, null], run.output());
+        } finally {
+          run.child.kill('SIGKILL');
+        }
+      }
+      const { default: shipped, lean } = runs;
+      assert.ok(shipped && lean);
+      const pgScope = /name: '@opentelemetry\/instrumentation-pg'/;
+      const pgSeries = /^db_client_operation_duration_(bucket|count|sum)\{/m;
+      assert.match(shipped.output, pgScope, 'control: instrumentation-pg spans are exported');
+      assert.match(shipped.metrics, pgSeries, 'control: instrumentation-pg series are served');
+      assert.doesNotMatch(lean.output, pgScope, lean.output);
+      assert.doesNotMatch(lean.metrics, pgSeries, lean.metrics);
+      for (const [name, r] of [
+        ['default', shipped],
+        ['lean', lean],
+      ] as const) {
+        assert.ok(r.retries >= 1, `${name}: the reset connect was retried and counted`);
+        assert.match(r.metrics, new RegExp(`^${prometheusName(METRICS.circuitState)}\\{`, 'm'));
+      }
+    },
+  );
 
   it("an app's own SIGTERM handler keeps the signal: it runs, and decides the exit code", T, async () => {
     const run = start(app, ['--require', 'pg-resilience/register', 'own-handler.cjs'], {

@@ -74,7 +74,8 @@ describe('alert rules', () => {
       ALERTS.map((a) => a.alert).sort(),
       'a test case for every alert',
     );
-    for (const c of ALERT_CASES) {
+    // The named extra cases check a silence (the lean mode's absent series); the others fire.
+    for (const c of ALERT_CASES.filter((x) => x.name === undefined)) {
       assert.ok(c.firing.length > 0, `${c.alert}: fires`);
       assert.ok(
         c.series.some((s) => s.series.includes('good')),
