@@ -10,7 +10,7 @@ import { resolveConfig } from '../../src/config/resolve.ts';
 import type { CoordinationSettings } from '../../src/config/types.ts';
 import { FleetCoordinator } from '../../src/coordination/coordinator.ts';
 import { fleetName, membersKey, rateKey } from '../../src/coordination/keys.ts';
-import { hasRedisServer, type RedisServer, startRedis } from '../support/redis.ts';
+import { type RedisServer, skipWithoutRedis, startRedis } from '../support/redis.ts';
 
 const PASSWORD = 'c00rd-s3cret/pw';
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -49,165 +49,157 @@ async function until(check: () => boolean, ms: number): Promise<boolean> {
   return check();
 }
 
-describe(
-  'fleet coordination through a real Redis',
-  { skip: !hasRedisServer() && 'redis-server not found' },
-  () => {
-    let redis: RedisServer;
-    let admin: Redis;
+describe('fleet coordination through a real Redis', { skip: skipWithoutRedis() }, () => {
+  let redis: RedisServer;
+  let admin: Redis;
 
-    before(async () => {
-      redis = await startRedis({ password: PASSWORD });
-      admin = new Redis(redis.url, { maxRetriesPerRequest: 0 });
-    });
-    after(async () => {
-      admin?.disconnect();
-      await redis?.stop();
-    });
+  before(async () => {
+    redis = await startRedis({ password: PASSWORD });
+    admin = new Redis(redis.url, { maxRetriesPerRequest: 0 });
+  });
+  after(async () => {
+    admin?.disconnect();
+    await redis?.stop();
+  });
 
-    it('the fleet name: coordination.fleet, else OTEL_SERVICE_NAME made key-safe, else default; keys share one hash tag', () => {
-      assert.equal(fleetName({ fleet: 'shop' }, { OTEL_SERVICE_NAME: 'x' }), 'shop');
-      assert.equal(fleetName({}, { OTEL_SERVICE_NAME: 'checkout {eu}' }), 'checkout__eu_');
-      assert.equal(fleetName({}, {}), 'default');
-      assert.equal(membersKey('shop'), '{pgr:shop}:members');
-      assert.equal(rateKey('shop', 'db:5432/app'), '{pgr:shop}:rate:db:5432/app');
-    });
+  it('the fleet name: coordination.fleet, else OTEL_SERVICE_NAME made key-safe, else default; keys share one hash tag', () => {
+    assert.equal(fleetName({ fleet: 'shop' }, { OTEL_SERVICE_NAME: 'x' }), 'shop');
+    assert.equal(fleetName({}, { OTEL_SERVICE_NAME: 'checkout {eu}' }), 'checkout__eu_');
+    assert.equal(fleetName({}, {}), 'default');
+    assert.equal(membersKey('shop'), '{pgr:shop}:members');
+    assert.equal(rateKey('shop', 'db:5432/app'), '{pgr:shop}:rate:db:5432/app');
+  });
 
-    it('PG_RESILIENCE_REDIS_URL and PG_RESILIENCE_FLEET set coordination; the defaults leave it off', () => {
-      const on = resolveConfig({ env: { PG_RESILIENCE_REDIS_URL: redis.url, PG_RESILIENCE_FLEET: 'shop' } });
-      assert.equal(on.coordination.redis.url, redis.url);
-      assert.equal(on.coordination.fleet, 'shop');
-      assert.equal(resolveConfig({ env: {} }).coordination.redis.url, undefined);
-    });
+  it('PG_RESILIENCE_REDIS_URL and PG_RESILIENCE_FLEET set coordination; the defaults leave it off', () => {
+    const on = resolveConfig({ env: { PG_RESILIENCE_REDIS_URL: redis.url, PG_RESILIENCE_FLEET: 'shop' } });
+    assert.equal(on.coordination.redis.url, redis.url);
+    assert.equal(on.coordination.fleet, 'shop');
+    assert.equal(resolveConfig({ env: {} }).coordination.redis.url, undefined);
+  });
 
-    it('members join with a lease and leave on dispose, or when their lease runs out (a SIGKILLed process); permits never exceed the bucket', async () => {
-      const a = new FleetCoordinator(settings(redis.url, 'members'));
-      const b = new FleetCoordinator(settings(redis.url, 'members'));
+  it('members join with a lease and leave on dispose, or when their lease runs out (a SIGKILLed process); permits never exceed the bucket', async () => {
+    const a = new FleetCoordinator(settings(redis.url, 'members'));
+    const b = new FleetCoordinator(settings(redis.url, 'members'));
+    try {
+      assert.ok(await until(() => a.mode === 'fleet' && b.mode === 'fleet', 3000), 'both reach Redis');
+      await sleep(400);
+      assert.equal(a.members, 2);
+      const key = rateKey('members', 'db:5432/app');
+      // 10 permits per second, burst 5: the bucket starts full, then refills at the rate.
+      const first = await a.take(key, 10 / 1000, 5, 4);
+      const second = await b.take(key, 10 / 1000, 5, 4);
+      assert.equal(first, 4);
+      assert.ok(second !== undefined && second <= 1, `the second member gets what is left: ${second}`);
+      // A member that stopped renewing (killed): gone once its lease ran out.
+      await admin.zadd(membersKey('members'), Date.now() + 300, 'killed-member');
+      await a.take(key, 10 / 1000, 5, 0);
+      assert.equal(a.members, 3);
+      await sleep(400);
+      await a.take(key, 10 / 1000, 5, 0);
+      assert.equal(a.members, 2, 'the killed member left when its lease ran out');
+    } finally {
+      b.dispose();
+      await sleep(100);
+      // b left (ZREM on dispose); a sees one member at its next renewal.
+      assert.ok(await until(() => a.members === 1, 2000), `a sees 1 member, saw ${a.members}`);
+      a.dispose();
+    }
+  });
+
+  it('garbage and hostile values in the keys are replaced, never trusted, never crash', async () => {
+    const c = new FleetCoordinator(settings(redis.url, 'garbage'));
+    try {
+      assert.ok(await until(() => c.mode === 'fleet', 3000));
+      const key = rateKey('garbage', 'db:5432/app');
+      const members = membersKey('garbage');
+      // A key of the wrong type.
+      await admin.set(key, 'not a hash');
+      assert.equal(await c.take(key, 1 / 1000, 5, 3), 3, 'a wrong-typed bucket is recreated (full)');
+      // Non-numbers, a time in the future, a huge count.
+      await admin.del(key);
+      await admin.hset(key, 'tokens', 'NaN', 'ts', '1e999');
+      assert.equal(await c.take(key, 1 / 1000, 5, 3), 0, 'garbage counts as an empty bucket');
+      await admin.hset(key, 'tokens', '99999999', 'ts', String(Date.now() + 1e9));
+      assert.equal(await c.take(key, 1 / 1000, 5, 10), 5, 'never more than the capacity');
+      // Hostile members: far-future leases would shrink every share.
+      await admin.zadd(members, 9e15, 'ghost-1', 9e15, 'ghost-2');
+      assert.ok((await c.take(key, 1 / 1000, 5, 1)) !== undefined);
+      assert.equal(c.members, 1, 'members whose lease is impossibly long are removed');
+      await admin.del(members);
+      await admin.set(members, 'garbage');
+      assert.ok((await c.take(key, 1 / 1000, 5, 1)) !== undefined);
+      assert.equal(c.members, 1);
+      assert.equal(c.mode, 'fleet');
+    } finally {
+      c.dispose();
+    }
+  });
+
+  it('Redis down or silent: a take answers within the timeout (fallback), and fleet mode resumes', async () => {
+    // A port that accepts connections and never answers: Redis "slow".
+    const silent = net.createServer(() => {});
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const port = (silent.address() as net.AddressInfo).port;
+    const { value: elapsed, lines } = await captureDiag(async () => {
+      const c = new FleetCoordinator(
+        settings(`redis://:${encodeURIComponent(PASSWORD)}@127.0.0.1:${port}/0`, 'silent'),
+      );
       try {
-        assert.ok(await until(() => a.mode === 'fleet' && b.mode === 'fleet', 3000), 'both reach Redis');
-        await sleep(400);
-        assert.equal(a.members, 2);
-        const key = rateKey('members', 'db:5432/app');
-        // 10 permits per second, burst 5: the bucket starts full, then refills at the rate.
-        const first = await a.take(key, 10 / 1000, 5, 4);
-        const second = await b.take(key, 10 / 1000, 5, 4);
-        assert.equal(first, 4);
-        assert.ok(second !== undefined && second <= 1, `the second member gets what is left: ${second}`);
-        // A member that stopped renewing (killed): gone once its lease ran out.
-        await admin.zadd(membersKey('members'), Date.now() + 300, 'killed-member');
-        await a.take(key, 10 / 1000, 5, 0);
-        assert.equal(a.members, 3);
-        await sleep(400);
-        await a.take(key, 10 / 1000, 5, 0);
-        assert.equal(a.members, 2, 'the killed member left when its lease ran out');
+        await sleep(300);
+        const start = performance.now();
+        const granted = await c.take(rateKey('silent', 't:1/d'), 1, 5, 1);
+        const ms = performance.now() - start;
+        assert.equal(granted, undefined);
+        assert.equal(c.mode, 'fallback');
+        return ms;
       } finally {
-        b.dispose();
-        await sleep(100);
-        // b left (ZREM on dispose); a sees one member at its next renewal.
-        assert.ok(await until(() => a.members === 1, 2000), `a sees 1 member, saw ${a.members}`);
-        a.dispose();
+        c.dispose();
+        silent.close();
       }
     });
+    assert.ok(elapsed < 50 + 40, `a take gave up within the coordination timeout: ${elapsed.toFixed(1)} ms`);
+    assert.ok(
+      lines.some((l) => l.includes('failed')),
+      `the fallback was reported: ${lines.join(' | ')}`,
+    );
+    for (const l of lines) assert.ok(!l.includes(PASSWORD) && !l.includes(encodeURIComponent(PASSWORD)), l);
 
-    it('garbage and hostile values in the keys are replaced, never trusted, never crash', async () => {
-      const c = new FleetCoordinator(settings(redis.url, 'garbage'));
+    // Killed and restarted.
+    const { lines: lines2 } = await captureDiag(async () => {
+      const c = new FleetCoordinator(settings(redis.url, 'restart'));
       try {
         assert.ok(await until(() => c.mode === 'fleet', 3000));
-        const key = rateKey('garbage', 'db:5432/app');
-        const members = membersKey('garbage');
-        // A key of the wrong type.
-        await admin.set(key, 'not a hash');
-        assert.equal(await c.take(key, 1 / 1000, 5, 3), 3, 'a wrong-typed bucket is recreated (full)');
-        // Non-numbers, a time in the future, a huge count.
-        await admin.del(key);
-        await admin.hset(key, 'tokens', 'NaN', 'ts', '1e999');
-        assert.equal(await c.take(key, 1 / 1000, 5, 3), 0, 'garbage counts as an empty bucket');
-        await admin.hset(key, 'tokens', '99999999', 'ts', String(Date.now() + 1e9));
-        assert.equal(await c.take(key, 1 / 1000, 5, 10), 5, 'never more than the capacity');
-        // Hostile members: far-future leases would shrink every share.
-        await admin.zadd(members, 9e15, 'ghost-1', 9e15, 'ghost-2');
-        assert.ok((await c.take(key, 1 / 1000, 5, 1)) !== undefined);
-        assert.equal(c.members, 1, 'members whose lease is impossibly long are removed');
-        await admin.del(members);
-        await admin.set(members, 'garbage');
-        assert.ok((await c.take(key, 1 / 1000, 5, 1)) !== undefined);
-        assert.equal(c.members, 1);
-        assert.equal(c.mode, 'fleet');
+        await redis.kill();
+        const start = performance.now();
+        assert.equal(await c.take(rateKey('restart', 't:1/d'), 1, 5, 1), undefined);
+        assert.ok(performance.now() - start < 90, 'no wait while Redis is down');
+        assert.equal(c.mode, 'fallback');
+        await redis.restart();
+        assert.ok(await until(() => c.mode === 'fleet', 3000), 'fleet mode resumes once Redis answers');
       } finally {
         c.dispose();
       }
     });
+    for (const l of lines2) assert.ok(!l.includes(PASSWORD) && !l.includes(encodeURIComponent(PASSWORD)), l);
+    assert.ok(
+      lines2.some((l) => l.includes('redis://:***@127.0.0.1')),
+      lines2.join(' | '),
+    );
+  });
 
-    it('Redis down or silent: a take answers within the timeout (fallback), and fleet mode resumes', async () => {
-      // A port that accepts connections and never answers: Redis "slow".
-      const silent = net.createServer(() => {});
-      await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
-      const port = (silent.address() as net.AddressInfo).port;
-      const { value: elapsed, lines } = await captureDiag(async () => {
-        const c = new FleetCoordinator(
-          settings(`redis://:${encodeURIComponent(PASSWORD)}@127.0.0.1:${port}/0`, 'silent'),
-        );
-        try {
-          await sleep(300);
-          const start = performance.now();
-          const granted = await c.take(rateKey('silent', 't:1/d'), 1, 5, 1);
-          const ms = performance.now() - start;
-          assert.equal(granted, undefined);
-          assert.equal(c.mode, 'fallback');
-          return ms;
-        } finally {
-          c.dispose();
-          silent.close();
-        }
-      });
-      assert.ok(
-        elapsed < 50 + 40,
-        `a take gave up within the coordination timeout: ${elapsed.toFixed(1)} ms`,
-      );
-      assert.ok(
-        lines.some((l) => l.includes('failed')),
-        `the fallback was reported: ${lines.join(' | ')}`,
-      );
-      for (const l of lines) assert.ok(!l.includes(PASSWORD) && !l.includes(encodeURIComponent(PASSWORD)), l);
-
-      // Killed and restarted.
-      const { lines: lines2 } = await captureDiag(async () => {
-        const c = new FleetCoordinator(settings(redis.url, 'restart'));
-        try {
-          assert.ok(await until(() => c.mode === 'fleet', 3000));
-          await redis.kill();
-          const start = performance.now();
-          assert.equal(await c.take(rateKey('restart', 't:1/d'), 1, 5, 1), undefined);
-          assert.ok(performance.now() - start < 90, 'no wait while Redis is down');
-          assert.equal(c.mode, 'fallback');
-          await redis.restart();
-          assert.ok(await until(() => c.mode === 'fleet', 3000), 'fleet mode resumes once Redis answers');
-        } finally {
-          c.dispose();
-        }
-      });
-      for (const l of lines2)
-        assert.ok(!l.includes(PASSWORD) && !l.includes(encodeURIComponent(PASSWORD)), l);
-      assert.ok(
-        lines2.some((l) => l.includes('redis://:***@127.0.0.1')),
-        lines2.join(' | '),
-      );
+  it('a wrong password: refused, reported without the password, and queries go on in fallback', async () => {
+    const wrong = `redis://:${encodeURIComponent('wrong-' + PASSWORD)}@127.0.0.1:${redis.port}/0`;
+    const { lines } = await captureDiag(async () => {
+      const c = new FleetCoordinator(settings(wrong, 'wrongpw'));
+      try {
+        await sleep(500);
+        assert.equal(await c.take(rateKey('wrongpw', 't:1/d'), 1, 5, 1), undefined);
+        assert.equal(c.mode, 'fallback');
+      } finally {
+        c.dispose();
+      }
     });
-
-    it('a wrong password: refused, reported without the password, and queries go on in fallback', async () => {
-      const wrong = `redis://:${encodeURIComponent('wrong-' + PASSWORD)}@127.0.0.1:${redis.port}/0`;
-      const { lines } = await captureDiag(async () => {
-        const c = new FleetCoordinator(settings(wrong, 'wrongpw'));
-        try {
-          await sleep(500);
-          assert.equal(await c.take(rateKey('wrongpw', 't:1/d'), 1, 5, 1), undefined);
-          assert.equal(c.mode, 'fallback');
-        } finally {
-          c.dispose();
-        }
-      });
-      assert.ok(lines.length > 0);
-      for (const l of lines) assert.ok(!l.includes('wrong-') && !l.includes(PASSWORD), l);
-    });
-  },
-);
+    assert.ok(lines.length > 0);
+    for (const l of lines) assert.ok(!l.includes('wrong-') && !l.includes(PASSWORD), l);
+  });
+});

@@ -9,7 +9,7 @@ import { type ChildProcess, fork } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
 import { startServer, type TestServer } from '../support/postgres.ts';
-import { hasRedisServer, type RedisServer, startRedis } from '../support/redis.ts';
+import { type RedisServer, skipWithoutRedis, startRedis } from '../support/redis.ts';
 
 const T = { timeout: 120_000 };
 const CHILD = new URL('./fixtures/pool-load-child.ts', import.meta.url).pathname;
@@ -102,7 +102,7 @@ const errorsOf = (apps: App[]) => apps.map((a) => a.stats.errors).filter((e) => 
 
 describe(
   'fleet-wide rate limit (4 processes, real Redis, real PostgreSQL)',
-  { skip: !hasRedisServer() && 'redis-server not found' },
+  { skip: skipWithoutRedis() },
   () => {
     let server: TestServer;
     let redis: RedisServer;

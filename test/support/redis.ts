@@ -36,10 +36,19 @@ export function redisServerPath(): string {
   return existsSync('/usr/bin/redis-server') ? '/usr/bin/redis-server' : 'redis-server';
 }
 
-/** True when a redis-server binary can be found (tests skip with a reason otherwise). */
+/** True when a redis-server binary can be found. */
 export function hasRedisServer(): boolean {
   const path = redisServerPath();
   return path.includes('/') ? existsSync(path) : true;
+}
+
+/**
+ * For `describe(…, { skip })`: a reason to skip when redis-server is missing on a developer's machine;
+ * never in CI (CI=true), where .ci/run installs it and a missing one must fail.
+ */
+export function skipWithoutRedis(): string | false {
+  if (hasRedisServer() || process.env.CI === 'true') return false;
+  return 'redis-server not found (apt-get install redis-server)';
 }
 
 const live = new Set<ChildProcess>();
