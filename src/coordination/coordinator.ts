@@ -10,14 +10,24 @@
 import { diag } from '@opentelemetry/api';
 import type { CoordinationSettings, RateLimitSettings } from '../config/types.ts';
 import { redactRedisUrl } from '../config/redis-url.ts';
+import type { Event } from 'cockatiel';
 import { type Clock, realClock } from '../policy/clock.ts';
+import { SafeEventEmitter } from '../policy/events.ts';
 import { FleetBucket } from './fleet-bucket.ts';
 import { fleetName, membersKey, rateKey } from './keys.ts';
 import { connectRedis, loadIoRedis, MISSING_CLIENT, type RedisLink } from './redis-client.ts';
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 
+/** `off` is reported by telemetry when no Redis is configured; a coordinator is `fleet` or `fallback`. */
+export const COORDINATION_MODES = ['off', 'fleet', 'fallback'] as const;
 export type CoordinationMode = 'fleet' | 'fallback';
+
+/** One Redis command finished (for telemetry): how long it took and whether it succeeded in time. */
+export interface CoordinationCommandEvent {
+  readonly ok: boolean;
+  readonly durationMs: number;
+}
 
 /** Most members a reply may claim (anything above is garbage). */
 const MAX_MEMBERS = 1_000_000;
@@ -43,6 +53,9 @@ export class FleetCoordinator {
   #disposed = false;
   #lastError: string | undefined;
   readonly #buckets = new Set<FleetBucket>();
+  readonly #command = new SafeEventEmitter<CoordinationCommandEvent>();
+  /** A Redis command finished. */
+  readonly onCommand: Event<CoordinationCommandEvent> = this.#command.addListener;
 
   constructor(settings: CoordinationSettings, options: { clock?: Clock; env?: NodeJS.ProcessEnv } = {}) {
     this.settings = settings;
@@ -158,12 +171,15 @@ export class FleetCoordinator {
    * loop was busy is read first, so a blocked event loop is not mistaken for a slow Redis.
    */
   #bounded(command: Promise<unknown>): Promise<unknown> {
+    const start = performance.now();
+    const done = (ok: boolean) => this.#command.emit({ ok, durationMs: performance.now() - start });
     return new Promise((resolve, reject) => {
       let settled = false;
       const timer = this.#clock.setTimeout(() => {
         setImmediate(() => {
           if (settled) return;
           settled = true;
+          done(false);
           reject(new Error(`no answer within ${this.settings.timeoutMs} ms`));
         });
       }, this.settings.timeoutMs);
@@ -172,12 +188,14 @@ export class FleetCoordinator {
           if (settled) return;
           settled = true;
           this.#clock.clearTimeout(timer);
+          done(true);
           resolve(value);
         },
         (error: unknown) => {
           if (settled) return;
           settled = true;
           this.#clock.clearTimeout(timer);
+          done(false);
           reject(error instanceof Error ? error : new Error(String(error)));
         },
       );
@@ -189,10 +207,10 @@ export class FleetCoordinator {
     const link = this.#link;
     if (link) {
       try {
-        const m = count(
-          await link.heartbeat(membersKey(this.fleet), this.member, this.settings.leaseMs),
-          MAX_MEMBERS,
+        const reply = await this.#bounded(
+          link.heartbeat(membersKey(this.fleet), this.member, this.settings.leaseMs),
         );
+        const m = count(reply, MAX_MEMBERS);
         if (m === undefined) this.#failed('a membership reply was not valid');
         else this.#succeeded(m);
       } catch (error) {

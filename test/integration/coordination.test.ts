@@ -6,7 +6,16 @@ import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { type DiagLogger, DiagLogLevel, diag } from '@opentelemetry/api';
 import { Redis } from 'ioredis';
+import {
+  AggregationTemporality,
+  InMemoryMetricExporter,
+  MeterProvider,
+  PeriodicExportingMetricReader,
+} from '@opentelemetry/sdk-metrics';
 import { resolveConfig } from '../../src/config/resolve.ts';
+import { PolicyRegistry } from '../../src/policy/registry.ts';
+import { ATTR, METRICS } from '../../src/telemetry/catalog.ts';
+import { ResilienceMetrics } from '../../src/telemetry/metrics.ts';
 import type { CoordinationSettings } from '../../src/config/types.ts';
 import { FleetCoordinator } from '../../src/coordination/coordinator.ts';
 import { fleetName, membersKey, rateKey } from '../../src/coordination/keys.ts';
@@ -56,6 +65,8 @@ describe('fleet coordination through a real Redis', { skip: skipWithoutRedis() }
   before(async () => {
     redis = await startRedis({ password: PASSWORD });
     admin = new Redis(redis.url, { maxRetriesPerRequest: 0 });
+    // The tests kill Redis: without a listener ioredis prints every reconnect failure.
+    admin.on('error', () => {});
   });
   after(async () => {
     admin?.disconnect();
@@ -201,5 +212,81 @@ describe('fleet coordination through a real Redis', { skip: skipWithoutRedis() }
     });
     assert.ok(lines.length > 0);
     for (const l of lines) assert.ok(!l.includes('wrong-') && !l.includes(PASSWORD), l);
+  });
+
+  it('telemetry: mode, members, commands by outcome and latency, in fleet mode and in fallback', async () => {
+    const exporter = new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE);
+    const reader = new PeriodicExportingMetricReader({ exporter, exportIntervalMillis: 3_600_000 });
+    const meterProvider = new MeterProvider({ readers: [reader] });
+    const points = async (name: string) => {
+      await reader.forceFlush();
+      const all =
+        exporter
+          .getMetrics()
+          .at(-1)
+          ?.scopeMetrics.flatMap((m) => m.metrics) ?? [];
+      const metric = all.find((m) => m.descriptor.name === name);
+      return (metric?.dataPoints ?? []).map((p) => [p.attributes, p.value] as const);
+    };
+    const modeIs = async () =>
+      Object.fromEntries((await points(METRICS.coordinationMode.name)).map(([a, v]) => [a[ATTR.MODE], v]));
+    const commands = async () =>
+      Object.fromEntries(
+        (await points(METRICS.coordinationCommands.name)).map(([a, v]) => [a[ATTR.OUTCOME], v]),
+      );
+
+    const registry = new PolicyRegistry(
+      resolveConfig({
+        env: {},
+        options: { coordination: { redis: { url: redis.url }, fleet: 'telemetry', leaseMs: 300 } },
+      }),
+    );
+    const telemetry = new ResilienceMetrics(meterProvider.getMeter('test'));
+    telemetry.attach(registry);
+    try {
+      assert.deepEqual(await commands(), { success: 0, failure: 0 }, 'zero series before any command');
+      assert.ok(await until(() => registry.coordinator?.mode === 'fleet', 3000));
+      await sleep(250);
+      assert.deepEqual(await modeIs(), { off: 0, fleet: 1, fallback: 0 });
+      assert.equal((await points(METRICS.coordinationMembers.name))[0]?.[1], 1);
+      const ok = await commands();
+      assert.ok((ok.success as number) >= 1, `renewals counted: ${JSON.stringify(ok)}`);
+      const latency = (await points(METRICS.coordinationLatency.name))[0]?.[1] as number;
+      assert.ok(latency >= 0 && latency < 0.05, `latency in seconds: ${latency}`);
+
+      await redis.kill();
+      assert.ok(await until(() => registry.coordinator?.mode === 'fallback', 2000));
+      assert.deepEqual(await modeIs(), { off: 0, fleet: 0, fallback: 1 });
+      assert.ok(((await commands()).failure as number) >= 1, 'the failed command is counted');
+    } finally {
+      await redis.restart();
+      telemetry.detach();
+      registry.dispose();
+      await meterProvider.shutdown();
+    }
+  });
+
+  it('telemetry without coordination: mode off, one member', async () => {
+    const exporter = new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE);
+    const reader = new PeriodicExportingMetricReader({ exporter, exportIntervalMillis: 3_600_000 });
+    const meterProvider = new MeterProvider({ readers: [reader] });
+    const registry = new PolicyRegistry(resolveConfig({ env: {} }));
+    const telemetry = new ResilienceMetrics(meterProvider.getMeter('test'));
+    telemetry.attach(registry);
+    await reader.forceFlush();
+    const all =
+      exporter
+        .getMetrics()
+        .at(-1)
+        ?.scopeMetrics.flatMap((m) => m.metrics) ?? [];
+    const mode = all.find((m) => m.descriptor.name === METRICS.coordinationMode.name);
+    assert.deepEqual(
+      Object.fromEntries((mode?.dataPoints ?? []).map((p) => [p.attributes[ATTR.MODE], p.value])),
+      { off: 1, fleet: 0, fallback: 0 },
+    );
+    const members = all.find((m) => m.descriptor.name === METRICS.coordinationMembers.name);
+    assert.equal(members?.dataPoints[0]?.value, 1);
+    telemetry.detach();
+    await meterProvider.shutdown();
   });
 });
