@@ -88,8 +88,13 @@ export function connectRedis(Redis: IoRedisCtor, url: string, timeoutMs: number)
   });
   client.defineCommand('pgrHeartbeat', { numberOfKeys: 1, lua: HEARTBEAT });
   client.defineCommand('pgrTake', { numberOfKeys: 2, lua: TAKE_PERMITS });
-  // The connection must not keep the app alive: an app that is done exits as it would without Redis.
-  client.on('connect', () => (client.stream as { unref?: () => void } | undefined)?.unref?.());
+  // Neither the connection nor the reconnect timer may keep the app alive: an app that is done exits as
+  // it would without Redis, up or down. (ioredis emits status events on the next tick, once the socket
+  // or the timer exists.)
+  const unref = (handle: unknown) => (handle as { unref?: () => void } | null | undefined)?.unref?.();
+  client.on('connecting', () => unref(client.stream));
+  client.on('connect', () => unref(client.stream));
+  client.on('reconnecting', () => unref(client.reconnectTimeout));
   const listeners: Array<(message: string) => void> = [];
   // Without a listener ioredis prints every connection error to the console.
   client.on('error', (error) => {

@@ -2,6 +2,7 @@
 // holds (garbage and hostile values never crash nor get trusted), fail-soft when Redis is down or
 // silent, and the password kept out of every message.
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { type DiagLogger, DiagLogLevel, diag } from '@opentelemetry/api';
@@ -19,7 +20,42 @@ import { ResilienceMetrics } from '../../src/telemetry/metrics.ts';
 import type { CoordinationSettings } from '../../src/config/types.ts';
 import { FleetCoordinator } from '../../src/coordination/coordinator.ts';
 import { fleetName, membersKey, rateKey } from '../../src/coordination/keys.ts';
+import { startServer, type TestServer } from '../support/postgres.ts';
 import { type RedisServer, skipWithoutRedis, startRedis } from '../support/redis.ts';
+
+const EXIT_CHILD = new URL('./fixtures/coordinated-exit-child.ts', import.meta.url).pathname;
+const REGISTER = new URL('./fixtures/register-src.ts', import.meta.url).pathname;
+
+/** Runs the exit child with coordination through `url`: its exit code, output and how long it ran. */
+function runExitChild(
+  pg: TestServer,
+  url: string,
+): Promise<{ code: number | null; out: string; ms: number }> {
+  const start = Date.now();
+  const child = spawn(
+    process.execPath,
+    ['--disable-warning=ExperimentalWarning', '--import', REGISTER, EXIT_CHILD],
+    {
+      env: {
+        ...process.env,
+        EXIT_PG: JSON.stringify(pg.clientConfig()),
+        PG_RESILIENCE_REDIS_URL: url,
+        PG_RESILIENCE_RATE_LIMIT: '6000',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+  let out = '';
+  child.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
+  child.stderr.setEncoding('utf8').on('data', (c: string) => (out += c));
+  const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+  return new Promise((resolve) =>
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, out, ms: Date.now() - start });
+    }),
+  );
+}
 
 const PASSWORD = 'c00rd-s3cret/pw';
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -288,5 +324,28 @@ describe('fleet coordination through a real Redis', { skip: skipWithoutRedis() }
     assert.equal(members?.dataPoints[0]?.value, 1);
     telemetry.detach();
     await meterProvider.shutdown();
+  });
+
+  it('an app with coordination on exits on its own when done: Redis up, down or silent', async () => {
+    const pg = await startServer();
+    const silent = net.createServer(() => {});
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const silentPort = (silent.address() as net.AddressInfo).port;
+    try {
+      const cases: Array<[string, string]> = [
+        ['up', redis.url],
+        ['down', 'redis://127.0.0.1:1/0'],
+        ['silent', `redis://127.0.0.1:${silentPort}/0`],
+      ];
+      for (const [name, url] of cases) {
+        const r = await runExitChild(pg, url);
+        assert.equal(r.code, 0, `Redis ${name}: exit code (${r.ms} ms): ${r.out}`);
+        assert.match(r.out, /rows \[\{"one":1\}\]/, `Redis ${name}: the query ran`);
+        assert.ok(r.ms < 10_000, `Redis ${name}: exited within ${r.ms} ms`);
+      }
+    } finally {
+      silent.close();
+      await pg.close();
+    }
   });
 });
