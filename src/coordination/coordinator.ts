@@ -57,7 +57,10 @@ export class FleetCoordinator {
   /** A Redis command finished. */
   readonly onCommand: Event<CoordinationCommandEvent> = this.#command.addListener;
 
-  constructor(settings: CoordinationSettings, options: { clock?: Clock; env?: NodeJS.ProcessEnv } = {}) {
+  constructor(
+    settings: CoordinationSettings,
+    options: { clock?: Clock; env?: Readonly<Record<string, string | undefined>> } = {},
+  ) {
     this.settings = settings;
     this.#clock = options.clock ?? realClock;
     this.fleet = fleetName(settings, options.env);
