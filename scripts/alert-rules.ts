@@ -26,7 +26,9 @@ const m = {
   clientErrors: prometheusName(METRICS.poolClientErrors),
   leaked: prometheusName(METRICS.poolClientsLeaked),
   resolutions: prometheusName(METRICS.transactionOutcomeResolutions),
+  coordinationMode: prometheusName(METRICS.coordinationMode),
 };
+const MODE = prometheusLabel(ATTR.MODE);
 
 /** instrumentation-pg's pool series (not ours: named here once). */
 export const PG_POOL = {
@@ -174,6 +176,15 @@ export const ALERTS: readonly AlertRule[] = [
     summary: 'Transactions of unknown outcome on {{ $labels.pg_resilience_target }}',
     description:
       'A withTransaction COMMIT on {{ $labels.pg_resilience_target }} was lost in flight and its outcome stayed unknown: the caller got TransactionOutcomeUnknownError, and the transaction, which may or may not have committed, must be checked by its transaction id.',
+  },
+  {
+    alert: 'PgResilienceCoordinationDegraded',
+    expr: `max by (job, instance) (${m.coordinationMode}{${MODE}="fallback"}) == 1`,
+    for: '5m',
+    severity: 'warning',
+    summary: 'Fleet coordination degraded to fallback on {{ $labels.instance }}',
+    description:
+      'The process {{ $labels.instance }} has not reached Redis within coordination.timeoutMs for 5 minutes: its limits hold per process at its share (the limit divided by the live members it last saw), no longer fleet-wide.',
   },
 ];
 
@@ -354,6 +365,29 @@ export const ALERT_CASES: readonly AlertCase[] = [
     ],
     evalTime: '2m',
     firing: [bad],
+  },
+  {
+    alert: 'PgResilienceCoordinationDegraded',
+    series: [
+      {
+        series: sel(m.coordinationMode, { job: 'app', instance: 'bad:9464', [MODE]: 'fallback' }),
+        values: '1x60',
+      },
+      {
+        series: sel(m.coordinationMode, { job: 'app', instance: 'bad:9464', [MODE]: 'fleet' }),
+        values: '0x60',
+      },
+      {
+        series: sel(m.coordinationMode, { job: 'app', instance: 'good:9464', [MODE]: 'fallback' }),
+        values: '0x60',
+      },
+      {
+        series: sel(m.coordinationMode, { job: 'app', instance: 'good:9464', [MODE]: 'fleet' }),
+        values: '1x60',
+      },
+    ],
+    evalTime: '10m',
+    firing: [{ job: 'app', instance: 'bad:9464' }],
   },
 ];
 

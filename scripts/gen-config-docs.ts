@@ -23,7 +23,10 @@ const DOCS = join(root, 'docs', 'configuration.md');
 
 /** Each profile's object literal in defaults.ts, then the process-wide sections' (the same in every profile). */
 const PROFILE_OBJECTS: Record<ProfileName, string> = { default: 'DEFAULT_PROFILE', batch: 'BATCH_PROFILE' };
-const GLOBAL_OBJECTS: Record<keyof typeof GLOBAL_DEFAULTS, string> = { telemetry: 'TELEMETRY_DEFAULTS' };
+const GLOBAL_OBJECTS: Record<keyof typeof GLOBAL_DEFAULTS, string> = {
+  telemetry: 'TELEMETRY_DEFAULTS',
+  coordination: 'COORDINATION_DEFAULTS',
+};
 
 /** Reads `// why` lines above each field of each defaults object literal: profile → dotted path → why. */
 function readRationale(): Record<ProfileName, Map<string, string>> {

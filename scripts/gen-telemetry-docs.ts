@@ -51,7 +51,7 @@ const ATTRIBUTE_DOCS: Record<string, string> = {
   [ATTR.TARGET]: '`host:port/database`: the target the policies belong to (never credentials).',
   [ATTR.OPERATION]: ATTRIBUTE_VALUES[ATTR.OPERATION].map(code).join(', '),
   [ATTR.OUTCOME]:
-    'operations: `success`, `failure`, `rejected` (refused by a policy before any attempt); probes: `success`, `failure`.',
+    'operations: `success`, `failure`, `rejected` (refused by a policy before any attempt); probes and coordination commands: `success`, `failure`.',
   [ATTR.REASON]: `retry.suppressed: ${ATTRIBUTE_VALUES.retrySuppressedReason.map(code).join(', ')}; rate_limit.rejections: ${ATTRIBUTE_VALUES.rateLimitRejectedReason.map(code).join(', ')}; pool.client.leaks: ${ATTRIBUTE_VALUES.leakReason.map(code).join(', ')}.`,
   [ATTR.STATE]: ATTRIBUTE_VALUES[ATTR.STATE].map(code).join(', '),
   [ATTR.RESULT]: `statement.cancellations: ${ATTRIBUTE_VALUES.statementCancellationResult.map(code).join(', ')}; transaction.outcome_resolutions: ${ATTRIBUTE_VALUES.transactionOutcomeResult.map(code).join(', ')}.`,
@@ -67,6 +67,7 @@ const ATTRIBUTE_DOCS: Record<string, string> = {
   [ATTR.WAITED]: 'Span event attribute: time waited for a rate-limit permit, in ms.',
   [ATTR.NEXT_PROBE_AT]: 'Span event attribute: when an open breaker lets a probe through (ISO 8601).',
   [ATTR.HELD]: 'Log attribute (leaked client): how long the client has been checked out, in ms.',
+  [ATTR.MODE]: `coordination.mode: ${ATTRIBUTE_VALUES[ATTR.MODE].map(code).join(', ')} (see fleet.md).`,
   [ATTR.CODE_STACKTRACE]:
     'Semantic conventions, log attribute (leaked client): the stack of the `pool.connect()` call that checked it out (frames only: file paths and function names).',
   [ATTR.DB_SYSTEM_NAME]: 'Semantic conventions: always `postgresql` (spans).',

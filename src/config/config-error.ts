@@ -9,6 +9,16 @@
  * the package (the ESM and the CommonJS build loaded in one process).
  */
 import { isNumberText } from './env.ts';
+import { redactRedisUrl } from './redis-url.ts';
+
+/**
+ * Fields whose value may hold the Redis password (the URL, the objects around it, a misspelt key or
+ * variable beside it): shown redacted in the message and in `issues`.
+ */
+const isSecretField = (field: string): boolean =>
+  field === 'coordination' ||
+  field.startsWith('coordination.redis') ||
+  field.startsWith('PG_RESILIENCE_REDIS');
 
 const BRAND = Symbol.for('pg-resilience.config-error');
 
@@ -47,12 +57,23 @@ function formatIssue(issue: ConfigIssue): string {
   return `${issue.field} = ${formatValue(issue.value, issue.source)} (from ${issue.source}): ${issue.allowed}`;
 }
 
+/** The Redis URL (or an object holding it) never reaches a message: only its redacted form does. */
+function redactIssue(issue: ConfigIssue): ConfigIssue {
+  if (!isSecretField(issue.field)) return issue;
+  const v = issue.value;
+  if (typeof v === 'string') {
+    return { ...issue, value: redactRedisUrl(v) };
+  }
+  return { ...issue, value: '[redacted]' };
+}
+
 export class ConfigError extends Error {
   declare readonly issues: ReadonlyArray<ConfigIssue>;
   constructor(issues: ReadonlyArray<ConfigIssue>) {
     const n = issues.length;
+    const safe = issues.map(redactIssue);
     super(
-      `pg-resilience: invalid configuration (${n} ${n === 1 ? 'issue' : 'issues'}):\n${issues
+      `pg-resilience: invalid configuration (${n} ${n === 1 ? 'issue' : 'issues'}):\n${safe
         .map((i) => `  ${formatIssue(i)}`)
         .join('\n')}`,
     );
@@ -60,7 +81,7 @@ export class ConfigError extends Error {
     // printed by Node with its own enumerable properties; the message already lists every issue, so the
     // app shows it once instead of once more as an `issues: [...]` dump.
     Object.defineProperty(this, 'issues', {
-      value: Object.freeze(issues.map((i) => Object.freeze({ ...i }))),
+      value: Object.freeze(safe.map((i) => Object.freeze({ ...i }))),
       enumerable: false,
     });
     Object.defineProperty(this, BRAND, { value: true });

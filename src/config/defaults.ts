@@ -6,7 +6,7 @@
  * lines in docs/configuration.md, so keep them directly above the field they explain.
  */
 import { deepFreeze } from './objects.ts';
-import type { ProfileName, ResilienceSettings, TelemetrySettings } from './types.ts';
+import type { CoordinationSettings, ProfileName, ResilienceSettings, TelemetrySettings } from './types.ts';
 
 /** Where the health endpoint listens unless told otherwise: loopback only. */
 export const DEFAULT_HEALTH_HOST = '127.0.0.1';
@@ -251,6 +251,20 @@ const TELEMETRY_DEFAULTS: TelemetrySettings = {
   },
 };
 
+/** `coordination`: the same in every profile. */
+const COORDINATION_DEFAULTS: CoordinationSettings = {
+  redis: {
+    // Unset: coordination is off and every limit holds per process, as without a fleet.
+    url: undefined,
+  },
+  // Unset: the service's name (OTEL_SERVICE_NAME), so replicas of one service share limits by default.
+  fleet: undefined,
+  // Tens of ms: a loopback or in-zone Redis answers in about 1 ms; past 50 ms a query must not wait on it.
+  timeoutMs: 50,
+  // Five seconds: a dead process's share comes back quickly, and a renewal every 1.7 s costs Redis nothing.
+  leaseMs: 5000,
+};
+
 /** The profiles, frozen. `default` is used unless `profile` / PG_RESILIENCE_PROFILE says otherwise. */
 export const PROFILES: Record<ProfileName, ResilienceSettings> = deepFreeze({
   default: DEFAULT_PROFILE,
@@ -258,8 +272,12 @@ export const PROFILES: Record<ProfileName, ResilienceSettings> = deepFreeze({
 });
 
 /** The process-wide sections' defaults, frozen. */
-export const GLOBAL_DEFAULTS: { readonly telemetry: TelemetrySettings } = deepFreeze({
+export const GLOBAL_DEFAULTS: {
+  readonly telemetry: TelemetrySettings;
+  readonly coordination: CoordinationSettings;
+} = deepFreeze({
   telemetry: TELEMETRY_DEFAULTS,
+  coordination: COORDINATION_DEFAULTS,
 });
 
 /** What each profile is for (one line each, for the docs). */

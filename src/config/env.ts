@@ -180,6 +180,26 @@ export const ENV_VARS: ReadonlyArray<EnvVar> = [
     kind: 'text',
     description: 'Address the health endpoint binds to (default `127.0.0.1`: loopback only).',
   },
+  {
+    name: 'PG_RESILIENCE_REDIS_URL',
+    setting: 'coordination.redis.url',
+    kind: 'text',
+    description:
+      'Turns fleet coordination on (see fleet.md): `redis://[user:password@]host:port/db` or `rediss://…`. The password is never shown.',
+  },
+  {
+    name: 'PG_RESILIENCE_FLEET',
+    setting: 'coordination.fleet',
+    kind: 'text',
+    description: 'The fleet’s name, under which every key lives (unset: OTEL_SERVICE_NAME, else `default`).',
+  },
+  {
+    name: 'PG_RESILIENCE_COORDINATION_TIMEOUT_MS',
+    setting: 'coordination.timeoutMs',
+    kind: 'integer',
+    description:
+      'Longest a Redis command may take before the process uses its own share of each fleet-wide limit, in ms.',
+  },
 ];
 
 /** Variables other parts of pg-resilience read: accepted here, not interpreted. */

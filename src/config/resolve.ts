@@ -267,6 +267,7 @@ export function resolveConfig(input: ResolveInput = {}): ResilienceConfig {
     profile,
     ...settings,
     telemetry: merged.telemetry as ResilienceConfig['telemetry'],
+    coordination: merged.coordination as ResilienceConfig['coordination'],
     targets,
   };
   const classify = codeData.classify;
@@ -279,7 +280,7 @@ const DISABLED_CONFIG: ResilienceConfig = deepFreeze({
   disabled: true,
   profile: 'default',
   ...(clone(PROFILES.default) as ResilienceSettings),
-  ...(clone(GLOBAL_DEFAULTS) as Pick<ResilienceConfig, 'telemetry'>),
+  ...(clone(GLOBAL_DEFAULTS) as Pick<ResilienceConfig, 'telemetry' | 'coordination'>),
   targets: {},
 });
 

@@ -25,7 +25,9 @@ import {
   type ResilienceSettings,
   type RetryTiming,
   type TelemetrySettings,
+  type CoordinationSettings,
 } from './types.ts';
+import { FLEET_NAME, isRedisUrl } from './redis-url.ts';
 import { TARGET_KEY_SHAPE, TARGET_KEYS_ALLOWED } from './rules.ts';
 
 export interface FieldMeta {
@@ -348,8 +350,51 @@ const telemetrySchema = object(
   'Logs, spans and the health endpoint: process-wide, not per target (see telemetry.md).',
 );
 
+// ---- coordination (process-wide) ----
+
+const coordinationSchema = object(
+  {
+    redis: object(
+      {
+        url: z
+          .string()
+          .refine(isRedisUrl)
+          .meta({
+            description:
+              'Turns fleet coordination on: `redis://[user:password@]host:port/db` or `rediss://…` (TLS). The password never appears in logs, spans, metrics or errors.',
+            allowed: 'a redis:// or rediss:// URL, e.g. redis://redis.internal:6379/0',
+            type: 'string',
+          })
+          .optional(),
+      },
+      'The Redis the fleet coordinates through (see fleet.md).',
+    ),
+    fleet: z
+      .string()
+      .regex(FLEET_NAME)
+      .meta({
+        description:
+          'The fleet’s name: every key lives under `{pgr:<fleet>}` (unset: OTEL_SERVICE_NAME, else `default`). Processes with the same name share their limits.',
+        allowed: '1 to 100 characters among letters, digits and . _ - : /',
+        type: 'string',
+      })
+      .optional(),
+    timeoutMs: int(
+      1,
+      10_000,
+      'Longest a Redis command may take: past it the process stops waiting and uses its own share of each fleet-wide limit, in ms.',
+    ),
+    leaseMs: int(
+      100,
+      MAX_DELAY_MS,
+      'Membership lease, in ms: renewed every third of it; a process that stops renewing (even killed with SIGKILL) leaves the fleet after this long, and a process cut off from Redis falls back to its own share within it.',
+    ),
+  },
+  'Fleet coordination through Redis: process-wide (see fleet.md).',
+);
+
 /** The process-wide sections: one value for the whole process (not overridable per target). */
-const globalShape = { telemetry: telemetrySchema };
+const globalShape = { telemetry: telemetrySchema, coordination: coordinationSchema };
 
 // ---- partial schemas: what the layers (file, env, code, per-target overrides) may hold ----
 
@@ -479,3 +524,5 @@ const settingsMirror: Equals<z.infer<typeof settingsSchema>, ResilienceSettings>
 const telemetryMirror: Equals<z.infer<typeof telemetrySchema>, TelemetrySettings> = true;
 void settingsMirror;
 void telemetryMirror;
+const coordinationMirror: Equals<z.infer<typeof coordinationSchema>, CoordinationSettings> = true;
+void coordinationMirror;

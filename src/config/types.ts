@@ -183,6 +183,23 @@ export interface TelemetrySettings {
   health: HealthEndpointSettings;
 }
 
+/**
+ * Process-wide: fleet coordination through Redis (see fleet.md). Off unless `redis.url` is set; then a
+ * target's `rateLimit` holds for the whole fleet instead of each process.
+ */
+export interface CoordinationSettings {
+  redis: {
+    /** `redis://[user:password@]host:port/db` or `rediss://…`; unset: coordination off. */
+    url?: string;
+  };
+  /** The fleet's name: every key lives under it. Unset: OTEL_SERVICE_NAME, else `default`. */
+  fleet?: string;
+  /** Longest a Redis command may take before the process falls back to its own share, in ms. */
+  timeoutMs: number;
+  /** Membership lease: a process that stops renewing it (even killed) leaves the fleet after this long, in ms. */
+  leaseMs: number;
+}
+
 /** The `telemetry` option: any subset of the telemetry settings. */
 export type TelemetryOptions = DeepPartial<TelemetrySettings>;
 
@@ -191,6 +208,7 @@ export interface ResilienceConfig extends ResilienceSettings {
   disabled: boolean;
   profile: ProfileName;
   telemetry: TelemetrySettings;
+  coordination: CoordinationSettings;
   /** Per-target overrides, keyed `host:port/database`, applied over the settings above. */
   targets: Record<string, DeepPartial<ResilienceSettings>>;
   /** Extend or override the error classification (code only; not expressible in JSON or env). */

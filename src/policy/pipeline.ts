@@ -31,7 +31,7 @@
 import type { Event } from 'cockatiel';
 import { classifyError } from '../classify/classify.ts';
 import type { ErrorClassification } from '../classify/types.ts';
-import type { ResilienceSettings } from '../config/types.ts';
+import type { RateLimitSettings, ResilienceSettings } from '../config/types.ts';
 import { isResilienceError } from '../errors.ts';
 import { ConnectOutage, isBreakerFailure, isBreakerNeutral, probeFoundServerUp } from './breaker-counting.ts';
 import { type BulkheadPolicy, createBulkhead } from './bulkhead.ts';
@@ -55,7 +55,12 @@ import {
   type StatementCancelEvent,
   type TimeoutEvent,
 } from './events.ts';
-import { RateLimiter } from './rate-limiter.ts';
+import { type PermitBucket, RateLimiter } from './rate-limiter.ts';
+
+/** What a target's policies may take from outside: a fleet-wide permit bucket (src/coordination). */
+export interface TargetPolicyOptions {
+  rateBucket?: (settings: RateLimitSettings) => PermitBucket;
+}
 import { RecoveryLoop } from './recovery.ts';
 import { RetryPolicy } from './retry.ts';
 import { RetryBudget } from './retry-budget.ts';
@@ -139,6 +144,7 @@ export class TargetPolicy {
     target: string,
     classify: (error: unknown) => ErrorClassification = (e) => classifyError(e),
     clock: Clock = realClock,
+    options: TargetPolicyOptions = {},
   ) {
     this.settings = settings;
     this.target = target;
@@ -148,7 +154,7 @@ export class TargetPolicy {
     this.#breaker = new CircuitBreaker(settings.circuitBreaker, target, clock);
     this.#activeBreaker = settings.circuitBreaker.enabled ? this.#breaker : undefined;
     this.#rateLimiter = settings.rateLimit.enabled
-      ? new RateLimiter(settings.rateLimit, target, clock)
+      ? new RateLimiter(settings.rateLimit, target, clock, options.rateBucket?.(settings.rateLimit))
       : undefined;
     this.#bulkhead = createBulkhead(settings.bulkhead, target);
     this.#budget =

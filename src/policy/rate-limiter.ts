@@ -34,6 +34,20 @@ import {
 } from './events.ts';
 import { TokenBucket } from './token-bucket.ts';
 
+/**
+ * Where the limiter's permits come from: a `TokenBucket` (per process), or a fleet-wide bucket
+ * (src/coordination/fleet-bucket.ts) whose permits arrive in batches: `onRefill` then wakes the queue.
+ */
+export interface PermitBucket {
+  readonly tokens: number;
+  tryTake(n?: number): boolean;
+  msUntil(n?: number): number;
+  reserve(n?: number): void;
+  refund(n?: number): void;
+  onRefill?(listener: () => void): void;
+  dispose?(): void;
+}
+
 /** A queued call: a node of the FIFO (a doubly linked list, so an abort leaves it in O(1)). */
 interface Waiter {
   readonly operation: OperationKind;
@@ -56,7 +70,7 @@ export class RateLimiter {
   readonly #maxQueueSize: number;
   readonly #maxWaitMs: number;
   readonly #clock: Clock;
-  readonly #bucket: TokenBucket;
+  readonly #bucket: PermitBucket;
   readonly #wait = new SafeEventEmitter<RateLimitWaitEvent>();
   readonly #rejected = new SafeEventEmitter<RateLimitRejectedEvent>();
   readonly #queueSize = new SafeEventEmitter<RateLimitQueueEvent>();
@@ -74,7 +88,7 @@ export class RateLimiter {
   /** The number of waiting calls changed. */
   readonly onQueueSize: Event<RateLimitQueueEvent> = this.#queueSize.addListener;
 
-  constructor(settings: RateLimitSettings, target: string, clock: Clock = realClock) {
+  constructor(settings: RateLimitSettings, target: string, clock: Clock = realClock, bucket?: PermitBucket) {
     this.target = target;
     this.#enabled = settings.enabled;
     this.#strategy = settings.strategy;
@@ -82,7 +96,13 @@ export class RateLimiter {
     this.#maxWaitMs = Math.max(0, settings.maxWaitMs);
     this.#clock = clock;
     // A bucket smaller than one token would never grant anything.
-    this.#bucket = new TokenBucket(settings.ratePerMinute, Math.max(1, settings.burst), clock);
+    this.#bucket = bucket ?? new TokenBucket(settings.ratePerMinute, Math.max(1, settings.burst), clock);
+    // Permits that arrive in a batch serve the queue's head at once, not when its timer fires.
+    this.#bucket.onRefill?.(() => {
+      if (this.#disposed || !this.#head) return;
+      this.#clearTimer();
+      this.#drain();
+    });
   }
 
   /** Calls waiting for a permit now. */
@@ -111,6 +131,7 @@ export class RateLimiter {
     if (this.#disposed) return;
     this.#disposed = true;
     this.#clearTimer();
+    this.#bucket.dispose?.();
     const hadWaiters = this.#size > 0;
     for (let w = this.#head; w; w = w.next) {
       w.queued = false;

@@ -9,6 +9,7 @@ import { settingsForTarget } from '../config/resolve.ts';
 import type { ResilienceConfig } from '../config/types.ts';
 import type { Clock } from './clock.ts';
 import { SafeEventEmitter } from './events.ts';
+import { FleetCoordinator } from '../coordination/coordinator.ts';
 import { TargetPolicy } from './pipeline.ts';
 import type { TargetSnapshot } from './types.ts';
 
@@ -27,6 +28,8 @@ export class PolicyRegistry {
   readonly #clock: Clock | undefined;
   readonly #classify: (error: unknown) => ErrorClassification;
   readonly #policies = new Map<string, TargetPolicy>();
+  /** Fleet coordination through Redis, when `coordination.redis.url` is set. */
+  #coordinator: FleetCoordinator | undefined;
   readonly #created = new SafeEventEmitter<TargetCreatedEvent>();
   /** A target's policies were just created. */
   readonly onTargetCreated: Event<TargetCreatedEvent> = this.#created.addListener;
@@ -36,6 +39,14 @@ export class PolicyRegistry {
     this.#clock = clock;
     const override = config.classify;
     this.#classify = override ? (e) => classifyError(e, override) : (e) => classifyError(e);
+    // Started at once (not on the first call), so the link to Redis is up by the time queries run.
+    if (config.coordination?.redis.url && !config.disabled)
+      this.#coordinator = new FleetCoordinator(config.coordination, clock ? { clock } : {});
+  }
+
+  /** The fleet coordinator, when coordination is on. */
+  get coordinator(): FleetCoordinator | undefined {
+    return this.#coordinator;
   }
 
   /** The configured classification of an error (with the config's `classify` override). */
@@ -47,7 +58,14 @@ export class PolicyRegistry {
   forTarget(target: string): TargetPolicy {
     let policy = this.#policies.get(target);
     if (!policy) {
-      policy = new TargetPolicy(settingsForTarget(this.config, target), target, this.#classify, this.#clock);
+      const coordinator = this.#coordinator;
+      policy = new TargetPolicy(
+        settingsForTarget(this.config, target),
+        target,
+        this.#classify,
+        this.#clock,
+        coordinator ? { rateBucket: (s) => coordinator.rateBucket(target, s) } : {},
+      );
       this.#policies.set(target, policy);
       this.#created.emit({ target, policy });
     }
@@ -69,9 +87,11 @@ export class PolicyRegistry {
     return [...this.#policies.values()].map((p) => p.snapshot());
   }
 
-  /** Disposes every target's policies and forgets them. */
+  /** Disposes every target's policies and forgets them; leaves the fleet. */
   dispose(): void {
     for (const policy of this.#policies.values()) policy.dispose();
     this.#policies.clear();
+    this.#coordinator?.dispose();
+    this.#coordinator = undefined;
   }
 }

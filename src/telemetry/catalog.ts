@@ -23,6 +23,7 @@ import {
   RATE_LIMIT_REFUSALS,
   SUPPRESS_REASONS,
 } from '../policy/events.ts';
+import { COORDINATION_MODES } from '../coordination/coordinator.ts';
 
 /** Attribute keys. */
 export const ATTR = {
@@ -58,6 +59,8 @@ export const ATTR = {
   NEXT_PROBE_AT: 'pg_resilience.next_probe_at',
   /** Log attributes of a leaked client: how long it was held, and the stack of its checkout. */
   HELD: 'pg_resilience.held_ms',
+  /** Fleet coordination: `off` | `fleet` | `fallback`. */
+  MODE: 'pg_resilience.mode',
   CODE_STACKTRACE: 'code.stacktrace',
   /** Semantic conventions (stable). */
   ERROR_TYPE: 'error.type',
@@ -82,6 +85,8 @@ export const ATTRIBUTE_VALUES = {
   recoveryOutcome: ['success', 'failure'],
   evictionReason: ['breaker_open'],
   leakReason: LEAK_REASONS,
+  [ATTR.MODE]: COORDINATION_MODES,
+  coordinationOutcome: ['success', 'failure'],
 } as const;
 
 /**
@@ -255,6 +260,39 @@ export const METRICS = {
     unit: '{client}',
     description: 'Clients reported as leaked and still not released: pool slots lost until they are.',
     attributes: [T],
+  },
+  // ---- fleet coordination (process-wide: no target) ----
+  coordinationMode: {
+    name: 'pg_resilience.coordination.mode',
+    kind: 'gauge',
+    unit: '1',
+    description:
+      'Fleet coordination: 1 for the current mode, 0 for the others. `off` (no Redis configured), `fleet` (limits shared through Redis), `fallback` (Redis unreachable or slow: each limit holds per process at its share).',
+    attributes: [ATTR.MODE],
+  },
+  coordinationMembers: {
+    name: 'pg_resilience.coordination.members',
+    kind: 'gauge',
+    unit: '{process}',
+    description:
+      'Live members of the fleet this process last saw in Redis, itself included (1 when coordination is off).',
+    attributes: [],
+  },
+  coordinationCommands: {
+    name: 'pg_resilience.coordination.commands',
+    kind: 'counter',
+    unit: '{command}',
+    description:
+      'Redis commands of fleet coordination (permit batches, lease renewals), by outcome: `failure` covers errors, refusals and answers slower than coordination.timeoutMs.',
+    attributes: [ATTR.OUTCOME],
+  },
+  coordinationLatency: {
+    name: 'pg_resilience.coordination.latency',
+    kind: 'gauge',
+    unit: 's',
+    description:
+      'The slowest Redis command of fleet coordination since the previous collection (0 when none ran).',
+    attributes: [],
   },
 } as const satisfies Record<string, MetricSpec>;
 

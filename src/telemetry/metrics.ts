@@ -58,6 +58,7 @@ interface Instruments {
   readonly poolClientErrors: Counter;
   readonly connectionsEvicted: Counter;
   readonly poolClientLeaks: Counter;
+  readonly coordinationCommands: Counter;
 }
 
 function histogram(meter: Meter, spec: MetricSpec): Histogram {
@@ -90,6 +91,7 @@ function createInstruments(meter: Meter): Instruments {
     poolClientErrors: counter(meter, METRICS.poolClientErrors),
     connectionsEvicted: counter(meter, METRICS.connectionsEvicted),
     poolClientLeaks: counter(meter, METRICS.poolClientLeaks),
+    coordinationCommands: counter(meter, METRICS.coordinationCommands),
   };
 }
 
@@ -113,13 +115,27 @@ export class ResilienceMetrics {
   /** Uses a new meter (the SDK's): instruments created again, zero series re-added. */
   setMeter(meter: Meter): void {
     this.#instruments = this.#setUp(meter);
+    this.#zeroCoordination();
     for (const target of this.#known) this.#zero(target);
   }
+
+  /** The slowest coordination command since the last collection, in ms. */
+  #slowestCommandMs = 0;
 
   /** Follows a registry's targets (the current one; a previous registry is forgotten). */
   attach(registry: PolicyRegistry): void {
     this.detach();
     this.#registry = registry;
+    this.#zeroCoordination();
+    const coordinator = registry.coordinator;
+    if (coordinator) {
+      this.#subscriptions.push(
+        coordinator.onCommand((e) => {
+          this.#instruments.coordinationCommands.add(1, { [ATTR.OUTCOME]: e.ok ? 'success' : 'failure' });
+          this.#slowestCommandMs = Math.max(this.#slowestCommandMs, e.durationMs);
+        }),
+      );
+    }
     this.#subscriptions.push(registry.onTargetCreated(({ policy }) => this.#follow(policy)));
     for (const target of registry.targets()) {
       const policy = registry.get(target);
@@ -302,6 +318,17 @@ export class ResilienceMetrics {
     }
   }
 
+  /** Zero series of the coordination counter: present (and rate() works) before the first command. */
+  #zeroCoordination(): void {
+    try {
+      for (const outcome of ATTRIBUTE_VALUES.coordinationOutcome) {
+        this.#instruments.coordinationCommands.add(0, { [ATTR.OUTCOME]: outcome });
+      }
+    } catch (error) {
+      this.#onError(error);
+    }
+  }
+
   /** The instruments on `meter`; on a meter that throws, reported once and no-op instruments instead. */
   #setUp(meter: Meter): Instruments {
     try {
@@ -343,7 +370,28 @@ export class ResilienceMetrics {
         result.observe(counts?.get(String(target[ATTR.TARGET])) ?? 0, target);
       });
     });
+    this.#observeCoordination(meter);
     return instruments;
+  }
+
+  /** Coordination mode, members and latency, read at collection (process-wide: no target). */
+  #observeCoordination(meter: Meter): void {
+    const gauge = (spec: MetricSpec) =>
+      meter.createObservableGauge(spec.name, { unit: spec.unit, description: spec.description });
+    gauge(METRICS.coordinationMode).addCallback((result) => {
+      const coordinator = this.#registry?.coordinator;
+      const current = coordinator ? coordinator.mode : 'off';
+      for (const mode of ATTRIBUTE_VALUES[ATTR.MODE]) {
+        result.observe(mode === current ? 1 : 0, { [ATTR.MODE]: mode });
+      }
+    });
+    gauge(METRICS.coordinationMembers).addCallback((result) => {
+      result.observe(this.#registry?.coordinator?.members ?? 1);
+    });
+    gauge(METRICS.coordinationLatency).addCallback((result) => {
+      result.observe(this.#slowestCommandMs * S_PER_MS);
+      this.#slowestCommandMs = 0;
+    });
   }
 
   /** Calls `each` for every known target (a target named in the configuration but unused: closed, empty). */

@@ -21,6 +21,7 @@ export const RUNBOOK_ANCHORS = {
   PgResilienceClientErrorsSpiking: 'client-errors-spiking',
   PgResilienceClientsLeaked: 'clients-leaked',
   PgResilienceCommitOutcomeUnknown: 'commit-outcome-unknown',
+  PgResilienceCoordinationDegraded: 'coordination-degraded',
 } as const;
 
 export type AlertName = keyof typeof RUNBOOK_ANCHORS;

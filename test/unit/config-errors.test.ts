@@ -184,7 +184,7 @@ const RETRY_KEYS =
   'enabled, maxAttempts, initialDelayMs, maxDelayMs, multiplier, jitter, perErrorClass, budget';
 const SETTINGS_KEYS =
   'retry, circuitBreaker, rateLimit, timeout, bulkhead, recovery, liveness, leakDetection, transaction';
-const TOP_KEYS = `${SETTINGS_KEYS}, disabled, profile, targets, telemetry, classify`;
+const TOP_KEYS = `${SETTINGS_KEYS}, disabled, profile, targets, telemetry, coordination, classify`;
 
 describe('structure: an object where one is expected, unknown keys at every level', () => {
   const rows: Array<{ name: string; input: Input; line: string | RegExp }> = [
@@ -656,9 +656,25 @@ describe('environment variables: a bad value is one issue naming the variable, t
       line: 'telemetry.health.host = "http://0.0.0.0" (from env PG_RESILIENCE_HEALTH_HOST): must be a host name or IP address, e.g. 127.0.0.1 or 0.0.0.0',
     },
     {
+      // The password is redacted even when the URL is wrong.
+      name: 'PG_RESILIENCE_REDIS_URL',
+      value: 'http://app:s3cret-pw@redis:6379/0',
+      line: 'coordination.redis.url = "http://app:***@redis:6379/0" (from env PG_RESILIENCE_REDIS_URL): must be a redis:// or rediss:// URL, e.g. redis://redis.internal:6379/0',
+    },
+    {
+      name: 'PG_RESILIENCE_FLEET',
+      value: 'shop{api}',
+      line: 'coordination.fleet = "shop{api}" (from env PG_RESILIENCE_FLEET): must be 1 to 100 characters among letters, digits and . _ - : /',
+    },
+    {
+      name: 'PG_RESILIENCE_COORDINATION_TIMEOUT_MS',
+      value: '0',
+      line: 'coordination.timeoutMs = 0 (from env PG_RESILIENCE_COORDINATION_TIMEOUT_MS): must be an integer from 1 to 10000',
+    },
+    {
       name: 'PG_RESILIENCE_RETRY_ATTEMPT',
       value: '3',
-      line: 'PG_RESILIENCE_RETRY_ATTEMPT = 3 (from env PG_RESILIENCE_RETRY_ATTEMPT): is not a pg-resilience variable (did you mean PG_RESILIENCE_RETRY_ATTEMPTS?); known variables: PG_RESILIENCE_DISABLED, PG_RESILIENCE_PROFILE, PG_RESILIENCE_CONFIG, PG_RESILIENCE_RETRY_ATTEMPTS, PG_RESILIENCE_RETRY_INITIAL_DELAY_MS, PG_RESILIENCE_RETRY_MAX_DELAY_MS, PG_RESILIENCE_TIMEOUT_MS, PG_RESILIENCE_CONNECT_TIMEOUT_MS, PG_RESILIENCE_KEEPALIVE_MS, PG_RESILIENCE_RATE_LIMIT, PG_RESILIENCE_RATE_LIMIT_BURST, PG_RESILIENCE_RATE_LIMIT_STRATEGY, PG_RESILIENCE_BREAKER_FAILURES, PG_RESILIENCE_BREAKER_HALF_OPEN_AFTER_MS, PG_RESILIENCE_RECOVERY_INTERVAL_MS, PG_RESILIENCE_TRANSACTION_OUTCOME_RESOLUTION_MS, PG_RESILIENCE_BULKHEAD, PG_RESILIENCE_LEAK_THRESHOLD_MS, PG_RESILIENCE_LEAK_DEAD_GRACE_MS, PG_RESILIENCE_LOG_LEVEL, PG_RESILIENCE_OPERATION_SPANS, PG_RESILIENCE_HEALTH_PORT, PG_RESILIENCE_HEALTH_HOST, PG_RESILIENCE_NODE_CACHE',
+      line: 'PG_RESILIENCE_RETRY_ATTEMPT = 3 (from env PG_RESILIENCE_RETRY_ATTEMPT): is not a pg-resilience variable (did you mean PG_RESILIENCE_RETRY_ATTEMPTS?); known variables: PG_RESILIENCE_DISABLED, PG_RESILIENCE_PROFILE, PG_RESILIENCE_CONFIG, PG_RESILIENCE_RETRY_ATTEMPTS, PG_RESILIENCE_RETRY_INITIAL_DELAY_MS, PG_RESILIENCE_RETRY_MAX_DELAY_MS, PG_RESILIENCE_TIMEOUT_MS, PG_RESILIENCE_CONNECT_TIMEOUT_MS, PG_RESILIENCE_KEEPALIVE_MS, PG_RESILIENCE_RATE_LIMIT, PG_RESILIENCE_RATE_LIMIT_BURST, PG_RESILIENCE_RATE_LIMIT_STRATEGY, PG_RESILIENCE_BREAKER_FAILURES, PG_RESILIENCE_BREAKER_HALF_OPEN_AFTER_MS, PG_RESILIENCE_RECOVERY_INTERVAL_MS, PG_RESILIENCE_TRANSACTION_OUTCOME_RESOLUTION_MS, PG_RESILIENCE_BULKHEAD, PG_RESILIENCE_LEAK_THRESHOLD_MS, PG_RESILIENCE_LEAK_DEAD_GRACE_MS, PG_RESILIENCE_LOG_LEVEL, PG_RESILIENCE_OPERATION_SPANS, PG_RESILIENCE_HEALTH_PORT, PG_RESILIENCE_HEALTH_HOST, PG_RESILIENCE_REDIS_URL, PG_RESILIENCE_FLEET, PG_RESILIENCE_COORDINATION_TIMEOUT_MS, PG_RESILIENCE_NODE_CACHE',
     },
   ];
 

@@ -45,6 +45,7 @@ const FROM = prometheusLabel(ATTR.FROM);
 const TO = prometheusLabel(ATTR.TO);
 const SOURCE = prometheusLabel(ATTR.SOURCE);
 const ERROR_TYPE = prometheusLabel(ATTR.ERROR_TYPE);
+const MODE = prometheusLabel(ATTR.MODE);
 
 const BY_TARGET = [targetMatcher(TARGET)];
 const series = (key: keyof typeof METRICS): string => prometheusName(METRICS[key]);
@@ -382,6 +383,62 @@ function dashboard() {
             legend: legend('new', TARGET, REASON),
           },
         ],
+      }),
+    )
+
+    .withRow(row('Fleet coordination'))
+    .withPanel(
+      timeseries({
+        title: 'Processes by coordination mode',
+        description:
+          'App processes in each fleet coordination mode: off (no Redis configured), fleet (limits shared through Redis), fallback (Redis unreachable or slower than coordination.timeoutMs: each limit holds per process at its share). Any process in fallback for long means the fleet-wide limits are approximate.',
+        unit: 'short',
+        runbook: anchors.PgResilienceCoordinationDegraded,
+        queries: [{ expr: sumBy([MODE], series('coordinationMode')), legend: legend('', MODE) }],
+        width: 6,
+        min: 0,
+      }),
+    )
+    .withPanel(
+      timeseries({
+        title: 'Fleet members',
+        description:
+          'Live members of the fleet as the processes last saw them in Redis (each process reports its own view; 1 when coordination is off). A drop means processes stopped renewing their lease (stopped, killed, cut off from Redis).',
+        unit: 'short',
+        runbook: anchors.PgResilienceCoordinationDegraded,
+        queries: [
+          { expr: `max by (job) (${series('coordinationMembers')})`, legend: legend('members', 'job') },
+        ],
+        width: 6,
+        min: 0,
+      }),
+    )
+    .withPanel(
+      timeseries({
+        title: 'Redis commands by outcome',
+        description:
+          'Fleet coordination commands per second (permit batches, lease renewals), by outcome. failure covers errors, refusals and answers slower than coordination.timeoutMs: each one sends that process into fallback until Redis answers again.',
+        unit: 'ops',
+        runbook: anchors.PgResilienceCoordinationDegraded,
+        queries: [
+          {
+            expr: sumBy([OUTCOME], rate(series('coordinationCommands'))),
+            legend: legend('', OUTCOME),
+          },
+        ],
+        width: 6,
+      }),
+    )
+    .withPanel(
+      timeseries({
+        title: 'Slowest Redis command',
+        description:
+          'The slowest fleet coordination command of any process since its previous scrape. Close to coordination.timeoutMs means Redis (or the path to it) is about to be treated as down.',
+        unit: 's',
+        runbook: anchors.PgResilienceCoordinationDegraded,
+        queries: [{ expr: `max(${series('coordinationLatency')})`, legend: legend('slowest') }],
+        width: 6,
+        min: 0,
       }),
     )
     .build();

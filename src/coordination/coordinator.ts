@@ -1,0 +1,258 @@
+/**
+ * `FleetCoordinator`: this process's membership of the fleet and its link to Redis. It renews a
+ * membership lease every third of `leaseMs`, learns how many members are live, and runs the permit
+ * scripts for the fleet-wide rate limiters (fleet-bucket.ts).
+ *
+ * Modes: `fleet` while Redis answers within `timeoutMs`; `fallback` from the first command that fails or
+ * times out (each limit then holds per process at its share: the limit divided by the live members last
+ * seen), back to `fleet` at the first command that succeeds again (the renewal keeps trying).
+ */
+import { diag } from '@opentelemetry/api';
+import type { CoordinationSettings, RateLimitSettings } from '../config/types.ts';
+import { redactRedisUrl } from '../config/redis-url.ts';
+import type { Event } from 'cockatiel';
+import { type Clock, realClock } from '../policy/clock.ts';
+import { SafeEventEmitter } from '../policy/events.ts';
+import { FleetBucket } from './fleet-bucket.ts';
+import { fleetName, membersKey, rateKey } from './keys.ts';
+import { connectRedis, loadIoRedis, MISSING_CLIENT, type RedisLink } from './redis-client.ts';
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+
+/** `off` is reported by telemetry when no Redis is configured; a coordinator is `fleet` or `fallback`. */
+export const COORDINATION_MODES = ['off', 'fleet', 'fallback'] as const;
+export type CoordinationMode = 'fleet' | 'fallback';
+
+/** One Redis command finished (for telemetry): how long it took and whether it succeeded in time. */
+export interface CoordinationCommandEvent {
+  readonly ok: boolean;
+  readonly durationMs: number;
+}
+
+/** Most members a reply may claim (anything above is garbage). */
+const MAX_MEMBERS = 1_000_000;
+
+/** A reply's count, if it is a sane non-negative integer up to `max`. */
+function count(value: unknown, max: number): number | undefined {
+  const n = typeof value === 'number' ? value : typeof value === 'string' ? Number(value) : Number.NaN;
+  return Number.isInteger(n) && n >= 0 && n <= max ? n : undefined;
+}
+
+export class FleetCoordinator {
+  readonly fleet: string;
+  readonly member: string;
+  readonly settings: CoordinationSettings;
+  readonly #clock: Clock;
+  #link: RedisLink | undefined;
+  #ready: Promise<RedisLink | undefined>;
+  #mode: CoordinationMode = 'fallback';
+  /** Whether Redis ever answered (before that, the fallback share counts this process alone). */
+  #contacted = false;
+  #members = 1;
+  #timer: unknown;
+  #disposed = false;
+  #lastError: string | undefined;
+  readonly #buckets = new Set<FleetBucket>();
+  readonly #command = new SafeEventEmitter<CoordinationCommandEvent>();
+  /** A Redis command finished. */
+  readonly onCommand: Event<CoordinationCommandEvent> = this.#command.addListener;
+
+  constructor(
+    settings: CoordinationSettings,
+    options: { clock?: Clock; env?: Readonly<Record<string, string | undefined>> } = {},
+  ) {
+    this.settings = settings;
+    this.#clock = options.clock ?? realClock;
+    this.fleet = fleetName(settings, options.env);
+    this.member = `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`;
+    this.#ready = this.#connect();
+  }
+
+  /** `fleet` while Redis answers, `fallback` otherwise. */
+  get mode(): CoordinationMode {
+    return this.#mode;
+  }
+
+  /** Live members last seen (this process included; 1 before Redis first answered). */
+  get members(): number {
+    return this.#members;
+  }
+
+  /** The URL with its password redacted, for logs and state. */
+  get redisUrl(): string {
+    return redactRedisUrl(this.settings.redis.url);
+  }
+
+  /** A fleet-wide token bucket for one target's rate limiter. */
+  rateBucket(target: string, settings: RateLimitSettings): FleetBucket {
+    const bucket = new FleetBucket(this, rateKey(this.fleet, target), settings, this.#clock);
+    this.#buckets.add(bucket);
+    return bucket;
+  }
+
+  /** Forgets a disposed bucket. */
+  release(bucket: FleetBucket): void {
+    this.#buckets.delete(bucket);
+  }
+
+  /**
+   * Takes up to `want` permits from the fleet-wide bucket at `key`. Resolves with the permits granted,
+   * or undefined when Redis failed or was too slow (the process is then in fallback). Never rejects.
+   */
+  async take(key: string, ratePerMs: number, capacity: number, want: number): Promise<number | undefined> {
+    const link = await this.#linkWithin();
+    if (!link) return undefined;
+    try {
+      const reply = await this.#bounded(
+        link.takePermits(
+          key,
+          membersKey(this.fleet),
+          ratePerMs,
+          capacity,
+          want,
+          this.member,
+          this.settings.leaseMs,
+        ),
+      );
+      const [granted, members] = Array.isArray(reply) ? (reply as unknown[]) : [];
+      const g = count(granted, want);
+      const m = count(members, MAX_MEMBERS);
+      if (g === undefined || m === undefined) return this.#failed('a permit reply was not valid');
+      this.#succeeded(m);
+      return g;
+    } catch (error) {
+      return this.#failed((error as Error).message);
+    }
+  }
+
+  /** Stops renewing, leaves the fleet (best effort) and closes the connection. */
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
+    for (const b of this.#buckets) b.dispose();
+    const link = this.#link;
+    if (link) {
+      void link
+        .leave(membersKey(this.fleet), this.member)
+        .catch(() => undefined)
+        .finally(() => link.close());
+    }
+  }
+
+  async #connect(): Promise<RedisLink | undefined> {
+    const Redis = await loadIoRedis();
+    if (this.#disposed) return undefined;
+    if (!Redis) {
+      diag.warn(MISSING_CLIENT);
+      return undefined;
+    }
+    const link = connectRedis(Redis, this.settings.redis.url!, this.settings.timeoutMs);
+    link.onError((message) => this.#failed(message));
+    this.#link = link;
+    void this.#renew();
+    return link;
+  }
+
+  /** The link, waiting for the client to load at most the coordination timeout. */
+  async #linkWithin(): Promise<RedisLink | undefined> {
+    if (this.#link || this.#disposed) return this.#link;
+    let timer: unknown;
+    const late = new Promise<undefined>((resolve) => {
+      timer = this.#clock.setTimeout(() => resolve(undefined), this.settings.timeoutMs);
+    });
+    try {
+      return await Promise.race([this.#ready, late]);
+    } finally {
+      this.#clock.clearTimeout(timer);
+    }
+  }
+
+  /**
+   * The command's reply, or a rejection once `timeoutMs` has passed. When the timer fires, the decision
+   * waits one turn of the event loop (setImmediate): a reply already sitting in the socket while the
+   * loop was busy is read first, so a blocked event loop is not mistaken for a slow Redis.
+   */
+  #bounded(command: Promise<unknown>): Promise<unknown> {
+    const start = performance.now();
+    const done = (ok: boolean) => this.#command.emit({ ok, durationMs: performance.now() - start });
+    return new Promise((resolve, reject) => {
+      let settled = false;
+      const timer = this.#clock.setTimeout(() => {
+        setImmediate(() => {
+          if (settled) return;
+          settled = true;
+          done(false);
+          reject(new Error(`no answer within ${this.settings.timeoutMs} ms`));
+        });
+      }, this.settings.timeoutMs);
+      command.then(
+        (value) => {
+          if (settled) return;
+          settled = true;
+          this.#clock.clearTimeout(timer);
+          done(true);
+          resolve(value);
+        },
+        (error: unknown) => {
+          if (settled) return;
+          settled = true;
+          this.#clock.clearTimeout(timer);
+          done(false);
+          reject(error instanceof Error ? error : new Error(String(error)));
+        },
+      );
+    });
+  }
+
+  async #renew(): Promise<void> {
+    if (this.#disposed) return;
+    const link = this.#link;
+    if (link) {
+      try {
+        const reply = await this.#bounded(
+          link.heartbeat(membersKey(this.fleet), this.member, this.settings.leaseMs),
+        );
+        const m = count(reply, MAX_MEMBERS);
+        if (m === undefined) this.#failed('a membership reply was not valid');
+        else this.#succeeded(m);
+      } catch (error) {
+        this.#failed((error as Error).message);
+      }
+    }
+    if (this.#disposed) return;
+    // Every third of the lease while Redis answers; every few hundred ms while it does not, so the
+    // fleet-wide limits resume soon after it returns.
+    const every =
+      this.#mode === 'fleet' ? this.settings.leaseMs / 3 : Math.min(250, this.settings.leaseMs / 3);
+    this.#timer = this.#clock.setTimeout(() => void this.#renew(), every);
+  }
+
+  #succeeded(members: number): void {
+    // This process renewed its own lease in the same script: at least one member is live.
+    this.#members = Math.max(1, members);
+    this.#contacted = true;
+    if (this.#mode !== 'fleet') {
+      this.#mode = 'fleet';
+      if (this.#lastError !== undefined)
+        diag.info(`pg-resilience: fleet coordination through ${this.redisUrl} resumed`);
+      this.#lastError = undefined;
+    }
+  }
+
+  #failed(message: string): undefined {
+    if (this.#mode === 'fleet' || this.#lastError === undefined) {
+      diag.warn(
+        `pg-resilience: fleet coordination through ${this.redisUrl} failed (${message}); limits hold per process at their share (1/${this.#members}) until Redis answers`,
+      );
+    }
+    this.#lastError = message;
+    this.#mode = 'fallback';
+    return undefined;
+  }
+
+  /** Whether Redis ever answered. */
+  get contacted(): boolean {
+    return this.#contacted;
+  }
+}

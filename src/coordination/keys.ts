@@ -1,0 +1,25 @@
+/**
+ * Redis key names. Every key of a fleet lives under one hash tag, `{pgr:<fleet>}`, so in Redis Cluster
+ * they all hash to one slot and a script may touch several of them.
+ */
+import type { CoordinationSettings } from '../config/types.ts';
+import { FLEET_NAME } from '../config/redis-url.ts';
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+/** The fleet's name: `coordination.fleet`, else OTEL_SERVICE_NAME (made key-safe), else `default`. */
+export function fleetName(settings: Pick<CoordinationSettings, 'fleet'>, env: Env = process.env): string {
+  if (settings.fleet) return settings.fleet;
+  const service = env.OTEL_SERVICE_NAME?.trim()
+    .replace(/[^A-Za-z0-9._:/-]/g, '_')
+    .slice(0, 100);
+  return service && FLEET_NAME.test(service) ? service : 'default';
+}
+
+/** The fleet's key prefix, a Redis Cluster hash tag. */
+export const fleetTag = (fleet: string): string => `{pgr:${fleet}}`;
+
+export const membersKey = (fleet: string): string => `${fleetTag(fleet)}:members`;
+
+/** A target's fleet-wide token bucket (`host:port/database`). */
+export const rateKey = (fleet: string, target: string): string => `${fleetTag(fleet)}:rate:${target}`;

@@ -1,0 +1,123 @@
+/**
+ * The Redis connection, through ioredis: an optional peer dependency, loaded (dynamic import) only when
+ * coordination is on. Why ioredis: a switch to fail a command at once while disconnected
+ * (`enableOfflineQueue: false`) and a per-command timeout that clears what a silent server never
+ * answers, so "Redis down never blocks a query" is a setting; scripts defined once and sent by SHA with
+ * an automatic fallback to EVAL after a Redis restart empties the script cache; Cluster support in the
+ * same package; its own types; the peer range other libraries here already use (typeorm: ^5).
+ *
+ * Nothing here ever logs or throws the URL: errors are reduced to their message with the password removed.
+ */
+import { withoutSecret } from '../config/redis-url.ts';
+import { HEARTBEAT, TAKE_PERMITS } from './scripts.ts';
+
+/** What the coordinator needs from a Redis connection. */
+export interface RedisLink {
+  /** HEARTBEAT: renews the lease, returns the raw reply (validated by the caller). */
+  heartbeat(membersKey: string, member: string, leaseMs: number): Promise<unknown>;
+  /** TAKE_PERMITS: returns the raw reply (validated by the caller). */
+  takePermits(
+    bucketKey: string,
+    membersKey: string,
+    ratePerMs: number,
+    capacity: number,
+    want: number,
+    member: string,
+    leaseMs: number,
+  ): Promise<unknown>;
+  /** Removes this member (best effort, on shutdown). */
+  leave(membersKey: string, member: string): Promise<unknown>;
+  /** Connection problems, as messages without the password. */
+  onError(listener: (message: string) => void): void;
+  close(): void;
+}
+
+interface IoRedisClient {
+  defineCommand(name: string, def: { numberOfKeys: number; lua: string }): void;
+  zrem(key: string, member: string): Promise<unknown>;
+  on(event: string, listener: (error: unknown) => void): unknown;
+  disconnect(): void;
+  [command: string]: unknown;
+}
+type IoRedisCtor = new (url: string, options: Record<string, unknown>) => IoRedisClient;
+
+/** The message shown when coordination is on but ioredis is not installed. */
+export const MISSING_CLIENT =
+  'pg-resilience: coordination.redis.url is set but the optional peer dependency ioredis is not installed (npm install ioredis); limits stay per process';
+
+/** Loads ioredis; undefined when it is not installed. */
+export async function loadIoRedis(): Promise<IoRedisCtor | undefined> {
+  try {
+    const mod = (await import('ioredis')) as unknown as { default?: unknown; Redis?: unknown };
+    const ctor = (mod.Redis ?? mod.default) as IoRedisCtor | undefined;
+    return typeof ctor === 'function' ? ctor : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The password in a URL (decoded), to scrub from messages. */
+function passwordOf(url: string): string | undefined {
+  try {
+    const p = new URL(url).password;
+    return p ? decodeURIComponent(p) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+const messageOf = (error: unknown, secret: string | undefined): string =>
+  withoutSecret(error instanceof Error ? error.message : String(error), secret);
+
+/**
+ * Connects to `url`; commands fail at once while disconnected. The coordinator bounds each command by
+ * the coordination timeout itself; ioredis's own `commandTimeout` (a generous multiple) only clears
+ * commands a silent server never answers, so they cannot pile up.
+ */
+export function connectRedis(Redis: IoRedisCtor, url: string, timeoutMs: number): RedisLink {
+  const secret = passwordOf(url);
+  const client = new Redis(url, {
+    commandTimeout: Math.max(1000, timeoutMs * 10),
+    connectTimeout: Math.max(1000, timeoutMs),
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    enableReadyCheck: false,
+    // Reconnect quickly at first, then every second: the fleet-wide limits resume soon after Redis does.
+    retryStrategy: (times: number) => Math.min(times * 50, 1000),
+    connectionName: 'pg-resilience',
+  });
+  client.defineCommand('pgrHeartbeat', { numberOfKeys: 1, lua: HEARTBEAT });
+  client.defineCommand('pgrTake', { numberOfKeys: 2, lua: TAKE_PERMITS });
+  // Neither the connection nor the reconnect timer may keep the app alive: an app that is done exits as
+  // it would without Redis, up or down. (ioredis emits status events on the next tick, once the socket
+  // or the timer exists.)
+  const unref = (handle: unknown) => (handle as { unref?: () => void } | null | undefined)?.unref?.();
+  client.on('connecting', () => unref(client.stream));
+  client.on('connect', () => unref(client.stream));
+  client.on('reconnecting', () => unref(client.reconnectTimeout));
+  const listeners: Array<(message: string) => void> = [];
+  // Without a listener ioredis prints every connection error to the console.
+  client.on('error', (error) => {
+    const message = messageOf(error, secret);
+    for (const l of listeners) l(message);
+  });
+  const run = async (p: () => unknown): Promise<unknown> => {
+    try {
+      return await (p() as Promise<unknown>);
+    } catch (error) {
+      // No `cause`: ioredis's error objects may carry the connection options, password included.
+      // eslint-disable-next-line preserve-caught-error
+      throw new Error(messageOf(error, secret));
+    }
+  };
+  const command = (name: string, ...args: unknown[]) =>
+    run(() => (client[name] as (...a: unknown[]) => unknown).apply(client, args));
+  return {
+    heartbeat: (members, member, leaseMs) => command('pgrHeartbeat', members, member, leaseMs),
+    takePermits: (bucket, members, ratePerMs, capacity, want, member, leaseMs) =>
+      command('pgrTake', bucket, members, ratePerMs, capacity, want, member, leaseMs),
+    leave: (members, member) => run(() => client.zrem(members, member)),
+    onError: (l) => listeners.push(l),
+    close: () => client.disconnect(),
+  };
+}

@@ -1,0 +1,73 @@
+/**
+ * The Lua scripts the fleet runs in Redis. Each runs atomically, reads time from Redis (`TIME`, one
+ * clock for the whole fleet), and validates what it reads: a key of the wrong type or a value that is
+ * not a finite number is replaced, never trusted.
+ *
+ * Membership: a sorted set of member ids scored by lease expiry (Redis ms). Expired members are removed;
+ * scores beyond one lease from now cannot have been written by a member and are removed too.
+ */
+
+const NUM = `
+local function num(v)
+  local n = tonumber(v)
+  if n == nil or n ~= n or n == math.huge or n == -math.huge then return nil end
+  return n
+end
+local function nowMs()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function members(key, id, now, lease)
+  local kind = redis.call('TYPE', key).ok
+  if kind ~= 'zset' and kind ~= 'none' then redis.call('DEL', key) end
+  redis.call('ZADD', key, now + lease, id)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  redis.call('ZREMRANGEBYSCORE', key, '(' .. (now + lease), '+inf')
+  redis.call('PEXPIRE', key, lease * 2)
+  return redis.call('ZCARD', key)
+end
+`;
+
+/**
+ * Renews this member's lease. KEYS: members. ARGV: member id, lease ms. Returns the live members.
+ */
+export const HEARTBEAT = `${NUM}
+local lease = num(ARGV[2]) or 5000
+return members(KEYS[1], ARGV[1], nowMs(), lease)
+`;
+
+/**
+ * Takes up to `want` permits from a target's fleet-wide token bucket (capacity `cap`, refilled at `rate`
+ * permits per ms; starts full) and renews the member's lease. KEYS: bucket, members. ARGV: rate per ms,
+ * capacity, want, member id, lease ms. Returns { granted, live members }.
+ */
+export const TAKE_PERMITS = `${NUM}
+local rate = num(ARGV[1]) or 0
+local cap = num(ARGV[2]) or 1
+local want = math.floor(num(ARGV[3]) or 0)
+local lease = num(ARGV[5]) or 5000
+local now = nowMs()
+local kind = redis.call('TYPE', KEYS[1]).ok
+if kind ~= 'hash' and kind ~= 'none' then redis.call('DEL', KEYS[1]); kind = 'none' end
+local tokens, ts
+if kind == 'none' then
+  tokens = cap
+  ts = now
+else
+  local v = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+  tokens = num(v[1]) or 0
+  ts = num(v[2]) or now
+end
+if tokens > cap then tokens = cap end
+if tokens < 0 then tokens = 0 end
+if ts > now then ts = now end
+tokens = math.min(cap, tokens + (now - ts) * rate)
+local granted = math.floor(math.min(want, tokens))
+if granted < 0 then granted = 0 end
+tokens = tokens - granted
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+local full = 60000
+if rate > 0 then full = math.ceil(cap / rate) end
+redis.call('PEXPIRE', KEYS[1], full + lease)
+return { granted, members(KEYS[2], ARGV[4], now, lease) }
+`;

@@ -1,0 +1,219 @@
+// With PG_RESILIENCE_REDIS_URL set, a target's rateLimit holds for the whole fleet. Four app processes
+// (fixtures/pool-load-child.ts: a pg.Pool of 20, 20 workers running SELECT 1 as fast as they can, the
+// instrumentation loaded with --import) share one real redis-server and one real PostgreSQL. Measured:
+// the calls served by all four together over a window, against the configured rate; then Redis is
+// killed under load and restarted: no call fails, the processes fall back to their share (rate / 4) and
+// the fleet-wide limit resumes.
+import assert from 'node:assert/strict';
+import { type ChildProcess, fork } from 'node:child_process';
+import { after, before, describe, it } from 'node:test';
+import { Redis } from 'ioredis';
+import { startServer, type TestServer } from '../support/postgres.ts';
+import { type RedisServer, skipWithoutRedis, startRedis } from '../support/redis.ts';
+
+const T = { timeout: 120_000 };
+const CHILD = new URL('./fixtures/pool-load-child.ts', import.meta.url).pathname;
+const REGISTER = new URL('./fixtures/register-src.ts', import.meta.url).pathname;
+const DIAG = new URL('./fixtures/diag-console.ts', import.meta.url).pathname;
+
+const PROCESSES = 4;
+const POOL_MAX = 20;
+/** The fleet-wide rate: 200 calls per second. */
+const RATE_PER_MINUTE = 12_000;
+const BURST = 20;
+const WARMUP_MS = 3_000;
+/** The accuracy window. */
+const WINDOW_MS = 20_000;
+const FLEET = 'fleet-rate-test';
+/** Longest the fleet may go without serving a call when Redis dies (stats arrive every 100 ms). */
+const STALL_MS = 500;
+const PASSWORD = 'fleet-s3cret-pw';
+
+interface Stats {
+  ok: number;
+  errors: Record<string, number>;
+}
+interface App {
+  child: ChildProcess;
+  stats: Stats;
+  output: () => string;
+  exited: Promise<number | null>;
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+
+function startApp(server: TestServer, redisUrl: string | undefined, name: string): App {
+  const child = fork(CHILD, [], {
+    execArgv: ['--disable-warning=ExperimentalWarning', '--import', DIAG, '--import', REGISTER],
+    env: {
+      ...process.env,
+      LOAD_PG: JSON.stringify({ ...server.clientConfig(), application_name: name }),
+      LOAD_POOL_MAX: String(POOL_MAX),
+      PG_RESILIENCE_RATE_LIMIT: String(RATE_PER_MINUTE),
+      PG_RESILIENCE_RATE_LIMIT_BURST: String(BURST),
+      PG_RESILIENCE_FLEET: FLEET,
+      ...(redisUrl ? { PG_RESILIENCE_REDIS_URL: redisUrl } : {}),
+    },
+    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+  });
+  let out = '';
+  child.stdout?.setEncoding('utf8').on('data', (c: string) => (out += c));
+  child.stderr?.setEncoding('utf8').on('data', (c: string) => (out += c));
+  const app: App = {
+    child,
+    stats: { ok: 0, errors: {} },
+    output: () => out,
+    exited: new Promise((resolve) => child.once('exit', (code) => resolve(code))),
+  };
+  child.on('message', (m: { type?: string } & Partial<Stats>) => {
+    if (m.type === 'stats') app.stats = m as Stats;
+  });
+  return app;
+}
+
+function ready(app: App): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`child not ready: ${app.output()}`)), 20_000);
+    app.child.on('message', (m: { type?: string }) => {
+      if (m.type === 'ready') {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    app.child.once('exit', () => reject(new Error(`child exited: ${app.output()}`)));
+  });
+}
+
+async function stopApps(apps: App[]): Promise<void> {
+  for (const app of apps) if (app.child.connected) app.child.send({ type: 'stop' });
+  const all = Promise.all(apps.map((a) => a.exited));
+  const timedOut = await Promise.race([all.then(() => false), sleep(15_000).then(() => true)]);
+  if (timedOut) for (const app of apps) app.child.kill('SIGKILL');
+  await all;
+}
+
+/** Calls served by the fleet over `ms`, from the children's cumulative counts. */
+async function servedOver(apps: App[], ms: number): Promise<number> {
+  const start = sum(apps.map((a) => a.stats.ok));
+  await sleep(ms);
+  return sum(apps.map((a) => a.stats.ok)) - start;
+}
+
+const errorsOf = (apps: App[]) => apps.map((a) => a.stats.errors).filter((e) => Object.keys(e).length > 0);
+
+describe(
+  'fleet-wide rate limit (4 processes, real Redis, real PostgreSQL)',
+  { skip: skipWithoutRedis() },
+  () => {
+    let server: TestServer;
+    let redis: RedisServer;
+
+    before(async () => {
+      [server, redis] = await Promise.all([startServer(), startRedis({ password: PASSWORD })]);
+    });
+    after(async () => {
+      await Promise.all([server?.close(), redis?.stop()]);
+    });
+
+    it(
+      `serves the configured rate fleet-wide within ±3 % over ${WINDOW_MS / 1000} s; Redis killed and restarted: no error, fallback, resume`,
+      T,
+      async (t) => {
+        const apps = Array.from({ length: PROCESSES }, (_, i) => startApp(server, redis.url, `fleet-${i}`));
+        try {
+          await Promise.all(apps.map(ready));
+          for (const app of apps) app.child.send({ type: 'go' });
+          await sleep(WARMUP_MS);
+
+          // Phase 1: accuracy.
+          const served = await servedOver(apps, WINDOW_MS);
+          const expected = (RATE_PER_MINUTE / 60_000) * WINDOW_MS;
+          const perProcess = apps.map((a) => a.stats.ok);
+          t.diagnostic(
+            `phase 1: ${served} calls in ${WINDOW_MS} ms fleet-wide, expected ${expected} (${((100 * (served - expected)) / expected).toFixed(2)} %); cumulative per process ${perProcess.join(' / ')}`,
+          );
+          assert.ok(
+            Math.abs(served - expected) <= 0.03 * expected,
+            `fleet-wide calls ${served} within ±3 % of ${expected}`,
+          );
+          for (const n of perProcess)
+            assert.ok(n > 0.1 * sum(perProcess), `every process is served: ${perProcess.join(' / ')}`);
+
+          const admin = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 0 });
+          await admin.connect();
+          assert.equal(
+            await admin.zcard(`{pgr:${FLEET}}:members`),
+            PROCESSES,
+            'every process is a live member',
+          );
+          admin.disconnect();
+
+          // Phase 2: Redis dies under load. Each process falls back to rate / 4: the fleet stays near the rate.
+          await redis.kill();
+          // No stall: from the kill on, the fleet never goes STALL_MS without serving a call.
+          let longestGap = 0;
+          let last = sum(apps.map((a) => a.stats.ok));
+          let lastAt = Date.now();
+          for (let i = 0; i < 20; i++) {
+            await sleep(50);
+            const now = sum(apps.map((a) => a.stats.ok));
+            if (now > last) {
+              last = now;
+              lastAt = Date.now();
+            }
+            longestGap = Math.max(longestGap, Date.now() - lastAt);
+          }
+          t.diagnostic(`phase 2: longest time without a served call after the kill: ${longestGap} ms`);
+          assert.ok(
+            longestGap < STALL_MS,
+            `no stall when Redis dies: ${longestGap} ms without a served call`,
+          );
+          const duringOutage = await servedOver(apps, 4_000);
+          t.diagnostic(
+            `phase 2 (Redis down): ${duringOutage} calls in 4000 ms, expected about ${expected / 5}`,
+          );
+          assert.ok(
+            duringOutage <= (expected / 5) * 1.2 + BURST && duringOutage >= (expected / 5) * 0.8,
+            `with Redis down each process holds its share: ${duringOutage} calls in 4 s`,
+          );
+
+          // Phase 3: Redis is back (empty): the fleet-wide limit resumes.
+          await redis.restart();
+          await sleep(2_000);
+          const afterRestart = await servedOver(apps, 5_000);
+          t.diagnostic(
+            `phase 3 (Redis back): ${afterRestart} calls in 5000 ms, expected about ${expected / 4}`,
+          );
+          assert.ok(
+            Math.abs(afterRestart - expected / 4) <= 0.05 * (expected / 4) + BURST,
+            `the fleet-wide rate resumes: ${afterRestart} calls in 5 s`,
+          );
+          const again = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 0 });
+          await again.connect();
+          assert.equal(
+            await again.zcard(`{pgr:${FLEET}}:members`),
+            PROCESSES,
+            'every process rejoined the fleet',
+          );
+          assert.equal(
+            await again.exists(`{pgr:${FLEET}}:rate:${server.host}:${server.port}/${server.database}`),
+            1,
+          );
+          again.disconnect();
+
+          assert.deepEqual(errorsOf(apps), [], 'no call failed, Redis outage included');
+          const output = apps.map((a) => a.output()).join('\n');
+          assert.ok(!output.includes(PASSWORD), 'the Redis password never appears in the apps’ output');
+          assert.match(
+            output,
+            /fleet coordination through redis:\/\/:\*\*\*@127\.0\.0\.1:\d+\/0 failed/,
+            'the outage was logged, redacted',
+          );
+        } finally {
+          await stopApps(apps);
+        }
+      },
+    );
+  },
+);
