@@ -21,7 +21,7 @@ import type { CoordinationSettings } from '../../src/config/types.ts';
 import { FleetCoordinator } from '../../src/coordination/coordinator.ts';
 import { fleetName, membersKey, rateKey } from '../../src/coordination/keys.ts';
 import { startServer, type TestServer } from '../support/postgres.ts';
-import { type RedisServer, skipWithoutRedis, startRedis } from '../support/redis.ts';
+import { type RedisServer, startRedis } from '../support/redis.ts';
 
 const EXIT_CHILD = new URL('./fixtures/coordinated-exit-child.ts', import.meta.url).pathname;
 const REGISTER = new URL('./fixtures/register-src.ts', import.meta.url).pathname;
@@ -94,7 +94,7 @@ async function until(check: () => boolean, ms: number): Promise<boolean> {
   return check();
 }
 
-describe('fleet coordination through a real Redis', { skip: skipWithoutRedis() }, () => {
+describe('fleet coordination through a real Redis', () => {
   let redis: RedisServer;
   let admin: Redis;
 

@@ -9,7 +9,7 @@ import { type ChildProcess, fork } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
 import { startServer, type TestServer } from '../support/postgres.ts';
-import { type RedisServer, skipWithoutRedis, startRedis } from '../support/redis.ts';
+import { type RedisServer, startRedis } from '../support/redis.ts';
 
 const T = { timeout: 120_000 };
 const CHILD = new URL('./fixtures/pool-load-child.ts', import.meta.url).pathname;
@@ -102,118 +102,111 @@ async function servedOver(apps: App[], ms: number): Promise<number> {
 
 const errorsOf = (apps: App[]) => apps.map((a) => a.stats.errors).filter((e) => Object.keys(e).length > 0);
 
-describe(
-  'fleet-wide rate limit (4 processes, real Redis, real PostgreSQL)',
-  { skip: skipWithoutRedis() },
-  () => {
-    let server: TestServer;
-    let redis: RedisServer;
+describe('fleet-wide rate limit (4 processes, real Redis, real PostgreSQL)', () => {
+  let server: TestServer;
+  let redis: RedisServer;
 
-    before(async () => {
-      [server, redis] = await Promise.all([startServer(), startRedis({ password: PASSWORD })]);
-    });
-    after(async () => {
-      await Promise.all([server?.close(), redis?.stop()]);
-    });
+  before(async () => {
+    [server, redis] = await Promise.all([startServer(), startRedis({ password: PASSWORD })]);
+  });
+  after(async () => {
+    await Promise.all([server?.close(), redis?.stop()]);
+  });
 
-    it(
-      `serves the configured rate fleet-wide within ±3 % over ${WINDOW_MS / 1000} s; Redis killed and restarted: no error, fallback, resume`,
-      T,
-      async (t) => {
-        const apps = Array.from({ length: PROCESSES }, (_, i) => startApp(server, redis.url, `fleet-${i}`));
-        try {
-          await Promise.all(apps.map(ready));
-          for (const app of apps) app.child.send({ type: 'go' });
-          await sleep(WARMUP_MS);
+  it(
+    `serves the configured rate fleet-wide within ±3 % over ${WINDOW_MS / 1000} s; Redis killed and restarted: no error, fallback, resume`,
+    T,
+    async (t) => {
+      const apps = Array.from({ length: PROCESSES }, (_, i) => startApp(server, redis.url, `fleet-${i}`));
+      try {
+        await Promise.all(apps.map(ready));
+        for (const app of apps) app.child.send({ type: 'go' });
+        await sleep(WARMUP_MS);
 
-          // Phase 1: accuracy.
-          const served = await servedOver(apps, WINDOW_MS);
-          const expected = (RATE_PER_MINUTE / 60_000) * WINDOW_MS;
-          const perProcess = apps.map((a) => a.stats.ok);
-          t.diagnostic(
-            `phase 1: ${served} calls in ${WINDOW_MS} ms fleet-wide, expected ${expected} (${((100 * (served - expected)) / expected).toFixed(2)} %); cumulative per process ${perProcess.join(' / ')}`,
-          );
-          assert.ok(
-            Math.abs(served - expected) <= 0.03 * expected,
-            `fleet-wide calls ${served} within ±3 % of ${expected}`,
-          );
-          for (const n of perProcess)
-            assert.ok(n > 0.1 * sum(perProcess), `every process is served: ${perProcess.join(' / ')}`);
+        // Phase 1: accuracy.
+        const served = await servedOver(apps, WINDOW_MS);
+        const expected = (RATE_PER_MINUTE / 60_000) * WINDOW_MS;
+        const perProcess = apps.map((a) => a.stats.ok);
+        t.diagnostic(
+          `phase 1: ${served} calls in ${WINDOW_MS} ms fleet-wide, expected ${expected} (${((100 * (served - expected)) / expected).toFixed(2)} %); cumulative per process ${perProcess.join(' / ')}`,
+        );
+        assert.ok(
+          Math.abs(served - expected) <= 0.03 * expected,
+          `fleet-wide calls ${served} within ±3 % of ${expected}`,
+        );
+        for (const n of perProcess)
+          assert.ok(n > 0.1 * sum(perProcess), `every process is served: ${perProcess.join(' / ')}`);
 
-          const admin = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 0 });
-          await admin.connect();
-          assert.equal(
-            await admin.zcard(`{pgr:${FLEET}}:members`),
-            PROCESSES,
-            'every process is a live member',
-          );
-          admin.disconnect();
+        const admin = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 0 });
+        await admin.connect();
+        assert.equal(
+          await admin.zcard(`{pgr:${FLEET}}:members`),
+          PROCESSES,
+          'every process is a live member',
+        );
+        admin.disconnect();
 
-          // Phase 2: Redis dies under load. Each process falls back to rate / 4: the fleet stays near the rate.
-          await redis.kill();
-          // No stall: from the kill on, the fleet never goes STALL_MS without serving a call.
-          let longestGap = 0;
-          let last = sum(apps.map((a) => a.stats.ok));
-          let lastAt = Date.now();
-          for (let i = 0; i < 20; i++) {
-            await sleep(50);
-            const now = sum(apps.map((a) => a.stats.ok));
-            if (now > last) {
-              last = now;
-              lastAt = Date.now();
-            }
-            longestGap = Math.max(longestGap, Date.now() - lastAt);
+        // Phase 2: Redis dies under load. Each process falls back to rate / 4: the fleet stays near the rate.
+        await redis.kill();
+        // No stall: from the kill on, the fleet never goes STALL_MS without serving a call.
+        let longestGap = 0;
+        let last = sum(apps.map((a) => a.stats.ok));
+        let lastAt = Date.now();
+        for (let i = 0; i < 20; i++) {
+          await sleep(50);
+          const now = sum(apps.map((a) => a.stats.ok));
+          if (now > last) {
+            last = now;
+            lastAt = Date.now();
           }
-          t.diagnostic(`phase 2: longest time without a served call after the kill: ${longestGap} ms`);
-          assert.ok(
-            longestGap < STALL_MS,
-            `no stall when Redis dies: ${longestGap} ms without a served call`,
-          );
-          const duringOutage = await servedOver(apps, 4_000);
-          t.diagnostic(
-            `phase 2 (Redis down): ${duringOutage} calls in 4000 ms, expected about ${expected / 5}`,
-          );
-          assert.ok(
-            duringOutage <= (expected / 5) * 1.2 + BURST && duringOutage >= (expected / 5) * 0.8,
-            `with Redis down each process holds its share: ${duringOutage} calls in 4 s`,
-          );
-
-          // Phase 3: Redis is back (empty): the fleet-wide limit resumes.
-          await redis.restart();
-          await sleep(2_000);
-          const afterRestart = await servedOver(apps, 5_000);
-          t.diagnostic(
-            `phase 3 (Redis back): ${afterRestart} calls in 5000 ms, expected about ${expected / 4}`,
-          );
-          assert.ok(
-            Math.abs(afterRestart - expected / 4) <= 0.05 * (expected / 4) + BURST,
-            `the fleet-wide rate resumes: ${afterRestart} calls in 5 s`,
-          );
-          const again = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 0 });
-          await again.connect();
-          assert.equal(
-            await again.zcard(`{pgr:${FLEET}}:members`),
-            PROCESSES,
-            'every process rejoined the fleet',
-          );
-          assert.equal(
-            await again.exists(`{pgr:${FLEET}}:rate:${server.host}:${server.port}/${server.database}`),
-            1,
-          );
-          again.disconnect();
-
-          assert.deepEqual(errorsOf(apps), [], 'no call failed, Redis outage included');
-          const output = apps.map((a) => a.output()).join('\n');
-          assert.ok(!output.includes(PASSWORD), 'the Redis password never appears in the apps’ output');
-          assert.match(
-            output,
-            /fleet coordination through redis:\/\/:\*\*\*@127\.0\.0\.1:\d+\/0 failed/,
-            'the outage was logged, redacted',
-          );
-        } finally {
-          await stopApps(apps);
+          longestGap = Math.max(longestGap, Date.now() - lastAt);
         }
-      },
-    );
-  },
-);
+        t.diagnostic(`phase 2: longest time without a served call after the kill: ${longestGap} ms`);
+        assert.ok(longestGap < STALL_MS, `no stall when Redis dies: ${longestGap} ms without a served call`);
+        const duringOutage = await servedOver(apps, 4_000);
+        t.diagnostic(
+          `phase 2 (Redis down): ${duringOutage} calls in 4000 ms, expected about ${expected / 5}`,
+        );
+        assert.ok(
+          duringOutage <= (expected / 5) * 1.2 + BURST && duringOutage >= (expected / 5) * 0.8,
+          `with Redis down each process holds its share: ${duringOutage} calls in 4 s`,
+        );
+
+        // Phase 3: Redis is back (empty): the fleet-wide limit resumes.
+        await redis.restart();
+        await sleep(2_000);
+        const afterRestart = await servedOver(apps, 5_000);
+        t.diagnostic(
+          `phase 3 (Redis back): ${afterRestart} calls in 5000 ms, expected about ${expected / 4}`,
+        );
+        assert.ok(
+          Math.abs(afterRestart - expected / 4) <= 0.05 * (expected / 4) + BURST,
+          `the fleet-wide rate resumes: ${afterRestart} calls in 5 s`,
+        );
+        const again = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 0 });
+        await again.connect();
+        assert.equal(
+          await again.zcard(`{pgr:${FLEET}}:members`),
+          PROCESSES,
+          'every process rejoined the fleet',
+        );
+        assert.equal(
+          await again.exists(`{pgr:${FLEET}}:rate:${server.host}:${server.port}/${server.database}`),
+          1,
+        );
+        again.disconnect();
+
+        assert.deepEqual(errorsOf(apps), [], 'no call failed, Redis outage included');
+        const output = apps.map((a) => a.output()).join('\n');
+        assert.ok(!output.includes(PASSWORD), 'the Redis password never appears in the apps’ output');
+        assert.match(
+          output,
+          /fleet coordination through redis:\/\/:\*\*\*@127\.0\.0\.1:\d+\/0 failed/,
+          'the outage was logged, redacted',
+        );
+      } finally {
+        await stopApps(apps);
+      }
+    },
+  );
+});

@@ -36,21 +36,6 @@ export function redisServerPath(): string {
   return existsSync('/usr/bin/redis-server') ? '/usr/bin/redis-server' : 'redis-server';
 }
 
-/** True when a redis-server binary can be found. */
-export function hasRedisServer(): boolean {
-  const path = redisServerPath();
-  return path.includes('/') ? existsSync(path) : true;
-}
-
-/**
- * For `describe(…, { skip })`: a reason to skip when redis-server is missing on a developer's machine;
- * never in CI (CI=true), where .ci/run installs it and a missing one must fail.
- */
-export function skipWithoutRedis(): string | false {
-  if (hasRedisServer() || process.env.CI === 'true') return false;
-  return 'redis-server not found (apt-get install redis-server)';
-}
-
 const live = new Set<ChildProcess>();
 let exitHook = false;
 function killAllSync(): void {
@@ -102,7 +87,12 @@ function launch(port: number, password: string | undefined): Promise<ChildProces
     child.once('error', (error) => {
       clearTimeout(timer);
       live.delete(child);
-      reject(error);
+      // A missing binary fails the suite (never a skip): .ci/run installs it.
+      reject(
+        new Error(`cannot start ${redisServerPath()} (apt-get install redis-server): ${error.message}`, {
+          cause: error,
+        }),
+      );
     });
     child.once('exit', (code, signal) => {
       live.delete(child);
