@@ -7,7 +7,9 @@ import type { FaultProxy } from '../../support/fault-proxy.ts';
 import type { TestServer } from '../../support/postgres.ts';
 import { AppProcess, type ExitInfo } from './app-process.ts';
 import {
+  cancelCheck,
   type Check,
+  commitOutcomeCheck,
   deadlineCheck,
   type DbState,
   LISTENER_RECOVERY_TARGET_MS,
@@ -41,6 +43,9 @@ export const APP: Omit<AppConfig, 'arm' | 'seed' | 'generation' | 'connectionStr
   upsertKeysPerWorker: 20,
   stormWorkers: 8,
   stormSleepMs: 5_000,
+  cancelSleepMs: 20_000,
+  // the bare arm's stand-in for PACKAGE_ENV's timeout.queryMs (PG_RESILIENCE_TIMEOUT_MS)
+  cancelQueryTimeoutMs: 5_000,
 };
 
 /**
@@ -279,11 +284,17 @@ export async function runArm(o: ArmOptions): Promise<ArmResult> {
   // --- the faults ---
   const faultsStart = Date.now();
   const events: FaultEvent[] = [];
+  const cancelSeen = new Map<string, number>();
   const ctx: FaultContext = {
     server,
     proxy,
     appRole: o.appRole,
     storm: (on) => app.send({ type: 'storm', on }),
+    cancelBurst: async (statements) => {
+      const r = await app.request({ type: 'cancel-burst', statements }, 'cancel-burst', 30_000);
+      return { keys: r.keys, cancelled: r.cancelled, codes: r.codes };
+    },
+    cancelSeen,
     now: () => rel(Date.now()),
   };
   o.log(`[${arm}] faults: ${o.schedule.length} planned, starting at +${rel(faultsStart)} ms`);
@@ -359,6 +370,8 @@ export async function runArm(o: ArmOptions): Promise<ArmResult> {
   const lostWithCrash = (kind: OpKind, key: string) => crashedGenerations.has(genOf(kind, key));
   const checks: Check[] = [
     ...writeChecks({ ops, unknown, db, staticRows: APP.staticRows, notifications, lostWithCrash }),
+    ...(arm === 'pg-resilience' ? [commitOutcomeCheck({ arm, ops, faults: events, armStart: started })] : []),
+    cancelCheck({ arm, ops, faults: events, armStart: started }, cancelSeen),
     processCheck({ crashes, stop }),
     deadlineCheck(ops, leftAtStop, stoppedAt),
   ];
