@@ -121,12 +121,13 @@ const pool: Pool = new pg.Pool({
 // Deliberately no pool.on('error'): see the file comment.
 
 /**
- * The cancel lane's pool: no server statement_timeout (it would stop the statements first), so what
+ * The cancel lane's pool, straight to the server (no proxy fault can keep its statements from reaching
+ * it): no server statement_timeout (it would stop the statements first), so what
  * stops them is the package's timeout.queryMs, which cancels them on the server (arm pg-resilience), or
  * pg's query_timeout, which a bare-pg user would set (arm bare: the statement runs on).
  */
 const cancelPool: Pool = new pg.Pool({
-  connectionString: cfg.connectionString,
+  connectionString: cfg.cancelConnectionString,
   max: 4,
   connectionTimeoutMillis: cfg.connectionTimeoutMs,
   idleTimeoutMillis: 5_000,

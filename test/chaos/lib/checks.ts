@@ -313,9 +313,16 @@ const REACHABLE_DURING = new Set(['latency', 'cut_commit', 'slow_storm', 'statem
 export const REACHABLE_MARGIN_MS = 5_000;
 
 /** Was the server reachable all along [t0, t1] (epoch ms)? `armStart` converts the faults' times. */
-function reachable(faults: FaultEvent[], armStart: number, t0: number, t1: number): boolean {
+function reachable(
+  faults: FaultEvent[],
+  armStart: number,
+  t0: number,
+  t1: number,
+  lanes: ReadonlyArray<FaultEvent['lane']> = ['proxy', 'server'],
+): boolean {
   return !faults.some(
     (f) =>
+      lanes.includes(f.lane) &&
       !REACHABLE_DURING.has(f.kind) &&
       t1 >= armStart + f.startedAt &&
       t0 <= armStart + f.endedAt + REACHABLE_MARGIN_MS,
@@ -364,7 +371,7 @@ export const CANCEL_SEEN_TOLERANCE_MS = 100;
  * 6. The cancel lane: a statement whose caller got a timeout saying it was cancelled on the server
  * (OperationTimeoutError, cancelled: true; in the bare arm, pg's "Query read timeout") is no longer
  * active in pg_stat_activity once the caller has that error. In the pg-resilience arm every such
- * statement run while the server was reachable ends cancelled. Not vacuous: statements timed out and
+ * statement run while the server was reachable ends cancelled (the lane bypasses the proxy). Not vacuous: statements timed out and
  * the sampler saw them running.
  */
 export function cancelCheck({ arm, ops, faults, armStart }: LaneInputs, seen: Map<string, number>): Check {
@@ -379,7 +386,8 @@ export function cancelCheck({ arm, ops, faults, armStart }: LaneInputs, seen: Ma
     arm === 'bare'
       ? []
       : lane
-          .filter((o) => !o.cancelled && reachable(faults, armStart, o.t0, o.t1))
+          // the lane connects to the server directly: only the server's own faults can excuse it
+          .filter((o) => !o.cancelled && reachable(faults, armStart, o.t0, o.t1, ['server']))
           .map((o) => `${o.key} ${o.ok ? 'ok' : o.code}`);
   const seenRunning = timedOut.filter((o) => seen.has(o.key!)).length;
   return {

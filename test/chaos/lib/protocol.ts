@@ -28,6 +28,8 @@ export interface AppConfig {
   generation: number;
   /** through the fault proxy, as the non-superuser app role */
   connectionString: string;
+  /** the cancel lane's: straight to the server (a second target), as the app role */
+  cancelConnectionString: string;
   /** concurrent workers per kind */
   workers: Partial<Record<OpKind, number>>;
   /** think time between two operations of a worker, ms (uniform in [min, max]) */

@@ -31,7 +31,10 @@ export const SETTLE_MS = 6_000;
 export const INITIAL_BALANCE = 1_000;
 
 /** The app's workload (both arms alike). */
-export const APP: Omit<AppConfig, 'arm' | 'seed' | 'generation' | 'connectionString'> = {
+export const APP: Omit<
+  AppConfig,
+  'arm' | 'seed' | 'generation' | 'connectionString' | 'cancelConnectionString'
+> = {
   workers: { read: 4, upsert: 3, insert: 3, transfer: 3, cursor: 1, stream: 1, notify: 1 },
   thinkMs: [20, 60],
   poolMax: 10,
@@ -195,6 +198,11 @@ export async function runArm(o: ArmOptions): Promise<ArmResult> {
   const url = new URL(proxy.connectionString(server));
   url.username = o.appRole;
   url.password = o.appPassword;
+  // The cancel lane connects to the server directly: a proxy fault overlapping it (a blackhole, a
+  // refusal) would keep its statements from ever reaching the server, and the lane would prove nothing.
+  const direct = new URL(server.connectionString);
+  direct.username = o.appRole;
+  direct.password = o.appPassword;
   const env = { ...cleanEnv(), ...(arm === 'pg-resilience' ? PACKAGE_ENV : {}) };
 
   const started = Date.now();
@@ -228,7 +236,14 @@ export async function runArm(o: ArmOptions): Promise<ArmResult> {
 
   const launch = async (): Promise<void> => {
     generation++;
-    const config: AppConfig = { ...APP, arm, seed: o.seed, generation, connectionString: url.toString() };
+    const config: AppConfig = {
+      ...APP,
+      arm,
+      seed: o.seed,
+      generation,
+      connectionString: url.toString(),
+      cancelConnectionString: direct.toString(),
+    };
     const a = await AppProcess.start({ dir: o.appDir, config, env, sinks, logFile: appLog });
     app = a;
     a.send({ type: 'run' });
