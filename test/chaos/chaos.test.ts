@@ -1,7 +1,8 @@
 // The chaos suite: a seeded fault schedule against a real PostgreSQL and the fault proxy,
 // while an app in a child process (installed from the packed tarball like a user's) runs many
 // concurrent workers: pooled reads, idempotent upserts, non-idempotent inserts, withTransaction
-// transfers on a ledger, pg-cursor and pg-query-stream reads, LISTEN/NOTIFY. Then the checks:
+// transfers on a ledger, pg-cursor and pg-query-stream reads, LISTEN/NOTIFY; the schedule includes
+// connections cut at COMMIT and statements cancelled past timeout.queryMs. Then the checks:
 // writes exactly once and the ledger balanced; no crash; no hung operation; recovery within the
 // target; memory bounded. Two arms: `--import pg-resilience/register` (enforced) and bare pg
 // (reported only: it is expected to crash or lose operations). docs/chaos.md explains how to run,

@@ -120,6 +120,21 @@ const pool: Pool = new pg.Pool({
 });
 // Deliberately no pool.on('error'): see the file comment.
 
+/**
+ * The cancel lane's pool, straight to the server (no proxy fault can keep its statements from reaching
+ * it): no server statement_timeout (it would stop the statements first), so what
+ * stops them is the package's timeout.queryMs, which cancels them on the server (arm pg-resilience), or
+ * pg's query_timeout, which a bare-pg user would set (arm bare: the statement runs on).
+ */
+const cancelPool: Pool = new pg.Pool({
+  connectionString: cfg.cancelConnectionString,
+  max: 4,
+  connectionTimeoutMillis: cfg.connectionTimeoutMs,
+  idleTimeoutMillis: 5_000,
+  application_name: `chaos-${cfg.arm}-cancel`,
+  ...(pgr ? {} : { query_timeout: cfg.cancelQueryTimeoutMs }),
+});
+
 // --- tracking ---------------------------------------------------------------------------------------
 
 const inFlight = new Map<number, InFlight>();
@@ -190,7 +205,7 @@ function deadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 }
 
 const ops: Record<
-  Exclude<OpKind, 'listen' | 'slow'>,
+  Exclude<OpKind, 'listen' | 'slow' | 'cancel'>,
   (w: number, seq: number, rec: Partial<OpRecord>) => Promise<void>
 > = {
   /** a pooled read by primary key (read-only: the package may retry it) */
@@ -346,6 +361,37 @@ async function stormWorker(): Promise<void> {
   }
 }
 
+let bursts = 0;
+/** The cancel lane: `n` statements at once that outlast the timeout; each key is in its SQL text. */
+async function cancelBurst(n: number): Promise<void> {
+  const burst = bursts++;
+  const keys: string[] = [];
+  const codes: string[] = [];
+  let cancelled = 0;
+  await Promise.all(
+    Array.from({ length: n }, (_, i) =>
+      track('cancel', async (rec) => {
+        const key = `${cfg.arm}-g${cfg.generation}-c${burst}-${i}`;
+        rec.key = key;
+        keys.push(key);
+        try {
+          await cancelPool.query(`SELECT pg_sleep($1) /* chaos-cancel ${key} */`, [cfg.cancelSleepMs / 1000]);
+          codes.push('ok');
+        } catch (error) {
+          codes.push(errorCode(error));
+          if ((error as { cancelled?: unknown }).cancelled === true) {
+            rec.cancelled = true;
+            cancelled++;
+          }
+          throw error;
+        }
+      }),
+    ),
+  );
+  flush();
+  send({ type: 'cancel-burst', keys, cancelled, codes });
+}
+
 // --- the listener: LISTEN on its own client, reconnecting (and re-listening) whenever it dies --------
 
 let listener: InstanceType<typeof pg.Client> | undefined;
@@ -464,7 +510,7 @@ async function stop(timeoutMs: number): Promise<void> {
   clearInterval(flusher);
   send({ type: 'stopped', inFlight: left });
   describeHeldClients();
-  await Promise.race([Promise.allSettled([pool.end(), listener?.end()]), sleep(3_000)]);
+  await Promise.race([Promise.allSettled([pool.end(), cancelPool.end(), listener?.end()]), sleep(3_000)]);
   // No process.exit(): the app must end by itself once its pools are closed (exit code 0).
   process.disconnect?.();
 }
@@ -479,7 +525,7 @@ process.on('message', (message: ToApp) => {
       }
       running = true;
       for (const [kind, n] of Object.entries(cfg.workers) as [OpKind, number][]) {
-        if (kind === 'listen' || kind === 'slow') continue;
+        if (kind === 'listen' || kind === 'slow' || kind === 'cancel') continue;
         for (let w = 0; w < n; w++) workers.push(worker(kind, w));
       }
       void listenLoop();
@@ -500,6 +546,9 @@ process.on('message', (message: ToApp) => {
       if (storm && !was) for (let i = 0; i < cfg.stormWorkers; i++) void stormWorker();
       return;
     }
+    case 'cancel-burst':
+      void cancelBurst(message.statements);
+      return;
     case 'memory': {
       void gcTwice().then(() => {
         const m = process.memoryUsage();

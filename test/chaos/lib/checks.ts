@@ -1,6 +1,7 @@
 // The checks after a run. Each takes what the app reported and what the database holds (read directly
 // from the server as superuser, not through the proxy) and says passed or not, with the evidence.
 import type { ExitInfo } from './app-process.ts';
+import type { FaultEvent } from './faults.ts';
 import type { InFlight, OpKind, OpRecord } from './protocol.ts';
 
 export interface Check {
@@ -300,5 +301,102 @@ export function memoryCheck(
     name: `heap after the run (after GC) ≤ before × ${1 + MEMORY_GROWTH_SHARE} + ${mb(MEMORY_SLACK_BYTES)}`,
     passed: after.heapUsed <= bound,
     detail: `before ${mb(before.heapUsed)}, after ${mb(after.heapUsed)}, bound ${mb(bound)}`,
+  };
+}
+
+/**
+ * Faults during which (and for REACHABLE_MARGIN_MS after) the server may be unreachable from the app:
+ * all but latency, the COMMIT cuts (only the cut connection is lost), the storm and the cancel lane.
+ */
+const REACHABLE_DURING = new Set(['latency', 'cut_commit', 'slow_storm', 'statement_cancel']);
+/** a restarted server, an open breaker (half-open after 2 s) and the pool's reconnects settle in this */
+export const REACHABLE_MARGIN_MS = 5_000;
+
+/** Was the server reachable all along [t0, t1] (epoch ms)? `armStart` converts the faults' times. */
+function reachable(
+  faults: FaultEvent[],
+  armStart: number,
+  t0: number,
+  t1: number,
+  lanes: ReadonlyArray<FaultEvent['lane']> = ['proxy', 'server'],
+): boolean {
+  return !faults.some(
+    (f) =>
+      lanes.includes(f.lane) &&
+      !REACHABLE_DURING.has(f.kind) &&
+      t1 >= armStart + f.startedAt &&
+      t0 <= armStart + f.endedAt + REACHABLE_MARGIN_MS,
+  );
+}
+
+export interface LaneInputs {
+  arm: string;
+  ops: OpRecord[];
+  faults: FaultEvent[];
+  /** epoch ms the arm started (the faults' times are relative to it) */
+  armStart: number;
+}
+
+/**
+ * 1f (pg-resilience arm). The COMMIT cut lane: withTransaction resolves a COMMIT lost in flight, so no
+ * transfer ends with TransactionOutcomeUnknownError while the server is reachable (the ledger itself
+ * is check 1c). Not vacuous: COMMITs were cut both before and after forwarding.
+ */
+export function commitOutcomeCheck({ ops, faults, armStart }: LaneInputs): Check {
+  const cuts = faults.filter((f) => f.kind === 'cut_commit');
+  const cutBefore = cuts.reduce((n, f) => n + (f.counts?.cutBefore ?? 0), 0);
+  const cutAfter = cuts.reduce((n, f) => n + (f.counts?.cutAfter ?? 0), 0);
+  const unknown = ops.filter((o) => o.kind === 'transfer' && o.code === 'PGR_TRANSACTION_OUTCOME_UNKNOWN');
+  const whileReachable = unknown.filter((o) => reachable(faults, armStart, o.t0, o.t1));
+  const during = ops.filter(
+    (o) =>
+      o.kind === 'transfer' &&
+      cuts.some((f) => o.t1 >= armStart + f.startedAt && o.t0 <= armStart + f.endedAt),
+  );
+  return {
+    id: '1f',
+    name: 'COMMIT cut before / after forwarding: no TransactionOutcomeUnknownError while the server is reachable',
+    passed: whileReachable.length === 0 && cutBefore > 0 && cutAfter > 0,
+    detail:
+      `${cutBefore} COMMITs cut before forwarding, ${cutAfter} after; ${during.length} transfers ran during the cuts ` +
+      `(${during.filter((o) => o.ok).length} acknowledged); outcome unknown: ${unknown.length} in all, ` +
+      `${whileReachable.length} while the server was reachable (${list(whileReachable.map((o) => o.key ?? '?'))})`,
+  };
+}
+
+/** a sample that began this long after the caller had its error still counts as "before" (clock reads) */
+export const CANCEL_SEEN_TOLERANCE_MS = 100;
+
+/**
+ * 6. The cancel lane: a statement whose caller got a timeout saying it was cancelled on the server
+ * (OperationTimeoutError, cancelled: true; in the bare arm, pg's "Query read timeout") is no longer
+ * active in pg_stat_activity once the caller has that error. In the pg-resilience arm every such
+ * statement run while the server was reachable ends cancelled (the lane bypasses the proxy). Not vacuous: statements timed out and
+ * the sampler saw them running.
+ */
+export function cancelCheck({ arm, ops, faults, armStart }: LaneInputs, seen: Map<string, number>): Check {
+  const lane = ops.filter((o) => o.kind === 'cancel' && o.key !== undefined);
+  const timedOut = lane.filter(
+    (o) => !o.ok && (arm === 'bare' ? o.code === 'query_read_timeout' : o.cancelled),
+  );
+  const runningAfter = timedOut
+    .filter((o) => (seen.get(o.key!) ?? 0) > o.t1 + CANCEL_SEEN_TOLERANCE_MS)
+    .map((o) => `${o.key} active ${seen.get(o.key!)! - o.t1} ms after its error`);
+  const notCancelled =
+    arm === 'bare'
+      ? []
+      : lane
+          // the lane connects to the server directly: only the server's own faults can excuse it
+          .filter((o) => !o.cancelled && reachable(faults, armStart, o.t0, o.t1, ['server']))
+          .map((o) => `${o.key} ${o.ok ? 'ok' : o.code}`);
+  const seenRunning = timedOut.filter((o) => seen.has(o.key!)).length;
+  return {
+    id: '6',
+    name: 'statements past the timeout: cancelled on the server, none still active once its caller has the error',
+    passed: runningAfter.length === 0 && notCancelled.length === 0 && timedOut.length > 0 && seenRunning > 0,
+    detail:
+      `${lane.length} statements, ${timedOut.length} timed out (${arm === 'bare' ? "pg's query_timeout" : 'cancelled: true'}), ` +
+      `${seenRunning} of them seen running; still active after the error: ${list(runningAfter)}; ` +
+      `not cancelled while the server was reachable: ${list(notCancelled)}`,
   };
 }

@@ -14,6 +14,8 @@ export interface FaultEvent {
   params: Record<string, number | string>;
   /** what the fault did, as counted (proxy stats deltas, backends terminated, the limit set…) */
   effect: string;
+  /** what the fault did, as numbers the checks read (cut_commit: cutBefore, cutAfter; statement_cancel) */
+  counts?: Record<string, number>;
   /** the fault could not be applied or undone (the run goes on; the report shows it) */
   error?: string;
 }
@@ -24,11 +26,41 @@ export interface FaultContext {
   appRole: string;
   /** the app's storm switch (the app runs the slow queries itself) */
   storm(on: boolean): void;
+  /** the app runs this many cancel-lane statements at once; resolves when each has ended */
+  cancelBurst(statements: number): Promise<{ keys: string[]; cancelled: number; codes: string[] }>;
+  /** cancel-lane statement key → the last time (epoch ms, when the sample began) pg_stat_activity showed it active */
+  cancelSeen: Map<string, number>;
   /** ms since the arm started */
   now(): number;
 }
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** withTransaction's COMMIT (and the bare app's), as the proxy sees it in a Query or Parse message */
+const COMMIT = /^\s*COMMIT\b/i;
+/** how often, and how long after its statements ended, the statement_cancel fault samples pg_stat_activity */
+const CANCEL_SAMPLE_MS = 100;
+const CANCEL_WATCH_AFTER_MS = 1_500;
+
+/** Samples pg_stat_activity (as superuser, not through the proxy) for active cancel-lane statements. */
+async function watchCancelLane(
+  server: TestServer,
+  seen: Map<string, number>,
+  until: () => boolean,
+): Promise<number> {
+  let samples = 0;
+  while (!until()) {
+    const at = Date.now();
+    const { rows } = await server.query<{ key: string }>(
+      `SELECT substring(query from 'chaos-cancel (\\S+) ') AS key FROM pg_stat_activity
+        WHERE state = 'active' AND pid <> pg_backend_pid() AND query LIKE '%chaos-cancel %'`,
+    );
+    samples++;
+    for (const r of rows) if (r.key) seen.set(r.key, Math.max(seen.get(r.key) ?? 0, at));
+    await sleep(CANCEL_SAMPLE_MS);
+  }
+  return samples;
+}
 
 function proxyDelta(proxy: FaultProxy, before: FaultProxy['stats']): string {
   const parts: string[] = [];
@@ -52,6 +84,7 @@ export async function runFault(fault: PlannedFault, ctx: FaultContext): Promise<
   const p = fault.params;
   const d = fault.durationMs;
   let effect = '';
+  let counts: Record<string, number> | undefined;
   let error: string | undefined;
   const note = (e: unknown) => {
     error = (error ? `${error}; ` : '') + String((e as Error)?.message ?? e);
@@ -112,6 +145,48 @@ export async function runFault(fault: PlannedFault, ctx: FaultContext): Promise<
         }
         effect = proxyDelta(proxy, before);
         break;
+      case 'cut_commit': {
+        const share = Number(p.share);
+        proxy.cutOnMessage({ match: COMMIT, when: 'before', share });
+        let cutBefore = 0;
+        try {
+          await sleep(d / 2);
+          cutBefore = proxy.stats.cutOnMessage - before.cutOnMessage;
+          proxy.cutOnMessage({ match: COMMIT, when: 'after', share });
+          await sleep(d / 2);
+        } finally {
+          proxy.cutOnMessage(null);
+        }
+        const cutAfter = proxy.stats.cutOnMessage - before.cutOnMessage - cutBefore;
+        counts = { cutBefore, cutAfter };
+        effect = `${cutBefore} COMMITs cut before forwarding, ${cutAfter} after`;
+        break;
+      }
+      case 'statement_cancel': {
+        const statements = Number(p.statements);
+        let done = false;
+        let doneAt = 0;
+        const watching = watchCancelLane(
+          server,
+          ctx.cancelSeen,
+          () => done && Date.now() - doneAt >= CANCEL_WATCH_AFTER_MS,
+        );
+        watching.catch(() => {}); // awaited below; an early failure must not be an unhandled rejection
+        try {
+          const r = await ctx.cancelBurst(statements);
+          const seen = r.keys.filter((k) => ctx.cancelSeen.has(k)).length;
+          counts = { statements, cancelled: r.cancelled, seenActive: seen };
+          effect =
+            `${statements} SELECT pg_sleep() past the timeout: ${r.cancelled} cancelled on the server ` +
+            `(${r.codes.join(', ')}); ${seen} seen active in pg_stat_activity`;
+        } finally {
+          done = true;
+          doneAt = Date.now();
+          const samples = await watching;
+          effect += `; ${samples} samples`;
+        }
+        break;
+      }
       case 'stop_start':
         await server.stop();
         try {
@@ -177,6 +252,7 @@ export async function runFault(fault: PlannedFault, ctx: FaultContext): Promise<
     endedAt: ctx.now(),
     params: fault.params,
     effect,
+    ...(counts ? { counts } : {}),
     ...(error ? { error } : {}),
   };
 }

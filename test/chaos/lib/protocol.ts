@@ -15,6 +15,7 @@ export const OP_KINDS = [
   'notify',
   'listen',
   'slow',
+  'cancel',
 ] as const;
 export type OpKind = (typeof OP_KINDS)[number];
 
@@ -27,6 +28,8 @@ export interface AppConfig {
   generation: number;
   /** through the fault proxy, as the non-superuser app role */
   connectionString: string;
+  /** the cancel lane's: straight to the server (a second target), as the app role */
+  cancelConnectionString: string;
   /** concurrent workers per kind */
   workers: Partial<Record<OpKind, number>>;
   /** think time between two operations of a worker, ms (uniform in [min, max]) */
@@ -46,6 +49,13 @@ export interface AppConfig {
   /** workers of the slow-query storm (SELECT pg_sleep longer than statement_timeout) */
   stormWorkers: number;
   stormSleepMs: number;
+  /**
+   * The cancel lane's statements (SELECT pg_sleep of this many ms) run on a pool of their own, without
+   * the server's statement_timeout, so the timeout that stops them is the package's timeout.queryMs
+   * (arm pg-resilience) or pg's query_timeout (arm bare: cancelQueryTimeoutMs).
+   */
+  cancelSleepMs: number;
+  cancelQueryTimeoutMs: number;
 }
 
 /** One finished operation. Times are epoch ms (parent and child share the clock). */
@@ -60,6 +70,8 @@ export interface OpRecord {
   key?: string;
   /** cursor/stream: rows read (checked against staticRows) */
   rows?: number;
+  /** cancel: the error said the statement was cancelled on the server (OperationTimeoutError.cancelled) */
+  cancelled?: boolean;
 }
 
 export interface BreakerSample {
@@ -82,6 +94,8 @@ export type ToApp =
   /** stop issuing operations; answer `idle` when nothing is in flight (or after timeoutMs) */
   | { type: 'pause'; timeoutMs: number }
   | { type: 'storm'; on: boolean }
+  /** run `statements` concurrent cancel-lane statements; answer `cancel-burst` when each has ended */
+  | { type: 'cancel-burst'; statements: number }
   /** gc() twice, answer `memory` */
   | { type: 'memory' }
   /** answer `state` (breakers, in-flight operations) */
@@ -114,5 +128,7 @@ export type FromApp =
       pool: PoolSample;
     }
   | { type: 'probe-notify'; ok: boolean; code?: string }
+  /** the keys the burst's statements carry in their SQL text (a comment), and how each ended */
+  | { type: 'cancel-burst'; keys: string[]; cancelled: number; codes: string[] }
   | { type: 'stopped'; inFlight: InFlight[] }
   | { type: 'log'; message: string };

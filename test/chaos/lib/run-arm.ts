@@ -7,7 +7,9 @@ import type { FaultProxy } from '../../support/fault-proxy.ts';
 import type { TestServer } from '../../support/postgres.ts';
 import { AppProcess, type ExitInfo } from './app-process.ts';
 import {
+  cancelCheck,
   type Check,
+  commitOutcomeCheck,
   deadlineCheck,
   type DbState,
   LISTENER_RECOVERY_TARGET_MS,
@@ -29,7 +31,10 @@ export const SETTLE_MS = 6_000;
 export const INITIAL_BALANCE = 1_000;
 
 /** The app's workload (both arms alike). */
-export const APP: Omit<AppConfig, 'arm' | 'seed' | 'generation' | 'connectionString'> = {
+export const APP: Omit<
+  AppConfig,
+  'arm' | 'seed' | 'generation' | 'connectionString' | 'cancelConnectionString'
+> = {
   workers: { read: 4, upsert: 3, insert: 3, transfer: 3, cursor: 1, stream: 1, notify: 1 },
   thinkMs: [20, 60],
   poolMax: 10,
@@ -41,6 +46,9 @@ export const APP: Omit<AppConfig, 'arm' | 'seed' | 'generation' | 'connectionStr
   upsertKeysPerWorker: 20,
   stormWorkers: 8,
   stormSleepMs: 5_000,
+  cancelSleepMs: 20_000,
+  // the bare arm's stand-in for PACKAGE_ENV's timeout.queryMs (PG_RESILIENCE_TIMEOUT_MS)
+  cancelQueryTimeoutMs: 5_000,
 };
 
 /**
@@ -190,6 +198,11 @@ export async function runArm(o: ArmOptions): Promise<ArmResult> {
   const url = new URL(proxy.connectionString(server));
   url.username = o.appRole;
   url.password = o.appPassword;
+  // The cancel lane connects to the server directly: a proxy fault overlapping it (a blackhole, a
+  // refusal) would keep its statements from ever reaching the server, and the lane would prove nothing.
+  const direct = new URL(server.connectionString);
+  direct.username = o.appRole;
+  direct.password = o.appPassword;
   const env = { ...cleanEnv(), ...(arm === 'pg-resilience' ? PACKAGE_ENV : {}) };
 
   const started = Date.now();
@@ -223,7 +236,14 @@ export async function runArm(o: ArmOptions): Promise<ArmResult> {
 
   const launch = async (): Promise<void> => {
     generation++;
-    const config: AppConfig = { ...APP, arm, seed: o.seed, generation, connectionString: url.toString() };
+    const config: AppConfig = {
+      ...APP,
+      arm,
+      seed: o.seed,
+      generation,
+      connectionString: url.toString(),
+      cancelConnectionString: direct.toString(),
+    };
     const a = await AppProcess.start({ dir: o.appDir, config, env, sinks, logFile: appLog });
     app = a;
     a.send({ type: 'run' });
@@ -279,11 +299,17 @@ export async function runArm(o: ArmOptions): Promise<ArmResult> {
   // --- the faults ---
   const faultsStart = Date.now();
   const events: FaultEvent[] = [];
+  const cancelSeen = new Map<string, number>();
   const ctx: FaultContext = {
     server,
     proxy,
     appRole: o.appRole,
     storm: (on) => app.send({ type: 'storm', on }),
+    cancelBurst: async (statements) => {
+      const r = await app.request({ type: 'cancel-burst', statements }, 'cancel-burst', 30_000);
+      return { keys: r.keys, cancelled: r.cancelled, codes: r.codes };
+    },
+    cancelSeen,
     now: () => rel(Date.now()),
   };
   o.log(`[${arm}] faults: ${o.schedule.length} planned, starting at +${rel(faultsStart)} ms`);
@@ -359,6 +385,8 @@ export async function runArm(o: ArmOptions): Promise<ArmResult> {
   const lostWithCrash = (kind: OpKind, key: string) => crashedGenerations.has(genOf(kind, key));
   const checks: Check[] = [
     ...writeChecks({ ops, unknown, db, staticRows: APP.staticRows, notifications, lostWithCrash }),
+    ...(arm === 'pg-resilience' ? [commitOutcomeCheck({ arm, ops, faults: events, armStart: started })] : []),
+    cancelCheck({ arm, ops, faults: events, armStart: started }, cancelSeen),
     processCheck({ crashes, stop }),
     deadlineCheck(ops, leftAtStop, stoppedAt),
   ];

@@ -2,10 +2,12 @@
 //
 // Two lanes run side by side, so faults follow one another within a lane and overlap across lanes:
 // - the proxy lane (network faults between the app and the server): latency + jitter, resets of new
-//   connections, resets of open connections, blackhole, refusal, close after N bytes;
+//   connections, resets of open connections, blackhole, refusal, close after N bytes, connections cut
+//   at COMMIT (before it is forwarded, then after);
 // - the server lane (faults of the server itself, one at a time since they need it up to be applied
 //   or undone): stop/start, kill -9 + restart, pg_terminate_backend on every backend, the role's
-//   CONNECTION LIMIT exhausted, a slow-query storm against statement_timeout.
+//   CONNECTION LIMIT exhausted, a slow-query storm against statement_timeout, statements that outlast
+//   the package's timeout.queryMs (cancelled on the server).
 // Each lane takes every one of its kinds once per cycle, in a seeded order, with seeded durations,
 // parameters and gaps. CI mode runs one cycle (every kind at least once); long mode repeats cycles
 // (each freshly drawn from the same PRNG) until the duration is spent.
@@ -17,6 +19,7 @@ export const PROXY_FAULTS = [
   'blackhole',
   'refuse',
   'close_after_bytes',
+  'cut_commit',
 ] as const;
 export const SERVER_FAULTS = [
   'stop_start',
@@ -24,6 +27,7 @@ export const SERVER_FAULTS = [
   'terminate_backends',
   'connection_limit',
   'slow_storm',
+  'statement_cancel',
 ] as const;
 export type FaultKind = (typeof PROXY_FAULTS)[number] | (typeof SERVER_FAULTS)[number];
 export const ALL_FAULTS: readonly FaultKind[] = [...PROXY_FAULTS, ...SERVER_FAULTS];
@@ -112,6 +116,9 @@ function plan(kind: FaultKind, random: () => number, scale: number): Omit<Planne
       // beyond the handshake (~250 B up, ~620 B down): a few statements in, or mid-result
       return { kind, durationMs: d(3000, 5000), params: { bytes: between(random, 1500, 24_000), direction } };
     }
+    case 'cut_commit':
+      // cutOnMessage on a `share` of COMMITs: not forwarded for the first half, forwarded then cut after
+      return { kind, durationMs: d(3000, 5000), params: { share: between(random, 30, 60) / 100 } };
     case 'stop_start':
       return { kind, durationMs: d(1500, 3500), params: {} };
     case 'kill_restart':
@@ -124,6 +131,10 @@ function plan(kind: FaultKind, random: () => number, scale: number): Omit<Planne
       return { kind, durationMs: d(3000, 5000), params: { below: between(random, 0, 2) } };
     case 'slow_storm':
       return { kind, durationMs: d(3000, 5000), params: {} };
+    case 'statement_cancel':
+      // `statements` concurrent SELECT pg_sleep() that outlast timeout.queryMs; the fault lasts until
+      // each caller has its answer (the planned duration is the timeout's, for the plan only)
+      return { kind, durationMs: 6000, params: { statements: between(random, 2, 4) } };
   }
 }
 
