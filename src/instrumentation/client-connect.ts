@@ -20,6 +20,8 @@
 import { asPromise, type PromiseCtor, settleCallback } from './callbacks.ts';
 import { ConnectEndedByAppError, endedByApp, never } from './ended-by-app.ts';
 import { applyDefaultKeepAlive } from './keepalive.ts';
+import { adoptPoolHostSpec } from './multi-host.ts';
+import { hostAwareConnect } from './multi-host-connect.ts';
 import { scope } from './scope.ts';
 import { rememberPool } from './substitute.ts';
 import type { Targets } from './targets.ts';
@@ -37,9 +39,12 @@ type Emitter = {
 const ignore = (): void => {};
 
 export function patchClientConnect(targets: () => Targets): (original: ConnectFn) => ConnectFn {
-  return (original) =>
-    function connect(this: PgClientLike, ...args: unknown[]): unknown {
+  return (pgConnect) => {
+    // A client of a multi-host target connects to the host chosen for it (multi-host-connect.ts).
+    const original = hostAwareConnect(pgConnect, targets);
+    return function connect(this: PgClientLike, ...args: unknown[]): unknown {
       const callback = args[0];
+      if (scope.poolNewClient > 0) adoptPoolHostSpec(this);
       watchTransactionStatus(this); // pg < 8.21 only
       defaultKeepAlive(this, targets);
       if (scope.poolNewClient > 0) {
@@ -90,6 +95,7 @@ export function patchClientConnect(targets: () => Targets): (original: ConnectFn
       }
       return asPromise(answered, (client as { _Promise?: PromiseCtor })._Promise);
     };
+  };
 }
 
 /**
