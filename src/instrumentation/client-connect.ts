@@ -44,7 +44,7 @@ export function patchClientConnect(targets: () => Targets): (original: ConnectFn
     const original = hostAwareConnect(pgConnect, targets);
     return function connect(this: PgClientLike, ...args: unknown[]): unknown {
       const callback = args[0];
-      if (scope.poolNewClient > 0) adoptPoolHostSpec(this);
+      if (scope.poolNewClient > 0 && !scope.ownClients.has(this)) adoptPoolHostSpec(this);
       watchTransactionStatus(this); // pg < 8.21 only
       defaultKeepAlive(this, targets);
       if (scope.poolNewClient > 0) {

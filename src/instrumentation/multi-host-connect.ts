@@ -53,25 +53,37 @@ export function hostAwareConnect(original: ConnectFn, targets: () => Targets): C
       spec = undefined;
     }
     const cb = args[0];
-    if (spec === undefined || typeof cb !== 'function') return original.apply(this, args);
+    if (spec === undefined || (cb !== undefined && typeof cb !== 'function'))
+      return original.apply(this, args);
     // eslint-disable-next-line @typescript-eslint/no-this-alias -- named for the closures below
     const client = this;
+    if (cb === undefined) {
+      // The promise form (the package's own probe connections use it): pg resolves with the client.
+      const P = (client as { _Promise?: PromiseConstructor })._Promise ?? Promise;
+      return new P((resolve, reject) => {
+        connect.call(client, (err: unknown) => (err ? reject(err) : resolve(client)));
+      });
+    }
     const own = (client as Addressable)._connectionTimeoutMillis;
     const timeoutMs = typeof own === 'number' && own > 0 ? own : CHECK_TIMEOUT_MS;
-    chooseHost(spec, client, timeoutMs).then(
-      (h) => {
-        setAddress(client, h);
-        original.call(client, (...cbArgs: unknown[]) => {
-          if (cbArgs[0]) markHostStale(h, true);
-          else {
-            connectedHost.set(client, h);
-            watchForFailover(client, h, spec, targets, hostOf);
-          }
-          return (cb as Callback)(...cbArgs);
-        });
-      },
-      (err: unknown) => (cb as Callback)(err),
-    );
+    // From a microtask: the role checks' own connections must not start inside pg-pool's synchronous
+    // newClient (they would be taken for the pool's client).
+    Promise.resolve()
+      .then(() => chooseHost(spec, client, timeoutMs))
+      .then(
+        (h) => {
+          setAddress(client, h);
+          original.call(client, (...cbArgs: unknown[]) => {
+            if (cbArgs[0]) markHostStale(h, true);
+            else {
+              connectedHost.set(client, h);
+              watchForFailover(client, h, spec, targets, hostOf);
+            }
+            return (cb as Callback)(...cbArgs);
+          });
+        },
+        (err: unknown) => (cb as Callback)(err),
+      );
     return undefined;
   };
 }
