@@ -20,7 +20,8 @@
 import { asPromise, type PromiseCtor, settleCallback } from './callbacks.ts';
 import { ConnectEndedByAppError, endedByApp, never } from './ended-by-app.ts';
 import { applyDefaultKeepAlive } from './keepalive.ts';
-import { adoptPoolHostSpec } from './multi-host.ts';
+import { watchForEndpointFlip } from './failover.ts';
+import { adoptPoolHostSpec, clientHostSpec } from './multi-host.ts';
 import { hostAwareConnect } from './multi-host-connect.ts';
 import { scope } from './scope.ts';
 import { rememberPool } from './substitute.ts';
@@ -51,6 +52,7 @@ export function patchClientConnect(targets: () => Targets): (original: ConnectFn
         scope.poolClients.add(this);
         rememberPool(this);
         boundPoolConnect(this, targets);
+        watchPoolClientForFlip(this, targets);
         return original.apply(this, args);
       }
       if (scope.ownClients.has(this) || (callback !== undefined && typeof callback !== 'function')) {
@@ -113,6 +115,16 @@ function boundPoolConnect(client: PgClientLike, targets: () => Targets): void {
     if (typeof c._connectionTimeoutMillis === 'number' && c._connectionTimeoutMillis > 0) return;
     const connectMs = targets().registry.forTarget(clientTarget(client)).settings.timeout.connectMs;
     if (connectMs > 0) c._connectionTimeoutMillis = connectMs;
+  } catch {
+    // never in the way of pg's connect
+  }
+}
+
+/** A single-address pool client: its address may flip to another server (failover.ts). */
+function watchPoolClientForFlip(client: PgClientLike, targets: () => Targets): void {
+  try {
+    if (clientHostSpec(client) === undefined)
+      watchForEndpointFlip(client, () => clientTarget(client), targets);
   } catch {
     // never in the way of pg's connect
   }

@@ -101,3 +101,82 @@ export function watchForFailover(
     }
   });
 }
+
+// ── One address whose destination changes (a DNS or proxy flip) ─────────────────────────────────────
+
+interface Reporting {
+  connection?: {
+    on?: (
+      event: string,
+      listener: (msg: { parameterName?: unknown; parameterValue?: unknown }) => void,
+    ) => unknown;
+    prependListener?: (event: string, listener: (msg: { code?: unknown }) => void) => unknown;
+  };
+  host?: string;
+  port?: number;
+}
+
+/** When each watched single-address pool client started connecting. */
+const openedAt = new WeakMap<object, number>();
+
+/**
+ * Watches a pool client of a single address for the endpoint flip: connections opened before the flip
+ * still reach the demoted node. A `25006` on a connection whose server reports itself read-only (the
+ * `in_hot_standby` or `default_transaction_read_only` parameters the server sends, PostgreSQL 14+) is
+ * not the app's own READ ONLY transaction: every connection of that target opened before it is
+ * evicted (idle ones now, checked-out ones when released), so the retry, and every later call, gets a
+ * connection opened after the flip. Called before the client connects (the parameters come with the
+ * handshake).
+ */
+export function watchForEndpointFlip(
+  client: PgClientLike,
+  target: () => string,
+  targets: () => Targets,
+): void {
+  const con = (client as unknown as Reporting).connection;
+  if (con?.on === undefined || con.prependListener === undefined) return;
+  openedAt.set(client, Date.now());
+  const reported = new Map<string, string>();
+  con.on('parameterStatus', (msg) => {
+    if (typeof msg?.parameterName === 'string' && typeof msg.parameterValue === 'string') {
+      if (msg.parameterName === 'in_hot_standby' || msg.parameterName === 'default_transaction_read_only') {
+        reported.set(msg.parameterName, msg.parameterValue);
+      }
+    }
+  });
+  con.prependListener('errorMessage', (msg) => {
+    if (msg?.code !== '25006') return;
+    if (reported.get('in_hot_standby') !== 'on' && reported.get('default_transaction_read_only') !== 'on')
+      return;
+    try {
+      addressFlipped(client, target(), targets());
+    } catch {
+      // never in the way of pg's own error handling
+    }
+  });
+}
+
+function addressFlipped(client: PgClientLike, target: string, targets: Targets): void {
+  const at = Date.now();
+  const before = (c: object): boolean => (openedAt.get(c) ?? Infinity) <= at;
+  let evicted = 0;
+  let discarded = 0;
+  for (const pool of targets.pools(target)) {
+    evicted += evictIdleClients(pool, before);
+    for (const c of (pool as unknown as PoolInternals)._clients ?? []) {
+      if (typeof c !== 'object' || c === null || !before(c)) continue;
+      const counted = c as { _poolUseCount?: number };
+      if (counted._poolUseCount !== Infinity) {
+        counted._poolUseCount = Infinity;
+        discarded++;
+      }
+    }
+    // Forgotten: connections opened from now on are after the flip.
+  }
+  const r = client as unknown as Reporting;
+  try {
+    onFailover({ target, host: `${r.host}:${r.port}`, code: '25006', evicted, discarded });
+  } catch {
+    // a listener never breaks the app's connection
+  }
+}

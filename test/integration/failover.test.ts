@@ -17,6 +17,7 @@ const instrumentation = new PgResilienceInstrumentation({
   retry: { maxAttempts: 10, initialDelayMs: 20, maxDelayMs: 150, budget: { enabled: false } },
 });
 const { startReplicaPair } = await import('../support/replication.ts');
+const { startRelay } = await import('../support/relay.ts');
 const pg = (await import('pg')).default;
 
 const T = { timeout: 45_000 };
@@ -29,6 +30,8 @@ interface Run {
   errors: Map<string, number>;
   /** 25006 errors the app saw after the hook had seen its first. */
   lateReadOnly: number;
+  /** Time of each 25006 the app saw. */
+  readOnlyTimes: number[];
   /** When the workload was told to stop. */
   stoppedAt: number;
 }
@@ -38,8 +41,16 @@ async function workload(
   pool: InstanceType<typeof pg.Pool>,
   stop: Promise<void>,
   seen: () => number,
+  style: 'pool.query' | 'checkout' = 'pool.query',
 ): Promise<Run> {
-  const run: Run = { acked: new Set(), ackTimes: [], errors: new Map(), lateReadOnly: 0, stoppedAt: 0 };
+  const run: Run = {
+    acked: new Set(),
+    ackTimes: [],
+    errors: new Map(),
+    lateReadOnly: 0,
+    readOnlyTimes: [],
+    stoppedAt: 0,
+  };
   let done = false;
   void stop.then(() => {
     done = true;
@@ -51,12 +62,22 @@ async function workload(
         const key = `w${w}-${n}`;
         const hookHadSeen = seen() > 0;
         try {
-          await pool.query('INSERT INTO writes (key) VALUES ($1)', [key]);
+          if (style === 'pool.query') await pool.query('INSERT INTO writes (key) VALUES ($1)', [key]);
+          else {
+            // As kysely, TypeORM, MikroORM do: check out, run, release (without an error).
+            const client = await pool.connect();
+            try {
+              await client.query('INSERT INTO writes (key) VALUES ($1)', [key]);
+            } finally {
+              client.release();
+            }
+          }
           run.acked.add(key);
           run.ackTimes.push(Date.now());
         } catch (err) {
           const code = String((err as { code?: string }).code ?? (err as Error).message);
           run.errors.set(code, (run.errors.get(code) ?? 0) + 1);
+          if (code === '25006') run.readOnlyTimes.push(Date.now());
           if (code === '25006' && hookHadSeen) run.lateReadOnly++;
           await sleep(5);
         }
@@ -246,6 +267,60 @@ describe('failover (real primary + synchronous standby)', { timeout: 120_000 }, 
       );
       assert.equal(run.lateReadOnly, 0, 'a 25006 reached the app after the hook had seen one');
       assert.ok((bareRun.errors['25006'] ?? 0) > 0, 'bare pg on the old address gets 25006');
+    },
+  );
+
+  it(
+    'the endpoint flips (one address, old connections still on the demoted node), checkout workload: writes resume within 1 s',
+    T,
+    async () => {
+      const pair = await startReplicaPair();
+      pairs.push(pair);
+      await pair.primary.query(
+        'CREATE TABLE writes (key text NOT NULL, at timestamptz DEFAULT clock_timestamp())',
+      );
+      const relay = await startRelay();
+      relay.to(pair.primary.port);
+      const pool = new pg.Pool({
+        ...pair.primary.clientConfig({ port: relay.port }),
+        max: 6,
+        connectionTimeoutMillis: 2000,
+      });
+      pool.on('error', () => {});
+      pools.push(pool);
+      events = [];
+      try {
+        let release!: () => void;
+        const stop = new Promise<void>((r) => (release = r));
+        const running = workload(pool, stop, () => events.length, 'checkout');
+        await sleep(500);
+        // The old primary stays up, read-only; the standby is promoted; the address now leads to it.
+        await pair.primary.query('ALTER SYSTEM SET default_transaction_read_only = on');
+        await pair.primary.query('SELECT pg_reload_conf()');
+        await pair.promote();
+        relay.to(pair.standby.port);
+        const flippedAt = Date.now();
+        await sleep(1_500);
+        release();
+        const run = await running;
+        const gap = report('endpoint flip', run, flippedAt);
+        const { lost, duplicated } = await audit(pair, run.acked);
+        assert.deepEqual(lost, [], 'acknowledged writes missing on the new primary');
+        assert.equal(duplicated, 0);
+        assert.ok(gap <= 1_000, `writes resumed ${gap} ms after the flip`);
+        assert.ok(
+          events.some((e) => e.code === '25006' && e.evicted + e.discarded > 0),
+          'old connections evicted',
+        );
+        // Before the flip, every new connection still reaches the read-only node. After it, only a client
+        // checked out before it, or one idle connection opened before it (its 25006 evicts the rest),
+        // can get a 25006: a held client is never retried on another connection.
+        const readOnly = run.readOnlyTimes.filter((t) => t > flippedAt).length;
+        assert.ok(readOnly <= WORKERS + 1, `${readOnly} statements got 25006 after the flip`);
+        assert.ok(run.ackTimes.filter((t) => t > flippedAt + 1_000).length > 0, 'writes flow after the flip');
+      } finally {
+        await relay.close();
+      }
     },
   );
 });
