@@ -40,11 +40,16 @@ export interface FailoverEvent {
   readonly discarded: number;
 }
 
-let onFailover: (event: FailoverEvent) => void = () => {};
+const listeners = new Set<(event: FailoverEvent) => void>();
 
-/** Who hears about each detection (telemetry). */
-export function setFailoverListener(listener: (event: FailoverEvent) => void): void {
-  onFailover = listener;
+/** Hears about each detection (telemetry, tests); returns the function that stops it. */
+export function onFailoverDetected(listener: (event: FailoverEvent) => void): () => void {
+  listeners.add(listener);
+  return () => listeners.delete(listener);
+}
+
+function onFailover(event: FailoverEvent): void {
+  for (const listener of listeners) listener(event);
 }
 
 const same = (a: HostAddress | undefined, b: HostAddress): boolean =>

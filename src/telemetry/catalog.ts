@@ -80,7 +80,7 @@ export const ATTRIBUTE_VALUES = {
   retrySuppressedReason: SUPPRESS_REASONS,
   rateLimitRejectedReason: RATE_LIMIT_REFUSALS,
   recoveryOutcome: ['success', 'failure'],
-  evictionReason: ['breaker_open'],
+  evictionReason: ['breaker_open', 'failover'],
   leakReason: LEAK_REASONS,
 } as const;
 
@@ -238,7 +238,7 @@ export const METRICS = {
     kind: 'counter',
     unit: '{connection}',
     description:
-      'Idle pooled connections closed before any statement could wait on them, by reason: `breaker_open` (the target looked unreachable, so connections from before the outage are not handed out after it).',
+      'Idle pooled connections closed before any statement could wait on them, by reason: `breaker_open` (the target looked unreachable, so connections from before the outage are not handed out after it), `failover` (their server answered 25006 or 57P01/57P02/57P03: its role changed, docs/failover.md).',
     attributes: [T, ATTR.REASON],
   },
   poolClientLeaks: {

@@ -9,7 +9,7 @@ import { spawn } from 'node:child_process';
 import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { PgResilienceInstrumentation } from '../../src/index.ts';
-import { setFailoverListener, type FailoverEvent } from '../../src/instrumentation/failover.ts';
+import { type FailoverEvent, onFailoverDetected } from '../../src/instrumentation/failover.ts';
 import type { ReplicaPair } from '../support/replication.ts';
 
 // Before pg is loaded (the support modules load it): the instrumentation patches it on require.
@@ -130,10 +130,10 @@ describe('failover (real primary + synchronous standby)', { timeout: 120_000 }, 
   const pairs: ReplicaPair[] = [];
   const pools: Array<InstanceType<typeof pg.Pool>> = [];
   let events: FailoverEvent[] = [];
-  setFailoverListener((e) => events.push(e));
+  const stopListening = onFailoverDetected((e) => events.push(e));
 
   after(async () => {
-    setFailoverListener(() => {});
+    stopListening();
     await Promise.all(pools.map((p) => p.end().catch(() => {})));
     await Promise.all(pairs.map((p) => p.close()));
     instrumentation.disable();
