@@ -38,6 +38,9 @@ export const SQLSTATE_EXACT: ReadonlyMap<string, Verdict> = new Map<string, Verd
   ['55P03', verdict('lock_not_available', true, 'rejected', false)], // lock_not_available
   // class 25 exception: the server closed the session
   ['25P03', verdict('connection_lost', true, 'unknown', false)], // idle_in_transaction_session_timeout
+  // A write reached a read-only server (a demoted primary after a failover): nothing was applied, and
+  // a fresh connection may reach the new primary.
+  ['25006', verdict('transaction_state', true, 'rejected', false)], // read_only_sql_transaction
   // class 3D
   ['3D000', verdict('database_missing', false, 'rejected', false)], // invalid_catalog_name
 ]);

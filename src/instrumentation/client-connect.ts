@@ -20,6 +20,9 @@
 import { asPromise, type PromiseCtor, settleCallback } from './callbacks.ts';
 import { ConnectEndedByAppError, endedByApp, never } from './ended-by-app.ts';
 import { applyDefaultKeepAlive } from './keepalive.ts';
+import { watchForEndpointFlip } from './failover.ts';
+import { adoptPoolHostSpec, clientHostSpec } from './multi-host.ts';
+import { hostAwareConnect } from './multi-host-connect.ts';
 import { scope } from './scope.ts';
 import { rememberPool } from './substitute.ts';
 import type { Targets } from './targets.ts';
@@ -37,15 +40,19 @@ type Emitter = {
 const ignore = (): void => {};
 
 export function patchClientConnect(targets: () => Targets): (original: ConnectFn) => ConnectFn {
-  return (original) =>
-    function connect(this: PgClientLike, ...args: unknown[]): unknown {
+  return (pgConnect) => {
+    // A client of a multi-host target connects to the host chosen for it (multi-host-connect.ts).
+    const original = hostAwareConnect(pgConnect, targets);
+    return function connect(this: PgClientLike, ...args: unknown[]): unknown {
       const callback = args[0];
+      if (scope.poolNewClient > 0 && !scope.ownClients.has(this)) adoptPoolHostSpec(this);
       watchTransactionStatus(this); // pg < 8.21 only
       defaultKeepAlive(this, targets);
       if (scope.poolNewClient > 0) {
         scope.poolClients.add(this);
         rememberPool(this);
         boundPoolConnect(this, targets);
+        watchPoolClientForFlip(this, targets);
         return original.apply(this, args);
       }
       if (scope.ownClients.has(this) || (callback !== undefined && typeof callback !== 'function')) {
@@ -90,6 +97,7 @@ export function patchClientConnect(targets: () => Targets): (original: ConnectFn
       }
       return asPromise(answered, (client as { _Promise?: PromiseCtor })._Promise);
     };
+  };
 }
 
 /**
@@ -107,6 +115,16 @@ function boundPoolConnect(client: PgClientLike, targets: () => Targets): void {
     if (typeof c._connectionTimeoutMillis === 'number' && c._connectionTimeoutMillis > 0) return;
     const connectMs = targets().registry.forTarget(clientTarget(client)).settings.timeout.connectMs;
     if (connectMs > 0) c._connectionTimeoutMillis = connectMs;
+  } catch {
+    // never in the way of pg's connect
+  }
+}
+
+/** A single-address pool client: its address may flip to another server (failover.ts). */
+function watchPoolClientForFlip(client: PgClientLike, targets: () => Targets): void {
+  try {
+    if (clientHostSpec(client) === undefined)
+      watchForEndpointFlip(client, () => clientTarget(client), targets);
   } catch {
     // never in the way of pg's connect
   }

@@ -15,7 +15,7 @@ import type { TargetPolicy } from '../policy/pipeline.ts';
 import type { PgPoolLike } from './types.ts';
 
 /** Why idle connections were evicted. */
-export type EvictionReason = 'breaker_open';
+export type EvictionReason = 'breaker_open' | 'failover';
 
 export interface ConnectionsEvictedEvent {
   readonly target: string;
@@ -33,14 +33,14 @@ interface StreamOwner {
   connection?: { stream?: { destroy?: () => void } };
 }
 
-/** Closes every idle client of `pool`; returns how many. */
-export function evictIdleClients(pool: PgPoolLike): number {
+/** Closes every idle client of `pool` (those `which` selects, when given); returns how many. */
+export function evictIdleClients(pool: PgPoolLike, which?: (client: object) => boolean): number {
   const { _idle: idle, _remove: remove } = pool as PgPoolLike & IdlePool;
   if (!Array.isArray(idle) || typeof remove !== 'function') return 0;
   let count = 0;
   for (const item of idle.slice()) {
     const client = item?.client;
-    if (client === undefined) continue;
+    if (client === undefined || (which !== undefined && !which(client as object))) continue;
     try {
       remove.call(pool, client);
       (client as StreamOwner).connection?.stream?.destroy?.();

@@ -28,6 +28,7 @@ import { ConfigError, type ConfigIssue, isConfigError, resolveConfig } from '../
 import { PolicyRegistry } from '../policy/registry.ts';
 import { clearRuntime, setRuntime } from '../runtime.ts';
 import { patchClientConnect } from './client-connect.ts';
+import { onFailoverDetected } from './failover.ts';
 import { patchClientQuery } from './client-query.ts';
 import { trackHandleError, trackSubmit } from './dispatch.ts';
 import { markPoolNewClient, patchPoolConnect } from './pool-connect.ts';
@@ -162,6 +163,12 @@ export class PgResilienceInstrumentation extends InstrumentationBase<PgResilienc
         this.telemetry?.connectionsEvicted(event),
       );
       this.telemetry?.attach(this.#targets.registry, this.#targets.leaks);
+      // Idle connections closed because their server's role changed (failover.ts).
+      onFailoverDetected((e) => {
+        if (e.evicted > 0) {
+          this.telemetry?.connectionsEvicted({ target: e.target, reason: 'failover', count: e.evicted });
+        }
+      });
       this.#startHealthServer(this.#targets);
     }
     return this.#targets;

@@ -19,6 +19,7 @@
  */
 import { connectVeto } from '../safety/retry-safety.ts';
 import { asPromise, type PromiseCtor, settleCallback } from './callbacks.ts';
+import { inMultiHostNewClient } from './multi-host.ts';
 import { type PoolQueryAttempt, scope } from './scope.ts';
 import { inPoolNewClient } from './substitute.ts';
 import type { Targets } from './targets.ts';
@@ -103,7 +104,7 @@ export function markPoolNewClient(original: Fn): Fn {
   return function newClient(this: PgPoolLike, ...args: unknown[]): unknown {
     scope.poolNewClient++;
     try {
-      return inPoolNewClient(this, () => original.apply(this, args));
+      return inPoolNewClient(this, () => inMultiHostNewClient(this, () => original.apply(this, args)));
     } finally {
       scope.poolNewClient--;
     }

@@ -9,7 +9,9 @@
  * or from a standalone client's connection parameters with its own class. Each step is bounded by
  * pg's own `connectionTimeoutMillis` and `query_timeout`.
  */
+import { poolHostSpec, setClientHostSpec, singleHostOptions } from './multi-host.ts';
 import { scope } from './scope.ts';
+import type { PgPoolLike } from './types.ts';
 
 /** A pg Client as far as the probe needs it. */
 export interface ProbeClient {
@@ -54,15 +56,22 @@ export function poolProbeFactory(pool: {
 }): ProbeClientFactory | undefined {
   const Client = pool.Client as ClientCtor | undefined;
   if (typeof Client !== 'function') return undefined;
-  const options = (pool.options ?? {}) as Record<string, unknown>;
+  const spec = poolHostSpec(pool as PgPoolLike);
+  const all = (pool.options ?? {}) as Record<string, unknown>;
+  // A multi-host pool: constructed for one host, the host chosen at connect (multi-host-connect.ts), so
+  // the probe succeeds when a suitable host (the primary, for read-write) accepts connections again.
+  const options = spec === undefined ? all : singleHostOptions(all, spec);
   // pg-pool keeps `password` as a non-enumerable property of its options: a spread would drop it.
-  return (timeoutMs) =>
-    new Client({
+  return (timeoutMs) => {
+    const client = new Client({
       ...options,
       password: options['password'],
       connectionTimeoutMillis: timeoutMs,
       query_timeout: timeoutMs,
     });
+    if (spec !== undefined) setClientHostSpec(client, spec);
+    return client;
+  };
 }
 
 /** A probe connection like a standalone client's (its resolved connection parameters, same class). */

@@ -1,5 +1,6 @@
 /** Small helpers shared by the patches. No credentials ever leave here: only `host:port/database`. */
 import { VERSION } from '../version.ts';
+import { clientHostSpec, poolHostSpec } from './multi-host.ts';
 import type { PgClientLike, PgPoolLike } from './types.ts';
 
 export const INSTRUMENTATION_NAME = 'pg-resilience';
@@ -20,14 +21,19 @@ function format(host: unknown, port: unknown, database: unknown): string {
   return `${h}:${p}/${d}`;
 }
 
-/** `host:port/database` of a pg Client (its resolved connection parameters). */
+/** `host:port/database` of a pg Client (its resolved connection parameters); a multi-host client's
+ * logical database (`h1:5432,h2:5433/db`, multi-host.ts). */
 export function clientTarget(client: PgClientLike): string {
+  const spec = clientHostSpec(client);
+  if (spec !== undefined) return spec.target;
   return format(client.host, client.port, client.database);
 }
 
 /** `host:port/database` of a pg-pool Pool; the client that failed, when given, knows it best. */
 export function poolTarget(pool: PgPoolLike, client?: unknown): string {
   if (isClientLike(client)) return clientTarget(client);
+  const spec = poolHostSpec(pool);
+  if (spec !== undefined) return spec.target;
   const o = pool.options ?? {};
   if (o.host === undefined && typeof o.connectionString === 'string') {
     try {

@@ -55,6 +55,9 @@ export interface StatementFacts {
  *    connection.
  * 4. Rejected by the server and rolled back: retried when the call holds one statement
  *    (`isOneStatement`: a multi-statement simple query may contain its own COMMIT). Else `unknown_outcome`.
+ *    A 25006 (a write reached a read-only server: a hot standby, a demoted primary) is retried on a
+ *    fresh connection whatever the statement: a read-only server applied nothing of the call. On the
+ *    same client never (the server is still read-only).
  * 5. Outcome unknown (the connection died with the statement on the wire, or a client-side timeout):
  *    retried only when safe to repeat (`isSafeToRepeat`: marked idempotent, or read-only). Else
  *    `unknown_outcome`.
@@ -62,12 +65,18 @@ export interface StatementFacts {
 export function statementVeto(facts: StatementFacts, c: ErrorClassification): true | SuppressReason {
   if (facts.endedByApp) return 'not_retryable';
   if (inTransaction(facts.txStatus)) return 'in_transaction';
-  if (!facts.freshConnection && (c.reachedServer !== 'rejected' || facts.othersQueued))
+  if (!facts.freshConnection && (c.reachedServer !== 'rejected' || facts.othersQueued || isReadOnlyServer(c)))
     return 'not_retryable';
+  if (isReadOnlyServer(c)) return true;
   if (c.reachedServer === 'no' || facts.provedUnsent) return true;
   if (c.reachedServer === 'rejected')
     return isOneStatement(facts.query, facts.values) ? true : 'unknown_outcome';
   return isSafeToRepeat(facts.query) ? true : 'unknown_outcome';
+}
+
+/** 25006 read_only_sql_transaction: the server is read-only (a standby), so the call changed nothing. */
+function isReadOnlyServer(c: ErrorClassification): boolean {
+  return c.errorType === '25006';
 }
 
 /**

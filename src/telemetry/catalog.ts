@@ -83,7 +83,7 @@ export const ATTRIBUTE_VALUES = {
   retrySuppressedReason: SUPPRESS_REASONS,
   rateLimitRejectedReason: RATE_LIMIT_REFUSALS,
   recoveryOutcome: ['success', 'failure'],
-  evictionReason: ['breaker_open'],
+  evictionReason: ['breaker_open', 'failover'],
   leakReason: LEAK_REASONS,
   [ATTR.MODE]: COORDINATION_MODES,
   coordinationOutcome: ['success', 'failure'],
@@ -243,7 +243,7 @@ export const METRICS = {
     kind: 'counter',
     unit: '{connection}',
     description:
-      'Idle pooled connections closed before any statement could wait on them, by reason: `breaker_open` (the target looked unreachable, so connections from before the outage are not handed out after it).',
+      'Idle pooled connections closed before any statement could wait on them, by reason: `breaker_open` (the target looked unreachable, so connections from before the outage are not handed out after it), `failover` (their server answered 25006 or 57P01/57P02/57P03: its role changed, docs/failover.md).',
     attributes: [T, ATTR.REASON],
   },
   poolClientLeaks: {

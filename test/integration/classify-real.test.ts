@@ -236,13 +236,22 @@ describe('classifyError on real PostgreSQL errors', () => {
       await client.query('ROLLBACK');
     });
 
-    it('a write in a read-only transaction → 25006 transaction_state', T, async (t) => {
-      const { client } = await connected(cfg());
-      await client.query('BEGIN READ ONLY');
-      const err = await rejection(client.query('UPDATE items SET v = v WHERE id = 1'));
-      expectClassified(t, 'write in READ ONLY', err, rejected('transaction_state', '25006'));
-      await client.query('ROLLBACK');
-    });
+    it(
+      'a write in a read-only transaction → 25006 transaction_state, transient (a demoted primary)',
+      T,
+      async (t) => {
+        const { client } = await connected(cfg());
+        await client.query('BEGIN READ ONLY');
+        const err = await rejection(client.query('UPDATE items SET v = v WHERE id = 1'));
+        expectClassified(
+          t,
+          'write in READ ONLY',
+          err,
+          c('transaction_state', true, 'rejected', false, '25006'),
+        );
+        await client.query('ROLLBACK');
+      },
+    );
 
     it('statement_timeout → 57014 statement_timeout', T, async (t) => {
       const { client } = await connected(cfg());

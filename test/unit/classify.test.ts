@@ -118,7 +118,7 @@ const SQLSTATE_ROWS: Array<[string, ErrorClassification]> = [
   ['55000', permanent('other_server_error', '55000')],
   // class 25
   ['25P02', permanent('transaction_state', '25P02')],
-  ['25006', permanent('transaction_state', '25006')],
+  ['25006', c('transaction_state', true, 'rejected', false, '25006')],
   ['25001', permanent('transaction_state', '25001')],
   ['25000', permanent('transaction_state', '25000')],
   ['25P03', c('connection_lost', true, 'unknown', false, '25P03')],

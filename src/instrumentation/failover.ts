@@ -1,0 +1,187 @@
+/**
+ * Failover detection for multi-host targets. A server that answers a connection of the target with
+ *
+ * - 25006 (read_only_sql_transaction: a write reached a server that is, or became, read-only),
+ * - 57P01 / 57P02 / 57P03 (admin shutdown, crash shutdown, cannot connect now: shutting down, starting
+ *   up, in recovery),
+ *
+ * no longer is what the hook believed: what was known about that host is dropped (the next connect
+ * checks the hosts again, host-choice.ts), its idle pooled connections are closed at once (eviction.ts),
+ * and its checked-out connections are discarded when released (pg-pool removes a client whose use count
+ * reached `maxUses`: the count is set to Infinity, so the caller keeps a working client until then).
+ */
+import { evictIdleClients } from './eviction.ts';
+import { markHostStale } from './host-choice.ts';
+import { type HostAddress, type HostSpec } from './multi-host.ts';
+import type { Targets } from './targets.ts';
+import type { PgClientLike } from './types.ts';
+
+/** The SQLSTATEs that say a server's role changed, or that it is going away. */
+export const ROLE_CHANGE_CODES: ReadonlySet<string> = new Set(['25006', '57P01', '57P02', '57P03']);
+
+interface Connectionful {
+  connection?: { prependListener?: (event: string, listener: (msg: { code?: unknown }) => void) => unknown };
+}
+
+interface PoolInternals {
+  _clients?: unknown[];
+}
+
+/** The clients connected to `h` (the connect patch remembers each multi-host client's host). */
+type HostOf = (client: object) => HostAddress | undefined;
+
+export interface FailoverEvent {
+  readonly target: string;
+  readonly host: string;
+  readonly code: string;
+  /** Idle connections closed. */
+  readonly evicted: number;
+  /** Checked-out connections that will be discarded when released. */
+  readonly discarded: number;
+}
+
+const listeners = new Set<(event: FailoverEvent) => void>();
+
+/** Hears about each detection (telemetry, tests); returns the function that stops it. */
+export function onFailoverDetected(listener: (event: FailoverEvent) => void): () => void {
+  listeners.add(listener);
+  return () => listeners.delete(listener);
+}
+
+function onFailover(event: FailoverEvent): void {
+  for (const listener of listeners) listener(event);
+}
+
+const same = (a: HostAddress | undefined, b: HostAddress): boolean =>
+  a !== undefined && a.host === b.host && a.port === b.port;
+
+/** Drops what was known about `h` and the pooled connections to it; returns what was done. */
+export function hostRoleChanged(
+  h: HostAddress,
+  spec: HostSpec,
+  code: string,
+  targets: Targets,
+  hostOf: HostOf,
+): FailoverEvent {
+  markHostStale(h);
+  let evicted = 0;
+  let discarded = 0;
+  for (const pool of targets.pools(spec.target)) {
+    evicted += evictIdleClients(pool, (c) => same(hostOf(c), h));
+    for (const c of (pool as unknown as PoolInternals)._clients ?? []) {
+      if (typeof c !== 'object' || c === null || !same(hostOf(c), h)) continue;
+      const counted = c as { _poolUseCount?: number };
+      if (counted._poolUseCount !== Infinity) {
+        counted._poolUseCount = Infinity;
+        discarded++;
+      }
+    }
+  }
+  const event: FailoverEvent = { target: spec.target, host: `${h.host}:${h.port}`, code, evicted, discarded };
+  try {
+    onFailover(event);
+  } catch {
+    // a listener never breaks the app's connection
+  }
+  return event;
+}
+
+/** Watches a connected client of a multi-host target for the errors that say its server's role changed. */
+export function watchForFailover(
+  client: PgClientLike,
+  h: HostAddress,
+  spec: HostSpec,
+  targets: () => Targets,
+  hostOf: HostOf,
+): void {
+  const con = (client as unknown as Connectionful).connection;
+  // Prepended: the host is forgotten before pg hands the error to the app (and to a retry's connect).
+  con?.prependListener?.('errorMessage', (msg) => {
+    const code = typeof msg?.code === 'string' ? msg.code : '';
+    if (!ROLE_CHANGE_CODES.has(code)) return;
+    try {
+      hostRoleChanged(h, spec, code, targets(), hostOf);
+    } catch {
+      // never in the way of pg's own error handling
+    }
+  });
+}
+
+// ── One address whose destination changes (a DNS or proxy flip) ─────────────────────────────────────
+
+interface Reporting {
+  connection?: {
+    on?: (
+      event: string,
+      listener: (msg: { parameterName?: unknown; parameterValue?: unknown }) => void,
+    ) => unknown;
+    prependListener?: (event: string, listener: (msg: { code?: unknown }) => void) => unknown;
+  };
+  host?: string;
+  port?: number;
+}
+
+/** When each watched single-address pool client started connecting. */
+const openedAt = new WeakMap<object, number>();
+
+/**
+ * Watches a pool client of a single address for the endpoint flip: connections opened before the flip
+ * still reach the demoted node. A `25006` on a connection whose server reports itself read-only (the
+ * `in_hot_standby` or `default_transaction_read_only` parameters the server sends, PostgreSQL 14+) is
+ * not the app's own READ ONLY transaction: every connection of that target opened before it is
+ * evicted (idle ones now, checked-out ones when released), so the retry, and every later call, gets a
+ * connection opened after the flip. Called before the client connects (the parameters come with the
+ * handshake).
+ */
+export function watchForEndpointFlip(
+  client: PgClientLike,
+  target: () => string,
+  targets: () => Targets,
+): void {
+  const con = (client as unknown as Reporting).connection;
+  if (con?.on === undefined || con.prependListener === undefined) return;
+  openedAt.set(client, Date.now());
+  const reported = new Map<string, string>();
+  con.on('parameterStatus', (msg) => {
+    if (typeof msg?.parameterName === 'string' && typeof msg.parameterValue === 'string') {
+      if (msg.parameterName === 'in_hot_standby' || msg.parameterName === 'default_transaction_read_only') {
+        reported.set(msg.parameterName, msg.parameterValue);
+      }
+    }
+  });
+  con.prependListener('errorMessage', (msg) => {
+    if (msg?.code !== '25006') return;
+    if (reported.get('in_hot_standby') !== 'on' && reported.get('default_transaction_read_only') !== 'on')
+      return;
+    try {
+      addressFlipped(client, target(), targets());
+    } catch {
+      // never in the way of pg's own error handling
+    }
+  });
+}
+
+function addressFlipped(client: PgClientLike, target: string, targets: Targets): void {
+  const at = Date.now();
+  const before = (c: object): boolean => (openedAt.get(c) ?? Infinity) <= at;
+  let evicted = 0;
+  let discarded = 0;
+  for (const pool of targets.pools(target)) {
+    evicted += evictIdleClients(pool, before);
+    for (const c of (pool as unknown as PoolInternals)._clients ?? []) {
+      if (typeof c !== 'object' || c === null || !before(c)) continue;
+      const counted = c as { _poolUseCount?: number };
+      if (counted._poolUseCount !== Infinity) {
+        counted._poolUseCount = Infinity;
+        discarded++;
+      }
+    }
+    // Forgotten: connections opened from now on are after the flip.
+  }
+  const r = client as unknown as Reporting;
+  try {
+    onFailover({ target, host: `${r.host}:${r.port}`, code: '25006', evicted, discarded });
+  } catch {
+    // a listener never breaks the app's connection
+  }
+}

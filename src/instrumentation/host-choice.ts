@@ -1,0 +1,167 @@
+/**
+ * Which host of a multi-host target (multi-host.ts) a new connection goes to, with libpq's semantics:
+ *
+ * - hosts are tried in order (a random order with load_balance_hosts=random);
+ * - `read-write` / `read-only` accept a server whose `transaction_read_only` is off / on;
+ *   `primary` / `standby` one where `pg_is_in_recovery()` is false / true; `any` any server that
+ *   accepts connections; `prefer-standby` a standby, else any server.
+ *
+ * libpq checks each connection it opens. pg cannot connect a Client twice, so the hook checks a host's
+ * role on a short-lived connection of its own (the package's own client, which no patch governs) and
+ * remembers it: later connects go straight to the host remembered as suitable. What is remembered about
+ * a host is dropped ("stale") when a connection to it fails, or when the server answers with an error
+ * that says its role changed (failover.ts): the next connect checks every host again. When no remembered
+ * host suits, every host is checked again before the connect fails.
+ */
+import { scope } from './scope.ts';
+import type { HostAddress, HostSpec, SessionAttrs } from './multi-host.ts';
+
+interface HostRole {
+  readonly inRecovery: boolean;
+  readonly readOnly: boolean;
+}
+
+/** `host:port` → what the last check found; absent when unknown or stale. */
+const roles = new Map<string, HostRole>();
+/** `host:port` → when a connection to it last failed (skipped for a moment by `any`). */
+const down = new Map<string, number>();
+const DOWN_MS = 1_000;
+
+export const hostKey = (h: HostAddress): string => `${h.host}:${h.port}`;
+
+/** Forgets what was known about a host (its role changed, or it is gone). */
+export function markHostStale(h: HostAddress, unreachable = false): void {
+  roles.delete(hostKey(h));
+  if (unreachable) down.set(hostKey(h), Date.now());
+}
+
+/** What is remembered about a host (for tests and telemetry). */
+export function knownRole(h: HostAddress): 'primary' | 'standby' | 'unknown' {
+  const r = roles.get(hostKey(h));
+  return r === undefined ? 'unknown' : r.inRecovery ? 'standby' : 'primary';
+}
+
+function suits(role: HostRole, attrs: SessionAttrs): boolean {
+  switch (attrs) {
+    case 'read-write':
+      return !role.readOnly;
+    case 'read-only':
+      return role.readOnly;
+    case 'primary':
+      return !role.inRecovery;
+    case 'standby':
+    case 'prefer-standby':
+      return role.inRecovery;
+    default:
+      return true;
+  }
+}
+
+/** No host of the list suits `target_session_attrs` (or none accepts connections). */
+export class NoSuitableHostError extends Error {
+  override readonly name = 'NoSuitableHostError';
+  /** As a refused connect (08001, sqlclient_unable_to_establish_sqlconnection): nothing was sent,
+   * always safe to try again; the fields make the classification read it as the server's code. */
+  readonly code = '08001';
+  readonly severity = 'FATAL';
+  constructor(spec: HostSpec, cause?: unknown) {
+    super(
+      `no host of ${spec.target} is suitable for target_session_attrs=${spec.attrs}` +
+        (cause instanceof Error ? `: ${cause.message}` : ''),
+      { cause },
+    );
+  }
+}
+
+type ClientCtor = new (config: Record<string, unknown>) => ProbeClient;
+interface ProbeClient {
+  connect(): Promise<unknown>;
+  query(text: string): Promise<{ rows: Array<{ rec?: boolean; ro?: string }> }>;
+  end(): Promise<unknown>;
+  on(event: string, listener: (...args: unknown[]) => void): unknown;
+}
+
+/** Connection settings of `client` for a check on another host (its credentials, database, TLS). */
+function probeConfig(client: object, h: HostAddress, timeoutMs: number): Record<string, unknown> {
+  const c = client as {
+    user?: unknown;
+    password?: unknown;
+    database?: unknown;
+    connectionParameters?: { ssl?: unknown; password?: unknown };
+  };
+  return {
+    host: h.host,
+    port: h.port,
+    user: c.user,
+    password: c.password ?? c.connectionParameters?.password,
+    database: c.database,
+    ssl: c.connectionParameters?.ssl,
+    connectionTimeoutMillis: timeoutMs,
+    application_name: 'pg-resilience-role-check',
+  };
+}
+
+/** Checks a host's role on a connection of the package's own; remembers it. Rejects when unreachable. */
+async function checkRole(client: object, h: HostAddress, timeoutMs: number): Promise<HostRole> {
+  const Ctor = (client as { constructor: ClientCtor }).constructor;
+  const probe = new Ctor(probeConfig(client, h, timeoutMs));
+  scope.ownClients.add(probe);
+  probe.on('error', () => {});
+  try {
+    await probe.connect();
+    const r = await probe.query(
+      `SELECT pg_is_in_recovery() AS rec, current_setting('transaction_read_only') AS ro`,
+    );
+    const role: HostRole = { inRecovery: r.rows[0]?.rec === true, readOnly: r.rows[0]?.ro === 'on' };
+    roles.set(hostKey(h), role);
+    down.delete(hostKey(h));
+    return role;
+  } catch (err) {
+    markHostStale(h, true);
+    throw err;
+  } finally {
+    probe.end().catch(() => {});
+  }
+}
+
+function ordered(spec: HostSpec): HostAddress[] {
+  const hosts = spec.hosts.slice();
+  if (spec.random) {
+    for (let i = hosts.length - 1; i > 0; i--) {
+      const j = Math.floor(Math.random() * (i + 1));
+      [hosts[i], hosts[j]] = [hosts[j] as HostAddress, hosts[i] as HostAddress];
+    }
+  }
+  return hosts;
+}
+
+/**
+ * The host the next connection of `client` goes to. First from what is remembered; else every host is
+ * checked in order (the first suitable wins); prefer-standby then falls back to any reachable host.
+ */
+export async function chooseHost(spec: HostSpec, client: object, timeoutMs: number): Promise<HostAddress> {
+  const hosts = ordered(spec);
+  const now = Date.now();
+  if (spec.attrs === 'any') {
+    // libpq's `any`: the first host that accepts connections; one that just failed is tried last.
+    const up = hosts.filter((h) => now - (down.get(hostKey(h)) ?? 0) > DOWN_MS);
+    return (up[0] ?? hosts[0]) as HostAddress;
+  }
+  for (const h of hosts) {
+    const role = roles.get(hostKey(h));
+    if (role !== undefined && suits(role, spec.attrs)) return h;
+  }
+  let lastError: unknown;
+  let fallback: HostAddress | undefined;
+  for (const h of hosts) {
+    try {
+      const role = await checkRole(client, h, timeoutMs);
+      if (suits(role, spec.attrs)) return h;
+      fallback ??= h;
+    } catch (err) {
+      lastError = err;
+    }
+  }
+  if (spec.attrs === 'prefer-standby' && fallback !== undefined) return fallback;
+  throw new NoSuitableHostError(spec, lastError);
+}
