@@ -18,6 +18,9 @@
  * and the app's callback or promise is left unanswered, as pg leaves it (ended-by-app.ts).
  */
 import { asPromise, type PromiseCtor, settleCallback } from './callbacks.ts';
+import { isOperationTimeoutError } from '../errors.ts';
+import { clientConnectVeto } from '../safety/retry-safety.ts';
+import { Reconnect } from './client-reconnect.ts';
 import { ConnectEndedByAppError, endedByApp, never } from './ended-by-app.ts';
 import { applyDefaultKeepAlive } from './keepalive.ts';
 import { scope } from './scope.ts';
@@ -40,6 +43,8 @@ export function patchClientConnect(targets: () => Targets): (original: ConnectFn
   return (original) =>
     function connect(this: PgClientLike, ...args: unknown[]): unknown {
       const callback = args[0];
+      // Read before the keepalive default touches the connection (client-reconnect.ts).
+      const reconnectable = Reconnect.possible(this);
       watchTransactionStatus(this); // pg < 8.21 only
       defaultKeepAlive(this, targets);
       if (scope.poolNewClient > 0) {
@@ -55,18 +60,26 @@ export function patchClientConnect(targets: () => Targets): (original: ConnectFn
       const client = this;
       // end() before connect() is pg's no-op (the connect then goes ahead); only a later end() cuts it short.
       const endedBefore = endedByApp(client);
+      // Tried again on the same client when it failed before the session was ready (client-reconnect.ts).
+      const reconnect = reconnectable && !endedBefore ? Reconnect.begin(client) : undefined;
       let last: unknown[] | undefined;
       const operation = targets()
         .forClient(client)
         .execute(
-          (_attempt, signal) =>
+          (attempt, signal) =>
             new Promise((resolve, reject) => {
               // The app ended the client while this connect waited for a permit: pg would never answer it.
               if (!endedBefore && endedByApp(client)) {
                 reject(new ConnectEndedByAppError());
                 return;
               }
-              signal?.addEventListener('abort', () => endQuietly(client), { once: true });
+              if (attempt > 1 && reconnect) {
+                reconnect.reset();
+                watchTransactionStatus(client);
+                defaultKeepAlive(client, targets);
+              }
+              const abandon = reconnect ? () => reconnect.abandon() : () => endQuietly(client);
+              signal?.addEventListener('abort', abandon, { once: true });
               // pg emits 'end' after answering a connect that failed; 'end' with no answer means none comes.
               const emitter = client as Emitter;
               const unanswered = (): void => reject(new ConnectEndedByAppError());
@@ -75,11 +88,29 @@ export function patchClientConnect(targets: () => Targets): (original: ConnectFn
                 emitter.removeListener?.('end', unanswered);
                 last = cbArgs;
                 if (cbArgs[0]) reject(cbArgs[0]);
-                else resolve(client);
+                else {
+                  reconnect?.succeeded();
+                  resolve(client);
+                }
               });
             }),
-          { operation: 'connect', retry: false },
+          {
+            operation: 'connect',
+            retry: endedBefore ? false : undefined,
+            canRetry: () =>
+              clientConnectVeto({
+                reconnectable: reconnect !== undefined,
+                endedByApp: endedByApp(client),
+                sessionReady: (client as { _connected?: unknown })._connected === true,
+              }),
+          },
         );
+      operation.then(undefined, (error: unknown) => {
+        if (!reconnect) return;
+        // The package's connect timeout ended it: the client is ended as before (the app's end()).
+        if (isOperationTimeoutError(error)) endQuietly(client);
+        reconnect.failed();
+      });
       // A connect cut short by the app's end() stays unanswered, as with pg.
       const answered = operation.catch((error: unknown) =>
         error instanceof ConnectEndedByAppError ? never<PgClientLike>() : Promise.reject(error),

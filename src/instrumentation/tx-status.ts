@@ -10,6 +10,8 @@
  * records the status here, keyed by client.
  */
 const recorded = new WeakMap<object, string>();
+/** The connections listened to. */
+const watched = new WeakSet<object>();
 
 interface Watchable {
   getTransactionStatus?: () => unknown;
@@ -19,9 +21,11 @@ interface Watchable {
 /** For pg < 8.21: start recording the client's transaction status (call before it connects). */
 export function watchTransactionStatus(client: object): void {
   const c = client as Watchable;
-  if (typeof c.getTransactionStatus === 'function' || recorded.has(client)) return;
+  if (typeof c.getTransactionStatus === 'function') return;
   const connection = c.connection;
-  if (typeof connection?.on !== 'function') return;
+  // Per connection: a reconnected client (client-reconnect.ts) has a new one to listen to.
+  if (typeof connection?.on !== 'function' || watched.has(connection)) return;
+  watched.add(connection);
   recorded.set(client, '');
   connection.on('readyForQuery', (msg) => {
     if (typeof msg?.status === 'string') recorded.set(client, msg.status);
