@@ -7,10 +7,16 @@
  * pool sets no `connectionTimeoutMillis` of its own (see boundPoolConnect). The package's own probe
  * clients pass through too.
  *
- * A standalone connect gets the breaker, the rate limit, the bulkhead and the connect timeout, but is
- * never retried: pg cannot connect a Client twice ("Client has already been connected. You cannot
- * reuse a client."), and a Pool is how pg gets fresh connections. When the package's connect timeout
- * fires, the half-open connection is ended so it never lingers.
+ * A standalone connect gets the breaker, the rate limit, the bulkhead, the connect timeout and retries.
+ * pg refuses to connect a Client twice ("Client has already been connected. You cannot reuse a
+ * client."), yet ORMs that pool their own `new pg.Client()` (knex, Sequelize, slonik) connect each one
+ * once: so a connect that failed transiently before the session was ready (no ReadyForQuery: no
+ * statement can have run) is tried again on the same Client, reset to never connected on a fresh
+ * connection, its failed attempts' 'end'/'error' held (client-reconnect.ts; the rule is
+ * `clientConnectVeto`). A client built on the app's own `stream` or `connection` is not retried. When the
+ * package's connect timeout fires, the attempt's half-open connection is closed so it never lingers
+ * (as pg's own connect timeout closes it, or with `end()` when the client cannot be reconnected); a
+ * connect that finally fails on that timeout leaves the client ended, as before.
  *
  * `end()` during the connect (`c.connect(); c.end()`): pg ends the connection and never answers that
  * connect, neither its callback nor its promise, and emits no error. The same here: when pg ends the

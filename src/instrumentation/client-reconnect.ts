@@ -29,7 +29,8 @@
  * 'end' and 'error' emits are held (the Client.prototype.emit wrapper below). A retry drops what the
  * attempt before it emitted; a success drops everything. When the connect finally fails, what its last
  * attempt emitted is emitted again, in order, once the app was told of the failure: the app sees what
- * bare pg shows for one failed connect (the error, then 'end').
+ * bare pg shows for one failed connect (the error, then 'end'). Once the app called `end()` on the
+ * client, its events pass at once (client-connect.ts waits for that 'end' to know pg will not answer).
  */
 import net from 'node:net';
 import { endedByApp } from './ended-by-app.ts';

@@ -131,7 +131,8 @@ describe(
           const accepted = proxy.stats.accepted;
           const resetOnAccept = proxy.stats.resetOnAccept;
           resetsLeft = 0;
-          await client.end().catch(() => {});
+          // pg 8.0: end() never settles after a failed connect (it waits for an end already emitted).
+          await Promise.race([client.end().catch(() => {}), sleep(500)]);
           await sleep(20);
           return { seen, rows, accepted, resetOnAccept, retries: retries.map((r) => r.operation) };
         });
