@@ -67,50 +67,48 @@ export function patchClientConnect(targets: () => Targets): (original: ConnectFn
       // end() before connect() is pg's no-op (the connect then goes ahead); only a later end() cuts it short.
       const endedBefore = endedByApp(client);
       // Tried again on the same client when it failed before the session was ready (client-reconnect.ts).
+      const policy = targets().forClient(client);
       const reconnect = reconnectable && !endedBefore ? Reconnect.begin(client) : undefined;
       let last: unknown[] | undefined;
-      const operation = targets()
-        .forClient(client)
-        .execute(
-          (attempt, signal) =>
-            new Promise((resolve, reject) => {
-              // The app ended the client while this connect waited for a permit: pg would never answer it.
-              if (!endedBefore && endedByApp(client)) {
-                reject(new ConnectEndedByAppError());
-                return;
+      const operation = policy.execute(
+        (attempt, signal) =>
+          new Promise((resolve, reject) => {
+            // The app ended the client while this connect waited for a permit: pg would never answer it.
+            if (!endedBefore && endedByApp(client)) {
+              reject(new ConnectEndedByAppError());
+              return;
+            }
+            if (attempt > 1 && reconnect) {
+              reconnect.reset();
+              defaultKeepAlive(client, targets);
+            }
+            const abandon = reconnect ? () => reconnect.abandon() : () => endQuietly(client);
+            signal?.addEventListener('abort', abandon, { once: true });
+            // pg emits 'end' after answering a connect that failed; 'end' with no answer means none comes.
+            const emitter = client as Emitter;
+            const unanswered = (): void => reject(new ConnectEndedByAppError());
+            emitter.once?.('end', unanswered);
+            original.call(client, (...cbArgs: unknown[]) => {
+              emitter.removeListener?.('end', unanswered);
+              last = cbArgs;
+              if (cbArgs[0]) reject(cbArgs[0]);
+              else {
+                reconnect?.succeeded();
+                resolve(client);
               }
-              if (attempt > 1 && reconnect) {
-                reconnect.reset();
-                watchTransactionStatus(client);
-                defaultKeepAlive(client, targets);
-              }
-              const abandon = reconnect ? () => reconnect.abandon() : () => endQuietly(client);
-              signal?.addEventListener('abort', abandon, { once: true });
-              // pg emits 'end' after answering a connect that failed; 'end' with no answer means none comes.
-              const emitter = client as Emitter;
-              const unanswered = (): void => reject(new ConnectEndedByAppError());
-              emitter.once?.('end', unanswered);
-              original.call(client, (...cbArgs: unknown[]) => {
-                emitter.removeListener?.('end', unanswered);
-                last = cbArgs;
-                if (cbArgs[0]) reject(cbArgs[0]);
-                else {
-                  reconnect?.succeeded();
-                  resolve(client);
-                }
-              });
+            });
+          }),
+        {
+          operation: 'connect',
+          retry: endedBefore ? false : undefined,
+          canRetry: () =>
+            clientConnectVeto({
+              reconnectable: reconnect !== undefined,
+              endedByApp: endedByApp(client),
+              sessionReady: (client as { _connected?: unknown })._connected === true,
             }),
-          {
-            operation: 'connect',
-            retry: endedBefore ? false : undefined,
-            canRetry: () =>
-              clientConnectVeto({
-                reconnectable: reconnect !== undefined,
-                endedByApp: endedByApp(client),
-                sessionReady: (client as { _connected?: unknown })._connected === true,
-              }),
-          },
-        );
+        },
+      );
       operation.then(undefined, (error: unknown) => {
         if (!reconnect) return;
         // The package's connect timeout ended it: the client is ended as before (the app's end()).

@@ -9,7 +9,9 @@
  * - the failed attempt's Connection is detached from the client (pg's listeners removed, its socket
  *   destroyed) so nothing of it reaches the client any more;
  * - a new Connection of the same class, with the options pg's constructor passes (ssl, sslNegotiation,
- *   keepAlive, keepAliveInitialDelayMillis, encoding) and pg's own default socket;
+ *   keepAlive, keepAliveInitialDelayMillis, encoding) and pg's own default socket, and the listeners that
+ *   were on the client's Connection before pg's connect added its own (an ORM's, e.g. Sequelize's
+ *   'parameterStatus'; the transaction-status watch);
  * - pg's connect flags back to their constructor values (`_connecting`, `_connected`,
  *   `_connectionError`, `_ending`, `_ended`, `_queryable`, `processID`, `secretKey`, the active query,
  *   the transaction status), each only where this pg release has it; a password function's first
@@ -65,7 +67,10 @@ interface PgConnection {
   _keepAliveInitialDelayMillis?: unknown;
   _ending?: boolean;
   removeAllListeners(): unknown;
-  on(event: string, listener: () => void): unknown;
+  on(event: string | symbol, listener: (...args: unknown[]) => unknown): unknown;
+  once(event: string | symbol, listener: (...args: unknown[]) => unknown): unknown;
+  eventNames(): Array<string | symbol>;
+  rawListeners(event: string | symbol): unknown[];
 }
 
 interface PgClientInternals {
@@ -121,10 +126,13 @@ export class Reconnect {
   readonly #client: PgClientInternals;
   readonly #password: unknown;
   readonly #paramsPassword: unknown;
+  /** Listeners on the client's Connection before pg's connect added its own: the app's, and ours. */
+  readonly #listeners: ReadonlyArray<readonly [string | symbol, (...args: unknown[]) => unknown, boolean]>;
   #holding = true;
 
   private constructor(client: PgClientInternals) {
     this.#client = client;
+    this.#listeners = listenersOf(client.connection!);
     this.#password = client.password;
     this.#paramsPassword = client.connectionParameters?.password;
     holding.set(client, []);
@@ -160,6 +168,10 @@ export class Reconnect {
       keepAliveInitialDelayMillis: old._keepAliveInitialDelayMillis,
       encoding: params.client_encoding || 'utf8',
     });
+    for (const [event, listener, once] of this.#listeners) {
+      if (once) c.connection.once(event, listener);
+      else c.connection.on(event, listener);
+    }
     const own = c as unknown as Record<string, unknown>;
     for (const [name, value] of NEVER_CONNECTED) if (Object.hasOwn(own, name)) own[name] = value;
     if (this.#password !== c.password) c.password = this.#password;
@@ -202,6 +214,24 @@ export class Reconnect {
     holding.delete(this.#client);
     holders--;
   }
+}
+
+/**
+ * What is listening on `con` (an ORM's 'parameterStatus' listener, the transaction-status watch),
+ * without the listener pg's Connection constructor adds itself ('newListener'). A `once` listener is
+ * kept as once.
+ */
+function listenersOf(con: PgConnection): Array<[string | symbol, (...args: unknown[]) => unknown, boolean]> {
+  const out: Array<[string | symbol, (...args: unknown[]) => unknown, boolean]> = [];
+  for (const event of con.eventNames()) {
+    if (event === 'newListener') continue;
+    for (const raw of con.rawListeners(event)) {
+      const wrapped = (raw as { listener?: unknown }).listener;
+      if (typeof wrapped === 'function') out.push([event, wrapped as (...args: unknown[]) => unknown, true]);
+      else out.push([event, raw as (...args: unknown[]) => unknown, false]);
+    }
+  }
+  return out;
 }
 
 /** The failed attempt's Connection no longer reaches the client: pg's listeners go, the socket is closed. */

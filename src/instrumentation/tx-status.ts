@@ -10,8 +10,6 @@
  * records the status here, keyed by client.
  */
 const recorded = new WeakMap<object, string>();
-/** The connections listened to. */
-const watched = new WeakSet<object>();
 
 interface Watchable {
   getTransactionStatus?: () => unknown;
@@ -21,11 +19,9 @@ interface Watchable {
 /** For pg < 8.21: start recording the client's transaction status (call before it connects). */
 export function watchTransactionStatus(client: object): void {
   const c = client as Watchable;
-  if (typeof c.getTransactionStatus === 'function') return;
+  if (typeof c.getTransactionStatus === 'function' || recorded.has(client)) return;
   const connection = c.connection;
-  // Per connection: a reconnected client (client-reconnect.ts) has a new one to listen to.
-  if (typeof connection?.on !== 'function' || watched.has(connection)) return;
-  watched.add(connection);
+  if (typeof connection?.on !== 'function') return;
   recorded.set(client, '');
   connection.on('readyForQuery', (msg) => {
     if (typeof msg?.status === 'string') recorded.set(client, msg.status);

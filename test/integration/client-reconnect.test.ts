@@ -169,6 +169,24 @@ describe(
     });
 
     it(
+      "listeners put on client.connection before connect (Sequelize's 'parameterStatus') hear the connection that succeeded",
+      T,
+      async () => {
+        proxy.resetNewConnections(0.9);
+        resetsLeft = 1;
+        const { client, seen } = tracked();
+        const connection = (client as unknown as { connection: import('node:events').EventEmitter })
+          .connection;
+        const params: string[] = [];
+        connection.on('parameterStatus', (m: { parameterName: string }) => params.push(m.parameterName));
+        await connect(client, seen);
+        assert.deepEqual(seen, ['connected']);
+        assert.equal(retries.length, 1);
+        assert.ok(params.includes('server_version'), `parameterStatus heard: ${params.join(', ')}`);
+      },
+    );
+
+    it(
       'when every attempt fails (the proxy refuses), the app gets the error and then one end, as with bare pg',
       T,
       async () => {
