@@ -26,9 +26,9 @@
  * socket instead, which is what that client would have had without the option.
  *
  * Events: pg emits 'end' on the client (on nextTick, after the failed attempt's socket closed), and
- * possibly 'error', after a failed connect. An app or ORM listening to them would see a connection end
- * that the retry makes invisible otherwise, so while a reconnectable connect is in flight the client's
- * 'end' and 'error' emits are held (the Client.prototype.emit wrapper below). A retry drops what the
+ * possibly 'error', after a failed connect. An app or ORM listening to them would give up on a connect
+ * that a retry then completes (Sequelize fails its acquire on an 'end' before the connect's answer), so
+ * while a reconnectable connect is in flight the client's 'end' and 'error' emits are held (the Client.prototype.emit wrapper below). A retry drops what the
  * attempt before it emitted; a success drops everything. When the connect finally fails, what its last
  * attempt emitted is emitted again, in order, once the app was told of the failure: the app sees what
  * bare pg shows for one failed connect (the error, then 'end'). Once the app called `end()` on the
