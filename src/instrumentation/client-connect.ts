@@ -7,10 +7,16 @@
  * pool sets no `connectionTimeoutMillis` of its own (see boundPoolConnect). The package's own probe
  * clients pass through too.
  *
- * A standalone connect gets the breaker, the rate limit, the bulkhead and the connect timeout, but is
- * never retried: pg cannot connect a Client twice ("Client has already been connected. You cannot
- * reuse a client."), and a Pool is how pg gets fresh connections. When the package's connect timeout
- * fires, the half-open connection is ended so it never lingers.
+ * A standalone connect gets the breaker, the rate limit, the bulkhead, the connect timeout and retries.
+ * pg refuses to connect a Client twice ("Client has already been connected. You cannot reuse a
+ * client."), yet ORMs that pool their own `new pg.Client()` (knex, Sequelize, slonik) connect each one
+ * once: so a connect that failed transiently before the session was ready (no ReadyForQuery: no
+ * statement can have run) is tried again on the same Client, reset to never connected on a fresh
+ * connection, its failed attempts' 'end'/'error' held (client-reconnect.ts; the rule is
+ * `clientConnectVeto`). A client built on the app's own `stream` or `connection` is not retried. When the
+ * package's connect timeout fires, the attempt's half-open connection is closed so it never lingers
+ * (as pg's own connect timeout closes it, or with `end()` when the client cannot be reconnected); a
+ * connect that finally fails on that timeout leaves the client ended, as before.
  *
  * `end()` during the connect (`c.connect(); c.end()`): pg ends the connection and never answers that
  * connect, neither its callback nor its promise, and emits no error. The same here: when pg ends the
@@ -18,6 +24,9 @@
  * and the app's callback or promise is left unanswered, as pg leaves it (ended-by-app.ts).
  */
 import { asPromise, type PromiseCtor, settleCallback } from './callbacks.ts';
+import { isOperationTimeoutError } from '../errors.ts';
+import { clientConnectVeto } from '../safety/retry-safety.ts';
+import { Reconnect } from './client-reconnect.ts';
 import { ConnectEndedByAppError, endedByApp, never } from './ended-by-app.ts';
 import { applyDefaultKeepAlive } from './keepalive.ts';
 import { watchForEndpointFlip } from './failover.ts';
@@ -46,6 +55,8 @@ export function patchClientConnect(targets: () => Targets): (original: ConnectFn
     return function connect(this: PgClientLike, ...args: unknown[]): unknown {
       const callback = args[0];
       if (scope.poolNewClient > 0 && !scope.ownClients.has(this)) adoptPoolHostSpec(this);
+      // Read before the keepalive default touches the connection (client-reconnect.ts).
+      const reconnectable = Reconnect.possible(this);
       watchTransactionStatus(this); // pg < 8.21 only
       defaultKeepAlive(this, targets);
       if (scope.poolNewClient > 0) {
@@ -62,31 +73,55 @@ export function patchClientConnect(targets: () => Targets): (original: ConnectFn
       const client = this;
       // end() before connect() is pg's no-op (the connect then goes ahead); only a later end() cuts it short.
       const endedBefore = endedByApp(client);
+      // Tried again on the same client when it failed before the session was ready (client-reconnect.ts).
+      const policy = targets().forClient(client);
+      const reconnect = reconnectable && !endedBefore ? Reconnect.begin(client) : undefined;
       let last: unknown[] | undefined;
-      const operation = targets()
-        .forClient(client)
-        .execute(
-          (_attempt, signal) =>
-            new Promise((resolve, reject) => {
-              // The app ended the client while this connect waited for a permit: pg would never answer it.
-              if (!endedBefore && endedByApp(client)) {
-                reject(new ConnectEndedByAppError());
-                return;
+      const operation = policy.execute(
+        (attempt, signal) =>
+          new Promise((resolve, reject) => {
+            // The app ended the client while this connect waited for a permit: pg would never answer it.
+            if (!endedBefore && endedByApp(client)) {
+              reject(new ConnectEndedByAppError());
+              return;
+            }
+            if (attempt > 1 && reconnect) {
+              reconnect.reset();
+              defaultKeepAlive(client, targets);
+            }
+            const abandon = reconnect ? () => reconnect.abandon() : () => endQuietly(client);
+            signal?.addEventListener('abort', abandon, { once: true });
+            // pg emits 'end' after answering a connect that failed; 'end' with no answer means none comes.
+            const emitter = client as Emitter;
+            const unanswered = (): void => reject(new ConnectEndedByAppError());
+            emitter.once?.('end', unanswered);
+            original.call(client, (...cbArgs: unknown[]) => {
+              emitter.removeListener?.('end', unanswered);
+              last = cbArgs;
+              if (cbArgs[0]) reject(cbArgs[0]);
+              else {
+                reconnect?.succeeded();
+                resolve(client);
               }
-              signal?.addEventListener('abort', () => endQuietly(client), { once: true });
-              // pg emits 'end' after answering a connect that failed; 'end' with no answer means none comes.
-              const emitter = client as Emitter;
-              const unanswered = (): void => reject(new ConnectEndedByAppError());
-              emitter.once?.('end', unanswered);
-              original.call(client, (...cbArgs: unknown[]) => {
-                emitter.removeListener?.('end', unanswered);
-                last = cbArgs;
-                if (cbArgs[0]) reject(cbArgs[0]);
-                else resolve(client);
-              });
+            });
+          }),
+        {
+          operation: 'connect',
+          retry: endedBefore ? false : undefined,
+          canRetry: () =>
+            clientConnectVeto({
+              reconnectable: reconnect !== undefined,
+              endedByApp: endedByApp(client),
+              sessionReady: (client as { _connected?: unknown })._connected === true,
             }),
-          { operation: 'connect', retry: false },
-        );
+        },
+      );
+      operation.then(undefined, (error: unknown) => {
+        if (!reconnect) return;
+        // The package's connect timeout ended it: the client is ended as before (the app's end()).
+        if (isOperationTimeoutError(error)) endQuietly(client);
+        reconnect.failed();
+      });
       // A connect cut short by the app's end() stays unanswered, as with pg.
       const answered = operation.catch((error: unknown) =>
         error instanceof ConnectEndedByAppError ? never<PgClientLike>() : Promise.reject(error),

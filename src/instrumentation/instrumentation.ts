@@ -8,7 +8,8 @@
  * Patches, one concern each (all on prototypes; module exports are never replaced and `pg.native` is
  * never read):
  * - crash guards (src/crash-guards/error-guards.ts): `emit` on pg's `Client.prototype` (the file
- *   `pg/lib/client.js`) and on pg-pool's `Pool.prototype` (pg.Pool is a per-module subclass of it).
+ *   `pg/lib/client.js`) and on pg-pool's `Pool.prototype` (pg.Pool is a per-module subclass of it);
+ *   outside the client's guard, the events held during a reconnectable connect (client-reconnect.ts).
  * - policies (src/policy, one TargetPolicy per `host:port/database`): `Client.prototype.query` and
  *   `connect` (client-query.ts, client-connect.ts), `Pool.prototype.query`, `connect` and `newClient`
  *   (pool-query.ts, pool-connect.ts);
@@ -29,6 +30,7 @@ import { PolicyRegistry } from '../policy/registry.ts';
 import { clearRuntime, setRuntime } from '../runtime.ts';
 import { patchClientConnect } from './client-connect.ts';
 import { onFailoverDetected } from './failover.ts';
+import { holdConnectEvents } from './client-reconnect.ts';
 import { patchClientQuery } from './client-query.ts';
 import { trackHandleError, trackSubmit } from './dispatch.ts';
 import { markPoolNewClient, patchPoolConnect } from './pool-connect.ts';
@@ -267,11 +269,8 @@ export class PgResilienceInstrumentation extends InstrumentationBase<PgResilienc
 
   private patchClient(Client: Prototyped): void {
     const proto = Client.prototype;
-    this.#wrapOnce(
-      proto,
-      'emit',
-      this.errorGuard('client', (emitter) => clientTarget(emitter as PgClientLike)),
-    );
+    const guard = this.errorGuard('client', (emitter) => clientTarget(emitter as PgClientLike));
+    this.#wrapOnce(proto, 'emit', (original: EmitFn) => holdConnectEvents(guard(original)));
     this.#wrapOnce(proto, 'query', patchClientQuery(this.#targetsFn));
     this.#wrapOnce(proto, 'connect', patchClientConnect(this.#targetsFn));
   }

@@ -126,9 +126,38 @@ export function queryText(query: unknown): string | undefined {
  * A pool checkout is always safe to repeat: no statement has run, and pg-pool discards a client whose
  * connect failed, so the next attempt asks the pool again. (Which failures are worth retrying, e.g.
  * not a checkout that waited `connectionTimeoutMillis`, is the classification's `transient`.) A
- * standalone `client.connect()` is never retried at all: pg cannot connect a Client twice.
+ * standalone `client.connect()` has its own rule: `clientConnectVeto`.
  */
 export function connectVeto(): true {
+  return true;
+}
+
+/** What the standalone connect veto needs to know about the client whose connect failed. */
+export interface ClientConnectFacts {
+  /** pg made the client's socket and Connection itself, so a fresh pair can be made (client-reconnect.ts). */
+  readonly reconnectable: boolean;
+  /** The app called `end()` on the client (ended-by-app.ts). */
+  readonly endedByApp: boolean;
+  /** The failed attempt had reached the server's first ReadyForQuery: a session existed. */
+  readonly sessionReady: boolean;
+}
+
+/**
+ * May a standalone `client.connect()` that failed transiently run again, on the same Client object
+ * (reset to never connected, on a fresh connection)? Only while nothing can have run on the failed
+ * attempt and the client is still the app's to connect:
+ *
+ * 0. Never when the app ended the client: `end()` during the connect is the app's decision, and pg
+ *    leaves that connect unanswered. `not_retryable`.
+ * 1. Never once the failed attempt had a session (a ReadyForQuery arrived): from then on statements of
+ *    the app could have run on it. `not_retryable`.
+ * 2. Never for a client built on a `stream` or `connection` of the app's own: a stream cannot be opened
+ *    twice, and the app may hold it. `not_retryable`.
+ * 3. Else retried: the connect never got a session, so no statement ran, and nothing was sent but the
+ *    startup and authentication.
+ */
+export function clientConnectVeto(facts: ClientConnectFacts): true | SuppressReason {
+  if (facts.endedByApp || facts.sessionReady || !facts.reconnectable) return 'not_retryable';
   return true;
 }
 

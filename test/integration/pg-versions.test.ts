@@ -25,6 +25,7 @@ const FILES = [
   { file: 'statement-cancel.test.ts', min: 8 },
   { file: 'leak-detection.test.ts', min: 5 },
   { file: 'substitute.test.ts', min: 27 },
+  { file: 'client-reconnect.test.ts', min: 7 },
 ].map((f) => ({ ...f, path: fileURLToPath(new URL(`./${f.file}`, import.meta.url)) }));
 
 const VERSIONS = [
