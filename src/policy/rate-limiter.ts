@@ -24,7 +24,7 @@
 import type { Event } from 'cockatiel';
 import type { RateLimitSettings } from '../config/types.ts';
 import { RateLimitedError } from '../errors.ts';
-import { type Clock, realClock } from './clock.ts';
+import { type Clock, keepAlive, realClock } from './clock.ts';
 import {
   type OperationKind,
   type RateLimitQueueEvent,
@@ -238,6 +238,9 @@ export class RateLimiter {
     // No token will ever come and no deadline: wait for an abort or dispose().
     if (!Number.isFinite(delay)) return;
     this.#timer = this.#clock.setTimeout(() => this.#drain(), Math.max(1, delay));
+    // Ref'd: a caller awaits the head, and nothing else may hold the process (an idle pool with
+    // allowExitOnIdle, a fleet bucket waiting on an unref'd Redis socket) while it waits.
+    keepAlive(this.#timer);
   }
 
   #remove(w: Waiter): void {

@@ -3,6 +3,7 @@
 // (each target is reached through its own FaultProxy, whose counters show every connection attempt).
 // In process, against a real PostgreSQL, pg patched by an instrumentation created before pg loads.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -135,6 +136,35 @@ describe('rate limit, bulkhead and breaker run before a pool slot is taken', { t
     await relay.close();
     await server?.close();
     instrumentation.disable();
+  });
+
+  // Fails if: the limiter's wait timer does not hold the process (it exits with code 13, "unsettled
+  // top-level await", and the second query never runs) or the wait was skipped (under ~1 s).
+  it('a call waiting for a permit holds the process until it runs (nothing else alive)', T, () => {
+    const started = Date.now();
+    const run = spawnSync(
+      process.execPath,
+      [
+        '--disable-warning=ExperimentalWarning',
+        '--import',
+        new URL('./fixtures/register-src.ts', import.meta.url).pathname,
+        new URL('./fixtures/rate-limited-exit-child.ts', import.meta.url).pathname,
+      ],
+      {
+        encoding: 'utf8',
+        timeout: 15_000,
+        env: {
+          ...process.env,
+          EXIT_PG: JSON.stringify(server.clientConfig()),
+          PG_RESILIENCE_RATE_LIMIT: '60',
+          PG_RESILIENCE_RATE_LIMIT_BURST: '1',
+        },
+      },
+    );
+    const ms = Date.now() - started;
+    assert.equal(run.status, 0, `exit code: ${run.stdout}${run.stderr}`);
+    assert.match(run.stdout, /rows \[\{"n":1\},\{"n":2\}\]/);
+    assert.ok(ms >= 900, `the second query waited for its permit (${ms} ms)`);
   });
 
   // Fails if: the burst does not admit two calls, the third is not refused at once with a
