@@ -63,12 +63,15 @@ describe('ledger: a write is never run twice (real PostgreSQL, fault proxy)', { 
 
   it('the check has teeth: a naive retry of failed inserts is caught as duplicates', async (t) => {
     const { default: pg } = await import('pg');
-    // Re-runs an INSERT that failed with ECONNRESET: exactly what the package must never do to a write
-    // whose outcome is unknown.
+    // Re-runs an INSERT whose connection was lost (a reset, or a close right after a server message):
+    // exactly what the package must never do to a write whose outcome is unknown. Both forms, since the
+    // proxy's cuts show as either, and only the ones after CommandComplete committed.
+    const lost = (err: any): boolean =>
+      err?.code === 'ECONNRESET' || err?.message === 'Connection terminated unexpectedly';
     class NaiveRetryPool extends pg.Pool {
       override query(...args: any[]): any {
         return (super.query as any)(...args).catch((err: any) =>
-          err?.code === 'ECONNRESET' ? (super.query as any)(...args) : Promise.reject(err),
+          lost(err) ? (super.query as any)(...args) : Promise.reject(err),
         );
       }
     }
