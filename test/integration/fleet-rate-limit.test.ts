@@ -5,14 +5,13 @@
 // killed under load and restarted: no call fails, the processes fall back to their share (rate / 4) and
 // the fleet-wide limit resumes.
 import assert from 'node:assert/strict';
-import { type ChildProcess, fork } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
+import { type LoadApp, loadAppReady, startLoadApp, stopLoadApps } from '../support/load-apps.ts';
 import { startServer, type TestServer } from '../support/postgres.ts';
 import { type RedisServer, startRedis } from '../support/redis.ts';
 
 const T = { timeout: 120_000 };
-const CHILD = new URL('./fixtures/pool-load-child.ts', import.meta.url).pathname;
 const REGISTER = new URL('./fixtures/register-src.ts', import.meta.url).pathname;
 const DIAG = new URL('./fixtures/diag-console.ts', import.meta.url).pathname;
 
@@ -29,25 +28,13 @@ const FLEET = 'fleet-rate-test';
 const STALL_MS = 500;
 const PASSWORD = 'fleet-s3cret-pw';
 
-interface Stats {
-  ok: number;
-  errors: Record<string, number>;
-}
-interface App {
-  child: ChildProcess;
-  stats: Stats;
-  output: () => string;
-  exited: Promise<number | null>;
-}
-
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
 
-function startApp(server: TestServer, redisUrl: string | undefined, name: string): App {
-  const child = fork(CHILD, [], {
-    execArgv: ['--disable-warning=ExperimentalWarning', '--import', DIAG, '--import', REGISTER],
+function startApp(server: TestServer, redisUrl: string | undefined, name: string): LoadApp {
+  return startLoadApp({
+    execArgv: ['--import', DIAG, '--import', REGISTER],
     env: {
-      ...process.env,
       LOAD_PG: JSON.stringify({ ...server.clientConfig(), application_name: name }),
       LOAD_POOL_MAX: String(POOL_MAX),
       PG_RESILIENCE_RATE_LIMIT: String(RATE_PER_MINUTE),
@@ -55,52 +42,17 @@ function startApp(server: TestServer, redisUrl: string | undefined, name: string
       PG_RESILIENCE_FLEET: FLEET,
       ...(redisUrl ? { PG_RESILIENCE_REDIS_URL: redisUrl } : {}),
     },
-    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
-  });
-  let out = '';
-  child.stdout?.setEncoding('utf8').on('data', (c: string) => (out += c));
-  child.stderr?.setEncoding('utf8').on('data', (c: string) => (out += c));
-  const app: App = {
-    child,
-    stats: { ok: 0, errors: {} },
-    output: () => out,
-    exited: new Promise((resolve) => child.once('exit', (code) => resolve(code))),
-  };
-  child.on('message', (m: { type?: string } & Partial<Stats>) => {
-    if (m.type === 'stats') app.stats = m as Stats;
-  });
-  return app;
-}
-
-function ready(app: App): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`child not ready: ${app.output()}`)), 20_000);
-    app.child.on('message', (m: { type?: string }) => {
-      if (m.type === 'ready') {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-    app.child.once('exit', () => reject(new Error(`child exited: ${app.output()}`)));
   });
 }
 
-async function stopApps(apps: App[]): Promise<void> {
-  for (const app of apps) if (app.child.connected) app.child.send({ type: 'stop' });
-  const all = Promise.all(apps.map((a) => a.exited));
-  const timedOut = await Promise.race([all.then(() => false), sleep(15_000).then(() => true)]);
-  if (timedOut) for (const app of apps) app.child.kill('SIGKILL');
-  await all;
-}
-
-/** Calls served by the fleet over `ms`, from the children's cumulative counts. */
-async function servedOver(apps: App[], ms: number): Promise<number> {
+async function servedOver(apps: LoadApp[], ms: number): Promise<number> {
   const start = sum(apps.map((a) => a.stats.ok));
   await sleep(ms);
   return sum(apps.map((a) => a.stats.ok)) - start;
 }
 
-const errorsOf = (apps: App[]) => apps.map((a) => a.stats.errors).filter((e) => Object.keys(e).length > 0);
+const errorsOf = (apps: LoadApp[]) =>
+  apps.map((a) => a.stats.errors).filter((e) => Object.keys(e).length > 0);
 
 describe('fleet-wide rate limit (4 processes, real Redis, real PostgreSQL)', () => {
   let server: TestServer;
@@ -119,7 +71,7 @@ describe('fleet-wide rate limit (4 processes, real Redis, real PostgreSQL)', () 
     async (t) => {
       const apps = Array.from({ length: PROCESSES }, (_, i) => startApp(server, redis.url, `fleet-${i}`));
       try {
-        await Promise.all(apps.map(ready));
+        await Promise.all(apps.map(loadAppReady));
         for (const app of apps) app.child.send({ type: 'go' });
         await sleep(WARMUP_MS);
 
@@ -205,7 +157,7 @@ describe('fleet-wide rate limit (4 processes, real Redis, real PostgreSQL)', () 
           'the outage was logged, redacted',
         );
       } finally {
-        await stopApps(apps);
+        await stopLoadApps(apps);
       }
     },
   );

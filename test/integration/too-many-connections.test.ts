@@ -8,12 +8,17 @@
 // out (without turnover, whoever holds a slot keeps it, bare pg included). LOAD_BARE=1 runs the same
 // apps without the instrumentation, as a baseline (bare pg passes too).
 import assert from 'node:assert/strict';
-import { type ChildProcess, fork } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
+import {
+  type LoadApp,
+  loadAppReady,
+  type LoadStats,
+  startLoadApp,
+  stopLoadApps,
+} from '../support/load-apps.ts';
 import { startServer, type TestServer } from '../support/postgres.ts';
 
 const T = { timeout: 90_000 };
-const CHILD = new URL('./fixtures/pool-load-child.ts', import.meta.url).pathname;
 const REGISTER = new URL('./fixtures/register-src.ts', import.meta.url).pathname;
 
 const PROCESSES = 4;
@@ -28,70 +33,22 @@ const ROLE = 'load_app';
 /** Connections are recycled (pg-pool's maxLifetimeSeconds), so slots change hands under load. */
 const LIFETIME_S = Number(process.env.LOAD_LIFETIME ?? 1);
 
-interface Stats {
-  ok: number;
-  errors: Record<string, number>;
-  totalCount: number;
-}
-
-interface App {
-  child: ChildProcess;
-  stats: Stats;
-  output: () => string;
-  exited: Promise<number | null>;
-}
-
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
-function startApp(server: TestServer, hooked: boolean, name: string): App {
+function startApp(server: TestServer, hooked: boolean, name: string): LoadApp {
   const config = {
     ...server.clientConfig({ user: ROLE, password: 'x' }),
     application_name: name,
     maxLifetimeSeconds: LIFETIME_S,
   };
-  const child = fork(CHILD, [], {
-    execArgv: ['--disable-warning=ExperimentalWarning', ...(hooked ? ['--import', REGISTER] : [])],
-    env: { ...process.env, LOAD_PG: JSON.stringify(config), LOAD_POOL_MAX: String(POOL_MAX) },
-    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+  return startLoadApp({
+    execArgv: hooked ? ['--import', REGISTER] : [],
+    env: { LOAD_PG: JSON.stringify(config), LOAD_POOL_MAX: String(POOL_MAX) },
   });
-  let out = '';
-  child.stdout?.setEncoding('utf8').on('data', (c: string) => (out += c));
-  child.stderr?.setEncoding('utf8').on('data', (c: string) => (out += c));
-  const app: App = {
-    child,
-    stats: { ok: 0, errors: {}, totalCount: 0 },
-    output: () => out,
-    exited: new Promise((resolve) => child.once('exit', (code) => resolve(code))),
-  };
-  child.on('message', (m: { type?: string } & Partial<Stats>) => {
-    if (m.type === 'stats') app.stats = m as Stats;
-  });
-  return app;
-}
-
-function ready(app: App): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`child not ready: ${app.output()}`)), 20_000);
-    app.child.on('message', (m: { type?: string }) => {
-      if (m.type === 'ready') {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-    app.child.once('exit', () => reject(new Error(`child exited: ${app.output()}`)));
-  });
-}
-
-async function stopApps(apps: App[]): Promise<void> {
-  for (const app of apps) if (app.child.connected) app.child.send({ type: 'stop' });
-  const all = Promise.all(apps.map((a) => a.exited));
-  const timedOut = await Promise.race([all.then(() => false), sleep(15_000).then(() => true)]);
-  if (timedOut) for (const app of apps) app.child.kill('SIGKILL');
-  await all;
 }
 
 const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
-const circuitOpen = (s: Stats) => s.errors['PGR_CIRCUIT_OPEN'] ?? 0;
+const circuitOpen = (s: LoadStats) => s.errors['PGR_CIRCUIT_OPEN'] ?? 0;
 
 describe('53300 too_many_connections is load, not an outage (4 processes, pools of 20, role limit 32)', () => {
   let server: TestServer;
@@ -122,7 +79,7 @@ describe('53300 too_many_connections is load, not an outage (4 processes, pools 
         startApp(server, process.env.LOAD_BARE !== '1', `load-${i}`),
       );
       try {
-        await Promise.all(apps.map(ready));
+        await Promise.all(apps.map(loadAppReady));
         for (const app of apps) app.child.send({ type: 'go' });
 
         // Phase 1: LOAD_MS of load against the role's limit.
@@ -186,7 +143,7 @@ describe('53300 too_many_connections is load, not an outage (4 processes, pools 
           );
         }
       } finally {
-        await stopApps(apps);
+        await stopLoadApps(apps);
       }
     },
   );
