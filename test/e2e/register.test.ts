@@ -65,6 +65,18 @@ function start(app: ScratchApp, args: string[], env: NodeJS.ProcessEnv): Running
   return { child, output: () => out, waitFor, exited };
 }
 
+/** Asks the app for a query while the proxy resets exactly one new connection (its connect). */
+async function queryWithConnectReset(run: Running, proxy: FaultProxy): Promise<void> {
+  proxy.resetStats();
+  proxy.resetNewConnections(1);
+  run.child.stdin.write('query\n');
+  const deadline = Date.now() + 5_000;
+  while (proxy.stats.resetOnAccept === 0 && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 2));
+  }
+  proxy.resetNewConnections(0);
+}
+
 async function stopApp(
   run: Running,
 ): Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number }> {
@@ -148,14 +160,7 @@ describe('pg-resilience/register (packed tarball, real PostgreSQL)', () => {
           // The pool's connections are gone: the next query opens one, and the proxy resets it.
           assert.ok((await server.terminateBackends()) >= 1);
           await new Promise((r) => setTimeout(r, 300));
-          proxy.resetStats();
-          proxy.resetNewConnections(1);
-          run.child.stdin.write('query\n');
-          const deadline = Date.now() + 5_000;
-          while (proxy.stats.resetOnAccept === 0 && Date.now() < deadline) {
-            await new Promise((r) => setTimeout(r, 2));
-          }
-          proxy.resetNewConnections(0);
+          await queryWithConnectReset(run, proxy);
           assert.equal(proxy.stats.resetOnAccept, 1, 'the first connect was reset');
           const answered = Date.now() + 10_000;
           while ((run.output().match(/QUERY/g) ?? []).length < 2 && Date.now() < answered) {
@@ -231,14 +236,7 @@ describe('pg-resilience/register (packed tarball, real PostgreSQL)', () => {
           // A connect reset by the proxy: retried by our policies in both modes.
           assert.ok((await server.terminateBackends()) >= 1);
           await new Promise((r) => setTimeout(r, 300));
-          proxy.resetStats();
-          proxy.resetNewConnections(1);
-          run.child.stdin.write('query\n');
-          const deadline = Date.now() + 5_000;
-          while (proxy.stats.resetOnAccept === 0 && Date.now() < deadline) {
-            await new Promise((r) => setTimeout(r, 2));
-          }
-          proxy.resetNewConnections(0);
+          await queryWithConnectReset(run, proxy);
           await run.waitFor('QUERY 1');
           await new Promise((r) => setTimeout(r, 300));
           const metrics = await scrape(port);

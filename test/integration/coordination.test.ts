@@ -57,6 +57,24 @@ function runExitChild(
   );
 }
 
+/** A meter provider read on demand: `points(name)` flushes and returns the metric's [attributes, value]s. */
+function metricsReader() {
+  const exporter = new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE);
+  const reader = new PeriodicExportingMetricReader({ exporter, exportIntervalMillis: 3_600_000 });
+  const meterProvider = new MeterProvider({ readers: [reader] });
+  const points = async (name: string) => {
+    await reader.forceFlush();
+    const all =
+      exporter
+        .getMetrics()
+        .at(-1)
+        ?.scopeMetrics.flatMap((m) => m.metrics) ?? [];
+    const metric = all.find((m) => m.descriptor.name === name);
+    return (metric?.dataPoints ?? []).map((p) => [p.attributes, p.value] as const);
+  };
+  return { meterProvider, points };
+}
+
 const PASSWORD = 'c00rd-s3cret/pw';
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
@@ -251,19 +269,7 @@ describe('fleet coordination through a real Redis', () => {
   });
 
   it('telemetry: mode, members, commands by outcome and latency, in fleet mode and in fallback', async () => {
-    const exporter = new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE);
-    const reader = new PeriodicExportingMetricReader({ exporter, exportIntervalMillis: 3_600_000 });
-    const meterProvider = new MeterProvider({ readers: [reader] });
-    const points = async (name: string) => {
-      await reader.forceFlush();
-      const all =
-        exporter
-          .getMetrics()
-          .at(-1)
-          ?.scopeMetrics.flatMap((m) => m.metrics) ?? [];
-      const metric = all.find((m) => m.descriptor.name === name);
-      return (metric?.dataPoints ?? []).map((p) => [p.attributes, p.value] as const);
-    };
+    const { meterProvider, points } = metricsReader();
     const modeIs = async () =>
       Object.fromEntries((await points(METRICS.coordinationMode.name)).map(([a, v]) => [a[ATTR.MODE], v]));
     const commands = async () =>
@@ -303,25 +309,15 @@ describe('fleet coordination through a real Redis', () => {
   });
 
   it('telemetry without coordination: mode off, one member', async () => {
-    const exporter = new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE);
-    const reader = new PeriodicExportingMetricReader({ exporter, exportIntervalMillis: 3_600_000 });
-    const meterProvider = new MeterProvider({ readers: [reader] });
+    const { meterProvider, points } = metricsReader();
     const registry = new PolicyRegistry(resolveConfig({ env: {} }));
     const telemetry = new ResilienceMetrics(meterProvider.getMeter('test'));
     telemetry.attach(registry);
-    await reader.forceFlush();
-    const all =
-      exporter
-        .getMetrics()
-        .at(-1)
-        ?.scopeMetrics.flatMap((m) => m.metrics) ?? [];
-    const mode = all.find((m) => m.descriptor.name === METRICS.coordinationMode.name);
     assert.deepEqual(
-      Object.fromEntries((mode?.dataPoints ?? []).map((p) => [p.attributes[ATTR.MODE], p.value])),
+      Object.fromEntries((await points(METRICS.coordinationMode.name)).map(([a, v]) => [a[ATTR.MODE], v])),
       { off: 1, fleet: 0, fallback: 0 },
     );
-    const members = all.find((m) => m.descriptor.name === METRICS.coordinationMembers.name);
-    assert.equal(members?.dataPoints[0]?.value, 1);
+    assert.equal((await points(METRICS.coordinationMembers.name))[0]?.[1], 1);
     telemetry.detach();
     await meterProvider.shutdown();
   });
