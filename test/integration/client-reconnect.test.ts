@@ -11,6 +11,7 @@ import { PgResilienceInstrumentation } from '../../src/index.ts';
 import type { RetryEvent, RetrySuppressedEvent } from '../../src/policy/events.ts';
 import type { FaultProxy as FaultProxyType } from '../support/fault-proxy.ts';
 import type { TestServer } from '../support/postgres.ts';
+import { hookedThenBare } from '../support/both-arms.ts';
 
 // Before pg is loaded (the support modules load it): the instrumentation patches it on require.
 const fast = { initialDelayMs: 5, maxDelayMs: 20 };
@@ -70,17 +71,6 @@ describe(
       );
     }
 
-    /** Runs `scenario` with the package on, then with it disabled (bare pg), then re-enables it. */
-    async function bothArms<T>(scenario: () => Promise<T>): Promise<{ hooked: T; bare: T }> {
-      const hooked = await scenario();
-      instrumentation.disable();
-      try {
-        return { hooked, bare: await scenario() };
-      } finally {
-        instrumentation.enable();
-      }
-    }
-
     before(async () => {
       server = await startServer();
       // The proxy's random draw decides which new connections are reset: the next `resetsLeft` are.
@@ -119,7 +109,7 @@ describe(
       'a connect whose first new connections are reset succeeds under the hook (bare pg fails it), emits no end/error for them, and the client queries normally',
       T,
       async () => {
-        const { hooked, bare } = await bothArms(async () => {
+        const { hooked, bare } = await hookedThenBare(instrumentation, async () => {
           proxy.resetNewConnections(0.9);
           proxy.resetStats();
           resetsLeft = 2;
@@ -192,7 +182,7 @@ describe(
       async () => {
         await proxy.refuse(true);
         try {
-          const { hooked, bare } = await bothArms(async () => {
+          const { hooked, bare } = await hookedThenBare(instrumentation, async () => {
             const { client, seen } = tracked();
             await connect(client, seen);
             await sleep(100);

@@ -14,6 +14,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { PgResilienceInstrumentation } from '../../src/index.ts';
 import type { TestServer } from '../support/postgres.ts';
+import { hookedThenBare } from '../support/both-arms.ts';
 
 // Before pg is loaded (the support modules load it): the instrumentation patches it on require.
 // Defaults, except recovery probes (they would only add connections to count).
@@ -166,17 +167,6 @@ describe('pg lifecycle semantics under the instrumentation (real PostgreSQL)', {
   const sleepConfig = () => ({ name: 'sleep query', text: SLEEP_TEXT, values: [5] });
   const message = (e: unknown): string => (e instanceof Error ? e.message : String(e));
 
-  /** Runs `scenario` with the package on, then with it disabled (bare pg), then re-enables it. */
-  async function bothArms(scenario: () => Promise<Seen>): Promise<{ hooked: Seen; bare: Seen }> {
-    const hooked = await scenario();
-    instrumentation.disable();
-    try {
-      return { hooked, bare: await scenario() };
-    } finally {
-      instrumentation.enable();
-    }
-  }
-
   function assertSentOnce({ hooked, bare }: { hooked: Seen; bare: Seen }): void {
     assert.deepEqual(bare, { errors: ['Connection terminated'], running: 1 }, 'bare pg');
     assert.deepEqual(hooked, bare);
@@ -185,7 +175,7 @@ describe('pg lifecycle semantics under the instrumentation (real PostgreSQL)', {
   describe('a named statement in flight when the app ends its client: sent once, never again', () => {
     it('standalone Client, client.query(new Query(…), callback), client.end()', T, async () => {
       assertSentOnce(
-        await bothArms(async () => {
+        await hookedThenBare(instrumentation, async () => {
           const { config, app } = tagged();
           const client = new pg.Client(config);
           client.on('error', () => {});
@@ -201,7 +191,7 @@ describe('pg lifecycle semantics under the instrumentation (real PostgreSQL)', {
 
     it('standalone Client, promise form with a plain config, client.end()', T, async () => {
       assertSentOnce(
-        await bothArms(async () => {
+        await hookedThenBare(instrumentation, async () => {
           const { config, app } = tagged();
           const client = new pg.Client(config);
           client.on('error', () => {});
@@ -224,7 +214,7 @@ describe('pg lifecycle semantics under the instrumentation (real PostgreSQL)', {
       it(`pooled client (pool.connect()), callback and promise forms, then ${how}`, T, async () => {
         for (const form of ['callback', 'promise'] as const) {
           assertSentOnce(
-            await bothArms(async () => {
+            await hookedThenBare(instrumentation, async () => {
               const { config, app } = tagged();
               const pool = new pg.Pool({ ...config, max: 2 });
               pool.on('error', () => {});
@@ -259,7 +249,7 @@ describe('pg lifecycle semantics under the instrumentation (real PostgreSQL)', {
       async () => {
         for (const form of ['callback', 'promise'] as const) {
           assertSentOnce(
-            await bothArms(async () => {
+            await hookedThenBare(instrumentation, async () => {
               const { config, app } = tagged();
               const pool = new pg.Pool({ ...config, max: 2 });
               pool.on('error', () => {});
