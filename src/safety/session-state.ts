@@ -94,19 +94,29 @@ function underscoreWord(text: string): boolean {
 /** What one statement text does to the session (see the module comment). */
 export function sessionEffect(text: string, values: unknown): SessionEffect {
   const stripped = stripSql(text).toLowerCase();
-  if (!isSingleStatement(stripped)) {
-    for (const part of stripped.split(';')) {
-      const effect = statementEffect(part, text, undefined);
-      if (effect !== undefined) {
-        return {
-          kind: 'taint',
-          what: effect.kind === 'taint' ? effect.what : 'a setting in a multi-statement text',
-        };
-      }
-    }
-    return undefined;
-  }
+  if (!isSingleStatement(stripped)) return multiStatementEffect(stripped);
   return statementEffect(stripped, text, values);
+}
+
+/**
+ * A multi-statement text (simple protocol: no parameters). Made only of ordinary `SET`/`RESET`s (as
+ * Sequelize sets up each connection: `SET client_min_messages TO warning;SET TIME ZONE 'UTC'`), it is
+ * replayed whole, keyed by its settings; any other part beside a setting taints.
+ */
+function multiStatementEffect(stripped: string): SessionEffect {
+  const keys: string[] = [];
+  let other = false;
+  for (const part of stripped.split(';')) {
+    const s = part.trim();
+    if (s === '') continue;
+    const effect = statementEffect(s, '', undefined);
+    if (effect?.kind === 'taint') return effect;
+    if (effect !== undefined && /^(?:set|reset)\b/.test(s)) keys.push(effect.key);
+    else other = true;
+  }
+  if (keys.length === 0) return undefined;
+  if (other) return { kind: 'taint', what: 'a setting in a multi-statement text' };
+  return { kind: 'replay', key: keys.join('; ') };
 }
 
 /** One statement, stripped and lower-cased; `raw` and `values` only to read set_config's name. */

@@ -354,7 +354,31 @@ describe('substitute connections (real PostgreSQL)', { timeout: 240_000 }, () =>
       assert.equal(retries.length, 1);
     });
 
+    it(
+      "Sequelize's multi-statement SET on connect is replayed whole: the read sees its settings",
+      T,
+      async () => {
+        const { client } = await standalone();
+        await client.query(
+          "SET standard_conforming_strings=on;SET client_min_messages TO warning;SET TIME ZONE 'Pacific/Honolulu';",
+        );
+        const r = await cutMidStatement(() =>
+          client.query(
+            "SELECT v, current_setting('TimeZone') AS tz, current_setting('client_min_messages') AS m FROM items",
+          ),
+        );
+        assert.deepEqual(r.rows, [{ v: 'public', tz: 'Pacific/Honolulu', m: 'warning' }]);
+        assert.equal(retries.length, 1);
+        assert.equal(suppressed.length, 0);
+      },
+    );
+
     const refused: Array<[string, string[], string]> = [
+      [
+        'a multi-statement text with a SET ROLE beside a setting',
+        ["SET TIME ZONE 'UTC'; SET ROLE reader"],
+        'SELECT v FROM items',
+      ],
       [
         'a temporary table created on the session',
         ['CREATE TEMP TABLE items (v text)'],

@@ -62,6 +62,15 @@ const ROWS: Array<[string, Expect, unknown?]> = [
   ['CALL refresh()', 'taint'],
   ['ALTER ROLE bob SET search_path = x', 'taint'],
   ['SELECT 1; SET search_path TO x', 'taint'],
+  [
+    "SET standard_conforming_strings=on;SET client_min_messages TO warning;SET TIME ZONE 'UTC';",
+    'replay standard_conforming_strings; client_min_messages; timezone',
+  ],
+  ['SET search_path TO x; RESET statement_timeout', 'replay search_path; statement_timeout'],
+  ['SET search_path TO x; SET ROLE app', 'taint'],
+  ['SET search_path TO x; SET LOCAL work_mem = 1', 'taint'],
+  ["SET a.b = 1; SELECT set_config('c.d', 'x', false)", 'taint'],
+  ['SELECT 1; SELECT 2', 'none'],
   ['SET "search_path" TO x', 'taint'],
 ];
 
@@ -94,6 +103,22 @@ describe('session state: recording', () => {
     assert.deepEqual(
       [...state!.replay.values()].map((r) => r.text),
       ['SET timezone TO UTC', 'SET search_path TO b'],
+    );
+  });
+
+  it('a multi-statement setup is one replay, and a later single setting is replayed after it', () => {
+    const client = {};
+    const setup = "SET client_min_messages TO warning;SET TIME ZONE 'UTC'";
+    noteStatement(client, setup, undefined, true)?.(true);
+    noteStatement(client, "SET TIME ZONE 'Europe/Paris'", undefined, true)?.(true);
+    assert.deepEqual(
+      [...sessionState(client)!.replay.values()].map((r) => r.text),
+      [setup, "SET TIME ZONE 'Europe/Paris'"],
+    );
+    noteStatement(client, setup, undefined, true)?.(true);
+    assert.deepEqual(
+      [...sessionState(client)!.replay.values()].map((r) => r.text),
+      ["SET TIME ZONE 'Europe/Paris'", setup],
     );
   });
 
