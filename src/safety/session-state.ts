@@ -23,7 +23,8 @@ export interface Replay {
 
 export type SessionEffect =
   | { readonly kind: 'replay'; readonly key: string }
-  | { readonly kind: 'taint'; readonly what: string }
+  | { readonly kind: 'taint'; readonly what: string; readonly sticky?: true }
+  | { readonly kind: 'reset' }
   | undefined;
 
 export interface SessionState {
@@ -31,6 +32,8 @@ export interface SessionState {
   readonly replay: Map<string, Replay>;
   /** Set once something changed the session that a new session cannot have. */
   taint: string | undefined;
+  /** The taint outlives `DISCARD ALL` (a loaded library, a block that may have done anything). */
+  sticky: boolean;
 }
 
 const SESSION = Symbol('pg-resilience.session');
@@ -111,6 +114,7 @@ function multiStatementEffect(stripped: string): SessionEffect {
     if (s === '') continue;
     const effect = statementEffect(s, '', undefined);
     if (effect?.kind === 'taint') return effect;
+    if (effect?.kind === 'reset') return { kind: 'taint', what: 'DISCARD ALL in a multi-statement text' };
     if (effect !== undefined && /^(?:set|reset)\b/.test(s)) keys.push(effect.key);
     else other = true;
   }
@@ -135,7 +139,8 @@ function statementEffect(stripped: string, raw: string, values: unknown): Sessio
       return { kind: 'replay', key: settingKey(name) };
     }
     case 'discard':
-      return { kind: 'taint', what: 'DISCARD' };
+      // DISCARD ALL makes the session a new one (slonik runs it on every release); the others do not.
+      return s === 'discard all' ? { kind: 'reset' } : { kind: 'taint', what: 'DISCARD' };
     case 'listen':
       return { kind: 'taint', what: 'LISTEN' };
     case 'prepare':
@@ -143,13 +148,13 @@ function statementEffect(stripped: string, raw: string, values: unknown): Sessio
     case 'declare':
       return /\bwith hold\b/.test(s) ? { kind: 'taint', what: 'DECLARE … WITH HOLD' } : undefined;
     case 'load':
-      return { kind: 'taint', what: 'LOAD' };
+      return { kind: 'taint', what: 'LOAD', sticky: true };
     case 'do':
     case 'call':
-      return { kind: 'taint', what: word.toUpperCase() };
+      return { kind: 'taint', what: word.toUpperCase(), sticky: true };
     case 'alter':
       return /^alter (?:role|user|database)\b.*\b(?:set|reset)\b/.test(s)
-        ? { kind: 'taint', what: 'ALTER … SET (new sessions start differently)' }
+        ? { kind: 'taint', what: 'ALTER … SET (new sessions start differently)', sticky: true }
         : undefined;
     default:
   }
@@ -226,7 +231,7 @@ function stateOf(client: object): SessionState {
   const holder = client as Holder;
   let state = holder[SESSION];
   if (state === undefined) {
-    state = { replay: new Map(), taint: undefined };
+    state = { replay: new Map(), taint: undefined, sticky: false };
     Object.defineProperty(holder, SESSION, { value: state, enumerable: false, configurable: true });
   }
   return state;
@@ -250,12 +255,22 @@ export function noteStatement(
   if (effect === undefined) return undefined;
   const state = stateOf(client);
   if (effect.kind === 'taint') {
-    state.taint ??= effect.what;
+    if (state.taint === undefined) {
+      state.taint = effect.what;
+      state.sticky = effect.sticky === true;
+    }
     return undefined;
   }
   if (!quiet) {
     state.taint ??= 'a setting changed inside a transaction or beside another statement';
     return undefined;
+  }
+  if (effect.kind === 'reset') {
+    return (ok) => {
+      if (!ok || state.sticky) return;
+      state.replay.clear();
+      state.taint = undefined;
+    };
   }
   const replay: Replay = { text, values: Array.isArray(values) ? [...(values as unknown[])] : undefined };
   return (ok) => {

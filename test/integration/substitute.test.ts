@@ -373,7 +373,26 @@ describe('substitute connections (real PostgreSQL)', { timeout: 240_000 }, () =>
       },
     );
 
+    it(
+      "slonik's DISCARD ALL on release makes the session a new one: a later read is substituted",
+      T,
+      async () => {
+        const { client } = await standalone();
+        await client.query('SET search_path TO tenant_a');
+        await client.query('SET ROLE reader');
+        await client.query('LISTEN jobs');
+        await client.query('DISCARD ALL');
+        const r = await cutMidStatement(() =>
+          client.query('SELECT v, current_user = session_user AS me FROM items'),
+        );
+        assert.deepEqual(r.rows, [{ v: 'public', me: true }]);
+        assert.equal(retries.length, 1);
+        assert.equal(suppressed.length, 0);
+      },
+    );
+
     const refused: Array<[string, string[], string]> = [
+      ['a LOAD, even after DISCARD ALL', ["LOAD 'auto_explain'", 'DISCARD ALL'], 'SELECT v FROM items'],
       [
         'a multi-statement text with a SET ROLE beside a setting',
         ["SET TIME ZONE 'UTC'; SET ROLE reader"],

@@ -8,7 +8,7 @@ import {
   statementNeedsSession,
 } from '../../src/safety/session-state.ts';
 
-type Expect = 'none' | `replay ${string}` | 'taint';
+type Expect = 'none' | `replay ${string}` | 'taint' | 'reset';
 
 /** What a statement does to the session: the rule of docs/retry-safety.md ("Substitute connections"). */
 const ROWS: Array<[string, Expect, unknown?]> = [
@@ -44,7 +44,10 @@ const ROWS: Array<[string, Expect, unknown?]> = [
   ['SELECT set_config(name, v, false) FROM settings', 'taint'],
   ['RESET ALL', 'taint'],
   ['RESET ROLE', 'taint'],
-  ['DISCARD ALL', 'taint'],
+  ['DISCARD ALL', 'reset'],
+  ['discard  all;', 'reset'],
+  ['DISCARD PLANS', 'taint'],
+  ['DISCARD ALL; SELECT 1', 'taint'],
   ['LISTEN jobs', 'taint'],
   ['PREPARE q AS SELECT 1', 'taint'],
   ['DECLARE c CURSOR WITH HOLD FOR SELECT 1', 'taint'],
@@ -79,7 +82,7 @@ describe('session state: what a statement does to the session', () => {
     it(`${text} → ${expected}`, () => {
       const effect = mayChangeSession(text) ? sessionEffect(text, values) : undefined;
       const got: Expect =
-        effect === undefined ? 'none' : effect.kind === 'taint' ? 'taint' : `replay ${effect.key}`;
+        effect === undefined ? 'none' : effect.kind === 'replay' ? `replay ${effect.key}` : effect.kind;
       assert.equal(got, expected);
     });
   }
@@ -120,6 +123,27 @@ describe('session state: recording', () => {
       [...sessionState(client)!.replay.values()].map((r) => r.text),
       ["SET TIME ZONE 'Europe/Paris'", setup],
     );
+  });
+
+  it('DISCARD ALL makes the session a new one, unless a LOAD, DO or CALL may have left something', () => {
+    const client = {};
+    noteStatement(client, 'SET search_path TO a', undefined, true)?.(true);
+    noteStatement(client, 'LISTEN jobs', undefined, true);
+    noteStatement(client, 'SET ROLE app', undefined, true);
+    assert.ok(sessionState(client)?.taint);
+    noteStatement(client, 'DISCARD ALL', undefined, true)?.(true);
+    assert.equal(sessionState(client)?.taint, undefined);
+    assert.equal(sessionState(client)?.replay.size, 0);
+    const failed = {};
+    noteStatement(failed, 'LISTEN jobs', undefined, true);
+    noteStatement(failed, 'DISCARD ALL', undefined, true)?.(false);
+    assert.ok(sessionState(failed)?.taint, 'a DISCARD ALL that failed changed nothing');
+    for (const sticky of ["LOAD 'auto_explain'", 'DO $$ BEGIN PERFORM 1; END $$', 'CALL p()']) {
+      const c = {};
+      noteStatement(c, sticky, undefined, true);
+      noteStatement(c, 'DISCARD ALL', undefined, true)?.(true);
+      assert.ok(sessionState(c)?.taint, sticky);
+    }
   });
 
   it('a setting that failed, or was sent inside a transaction or beside another statement, taints', () => {
