@@ -6,9 +6,10 @@
  *   up, in recovery),
  *
  * no longer is what the hook believed: what was known about that host is dropped (the next connect
- * checks the hosts again, host-choice.ts), its idle pooled connections are closed at once (eviction.ts),
- * and its checked-out connections are discarded when released (pg-pool removes a client whose use count
- * reached `maxUses`: the count is set to Infinity, so the caller keeps a working client until then).
+ * checks the hosts again, host-choice.ts), and, unless the target's `failover.evictOnFailover` is off,
+ * its idle pooled connections are closed at once (eviction.ts) and its checked-out connections are
+ * discarded when released (pg-pool removes a client whose use count reached `maxUses`: the count is set
+ * to Infinity, so the caller keeps a working client until then).
  */
 import { evictIdleClients } from './eviction.ts';
 import { markHostStale } from './host-choice.ts';
@@ -55,6 +56,38 @@ function onFailover(event: FailoverEvent): void {
 const same = (a: HostAddress | undefined, b: HostAddress): boolean =>
   a !== undefined && a.host === b.host && a.port === b.port;
 
+/** The target's `failover.evictOnFailover` (on when its settings cannot be read). */
+function evicting(targets: Targets, target: string): boolean {
+  try {
+    return targets.registry.forTarget(target).settings.failover.evictOnFailover;
+  } catch {
+    return true;
+  }
+}
+
+/** Evicts the pooled clients of `target` that `which` selects: idle ones now, checked-out ones when released. */
+function evictClients(
+  targets: Targets,
+  target: string,
+  which: (client: object) => boolean,
+): { evicted: number; discarded: number } {
+  let evicted = 0;
+  let discarded = 0;
+  if (!evicting(targets, target)) return { evicted, discarded };
+  for (const pool of targets.pools(target)) {
+    evicted += evictIdleClients(pool, which);
+    for (const c of (pool as unknown as PoolInternals)._clients ?? []) {
+      if (typeof c !== 'object' || c === null || !which(c)) continue;
+      const counted = c as { _poolUseCount?: number };
+      if (counted._poolUseCount !== Infinity) {
+        counted._poolUseCount = Infinity;
+        discarded++;
+      }
+    }
+  }
+  return { evicted, discarded };
+}
+
 /** Drops what was known about `h` and the pooled connections to it; returns what was done. */
 export function hostRoleChanged(
   h: HostAddress,
@@ -64,19 +97,7 @@ export function hostRoleChanged(
   hostOf: HostOf,
 ): FailoverEvent {
   markHostStale(h);
-  let evicted = 0;
-  let discarded = 0;
-  for (const pool of targets.pools(spec.target)) {
-    evicted += evictIdleClients(pool, (c) => same(hostOf(c), h));
-    for (const c of (pool as unknown as PoolInternals)._clients ?? []) {
-      if (typeof c !== 'object' || c === null || !same(hostOf(c), h)) continue;
-      const counted = c as { _poolUseCount?: number };
-      if (counted._poolUseCount !== Infinity) {
-        counted._poolUseCount = Infinity;
-        discarded++;
-      }
-    }
-  }
+  const { evicted, discarded } = evictClients(targets, spec.target, (c) => same(hostOf(c), h));
   const event: FailoverEvent = { target: spec.target, host: `${h.host}:${h.port}`, code, evicted, discarded };
   try {
     onFailover(event);
@@ -163,21 +184,9 @@ export function watchForEndpointFlip(
 
 function addressFlipped(client: PgClientLike, target: string, targets: Targets): void {
   const at = Date.now();
+  // Connections opened from now on are after the flip.
   const before = (c: object): boolean => (openedAt.get(c) ?? Infinity) <= at;
-  let evicted = 0;
-  let discarded = 0;
-  for (const pool of targets.pools(target)) {
-    evicted += evictIdleClients(pool, before);
-    for (const c of (pool as unknown as PoolInternals)._clients ?? []) {
-      if (typeof c !== 'object' || c === null || !before(c)) continue;
-      const counted = c as { _poolUseCount?: number };
-      if (counted._poolUseCount !== Infinity) {
-        counted._poolUseCount = Infinity;
-        discarded++;
-      }
-    }
-    // Forgotten: connections opened from now on are after the flip.
-  }
+  const { evicted, discarded } = evictClients(targets, target, before);
   const r = client as unknown as Reporting;
   try {
     onFailover({ target, host: `${r.host}:${r.port}`, code: '25006', evicted, discarded });

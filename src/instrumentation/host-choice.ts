@@ -9,9 +9,10 @@
  * libpq checks each connection it opens. pg cannot connect a Client twice, so the hook checks a host's
  * role on a short-lived connection of its own (the package's own client, which no patch governs) and
  * remembers it: later connects go straight to the host remembered as suitable. What is remembered about
- * a host is dropped ("stale") when a connection to it fails, or when the server answers with an error
- * that says its role changed (failover.ts): the next connect checks every host again. When no remembered
- * host suits, every host is checked again before the connect fails.
+ * a host is dropped ("stale") when a connection to it fails, when the server answers with an error that
+ * says its role changed (failover.ts), or when it is older than the target's `failover.roleTrustMs`:
+ * the next connect checks every host again. When no remembered host suits, every host is checked again
+ * before the connect fails.
  */
 import { scope } from './scope.ts';
 import type { HostAddress, HostSpec, SessionAttrs } from './multi-host.ts';
@@ -19,6 +20,16 @@ import type { HostAddress, HostSpec, SessionAttrs } from './multi-host.ts';
 interface HostRole {
   readonly inRecovery: boolean;
   readonly readOnly: boolean;
+  /** When the check found it (Date.now()). */
+  readonly at: number;
+}
+
+/** How a target's hosts are checked (its `failover` settings). */
+export interface RoleCheckOptions {
+  /** Limit of one check (connect, then query), in ms. */
+  readonly timeoutMs: number;
+  /** How long a checked role is trusted, in ms; 0 = until an error. */
+  readonly trustMs: number;
 }
 
 /** `host:port` → what the last check found; absent when unknown or stale. */
@@ -97,6 +108,7 @@ function probeConfig(client: object, h: HostAddress, timeoutMs: number): Record<
     database: c.database,
     ssl: c.connectionParameters?.ssl,
     connectionTimeoutMillis: timeoutMs,
+    query_timeout: timeoutMs,
     application_name: 'pg-resilience-role-check',
   };
 }
@@ -112,7 +124,11 @@ async function checkRole(client: object, h: HostAddress, timeoutMs: number): Pro
     const r = await probe.query(
       `SELECT pg_is_in_recovery() AS rec, current_setting('transaction_read_only') AS ro`,
     );
-    const role: HostRole = { inRecovery: r.rows[0]?.rec === true, readOnly: r.rows[0]?.ro === 'on' };
+    const role: HostRole = {
+      inRecovery: r.rows[0]?.rec === true,
+      readOnly: r.rows[0]?.ro === 'on',
+      at: Date.now(),
+    };
     roles.set(hostKey(h), role);
     down.delete(hostKey(h));
     return role;
@@ -139,7 +155,11 @@ function ordered(spec: HostSpec): HostAddress[] {
  * The host the next connection of `client` goes to. First from what is remembered; else every host is
  * checked in order (the first suitable wins); prefer-standby then falls back to any reachable host.
  */
-export async function chooseHost(spec: HostSpec, client: object, timeoutMs: number): Promise<HostAddress> {
+export async function chooseHost(
+  spec: HostSpec,
+  client: object,
+  { timeoutMs, trustMs }: RoleCheckOptions,
+): Promise<HostAddress> {
   const hosts = ordered(spec);
   const now = Date.now();
   if (spec.attrs === 'any') {
@@ -149,7 +169,8 @@ export async function chooseHost(spec: HostSpec, client: object, timeoutMs: numb
   }
   for (const h of hosts) {
     const role = roles.get(hostKey(h));
-    if (role !== undefined && suits(role, spec.attrs)) return h;
+    const trusted = role !== undefined && (trustMs === 0 || now - role.at < trustMs);
+    if (trusted && suits(role, spec.attrs)) return h;
   }
   let lastError: unknown;
   let fallback: HostAddress | undefined;

@@ -2,6 +2,9 @@
 // host/port lists, PGHOST/PGPORT, target_session_attrs, load_balance_hosts, and what pg gets instead.
 import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
+import { hostRoleChanged } from '../../src/instrumentation/failover.ts';
+import { chooseHost, knownRole, markHostStale } from '../../src/instrumentation/host-choice.ts';
+import type { Targets } from '../../src/instrumentation/targets.ts';
 import {
   parseConfig,
   parseConnectionString,
@@ -118,4 +121,108 @@ describe('multi-host targets', () => {
       'postgresql://u:p@h1:1/d',
     );
   });
+});
+
+// ---- the `failover` settings change what host-choice.ts and failover.ts do ----
+
+/** A stand-in for pg's Client as the role checks use it: every check answers "primary", and is counted. */
+function fakeClient(): { client: object; checks: Array<Record<string, unknown>> } {
+  const checks: Array<Record<string, unknown>> = [];
+  class Checked {
+    constructor(config: Record<string, unknown>) {
+      checks.push(config);
+    }
+    connect = async (): Promise<void> => {};
+    query = async () => ({ rows: [{ rec: false, ro: 'off' }] });
+    end = async (): Promise<void> => {};
+    on = (): void => {};
+  }
+  const client = new Checked({});
+  checks.length = 0; // the app's own client is no check
+  return { client, checks };
+}
+
+describe('failover settings', () => {
+  it('roleTrustMs 0: a checked role is trusted until an error; roleTrustMs > 0: checked again after it', async (t) => {
+    t.mock.timers.enable({ apis: ['Date'], now: 1_000_000 });
+    const spec = parseConfig({
+      host: 'h1,h2',
+      port: '7001,7002',
+      database: 'd',
+      target_session_attrs: 'read-write',
+    });
+    assert.ok(spec);
+    const { client, checks } = fakeClient();
+    const h1 = { host: 'h1', port: 7001 };
+    try {
+      assert.deepEqual(await chooseHost(spec, client, { timeoutMs: 5000, trustMs: 0 }), h1);
+      assert.equal(checks.length, 1);
+      t.mock.timers.tick(3_600_000);
+      await chooseHost(spec, client, { timeoutMs: 5000, trustMs: 0 });
+      assert.equal(checks.length, 1, 'trusted until an error: no new check an hour later');
+      await chooseHost(spec, client, { timeoutMs: 5000, trustMs: 30_000 });
+      assert.equal(checks.length, 2, 'older than roleTrustMs: checked again');
+      t.mock.timers.tick(29_999);
+      await chooseHost(spec, client, { timeoutMs: 5000, trustMs: 30_000 });
+      assert.equal(checks.length, 2, 'within roleTrustMs: trusted');
+      t.mock.timers.tick(1);
+      await chooseHost(spec, client, { timeoutMs: 5000, trustMs: 30_000 });
+      assert.equal(checks.length, 3);
+    } finally {
+      markHostStale(h1);
+    }
+  });
+
+  it('roleCheckTimeoutMs bounds both the connect and the query of a check', async () => {
+    const spec = parseConfig({
+      host: 'h3,h4',
+      port: '7003,7004',
+      database: 'd',
+      target_session_attrs: 'primary',
+    });
+    assert.ok(spec);
+    const { client, checks } = fakeClient();
+    try {
+      await chooseHost(spec, client, { timeoutMs: 1234, trustMs: 0 });
+      assert.equal(checks[0]?.connectionTimeoutMillis, 1234);
+      assert.equal(checks[0]?.query_timeout, 1234);
+    } finally {
+      markHostStale({ host: 'h3', port: 7003 });
+    }
+  });
+
+  for (const evictOnFailover of [true, false]) {
+    it(`evictOnFailover ${evictOnFailover}: a role change ${evictOnFailover ? 'closes' : 'leaves'} the pooled connections to that host`, () => {
+      const spec = parseConfig({ host: 'h5,h6', port: '7005,7006', database: 'd' });
+      assert.ok(spec);
+      const h5 = { host: 'h5', port: 7005 };
+      const idle = { name: 'idle' };
+      const busy = { name: 'busy', _poolUseCount: 3 };
+      const removed: unknown[] = [];
+      const pool = {
+        _idle: [{ client: idle }],
+        _clients: [idle, busy],
+        // pg-pool's _remove forgets the client and ends it
+        _remove(c: object) {
+          removed.push(c);
+          this._clients = this._clients.filter((x) => x !== c);
+        },
+      };
+      const targets = {
+        registry: { forTarget: () => ({ settings: { failover: { evictOnFailover } } }) },
+        pools: () => [pool],
+      } as unknown as Targets;
+      const event = hostRoleChanged(h5, spec, '25006', targets, () => h5);
+      assert.equal(knownRole(h5), 'unknown', 'the role is forgotten either way');
+      if (evictOnFailover) {
+        assert.deepEqual(removed, [idle]);
+        assert.equal(busy._poolUseCount, Infinity, 'the checked-out client is discarded when released');
+        assert.deepEqual([event.evicted, event.discarded], [1, 1]);
+      } else {
+        assert.deepEqual(removed, []);
+        assert.equal(busy._poolUseCount, 3);
+        assert.deepEqual([event.evicted, event.discarded], [0, 0]);
+      }
+    });
+  }
 });
