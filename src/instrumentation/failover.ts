@@ -10,12 +10,16 @@
  * its idle pooled connections are closed at once (eviction.ts) and its checked-out connections are
  * discarded when released (pg-pool removes a client whose use count reached `maxUses`: the count is set
  * to Infinity, so the caller keeps a working client until then).
+ *
+ * Each detection is reported (`onFailoverDetected`); the first of a failover opens the target's
+ * write-unavailability window (write-availability.ts), closed by the next write that succeeds.
  */
 import { evictIdleClients } from './eviction.ts';
 import { markHostStale } from './host-choice.ts';
 import { type HostAddress, type HostSpec } from './multi-host.ts';
 import type { Targets } from './targets.ts';
 import type { PgClientLike } from './types.ts';
+import { type FailoverKind, failoverSignalled, watchWrites } from './write-availability.ts';
 
 /** The SQLSTATEs that say a server's role changed, or that it is going away. */
 export const ROLE_CHANGE_CODES: ReadonlySet<string> = new Set(['25006', '57P01', '57P02', '57P03']);
@@ -31,10 +35,22 @@ interface PoolInternals {
 /** The clients connected to `h` (the connect patch remembers each multi-host client's host). */
 type HostOf = (client: object) => HostAddress | undefined;
 
+/** What each role-change code says happened. */
+const KIND_OF: Readonly<Record<string, FailoverKind>> = {
+  '25006': 'read_only',
+  '57P01': 'admin_shutdown',
+  '57P02': 'crash_shutdown',
+  '57P03': 'cannot_connect_now',
+};
+
 export interface FailoverEvent {
   readonly target: string;
+  /** `host:port` of the server that changed (never credentials). */
   readonly host: string;
   readonly code: string;
+  readonly kind: FailoverKind;
+  /** The first signal of this failover (it opened the target's write-unavailability window). */
+  readonly first: boolean;
   /** Idle connections closed. */
   readonly evicted: number;
   /** Checked-out connections that will be discarded when released. */
@@ -98,7 +114,17 @@ export function hostRoleChanged(
 ): FailoverEvent {
   markHostStale(h);
   const { evicted, discarded } = evictClients(targets, spec.target, (c) => same(hostOf(c), h));
-  const event: FailoverEvent = { target: spec.target, host: `${h.host}:${h.port}`, code, evicted, discarded };
+  const kind = KIND_OF[code] ?? 'read_only';
+  const first = failoverSignalled(spec.target, kind);
+  const event: FailoverEvent = {
+    target: spec.target,
+    host: `${h.host}:${h.port}`,
+    code,
+    kind,
+    first,
+    evicted,
+    discarded,
+  };
   try {
     onFailover(event);
   } catch {
@@ -115,6 +141,7 @@ export function watchForFailover(
   targets: () => Targets,
   hostOf: HostOf,
 ): void {
+  watchWrites(client, () => spec.target);
   const con = (client as unknown as Connectionful).connection;
   // Prepended: the host is forgotten before pg hands the error to the app (and to a retry's connect).
   con?.prependListener?.('errorMessage', (msg) => {
@@ -162,6 +189,7 @@ export function watchForEndpointFlip(
   const con = (client as unknown as Reporting).connection;
   if (con?.on === undefined || con.prependListener === undefined) return;
   openedAt.set(client, Date.now());
+  watchWrites(client, target);
   const reported = new Map<string, string>();
   con.on('parameterStatus', (msg) => {
     if (typeof msg?.parameterName === 'string' && typeof msg.parameterValue === 'string') {
@@ -188,8 +216,17 @@ function addressFlipped(client: PgClientLike, target: string, targets: Targets):
   const before = (c: object): boolean => (openedAt.get(c) ?? Infinity) <= at;
   const { evicted, discarded } = evictClients(targets, target, before);
   const r = client as unknown as Reporting;
+  const first = failoverSignalled(target, 'endpoint_flip');
   try {
-    onFailover({ target, host: `${r.host}:${r.port}`, code: '25006', evicted, discarded });
+    onFailover({
+      target,
+      host: `${r.host}:${r.port}`,
+      code: '25006',
+      kind: 'endpoint_flip',
+      first,
+      evicted,
+      discarded,
+    });
   } catch {
     // a listener never breaks the app's connection
   }

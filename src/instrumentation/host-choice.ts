@@ -46,10 +46,38 @@ export function markHostStale(h: HostAddress, unreachable = false): void {
   if (unreachable) down.set(hostKey(h), Date.now());
 }
 
+/**
+ * A host's role as last found: `primary` (accepts writes), `standby` (in recovery), `read_only` (not in
+ * recovery, but its sessions are read-only: a fenced or demoted primary), `unknown` (never checked, or
+ * stale: an error said it changed, or it was unreachable).
+ */
+export const HOST_ROLES = ['primary', 'standby', 'read_only', 'unknown'] as const;
+export type KnownRole = (typeof HOST_ROLES)[number];
+
 /** What is remembered about a host (for tests and telemetry). */
-export function knownRole(h: HostAddress): 'primary' | 'standby' | 'unknown' {
+export function knownRole(h: HostAddress): KnownRole {
   const r = roles.get(hostKey(h));
-  return r === undefined ? 'unknown' : r.inRecovery ? 'standby' : 'primary';
+  if (r === undefined) return 'unknown';
+  return r.inRecovery ? 'standby' : r.readOnly ? 'read_only' : 'primary';
+}
+
+/** Target → its hosts, for every multi-host target a connection was made for. */
+const targetHosts = new Map<string, readonly HostAddress[]>();
+
+export interface HostRoleReading {
+  readonly target: string;
+  readonly host: string;
+  readonly port: number;
+  readonly role: KnownRole;
+}
+
+/** Every host of every multi-host target seen, with its role as last found (the role gauge). */
+export function hostRoles(): HostRoleReading[] {
+  const out: HostRoleReading[] = [];
+  for (const [target, hosts] of targetHosts) {
+    for (const h of hosts) out.push({ target, host: h.host, port: h.port, role: knownRole(h) });
+  }
+  return out;
 }
 
 function suits(role: HostRole, attrs: SessionAttrs): boolean {
@@ -160,6 +188,7 @@ export async function chooseHost(
   client: object,
   { timeoutMs, trustMs }: RoleCheckOptions,
 ): Promise<HostAddress> {
+  if (!targetHosts.has(spec.target)) targetHosts.set(spec.target, spec.hosts);
   const hosts = ordered(spec);
   const now = Date.now();
   if (spec.attrs === 'any') {

@@ -2,9 +2,17 @@
 // host/port lists, PGHOST/PGPORT, target_session_attrs, load_balance_hosts, and what pg gets instead.
 import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
+import { EventEmitter } from 'node:events';
 import { hostRoleChanged } from '../../src/instrumentation/failover.ts';
 import { chooseHost, knownRole, markHostStale } from '../../src/instrumentation/host-choice.ts';
 import type { Targets } from '../../src/instrumentation/targets.ts';
+import type { PgClientLike } from '../../src/instrumentation/types.ts';
+import {
+  failoverSignalled,
+  onWritesRestored,
+  watchWrites,
+  type WritesRestoredEvent,
+} from '../../src/instrumentation/write-availability.ts';
 import {
   parseConfig,
   parseConnectionString,
@@ -225,4 +233,34 @@ describe('failover settings', () => {
       }
     });
   }
+});
+
+describe('the write-unavailability window', () => {
+  it('opens on the first signal of a target, closes on its next successful INSERT/UPDATE/DELETE/MERGE', async (t) => {
+    t.mock.timers.enable({ apis: ['Date'], now: 5_000 });
+    const seen: WritesRestoredEvent[] = [];
+    const stop = onWritesRestored((e) => seen.push(e));
+    const connection = new EventEmitter();
+    watchWrites({ connection } as unknown as PgClientLike, () => 'w1:1,w2:2/d');
+    try {
+      connection.emit('commandComplete', { text: 'INSERT 0 1' });
+      assert.equal(seen.length, 0, 'no window open: nothing to close');
+      assert.equal(failoverSignalled('w1:1,w2:2/d', 'admin_shutdown'), true);
+      t.mock.timers.tick(300);
+      assert.equal(failoverSignalled('w1:1,w2:2/d', 'read_only'), false, 'the same failover');
+      t.mock.timers.tick(400);
+      connection.emit('commandComplete', { text: 'SELECT 1' });
+      connection.emit('commandComplete', { text: 'COMMIT' });
+      assert.equal(seen.length, 0, 'a read or a COMMIT is no proof that writes are accepted');
+      connection.emit('commandComplete', { text: 'UPDATE 3' });
+      assert.deepEqual(seen, [{ target: 'w1:1,w2:2/d', kind: 'admin_shutdown', durationMs: 700 }]);
+      connection.emit('commandComplete', { text: 'DELETE 1' });
+      assert.equal(seen.length, 1, 'closed once');
+      assert.equal(failoverSignalled('w1:1,w2:2/d', 'read_only'), true, 'the next failover opens a new one');
+      connection.emit('commandComplete', { text: 'MERGE 1' });
+      assert.equal(seen.length, 2);
+    } finally {
+      stop();
+    }
+  });
 });
