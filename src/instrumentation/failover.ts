@@ -69,6 +69,24 @@ function onFailover(event: FailoverEvent): void {
   for (const listener of listeners) listener(event);
 }
 
+/** When each watched connection was opened (single address) or connected (multi-host). */
+const openedAt = new WeakMap<object, number>();
+/** Host (`host:port`) or single-address target → when its last failover signal came. */
+const lastSignal = new Map<string, number>();
+
+/**
+ * Reports a signal to the target's write-unavailability window; true when it opened one (a new
+ * failover). A signal on a connection opened before the previous signal of the same server is a late
+ * echo of that failover (a client checked out before it, released after writes resumed): never a new one.
+ */
+function signalled(key: string, client: object | undefined, target: string, kind: FailoverKind): boolean {
+  const previous = lastSignal.get(key);
+  const opened = client === undefined ? undefined : openedAt.get(client);
+  if (previous !== undefined && opened !== undefined && opened <= previous) return false;
+  lastSignal.set(key, Date.now());
+  return failoverSignalled(target, kind);
+}
+
 const same = (a: HostAddress | undefined, b: HostAddress): boolean =>
   a !== undefined && a.host === b.host && a.port === b.port;
 
@@ -104,18 +122,20 @@ function evictClients(
   return { evicted, discarded };
 }
 
-/** Drops what was known about `h` and the pooled connections to it; returns what was done. */
+/** Drops what was known about `h` and the pooled connections to it; returns what was done. `client`: the
+ * connection that got the error. */
 export function hostRoleChanged(
   h: HostAddress,
   spec: HostSpec,
   code: string,
   targets: Targets,
   hostOf: HostOf,
+  client?: object,
 ): FailoverEvent {
   markHostStale(h);
   const { evicted, discarded } = evictClients(targets, spec.target, (c) => same(hostOf(c), h));
   const kind = KIND_OF[code] ?? 'read_only';
-  const first = failoverSignalled(spec.target, kind);
+  const first = signalled(`${h.host}:${h.port}`, client, spec.target, kind);
   const event: FailoverEvent = {
     target: spec.target,
     host: `${h.host}:${h.port}`,
@@ -141,6 +161,7 @@ export function watchForFailover(
   targets: () => Targets,
   hostOf: HostOf,
 ): void {
+  openedAt.set(client, Date.now());
   watchWrites(client, () => spec.target);
   const con = (client as unknown as Connectionful).connection;
   // Prepended: the host is forgotten before pg hands the error to the app (and to a retry's connect).
@@ -148,7 +169,7 @@ export function watchForFailover(
     const code = typeof msg?.code === 'string' ? msg.code : '';
     if (!ROLE_CHANGE_CODES.has(code)) return;
     try {
-      hostRoleChanged(h, spec, code, targets(), hostOf);
+      hostRoleChanged(h, spec, code, targets(), hostOf, client);
     } catch {
       // never in the way of pg's own error handling
     }
@@ -168,9 +189,6 @@ interface Reporting {
   host?: string;
   port?: number;
 }
-
-/** When each watched single-address pool client started connecting. */
-const openedAt = new WeakMap<object, number>();
 
 /**
  * Watches a pool client of a single address for the endpoint flip: connections opened before the flip
@@ -216,7 +234,7 @@ function addressFlipped(client: PgClientLike, target: string, targets: Targets):
   const before = (c: object): boolean => (openedAt.get(c) ?? Infinity) <= at;
   const { evicted, discarded } = evictClients(targets, target, before);
   const r = client as unknown as Reporting;
-  const first = failoverSignalled(target, 'endpoint_flip');
+  const first = signalled(target, client, target, 'endpoint_flip');
   try {
     onFailover({
       target,

@@ -1,9 +1,11 @@
 /**
  * The write-unavailability window of a failover: from the first signal that a target's server changed
- * role (failover.ts) until the first write that succeeds on that target again (on the new primary).
- * A write is a statement whose command tag says it changed rows: INSERT, UPDATE, DELETE or MERGE (a
- * server that is read-only answers those with 25006 instead). One window per target: the signals that
- * follow the first (every connection of a stopping server gets its own 57P01) belong to it.
+ * role (failover.ts) until the first write that succeeds on that target again, on a connection opened
+ * after that signal (the new primary: a connection from before it may still finish a write on the old
+ * one while it shuts down). A write is a statement whose command tag says it changed rows: INSERT,
+ * UPDATE, DELETE or MERGE (a read-only server answers those with 25006 instead). One window per target:
+ * the signals that follow the first (every connection of a stopping server gets its own 57P01) belong
+ * to it.
  */
 import type { PgClientLike } from './types.ts';
 
@@ -53,22 +55,23 @@ interface Completing {
   connection?: { on?: (event: string, listener: (msg: { text?: unknown }) => void) => unknown };
 }
 
-/** Watches a connection of `target` for the first successful write after a failover signal. */
+/** Watches a new connection of `target` for the first successful write after a failover signal. */
 export function watchWrites(client: PgClientLike, target: () => string): void {
   const con = (client as unknown as Completing).connection;
+  const openedAt = Date.now();
   con?.on?.('commandComplete', (msg) => {
     if (open.size === 0 || typeof msg?.text !== 'string' || !WRITE_TAG.test(msg.text)) return;
     try {
-      writeSucceeded(target());
+      writeSucceeded(target(), openedAt);
     } catch {
       // never in the way of pg's own message handling
     }
   });
 }
 
-function writeSucceeded(target: string): void {
+function writeSucceeded(target: string, openedAt: number): void {
   const window = open.get(target);
-  if (window === undefined) return;
+  if (window === undefined || openedAt <= window.at) return;
   open.delete(target);
   const event: WritesRestoredEvent = { target, kind: window.kind, durationMs: Date.now() - window.at };
   for (const listener of listeners) {

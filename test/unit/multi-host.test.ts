@@ -3,7 +3,12 @@
 import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
 import { EventEmitter } from 'node:events';
-import { hostRoleChanged } from '../../src/instrumentation/failover.ts';
+import {
+  type FailoverEvent,
+  hostRoleChanged,
+  onFailoverDetected,
+  watchForFailover,
+} from '../../src/instrumentation/failover.ts';
 import { chooseHost, knownRole, markHostStale } from '../../src/instrumentation/host-choice.ts';
 import type { Targets } from '../../src/instrumentation/targets.ts';
 import type { PgClientLike } from '../../src/instrumentation/types.ts';
@@ -236,31 +241,90 @@ describe('failover settings', () => {
 });
 
 describe('the write-unavailability window', () => {
-  it('opens on the first signal of a target, closes on its next successful INSERT/UPDATE/DELETE/MERGE', async (t) => {
+  it('opens on the first signal of a target, closes on the next INSERT/UPDATE/DELETE/MERGE that succeeds on a connection opened after it', async (t) => {
     t.mock.timers.enable({ apis: ['Date'], now: 5_000 });
     const seen: WritesRestoredEvent[] = [];
     const stop = onWritesRestored((e) => seen.push(e));
-    const connection = new EventEmitter();
-    watchWrites({ connection } as unknown as PgClientLike, () => 'w1:1,w2:2/d');
+    const watched = (): EventEmitter => {
+      const connection = new EventEmitter();
+      watchWrites({ connection } as unknown as PgClientLike, () => 'w1:1,w2:2/d');
+      return connection;
+    };
     try {
-      connection.emit('commandComplete', { text: 'INSERT 0 1' });
+      const old = watched();
+      old.emit('commandComplete', { text: 'INSERT 0 1' });
+      t.mock.timers.tick(1);
       assert.equal(seen.length, 0, 'no window open: nothing to close');
       assert.equal(failoverSignalled('w1:1,w2:2/d', 'admin_shutdown'), true);
       t.mock.timers.tick(300);
       assert.equal(failoverSignalled('w1:1,w2:2/d', 'read_only'), false, 'the same failover');
+      old.emit('commandComplete', { text: 'INSERT 0 1' });
+      assert.equal(seen.length, 0, 'a write on a connection from before the signal may be the old primary’s');
+      const fresh = watched();
       t.mock.timers.tick(400);
-      connection.emit('commandComplete', { text: 'SELECT 1' });
-      connection.emit('commandComplete', { text: 'COMMIT' });
+      fresh.emit('commandComplete', { text: 'SELECT 1' });
+      fresh.emit('commandComplete', { text: 'COMMIT' });
       assert.equal(seen.length, 0, 'a read or a COMMIT is no proof that writes are accepted');
-      connection.emit('commandComplete', { text: 'UPDATE 3' });
+      fresh.emit('commandComplete', { text: 'UPDATE 3' });
       assert.deepEqual(seen, [{ target: 'w1:1,w2:2/d', kind: 'admin_shutdown', durationMs: 700 }]);
-      connection.emit('commandComplete', { text: 'DELETE 1' });
+      fresh.emit('commandComplete', { text: 'DELETE 1' });
       assert.equal(seen.length, 1, 'closed once');
+      t.mock.timers.tick(1);
       assert.equal(failoverSignalled('w1:1,w2:2/d', 'read_only'), true, 'the next failover opens a new one');
-      connection.emit('commandComplete', { text: 'MERGE 1' });
+      t.mock.timers.tick(1);
+      watched().emit('commandComplete', { text: 'MERGE 1' });
       assert.equal(seen.length, 2);
     } finally {
       stop();
+    }
+  });
+});
+
+describe('one failover, however many connections report it', () => {
+  it('a late error on a connection opened before the previous signal of that server is no new failover', (t) => {
+    t.mock.timers.enable({ apis: ['Date'], now: 9_000 });
+    const spec = parseConfig({ host: 'e1,e2', port: '7011,7012', database: 'd' });
+    assert.ok(spec);
+    const e1 = { host: 'e1', port: 7011 };
+    const targets = {
+      registry: { forTarget: () => ({ settings: { failover: { evictOnFailover: true } } }) },
+      pools: () => [],
+    } as unknown as Targets;
+    const events: FailoverEvent[] = [];
+    const stop = onFailoverDetected((e) => events.push(e));
+    const connect = (): EventEmitter => {
+      t.mock.timers.tick(1);
+      const connection = new EventEmitter();
+      watchForFailover(
+        { connection } as unknown as PgClientLike,
+        e1,
+        spec,
+        () => targets,
+        () => e1,
+      );
+      return connection;
+    };
+    try {
+      const a = connect();
+      const b = connect();
+      a.emit('errorMessage', { code: '57P01' });
+      b.emit('errorMessage', { code: '57P01' });
+      const c = connect(); // after the failover: the write that closes its window
+      c.emit('commandComplete', { text: 'INSERT 0 1' });
+      b.emit('errorMessage', { code: '25006' }); // b, checked out before, answers late
+      connect().emit('errorMessage', { code: '25006' }); // a connection from after it: a new failover
+      assert.deepEqual(
+        events.map((e) => [e.kind, e.first]),
+        [
+          ['admin_shutdown', true],
+          ['admin_shutdown', false],
+          ['read_only', false],
+          ['read_only', true],
+        ],
+      );
+    } finally {
+      stop();
+      markHostStale(e1);
     }
   });
 });
