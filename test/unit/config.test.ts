@@ -1109,3 +1109,28 @@ describe('properties', () => {
     );
   });
 });
+
+describe('failover settings from the environment', () => {
+  it('PG_RESILIENCE_FAILOVER_* set failover.roleTrustMs, .roleCheckTimeoutMs and .evictOnFailover; code wins', () => {
+    const env = {
+      PG_RESILIENCE_FAILOVER_ROLE_TRUST_MS: '30000',
+      PG_RESILIENCE_FAILOVER_ROLE_CHECK_TIMEOUT_MS: '1500',
+      PG_RESILIENCE_FAILOVER_EVICT: 'no',
+    };
+    assert.deepEqual(resolve({ env }).failover, {
+      roleTrustMs: 30000,
+      roleCheckTimeoutMs: 1500,
+      evictOnFailover: false,
+    });
+    const config = resolve({
+      env,
+      options: {
+        failover: { evictOnFailover: true },
+        targets: { 'db:5432/app': { failover: { roleTrustMs: 0 } } },
+      },
+    });
+    assert.equal(config.failover.evictOnFailover, true);
+    assert.equal(settingsForTarget(config, 'db:5432/app').failover.roleTrustMs, 0);
+    assert.equal(settingsForTarget(config, 'db:5432/app').failover.roleCheckTimeoutMs, 1500);
+  });
+});
