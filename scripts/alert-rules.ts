@@ -27,7 +27,10 @@ const m = {
   leaked: prometheusName(METRICS.poolClientsLeaked),
   resolutions: prometheusName(METRICS.transactionOutcomeResolutions),
   coordinationMode: prometheusName(METRICS.coordinationMode),
+  failovers: prometheusName(METRICS.failovers),
+  windowBucket: `${prometheusName(METRICS.writeUnavailability)}_bucket`,
 };
+const KIND = prometheusLabel(ATTR.KIND);
 const MODE = prometheusLabel(ATTR.MODE);
 
 /** instrumentation-pg's pool series (not ours: named here once). */
@@ -58,6 +61,8 @@ export const THRESHOLDS = {
   poolUtilisation: 0.8,
   clientErrorsPer5m: 10,
   flapsPer15m: 3,
+  /** A bucket boundary of the write-unavailability histogram (FAILOVER_BUCKETS_S). */
+  writesUnavailableSeconds: 10,
 };
 
 export const ALERTS: readonly AlertRule[] = [
@@ -185,6 +190,26 @@ export const ALERTS: readonly AlertRule[] = [
     summary: 'Fleet coordination degraded to fallback on {{ $labels.instance }}',
     description:
       'The process {{ $labels.instance }} has not reached Redis within coordination.timeoutMs for 5 minutes: its limits hold per process at its share (the limit divided by the live members it last saw), no longer fleet-wide.',
+  },
+  {
+    alert: 'PgResilienceFailoverDetected',
+    expr: `sum by (${T}) (increase(${m.failovers}[10m])) > 0`,
+    for: '0m',
+    severity: 'warning',
+    summary: 'Failover on {{ $labels.pg_resilience_target }}',
+    description:
+      'A server of {{ $labels.pg_resilience_target }} changed role in the last 10 minutes (a read-only answer to a write, an admin or crash shutdown, or an endpoint flip): pg-resilience evicted its connections and sent new ones to the server that accepts them now. Check that the new primary is the one you expect and that writes succeed.',
+  },
+  {
+    alert: 'PgResilienceWritesUnavailable',
+    expr:
+      `sum by (${T}) (increase(${m.windowBucket}{le="+Inf"}[15m]))` +
+      ` - sum by (${T}) (increase(${m.windowBucket}{le="${THRESHOLDS.writesUnavailableSeconds}"}[15m])) > 0`,
+    for: '0m',
+    severity: 'warning',
+    summary: 'Writes unavailable for over 10 s during a failover of {{ $labels.pg_resilience_target }}',
+    description:
+      'During a failover of {{ $labels.pg_resilience_target }} in the last 15 minutes, writes failed for more than 10 s between the first sign of the failover and the first write that succeeded on the new primary (recorded when writes came back).',
   },
 ];
 
@@ -388,6 +413,50 @@ export const ALERT_CASES: readonly AlertCase[] = [
     ],
     evalTime: '10m',
     firing: [{ job: 'app', instance: 'bad:9464' }],
+  },
+  {
+    alert: 'PgResilienceFailoverDetected',
+    series: [
+      { series: sel(m.failovers, { ...bad, [KIND]: 'read_only' }), values: '0 0 0 1 1 1 1 1 1 1 1 1' },
+      { series: sel(m.failovers, { ...bad, [KIND]: 'admin_shutdown' }), values: '0x11' },
+      { series: sel(m.failovers, { ...good, [KIND]: 'read_only' }), values: '0x11' },
+    ],
+    evalTime: '2m',
+    firing: [bad],
+  },
+  {
+    alert: 'PgResilienceWritesUnavailable',
+    name: 'PgResilienceWritesUnavailable: fires for a window over 10 s, silent for a failover whose writes came back within it',
+    series: [
+      { series: sel(m.windowBucket, { ...bad, [KIND]: 'endpoint_flip', le: '5' }), values: '0x11' },
+      { series: sel(m.windowBucket, { ...bad, [KIND]: 'endpoint_flip', le: '10' }), values: '0x11' },
+      {
+        series: sel(m.windowBucket, { ...bad, [KIND]: 'endpoint_flip', le: '30' }),
+        values: '0 0 0 1 1 1 1 1 1 1 1 1',
+      },
+      {
+        series: sel(m.windowBucket, { ...bad, [KIND]: 'endpoint_flip', le: '+Inf' }),
+        values: '0 0 0 1 1 1 1 1 1 1 1 1',
+      },
+      {
+        series: sel(m.windowBucket, { ...good, [KIND]: 'read_only', le: '5' }),
+        values: '0 0 0 1 1 1 1 1 1 1 1 1',
+      },
+      {
+        series: sel(m.windowBucket, { ...good, [KIND]: 'read_only', le: '10' }),
+        values: '0 0 0 1 1 1 1 1 1 1 1 1',
+      },
+      {
+        series: sel(m.windowBucket, { ...good, [KIND]: 'read_only', le: '30' }),
+        values: '0 0 0 1 1 1 1 1 1 1 1 1',
+      },
+      {
+        series: sel(m.windowBucket, { ...good, [KIND]: 'read_only', le: '+Inf' }),
+        values: '0 0 0 1 1 1 1 1 1 1 1 1',
+      },
+    ],
+    evalTime: '2m',
+    firing: [bad],
   },
 ];
 

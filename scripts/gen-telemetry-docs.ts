@@ -68,12 +68,14 @@ const ATTRIBUTE_DOCS: Record<string, string> = {
   [ATTR.NEXT_PROBE_AT]: 'Span event attribute: when an open breaker lets a probe through (ISO 8601).',
   [ATTR.HELD]: 'Log attribute (leaked client): how long the client has been checked out, in ms.',
   [ATTR.MODE]: `coordination.mode: ${ATTRIBUTE_VALUES[ATTR.MODE].map(code).join(', ')} (see fleet.md).`,
+  [ATTR.KIND]: `failovers, failover.write_unavailability: ${ATTRIBUTE_VALUES[ATTR.KIND].map(code).join(', ')} (see failover.md).`,
+  [ATTR.ROLE]: `host.role: ${ATTRIBUTE_VALUES[ATTR.ROLE].map(code).join(', ')}.`,
   [ATTR.CODE_STACKTRACE]:
     'Semantic conventions, log attribute (leaked client): the stack of the `pool.connect()` call that checked it out (frames only: file paths and function names).',
   [ATTR.DB_SYSTEM_NAME]: 'Semantic conventions: always `postgresql` (spans).',
   [ATTR.DB_NAMESPACE]: 'Semantic conventions: the database name (spans).',
-  [ATTR.SERVER_ADDRESS]: 'Semantic conventions: the host (spans).',
-  [ATTR.SERVER_PORT]: 'Semantic conventions: the port (spans).',
+  [ATTR.SERVER_ADDRESS]: 'Semantic conventions: the host (spans; host.role).',
+  [ATTR.SERVER_PORT]: 'Semantic conventions: the port (spans; host.role).',
 };
 
 function attributesTable(): string {
@@ -128,6 +130,14 @@ const LOG_DOCS: Record<string, [string, string]> = {
   [LOG_EVENTS.connectionsEvicted]: [
     'info',
     'Closed 4 idle pooled connection(s) to db.example:5432/app (breaker_open): none from before the outage is handed out after it',
+  ],
+  [LOG_EVENTS.failover]: [
+    'warn (once per failover)',
+    'Failover on db1:5432,db2:5432/app: db1:5432 answered 25006 (read_only); its connections are evicted and new ones go to the server that accepts them now',
+  ],
+  [LOG_EVENTS.writesRestored]: [
+    'info',
+    "Writes to db1:5432,db2:5432/app succeed again, 0.4 s after the failover's first sign (read_only)",
   ],
   [LOG_EVENTS.clientLeaked]: [
     'warn (once per leaked client)',

@@ -123,6 +123,14 @@ const DEFAULT_PROFILE: ResilienceSettings = {
     // Ten seconds rides out a dropped connection or a quick failover and still answers a request in time.
     outcomeResolutionMs: 10000,
   },
+  failover: {
+    // Until an error: a demoted primary answers writes with 25006 (or goes away), which drops its role at once; no extra checks on a healthy target.
+    roleTrustMs: 0,
+    // A role check is one connect and one query; past five seconds the host is as good as down for this connect.
+    roleCheckTimeoutMs: 5000,
+    // On: connections to a demoted server would fail every write sent on them.
+    evictOnFailover: true,
+  },
 };
 
 /** `batch`: background jobs that prefer waiting over failing, and must not overload the database. */
@@ -234,6 +242,14 @@ const BATCH_PROFILE: ResilienceSettings = {
   transaction: {
     // A minute: a job would rather wait out a failover than stop on a transaction it cannot account for.
     outcomeResolutionMs: 60000,
+  },
+  failover: {
+    // As default: until an error says the role changed.
+    roleTrustMs: 0,
+    // As default: five seconds per role check.
+    roleCheckTimeoutMs: 5000,
+    // As default: connections to a demoted server are closed.
+    evictOnFailover: true,
   },
 };
 

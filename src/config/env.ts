@@ -134,6 +134,27 @@ export const ENV_VARS: ReadonlyArray<EnvVar> = [
       'withTransaction: how long to keep asking whether a COMMIT lost in flight committed, in ms (0 = off).',
   },
   {
+    name: 'PG_RESILIENCE_FAILOVER_ROLE_TRUST_MS',
+    setting: 'failover.roleTrustMs',
+    kind: 'integer',
+    description:
+      "Multi-host targets: how long a host's checked role is trusted before it is checked again, in ms (0 = until an error says it changed).",
+  },
+  {
+    name: 'PG_RESILIENCE_FAILOVER_ROLE_CHECK_TIMEOUT_MS',
+    setting: 'failover.roleCheckTimeoutMs',
+    kind: 'integer',
+    description: 'Multi-host targets: limit of one role check (connect, then query), in ms.',
+  },
+  {
+    name: 'PG_RESILIENCE_FAILOVER_EVICT',
+    setting: 'failover.evictOnFailover',
+    kind: 'boolean',
+    description:
+      'Close the pooled connections to a server whose role changed (a failover or an endpoint flip): `true` (default) or `false` (also `1`/`0`, `yes`/`no`).',
+    allowed: 'must be one of: true, false, 1, 0, yes, no',
+  },
+  {
     name: 'PG_RESILIENCE_BULKHEAD',
     setting: 'bulkhead.maxConcurrent',
     kind: 'integer',

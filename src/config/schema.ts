@@ -290,6 +290,26 @@ const transactionSchema = object(
   'withTransaction: settling a COMMIT lost in flight (see retry-safety.md).',
 );
 
+const failoverSchema = object(
+  {
+    roleTrustMs: int(
+      0,
+      MAX_TIMEOUT_MS,
+      'Multi-host targets: how long the role found by a check of a host (primary or standby, read-only or not) is trusted, in ms. Past it, the next new connection checks the hosts again. 0 = until an error says the role changed (25006, 57P01/57P02/57P03, a refused connection): enough for `read-write` and `primary`, whose writes fail on a demoted server; set it for `read-only`, `standby` and `prefer-standby`, where a promoted standby answers reads without an error.',
+      'until an error',
+    ),
+    roleCheckTimeoutMs: int(
+      1,
+      MAX_DELAY_MS,
+      'Multi-host targets: limit of one role check, its connect and then its query, in ms. A host that does not answer in time counts as down for this connect and the next host is checked. A client whose own `connectionTimeoutMillis` is shorter uses that.',
+    ),
+    evictOnFailover: bool(
+      "When a server's role changes under the app (a failover seen as 25006, 57P01/57P02/57P03, or an endpoint flip), close the pooled connections to it: idle ones at once, checked-out ones when released. Off: they stay in the pool and each fails on its own when used.",
+    ),
+  },
+  'Multi-host targets and endpoint flips: role checks, eviction (see failover.md).',
+);
+
 /** One target's complete settings. */
 export const settingsSchema = object(
   {
@@ -302,6 +322,7 @@ export const settingsSchema = object(
     liveness: livenessSchema,
     leakDetection: leakDetectionSchema,
     transaction: transactionSchema,
+    failover: failoverSchema,
   },
   'The settings one target’s policies are built from.',
 );

@@ -156,6 +156,16 @@ export interface TransactionSettings {
   outcomeResolutionMs: number;
 }
 
+/** Multi-host targets and endpoint flips (see failover.md). */
+export interface FailoverSettings {
+  /** How long a host's role, once checked, is trusted before the next connect checks it again, in ms; 0 = until an error says it changed. */
+  roleTrustMs: number;
+  /** Limit of one role check (its connect, then its query), in ms; a client's own shorter connectionTimeoutMillis wins. */
+  roleCheckTimeoutMs: number;
+  /** Close the pooled connections to a server whose role changed (idle ones at once, checked-out ones when released). */
+  evictOnFailover: boolean;
+}
+
 export interface ResilienceSettings {
   retry: RetrySettings;
   circuitBreaker: CircuitBreakerSettings;
@@ -166,6 +176,7 @@ export interface ResilienceSettings {
   liveness: LivenessSettings;
   leakDetection: LeakDetectionSettings;
   transaction: TransactionSettings;
+  failover: FailoverSettings;
 }
 
 export interface HealthEndpointSettings {

@@ -6,15 +6,20 @@
  *   up, in recovery),
  *
  * no longer is what the hook believed: what was known about that host is dropped (the next connect
- * checks the hosts again, host-choice.ts), its idle pooled connections are closed at once (eviction.ts),
- * and its checked-out connections are discarded when released (pg-pool removes a client whose use count
- * reached `maxUses`: the count is set to Infinity, so the caller keeps a working client until then).
+ * checks the hosts again, host-choice.ts), and, unless the target's `failover.evictOnFailover` is off,
+ * its idle pooled connections are closed at once (eviction.ts) and its checked-out connections are
+ * discarded when released (pg-pool removes a client whose use count reached `maxUses`: the count is set
+ * to Infinity, so the caller keeps a working client until then).
+ *
+ * Each detection is reported (`onFailoverDetected`); the first of a failover opens the target's
+ * write-unavailability window (write-availability.ts), closed by the next write that succeeds.
  */
 import { evictIdleClients } from './eviction.ts';
 import { markHostStale } from './host-choice.ts';
 import { type HostAddress, type HostSpec } from './multi-host.ts';
 import type { Targets } from './targets.ts';
 import type { PgClientLike } from './types.ts';
+import { type FailoverKind, failoverSignalled, watchWrites } from './write-availability.ts';
 
 /** The SQLSTATEs that say a server's role changed, or that it is going away. */
 export const ROLE_CHANGE_CODES: ReadonlySet<string> = new Set(['25006', '57P01', '57P02', '57P03']);
@@ -30,10 +35,22 @@ interface PoolInternals {
 /** The clients connected to `h` (the connect patch remembers each multi-host client's host). */
 type HostOf = (client: object) => HostAddress | undefined;
 
+/** What each role-change code says happened. */
+const KIND_OF: Readonly<Record<string, FailoverKind>> = {
+  '25006': 'read_only',
+  '57P01': 'admin_shutdown',
+  '57P02': 'crash_shutdown',
+  '57P03': 'cannot_connect_now',
+};
+
 export interface FailoverEvent {
   readonly target: string;
+  /** `host:port` of the server that changed (never credentials). */
   readonly host: string;
   readonly code: string;
+  readonly kind: FailoverKind;
+  /** The first signal of this failover (it opened the target's write-unavailability window). */
+  readonly first: boolean;
   /** Idle connections closed. */
   readonly evicted: number;
   /** Checked-out connections that will be discarded when released. */
@@ -52,24 +69,49 @@ function onFailover(event: FailoverEvent): void {
   for (const listener of listeners) listener(event);
 }
 
+/** When each watched connection was opened (single address) or connected (multi-host). */
+const openedAt = new WeakMap<object, number>();
+/** Host (`host:port`) or single-address target → when its last failover signal came. */
+const lastSignal = new Map<string, number>();
+
+/**
+ * Reports a signal to the target's write-unavailability window; true when it opened one (a new
+ * failover). A signal on a connection opened before the previous signal of the same server is a late
+ * echo of that failover (a client checked out before it, released after writes resumed): never a new one.
+ */
+function signalled(key: string, client: object | undefined, target: string, kind: FailoverKind): boolean {
+  const previous = lastSignal.get(key);
+  const opened = client === undefined ? undefined : openedAt.get(client);
+  if (previous !== undefined && opened !== undefined && opened <= previous) return false;
+  lastSignal.set(key, Date.now());
+  return failoverSignalled(target, kind);
+}
+
 const same = (a: HostAddress | undefined, b: HostAddress): boolean =>
   a !== undefined && a.host === b.host && a.port === b.port;
 
-/** Drops what was known about `h` and the pooled connections to it; returns what was done. */
-export function hostRoleChanged(
-  h: HostAddress,
-  spec: HostSpec,
-  code: string,
+/** The target's `failover.evictOnFailover` (on when its settings cannot be read). */
+function evicting(targets: Targets, target: string): boolean {
+  try {
+    return targets.registry.forTarget(target).settings.failover.evictOnFailover;
+  } catch {
+    return true;
+  }
+}
+
+/** Evicts the pooled clients of `target` that `which` selects: idle ones now, checked-out ones when released. */
+function evictClients(
   targets: Targets,
-  hostOf: HostOf,
-): FailoverEvent {
-  markHostStale(h);
+  target: string,
+  which: (client: object) => boolean,
+): { evicted: number; discarded: number } {
   let evicted = 0;
   let discarded = 0;
-  for (const pool of targets.pools(spec.target)) {
-    evicted += evictIdleClients(pool, (c) => same(hostOf(c), h));
+  if (!evicting(targets, target)) return { evicted, discarded };
+  for (const pool of targets.pools(target)) {
+    evicted += evictIdleClients(pool, which);
     for (const c of (pool as unknown as PoolInternals)._clients ?? []) {
-      if (typeof c !== 'object' || c === null || !same(hostOf(c), h)) continue;
+      if (typeof c !== 'object' || c === null || !which(c)) continue;
       const counted = c as { _poolUseCount?: number };
       if (counted._poolUseCount !== Infinity) {
         counted._poolUseCount = Infinity;
@@ -77,7 +119,32 @@ export function hostRoleChanged(
       }
     }
   }
-  const event: FailoverEvent = { target: spec.target, host: `${h.host}:${h.port}`, code, evicted, discarded };
+  return { evicted, discarded };
+}
+
+/** Drops what was known about `h` and the pooled connections to it; returns what was done. `client`: the
+ * connection that got the error. */
+export function hostRoleChanged(
+  h: HostAddress,
+  spec: HostSpec,
+  code: string,
+  targets: Targets,
+  hostOf: HostOf,
+  client?: object,
+): FailoverEvent {
+  markHostStale(h);
+  const { evicted, discarded } = evictClients(targets, spec.target, (c) => same(hostOf(c), h));
+  const kind = KIND_OF[code] ?? 'read_only';
+  const first = signalled(`${h.host}:${h.port}`, client, spec.target, kind);
+  const event: FailoverEvent = {
+    target: spec.target,
+    host: `${h.host}:${h.port}`,
+    code,
+    kind,
+    first,
+    evicted,
+    discarded,
+  };
   try {
     onFailover(event);
   } catch {
@@ -94,13 +161,15 @@ export function watchForFailover(
   targets: () => Targets,
   hostOf: HostOf,
 ): void {
+  openedAt.set(client, Date.now());
+  watchWrites(client, () => spec.target);
   const con = (client as unknown as Connectionful).connection;
   // Prepended: the host is forgotten before pg hands the error to the app (and to a retry's connect).
   con?.prependListener?.('errorMessage', (msg) => {
     const code = typeof msg?.code === 'string' ? msg.code : '';
     if (!ROLE_CHANGE_CODES.has(code)) return;
     try {
-      hostRoleChanged(h, spec, code, targets(), hostOf);
+      hostRoleChanged(h, spec, code, targets(), hostOf, client);
     } catch {
       // never in the way of pg's own error handling
     }
@@ -121,9 +190,6 @@ interface Reporting {
   port?: number;
 }
 
-/** When each watched single-address pool client started connecting. */
-const openedAt = new WeakMap<object, number>();
-
 /**
  * Watches a pool client of a single address for the endpoint flip: connections opened before the flip
  * still reach the demoted node. A `25006` on a connection whose server reports itself read-only (the
@@ -141,6 +207,7 @@ export function watchForEndpointFlip(
   const con = (client as unknown as Reporting).connection;
   if (con?.on === undefined || con.prependListener === undefined) return;
   openedAt.set(client, Date.now());
+  watchWrites(client, target);
   const reported = new Map<string, string>();
   con.on('parameterStatus', (msg) => {
     if (typeof msg?.parameterName === 'string' && typeof msg.parameterValue === 'string') {
@@ -163,24 +230,21 @@ export function watchForEndpointFlip(
 
 function addressFlipped(client: PgClientLike, target: string, targets: Targets): void {
   const at = Date.now();
+  // Connections opened from now on are after the flip.
   const before = (c: object): boolean => (openedAt.get(c) ?? Infinity) <= at;
-  let evicted = 0;
-  let discarded = 0;
-  for (const pool of targets.pools(target)) {
-    evicted += evictIdleClients(pool, before);
-    for (const c of (pool as unknown as PoolInternals)._clients ?? []) {
-      if (typeof c !== 'object' || c === null || !before(c)) continue;
-      const counted = c as { _poolUseCount?: number };
-      if (counted._poolUseCount !== Infinity) {
-        counted._poolUseCount = Infinity;
-        discarded++;
-      }
-    }
-    // Forgotten: connections opened from now on are after the flip.
-  }
+  const { evicted, discarded } = evictClients(targets, target, before);
   const r = client as unknown as Reporting;
+  const first = signalled(target, client, target, 'endpoint_flip');
   try {
-    onFailover({ target, host: `${r.host}:${r.port}`, code: '25006', evicted, discarded });
+    onFailover({
+      target,
+      host: `${r.host}:${r.port}`,
+      code: '25006',
+      kind: 'endpoint_flip',
+      first,
+      evicted,
+      discarded,
+    });
   } catch {
     // a listener never breaks the app's connection
   }

@@ -9,9 +9,10 @@
  * libpq checks each connection it opens. pg cannot connect a Client twice, so the hook checks a host's
  * role on a short-lived connection of its own (the package's own client, which no patch governs) and
  * remembers it: later connects go straight to the host remembered as suitable. What is remembered about
- * a host is dropped ("stale") when a connection to it fails, or when the server answers with an error
- * that says its role changed (failover.ts): the next connect checks every host again. When no remembered
- * host suits, every host is checked again before the connect fails.
+ * a host is dropped ("stale") when a connection to it fails, when the server answers with an error that
+ * says its role changed (failover.ts), or when it is older than the target's `failover.roleTrustMs`:
+ * the next connect checks every host again. When no remembered host suits, every host is checked again
+ * before the connect fails.
  */
 import { scope } from './scope.ts';
 import type { HostAddress, HostSpec, SessionAttrs } from './multi-host.ts';
@@ -19,6 +20,16 @@ import type { HostAddress, HostSpec, SessionAttrs } from './multi-host.ts';
 interface HostRole {
   readonly inRecovery: boolean;
   readonly readOnly: boolean;
+  /** When the check found it (Date.now()). */
+  readonly at: number;
+}
+
+/** How a target's hosts are checked (its `failover` settings). */
+export interface RoleCheckOptions {
+  /** Limit of one check (connect, then query), in ms. */
+  readonly timeoutMs: number;
+  /** How long a checked role is trusted, in ms; 0 = until an error. */
+  readonly trustMs: number;
 }
 
 /** `host:port` → what the last check found; absent when unknown or stale. */
@@ -35,10 +46,38 @@ export function markHostStale(h: HostAddress, unreachable = false): void {
   if (unreachable) down.set(hostKey(h), Date.now());
 }
 
+/**
+ * A host's role as last found: `primary` (accepts writes), `standby` (in recovery), `read_only` (not in
+ * recovery, but its sessions are read-only: a fenced or demoted primary), `unknown` (never checked, or
+ * stale: an error said it changed, or it was unreachable).
+ */
+export const HOST_ROLES = ['primary', 'standby', 'read_only', 'unknown'] as const;
+export type KnownRole = (typeof HOST_ROLES)[number];
+
 /** What is remembered about a host (for tests and telemetry). */
-export function knownRole(h: HostAddress): 'primary' | 'standby' | 'unknown' {
+export function knownRole(h: HostAddress): KnownRole {
   const r = roles.get(hostKey(h));
-  return r === undefined ? 'unknown' : r.inRecovery ? 'standby' : 'primary';
+  if (r === undefined) return 'unknown';
+  return r.inRecovery ? 'standby' : r.readOnly ? 'read_only' : 'primary';
+}
+
+/** Target → its hosts, for every multi-host target a connection was made for. */
+const targetHosts = new Map<string, readonly HostAddress[]>();
+
+export interface HostRoleReading {
+  readonly target: string;
+  readonly host: string;
+  readonly port: number;
+  readonly role: KnownRole;
+}
+
+/** Every host of every multi-host target seen, with its role as last found (the role gauge). */
+export function hostRoles(): HostRoleReading[] {
+  const out: HostRoleReading[] = [];
+  for (const [target, hosts] of targetHosts) {
+    for (const h of hosts) out.push({ target, host: h.host, port: h.port, role: knownRole(h) });
+  }
+  return out;
 }
 
 function suits(role: HostRole, attrs: SessionAttrs): boolean {
@@ -97,6 +136,7 @@ function probeConfig(client: object, h: HostAddress, timeoutMs: number): Record<
     database: c.database,
     ssl: c.connectionParameters?.ssl,
     connectionTimeoutMillis: timeoutMs,
+    query_timeout: timeoutMs,
     application_name: 'pg-resilience-role-check',
   };
 }
@@ -112,7 +152,11 @@ async function checkRole(client: object, h: HostAddress, timeoutMs: number): Pro
     const r = await probe.query(
       `SELECT pg_is_in_recovery() AS rec, current_setting('transaction_read_only') AS ro`,
     );
-    const role: HostRole = { inRecovery: r.rows[0]?.rec === true, readOnly: r.rows[0]?.ro === 'on' };
+    const role: HostRole = {
+      inRecovery: r.rows[0]?.rec === true,
+      readOnly: r.rows[0]?.ro === 'on',
+      at: Date.now(),
+    };
     roles.set(hostKey(h), role);
     down.delete(hostKey(h));
     return role;
@@ -139,7 +183,12 @@ function ordered(spec: HostSpec): HostAddress[] {
  * The host the next connection of `client` goes to. First from what is remembered; else every host is
  * checked in order (the first suitable wins); prefer-standby then falls back to any reachable host.
  */
-export async function chooseHost(spec: HostSpec, client: object, timeoutMs: number): Promise<HostAddress> {
+export async function chooseHost(
+  spec: HostSpec,
+  client: object,
+  { timeoutMs, trustMs }: RoleCheckOptions,
+): Promise<HostAddress> {
+  if (!targetHosts.has(spec.target)) targetHosts.set(spec.target, spec.hosts);
   const hosts = ordered(spec);
   const now = Date.now();
   if (spec.attrs === 'any') {
@@ -149,7 +198,8 @@ export async function chooseHost(spec: HostSpec, client: object, timeoutMs: numb
   }
   for (const h of hosts) {
     const role = roles.get(hostKey(h));
-    if (role !== undefined && suits(role, spec.attrs)) return h;
+    const trusted = role !== undefined && (trustMs === 0 || now - role.at < trustMs);
+    if (trusted && suits(role, spec.attrs)) return h;
   }
   let lastError: unknown;
   let fallback: HostAddress | undefined;

@@ -30,6 +30,8 @@ import { PolicyRegistry } from '../policy/registry.ts';
 import { clearRuntime, setRuntime } from '../runtime.ts';
 import { patchClientConnect } from './client-connect.ts';
 import { onFailoverDetected } from './failover.ts';
+import { hostRoles } from './host-choice.ts';
+import { onWritesRestored } from './write-availability.ts';
 import { holdConnectEvents } from './client-reconnect.ts';
 import { patchClientQuery } from './client-query.ts';
 import { trackHandleError, trackSubmit } from './dispatch.ts';
@@ -152,12 +154,16 @@ export class PgResilienceInstrumentation extends InstrumentationBase<PgResilienc
     this.#targets?.dispose();
     // Timers (breakers, recovery loops, rate limiters) stop. The pool/client → policy cache goes with
     // them: a later enable() starts from fresh policies, and pools seen before get those too.
+    for (const stop of this.#failoverListeners) stop();
+    this.#failoverListeners = [];
+    this.telemetry?.metrics.watchHostRoles(undefined);
     this.telemetry?.detach();
     this.#targets?.registry.dispose();
     this.#targets = undefined;
   }
 
   readonly #targetsFn = (): Targets => this.#getTargets();
+  #failoverListeners: Array<() => void> = [];
 
   #getTargets(): Targets {
     if (this.#targets === undefined) {
@@ -165,12 +171,12 @@ export class PgResilienceInstrumentation extends InstrumentationBase<PgResilienc
         this.telemetry?.connectionsEvicted(event),
       );
       this.telemetry?.attach(this.#targets.registry, this.#targets.leaks);
-      // Idle connections closed because their server's role changed (failover.ts).
-      onFailoverDetected((e) => {
-        if (e.evicted > 0) {
-          this.telemetry?.connectionsEvicted({ target: e.target, reason: 'failover', count: e.evicted });
-        }
-      });
+      // Failovers (failover.ts): detections, the connections they evicted, the write-unavailability window.
+      this.#failoverListeners = [
+        onFailoverDetected((e) => this.telemetry?.failoverDetected(e)),
+        onWritesRestored((e) => this.telemetry?.writesRestored(e)),
+      ];
+      this.telemetry?.metrics.watchHostRoles(hostRoles);
       this.#startHealthServer(this.#targets);
     }
     return this.#targets;

@@ -5,7 +5,7 @@
  * errors that say its server's role changed (failover.ts).
  */
 import { watchForFailover } from './failover.ts';
-import { chooseHost, markHostStale } from './host-choice.ts';
+import { chooseHost, markHostStale, type RoleCheckOptions } from './host-choice.ts';
 import { clientHostSpec, type HostAddress } from './multi-host.ts';
 import type { Targets } from './targets.ts';
 import type { PgClientLike } from './types.ts';
@@ -13,8 +13,8 @@ import type { PgClientLike } from './types.ts';
 type ConnectFn = (this: PgClientLike, ...args: unknown[]) => unknown;
 type Callback = (...args: unknown[]) => unknown;
 
-/** Role checks' connect limit when the client sets none. */
-const CHECK_TIMEOUT_MS = 5_000;
+/** The role checks' limit and trust when the target's settings cannot be read (the defaults). */
+const FALLBACK: RoleCheckOptions = { timeoutMs: 5_000, trustMs: 0 };
 
 interface Addressable {
   host?: string;
@@ -38,6 +38,20 @@ function setAddress(client: PgClientLike, h: HostAddress): void {
     c.connectionParameters.host = h.host;
     c.connectionParameters.port = h.port;
   }
+}
+
+/** The target's `failover` settings for role checks; a client's own shorter connect timeout wins. */
+function roleCheckOptions(target: string, own: unknown, targets: () => Targets): RoleCheckOptions {
+  let options = FALLBACK;
+  try {
+    const { roleCheckTimeoutMs, roleTrustMs } = targets().registry.forTarget(target).settings.failover;
+    options = { timeoutMs: roleCheckTimeoutMs, trustMs: roleTrustMs };
+  } catch {
+    // never in the way of pg's connect
+  }
+  return typeof own === 'number' && own > 0 && own < options.timeoutMs
+    ? { ...options, timeoutMs: own }
+    : options;
 }
 
 /**
@@ -64,12 +78,11 @@ export function hostAwareConnect(original: ConnectFn, targets: () => Targets): C
         connect.call(client, (err: unknown) => (err ? reject(err) : resolve(client)));
       });
     }
-    const own = (client as Addressable)._connectionTimeoutMillis;
-    const timeoutMs = typeof own === 'number' && own > 0 ? own : CHECK_TIMEOUT_MS;
+    const check = roleCheckOptions(spec.target, (client as Addressable)._connectionTimeoutMillis, targets);
     // From a microtask: the role checks' own connections must not start inside pg-pool's synchronous
     // newClient (they would be taken for the pool's client).
     Promise.resolve()
-      .then(() => chooseHost(spec, client, timeoutMs))
+      .then(() => chooseHost(spec, client, check))
       .then(
         (h) => {
           setAddress(client, h);

@@ -15,7 +15,9 @@
  * suffix).
  */
 
+import { HOST_ROLES } from '../instrumentation/host-choice.ts';
 import { LEAK_REASONS } from '../instrumentation/leak-detection.ts';
+import { FAILOVER_KINDS } from '../instrumentation/write-availability.ts';
 import {
   CANCEL_RESULTS,
   CIRCUIT_STATES,
@@ -61,6 +63,10 @@ export const ATTR = {
   HELD: 'pg_resilience.held_ms',
   /** Fleet coordination: `off` | `fleet` | `fallback`. */
   MODE: 'pg_resilience.mode',
+  /** What a failover was detected by: `read_only` | `admin_shutdown` | `crash_shutdown` | `cannot_connect_now` | `endpoint_flip`. */
+  KIND: 'pg_resilience.kind',
+  /** A host's role as last found: `primary` | `standby` | `read_only` | `unknown`. */
+  ROLE: 'pg_resilience.role',
   CODE_STACKTRACE: 'code.stacktrace',
   /** Semantic conventions (stable). */
   ERROR_TYPE: 'error.type',
@@ -86,6 +92,8 @@ export const ATTRIBUTE_VALUES = {
   evictionReason: ['breaker_open', 'failover'],
   leakReason: LEAK_REASONS,
   [ATTR.MODE]: COORDINATION_MODES,
+  [ATTR.KIND]: FAILOVER_KINDS,
+  [ATTR.ROLE]: HOST_ROLES,
   coordinationOutcome: ['success', 'failure'],
 } as const;
 
@@ -97,6 +105,12 @@ export const ATTRIBUTE_VALUES = {
 export const DURATION_BUCKETS_S: readonly number[] = [
   0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 ];
+
+/**
+ * Histogram bucket boundaries for a failover's write-unavailability window, in seconds: from 100 ms (a
+ * promote noticed at once) to 5 minutes (a DNS flip waiting out a long TTL).
+ */
+export const FAILOVER_BUCKETS_S: readonly number[] = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
 
 export type InstrumentKind = 'counter' | 'histogram' | 'gauge' | 'updowncounter';
 
@@ -246,6 +260,31 @@ export const METRICS = {
       'Idle pooled connections closed before any statement could wait on them, by reason: `breaker_open` (the target looked unreachable, so connections from before the outage are not handed out after it), `failover` (their server answered 25006 or 57P01/57P02/57P03: its role changed, docs/failover.md).',
     attributes: [T, ATTR.REASON],
   },
+  failovers: {
+    name: 'pg_resilience.failovers',
+    kind: 'counter',
+    unit: '{failover}',
+    description:
+      "Failovers detected, by what signalled the first sign of each: a server's error (`read_only` 25006, `admin_shutdown` 57P01, `crash_shutdown` 57P02, `cannot_connect_now` 57P03) or `endpoint_flip` (one address now leading to a read-only server). The signals that follow the first, until a write succeeds again, count as the same failover (docs/failover.md).",
+    attributes: [T, ATTR.KIND],
+  },
+  hostRole: {
+    name: 'pg_resilience.host.role',
+    kind: 'gauge',
+    unit: '1',
+    description:
+      'Each host of a multi-host target, by role as last found: 1 for the current role, 0 for the others. `primary` (accepts writes), `standby` (in recovery), `read_only` (its sessions are read-only), `unknown` (not checked since an error said its role changed, or unreachable; always with target_session_attrs=any, which checks no role).',
+    attributes: [T, ATTR.SERVER_ADDRESS, ATTR.SERVER_PORT, ATTR.ROLE],
+  },
+  writeUnavailability: {
+    name: 'pg_resilience.failover.write_unavailability',
+    kind: 'histogram',
+    unit: 's',
+    description:
+      "Each failover's write-unavailability window: from its first signal to the first INSERT, UPDATE, DELETE or MERGE that succeeded on the target again (on the new primary), by what signalled it. Recorded when writes are back.",
+    attributes: [T, ATTR.KIND],
+    buckets: FAILOVER_BUCKETS_S,
+  },
   poolClientLeaks: {
     name: 'pg_resilience.pool.client.leaks',
     kind: 'counter',
@@ -336,6 +375,8 @@ export const LOG_EVENTS = {
   connectionsEvicted: 'pg_resilience.pool.connections.evicted',
   clientLeaked: 'pg_resilience.pool.client.leak',
   transactionOutcomeResolution: 'pg_resilience.transaction.outcome_resolution',
+  failover: 'pg_resilience.failover',
+  writesRestored: 'pg_resilience.failover.writes_restored',
 } as const;
 
 /** The Prometheus series names a metric becomes through @opentelemetry/exporter-prometheus. */

@@ -19,6 +19,8 @@
 import { type AnyValue, type Attributes, SeverityNumber } from '@opentelemetry/api';
 import type { Logger } from '@opentelemetry/api';
 import type { ClientErrorAbsorbedEvent } from '../crash-guards/error-guards.ts';
+import type { FailoverEvent } from '../instrumentation/failover.ts';
+import type { WritesRestoredEvent } from '../instrumentation/write-availability.ts';
 import type { ConnectionsEvictedEvent } from '../instrumentation/eviction.ts';
 import type { LeakEvent } from '../instrumentation/leak-detection.ts';
 import type {
@@ -213,6 +215,22 @@ export class ResilienceLogs {
     this.#log('info', LOG_EVENTS.connectionsEvicted, e.target, {
       message: `Closed ${e.count} idle pooled connection(s) to ${e.target} (${e.reason}): none from before the outage is handed out after it`,
       attributes: { [ATTR.REASON]: e.reason },
+    });
+  }
+
+  failoverDetected(e: FailoverEvent): void {
+    // One line per failover: the signals that follow its first are the same event.
+    if (!e.first) return;
+    this.#log('warn', LOG_EVENTS.failover, e.target, {
+      message: `Failover on ${e.target}: ${e.host} answered ${e.code} (${e.kind}); its connections are ${e.evicted + e.discarded > 0 ? 'evicted' : 'dropped as they fail'} and new ones go to the server that accepts them now`,
+      attributes: { [ATTR.KIND]: e.kind, [ATTR.ERROR_TYPE]: e.code },
+    });
+  }
+
+  writesRestored(e: WritesRestoredEvent): void {
+    this.#log('info', LOG_EVENTS.writesRestored, e.target, {
+      message: `Writes to ${e.target} succeed again, ${seconds(e.durationMs)} after the failover's first sign (${e.kind})`,
+      attributes: { [ATTR.KIND]: e.kind },
     });
   }
 

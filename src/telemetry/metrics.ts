@@ -27,6 +27,9 @@ import type { PolicyRegistry } from '../policy/registry.ts';
 import type { OperationEvent } from '../policy/types.ts';
 import type { ClientErrorAbsorbedEvent } from '../crash-guards/error-guards.ts';
 import type { ConnectionsEvictedEvent } from '../instrumentation/eviction.ts';
+import type { FailoverEvent } from '../instrumentation/failover.ts';
+import type { HostRoleReading } from '../instrumentation/host-choice.ts';
+import type { WritesRestoredEvent } from '../instrumentation/write-availability.ts';
 import type { LeakDetector, LeakEvent } from '../instrumentation/leak-detection.ts';
 import { ATTR, ATTRIBUTE_VALUES, METRICS, type MetricSpec } from './catalog.ts';
 
@@ -57,6 +60,8 @@ interface Instruments {
   readonly transactionOutcomeResolutions: Counter;
   readonly poolClientErrors: Counter;
   readonly connectionsEvicted: Counter;
+  readonly failovers: Counter;
+  readonly writeUnavailability: Histogram;
   readonly poolClientLeaks: Counter;
   readonly coordinationCommands: Counter;
 }
@@ -90,6 +95,8 @@ function createInstruments(meter: Meter): Instruments {
     transactionOutcomeResolutions: counter(meter, METRICS.transactionOutcomeResolutions),
     poolClientErrors: counter(meter, METRICS.poolClientErrors),
     connectionsEvicted: counter(meter, METRICS.connectionsEvicted),
+    failovers: counter(meter, METRICS.failovers),
+    writeUnavailability: histogram(meter, METRICS.writeUnavailability),
     poolClientLeaks: counter(meter, METRICS.poolClientLeaks),
     coordinationCommands: counter(meter, METRICS.coordinationCommands),
   };
@@ -171,6 +178,28 @@ export class ResilienceMetrics {
       [ATTR.TARGET]: event.target,
       [ATTR.REASON]: event.reason,
     });
+  }
+
+  /** A failover signal (instrumentation/failover.ts): the first of each failover is counted. */
+  failoverDetected(event: FailoverEvent): void {
+    if (!event.first) return;
+    this.#instruments.failovers.add(1, { [ATTR.TARGET]: event.target, [ATTR.KIND]: event.kind });
+  }
+
+  /** Writes succeed again after a failover (instrumentation/write-availability.ts). */
+  writesRestored(event: WritesRestoredEvent): void {
+    this.#instruments.writeUnavailability.record(event.durationMs * S_PER_MS, {
+      [ATTR.TARGET]: event.target,
+      [ATTR.KIND]: event.kind,
+    });
+  }
+
+  /** Where the role gauge reads every multi-host target's hosts (undefined: none). */
+  #hostRoles: (() => readonly HostRoleReading[]) | undefined;
+
+  /** Reports the hosts' roles from `source` in the role gauge (undefined: none). */
+  watchHostRoles(source: (() => readonly HostRoleReading[]) | undefined): void {
+    this.#hostRoles = source;
   }
 
   /** Reports the leaked clients of `detector` in the gauge (undefined: none). */
@@ -316,6 +345,9 @@ export class ResilienceMetrics {
     for (const reason of ATTRIBUTE_VALUES.leakReason) {
       i.poolClientLeaks.add(0, { ...t, [ATTR.REASON]: reason });
     }
+    for (const kind of ATTRIBUTE_VALUES[ATTR.KIND]) {
+      i.failovers.add(0, { ...t, [ATTR.KIND]: kind });
+    }
   }
 
   /** Zero series of the coordination counter: present (and rate() works) before the first command. */
@@ -369,6 +401,26 @@ export class ResilienceMetrics {
       this.#observe(result, (_policy, target) => {
         result.observe(counts?.get(String(target[ATTR.TARGET])) ?? 0, target);
       });
+    });
+    const roles = meter.createObservableGauge(METRICS.hostRole.name, {
+      unit: METRICS.hostRole.unit,
+      description: METRICS.hostRole.description,
+    });
+    roles.addCallback((result) => {
+      try {
+        for (const h of this.#hostRoles?.() ?? []) {
+          for (const role of ATTRIBUTE_VALUES[ATTR.ROLE]) {
+            result.observe(role === h.role ? 1 : 0, {
+              [ATTR.TARGET]: h.target,
+              [ATTR.SERVER_ADDRESS]: h.host,
+              [ATTR.SERVER_PORT]: h.port,
+              [ATTR.ROLE]: role,
+            });
+          }
+        }
+      } catch (error) {
+        this.#onError(error);
+      }
     });
     this.#observeCoordination(meter);
     return instruments;

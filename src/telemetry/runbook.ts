@@ -22,6 +22,8 @@ export const RUNBOOK_ANCHORS = {
   PgResilienceClientsLeaked: 'clients-leaked',
   PgResilienceCommitOutcomeUnknown: 'commit-outcome-unknown',
   PgResilienceCoordinationDegraded: 'coordination-degraded',
+  PgResilienceFailoverDetected: 'failover-detected',
+  PgResilienceWritesUnavailable: 'writes-unavailable',
 } as const;
 
 export type AlertName = keyof typeof RUNBOOK_ANCHORS;

@@ -20,7 +20,9 @@ import type { TargetPolicy } from '../policy/pipeline.ts';
 import type { PolicyRegistry } from '../policy/registry.ts';
 import type { ClientErrorAbsorbedEvent } from '../crash-guards/error-guards.ts';
 import type { ConnectionsEvictedEvent } from '../instrumentation/eviction.ts';
+import type { FailoverEvent } from '../instrumentation/failover.ts';
 import type { LeakDetector } from '../instrumentation/leak-detection.ts';
+import type { WritesRestoredEvent } from '../instrumentation/write-availability.ts';
 import { ResilienceLogs } from './logs.ts';
 import { ResilienceMetrics } from './metrics.ts';
 import { OperationSpans } from './spans.ts';
@@ -117,6 +119,29 @@ export class ResilienceTelemetry {
     try {
       this.metrics.connectionsEvicted(event);
       this.logs.connectionsEvicted(event);
+    } catch (error) {
+      this.reportError(error);
+    }
+  }
+
+  /** A server of a multi-host target changed role, or an address flipped (instrumentation/failover.ts). */
+  failoverDetected(event: FailoverEvent): void {
+    try {
+      this.metrics.failoverDetected(event);
+      this.logs.failoverDetected(event);
+      if (event.evicted > 0) {
+        this.connectionsEvicted({ target: event.target, reason: 'failover', count: event.evicted });
+      }
+    } catch (error) {
+      this.reportError(error);
+    }
+  }
+
+  /** Writes succeed again after a failover (instrumentation/write-availability.ts). */
+  writesRestored(event: WritesRestoredEvent): void {
+    try {
+      this.metrics.writesRestored(event);
+      this.logs.writesRestored(event);
     } catch (error) {
       this.reportError(error);
     }

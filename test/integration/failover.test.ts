@@ -3,13 +3,22 @@
 // away, then the standby is promoted. What the app must see: writes succeed again within 1 s of the new
 // primary accepting writes; every acknowledged write is on the new primary, none twice; no 25006 reaches
 // the app once the hook has seen one. Bare pg pointed at the old primary (run in a child process, where
-// nothing patches pg) is measured on the same runs for comparison, and its numbers printed.
+// nothing patches pg) is measured on the same runs for comparison, and its numbers printed. Each run also
+// reads the failover telemetry the SDK got (failovers by kind, each host's role, the write-unavailability
+// window) from an in-memory metric reader.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import {
+  AggregationTemporality,
+  InMemoryMetricExporter,
+  MeterProvider,
+  PeriodicExportingMetricReader,
+} from '@opentelemetry/sdk-metrics';
 import { PgResilienceInstrumentation } from '../../src/index.ts';
 import { type FailoverEvent, onFailoverDetected } from '../../src/instrumentation/failover.ts';
+import { ATTR, METRICS } from '../../src/telemetry/catalog.ts';
 import type { ReplicaPair } from '../support/replication.ts';
 
 /** The target is 1 s (each run's gap is reported); asserted with headroom for a loaded CI machine. */
@@ -19,6 +28,12 @@ const RESUME_BOUND_MS = 2_000;
 const instrumentation = new PgResilienceInstrumentation({
   retry: { maxAttempts: 10, initialDelayMs: 20, maxDelayMs: 150, budget: { enabled: false } },
 });
+const metricExporter = new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE);
+const metricReader = new PeriodicExportingMetricReader({
+  exporter: metricExporter,
+  exportIntervalMillis: 3_600_000,
+});
+instrumentation.setMeterProvider(new MeterProvider({ readers: [metricReader] }));
 const { startReplicaPair } = await import('../support/replication.ts');
 const { startRelay } = await import('../support/relay.ts');
 const pg = (await import('pg')).default;
@@ -129,6 +144,40 @@ function bareWriter(
   });
 }
 
+/** A metric's data points of one target, as [attributes, value], read from the SDK now. */
+async function points(name: string, target: string) {
+  await metricReader.forceFlush();
+  const metric = (
+    metricExporter
+      .getMetrics()
+      .at(-1)
+      ?.scopeMetrics.flatMap((m) => m.metrics) ?? []
+  ).find((m) => m.descriptor.name === name);
+  return (metric?.dataPoints ?? [])
+    .filter((p) => p.attributes[ATTR.TARGET] === target)
+    .map((p) => [p.attributes, p.value] as const);
+}
+
+/** What the telemetry says about `target`: failovers by kind, roles by port, write-unavailability windows. */
+async function failoverTelemetry(target: string) {
+  const failovers: Record<string, number> = {};
+  for (const [a, v] of await points(METRICS.failovers.name, target)) {
+    if (typeof v === 'number' && v > 0) failovers[String(a[ATTR.KIND])] = v;
+  }
+  const roles: Record<string, string> = {};
+  for (const [a, v] of await points(METRICS.hostRole.name, target)) {
+    if (v === 1) roles[String(a[ATTR.SERVER_PORT])] = String(a[ATTR.ROLE]);
+  }
+  let windows = 0;
+  let windowSeconds = 0;
+  for (const [, v] of await points(METRICS.writeUnavailability.name, target)) {
+    const h = v as { count: number; sum: number };
+    windows += h.count;
+    windowSeconds += h.sum;
+  }
+  return { failovers, roles, windows, windowSeconds };
+}
+
 describe('failover (real primary + synchronous standby)', { timeout: 120_000 }, () => {
   const pairs: ReplicaPair[] = [];
   const pools: Array<InstanceType<typeof pg.Pool>> = [];
@@ -233,6 +282,16 @@ describe('failover (real primary + synchronous standby)', { timeout: 120_000 }, 
       assert.equal(run.lateReadOnly, 0);
       // Bare pg on the old primary's address: nothing succeeds after the failover.
       assert.ok(bareRun.lastAckAt < promotedAt);
+      // The telemetry: one failover (the stop's 57P01 on every connection is the same one), the standby
+      // now known as the primary, and the window without writes recorded once writes came back.
+      const target = `127.0.0.1:${pair.primary.port},127.0.0.1:${pair.standby.port}/app`;
+      const seen = await failoverTelemetry(target);
+      console.log(`[failover] stop + promote telemetry: ${JSON.stringify(seen)}`);
+      assert.deepEqual(seen.failovers, { admin_shutdown: 1 });
+      assert.equal(seen.roles[String(pair.standby.port)], 'primary');
+      assert.notEqual(seen.roles[String(pair.primary.port)], 'primary');
+      assert.equal(seen.windows, 1);
+      assert.ok(seen.windowSeconds > 0 && seen.windowSeconds < 10, `window ${seen.windowSeconds} s`);
     },
   );
 
@@ -270,6 +329,14 @@ describe('failover (real primary + synchronous standby)', { timeout: 120_000 }, 
       );
       assert.equal(run.lateReadOnly, 0, 'a 25006 reached the app after the hook had seen one');
       assert.ok((bareRun.errors['25006'] ?? 0) > 0, 'bare pg on the old address gets 25006');
+      const target = `127.0.0.1:${pair.primary.port},127.0.0.1:${pair.standby.port}/app`;
+      const seen = await failoverTelemetry(target);
+      console.log(`[failover] demoted while up telemetry: ${JSON.stringify(seen)}`);
+      assert.deepEqual(seen.failovers, { read_only: 1 });
+      assert.equal(seen.roles[String(pair.standby.port)], 'primary');
+      assert.notEqual(seen.roles[String(pair.primary.port)], 'primary', 'the demoted primary is not primary');
+      assert.equal(seen.windows, 1);
+      assert.ok(seen.windowSeconds > 0 && seen.windowSeconds < 10, `window ${seen.windowSeconds} s`);
     },
   );
 
@@ -324,6 +391,14 @@ describe('failover (real primary + synchronous standby)', { timeout: 120_000 }, 
           run.ackTimes.filter((t) => t > flippedAt + RESUME_BOUND_MS).length > 0,
           'writes flow after the flip',
         );
+        const target = events.find((e) => e.kind === 'endpoint_flip')?.target ?? '';
+        assert.equal(target, `127.0.0.1:${relay.port}/app`);
+        const seen = await failoverTelemetry(target);
+        console.log(`[failover] endpoint flip telemetry: ${JSON.stringify(seen)}`);
+        assert.deepEqual(seen.failovers, { endpoint_flip: 1 });
+        assert.deepEqual(seen.roles, {}, 'one address: no host roles');
+        assert.equal(seen.windows, 1);
+        assert.ok(seen.windowSeconds > 0 && seen.windowSeconds < 10, `window ${seen.windowSeconds} s`);
       } finally {
         await relay.close();
       }

@@ -10,8 +10,14 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { parse } from 'yaml';
-import { ALERT_CASES, ALERTS, PG_POOL } from '../../scripts/alert-rules.ts';
-import { ATTR, METRICS, prometheusLabel, prometheusSeries } from '../../src/telemetry/catalog.ts';
+import { ALERT_CASES, ALERTS, PG_POOL, THRESHOLDS } from '../../scripts/alert-rules.ts';
+import {
+  ATTR,
+  FAILOVER_BUCKETS_S,
+  METRICS,
+  prometheusLabel,
+  prometheusSeries,
+} from '../../src/telemetry/catalog.ts';
 import { RUNBOOK_ANCHORS, RUNBOOK_URL } from '../../src/telemetry/runbook.ts';
 
 const root = join(import.meta.dirname, '..', '..');
@@ -98,6 +104,8 @@ describe('alert rules', () => {
       'PgResiliencePoolUtilisationHigh',
       'PgResilienceClientErrorsSpiking',
       'PgResilienceClientsLeaked',
+      'PgResilienceFailoverDetected',
+      'PgResilienceWritesUnavailable',
     ]) {
       assert.ok(names.includes(name), `missing alert ${name}`);
     }
@@ -112,6 +120,10 @@ describe('alert rules', () => {
       assert.equal(anchor, RUNBOOK_ANCHORS[r.alert as keyof typeof RUNBOOK_ANCHORS]);
       assert.ok(runbook.has(anchor), `${r.alert}: docs/runbook.md has no section #${anchor}`);
     }
+  });
+
+  it('the write-unavailability threshold is a bucket boundary of its histogram (else `le` matches nothing)', () => {
+    assert.ok(FAILOVER_BUCKETS_S.includes(THRESHOLDS.writesUnavailableSeconds));
   });
 
   it('use only metric names from the telemetry catalog (or instrumentation-pg’s pool series)', () => {

@@ -122,6 +122,7 @@ const EXPECTED_DEFAULT: ResilienceSettings = {
   liveness: { keepAliveInitialDelayMs: 10000, evictIdleOnOutage: true },
   leakDetection: { enabled: true, idleThresholdMs: 0, deadGraceMs: 5000 },
   transaction: { outcomeResolutionMs: 10000 },
+  failover: { roleTrustMs: 0, roleCheckTimeoutMs: 5000, evictOnFailover: true },
 };
 // The seed's database profile.
 const EXPECTED_BATCH: ResilienceSettings = {
@@ -160,6 +161,7 @@ const EXPECTED_BATCH: ResilienceSettings = {
   liveness: { keepAliveInitialDelayMs: 10000, evictIdleOnOutage: true },
   leakDetection: { enabled: true, idleThresholdMs: 0, deadGraceMs: 5000 },
   transaction: { outcomeResolutionMs: 60000 },
+  failover: { roleTrustMs: 0, roleCheckTimeoutMs: 5000, evictOnFailover: true },
 };
 
 const settingsOf = (c: ResilienceConfig): ResilienceSettings => ({
@@ -172,6 +174,7 @@ const settingsOf = (c: ResilienceConfig): ResilienceSettings => ({
   liveness: c.liveness,
   leakDetection: c.leakDetection,
   transaction: c.transaction,
+  failover: c.failover,
 });
 
 // ---- profiles ----
@@ -1011,6 +1014,7 @@ describe('settingsForTarget', () => {
     assert.deepEqual(Object.keys(s).sort(), [
       'bulkhead',
       'circuitBreaker',
+      'failover',
       'leakDetection',
       'liveness',
       'rateLimit',
@@ -1103,5 +1107,30 @@ describe('properties', () => {
         },
       ),
     );
+  });
+});
+
+describe('failover settings from the environment', () => {
+  it('PG_RESILIENCE_FAILOVER_* set failover.roleTrustMs, .roleCheckTimeoutMs and .evictOnFailover; code wins', () => {
+    const env = {
+      PG_RESILIENCE_FAILOVER_ROLE_TRUST_MS: '30000',
+      PG_RESILIENCE_FAILOVER_ROLE_CHECK_TIMEOUT_MS: '1500',
+      PG_RESILIENCE_FAILOVER_EVICT: 'no',
+    };
+    assert.deepEqual(resolve({ env }).failover, {
+      roleTrustMs: 30000,
+      roleCheckTimeoutMs: 1500,
+      evictOnFailover: false,
+    });
+    const config = resolve({
+      env,
+      options: {
+        failover: { evictOnFailover: true },
+        targets: { 'db:5432/app': { failover: { roleTrustMs: 0 } } },
+      },
+    });
+    assert.equal(config.failover.evictOnFailover, true);
+    assert.equal(settingsForTarget(config, 'db:5432/app').failover.roleTrustMs, 0);
+    assert.equal(settingsForTarget(config, 'db:5432/app').failover.roleCheckTimeoutMs, 1500);
   });
 });

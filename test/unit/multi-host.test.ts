@@ -2,6 +2,22 @@
 // host/port lists, PGHOST/PGPORT, target_session_attrs, load_balance_hosts, and what pg gets instead.
 import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
+import { EventEmitter } from 'node:events';
+import {
+  type FailoverEvent,
+  hostRoleChanged,
+  onFailoverDetected,
+  watchForFailover,
+} from '../../src/instrumentation/failover.ts';
+import { chooseHost, knownRole, markHostStale } from '../../src/instrumentation/host-choice.ts';
+import type { Targets } from '../../src/instrumentation/targets.ts';
+import type { PgClientLike } from '../../src/instrumentation/types.ts';
+import {
+  failoverSignalled,
+  onWritesRestored,
+  watchWrites,
+  type WritesRestoredEvent,
+} from '../../src/instrumentation/write-availability.ts';
 import {
   parseConfig,
   parseConnectionString,
@@ -117,5 +133,198 @@ describe('multi-host targets', () => {
       singleHostOptions({ connectionString: url }, fromUrl).connectionString,
       'postgresql://u:p@h1:1/d',
     );
+  });
+});
+
+// ---- the `failover` settings change what host-choice.ts and failover.ts do ----
+
+/** A stand-in for pg's Client as the role checks use it: every check answers "primary", and is counted. */
+function fakeClient(): { client: object; checks: Array<Record<string, unknown>> } {
+  const checks: Array<Record<string, unknown>> = [];
+  class Checked {
+    constructor(config: Record<string, unknown>) {
+      checks.push(config);
+    }
+    connect = async (): Promise<void> => {};
+    query = async () => ({ rows: [{ rec: false, ro: 'off' }] });
+    end = async (): Promise<void> => {};
+    on = (): void => {};
+  }
+  const client = new Checked({});
+  checks.length = 0; // the app's own client is no check
+  return { client, checks };
+}
+
+describe('failover settings', () => {
+  it('roleTrustMs 0: a checked role is trusted until an error; roleTrustMs > 0: checked again after it', async (t) => {
+    t.mock.timers.enable({ apis: ['Date'], now: 1_000_000 });
+    const spec = parseConfig({
+      host: 'h1,h2',
+      port: '7001,7002',
+      database: 'd',
+      target_session_attrs: 'read-write',
+    });
+    assert.ok(spec);
+    const { client, checks } = fakeClient();
+    const h1 = { host: 'h1', port: 7001 };
+    try {
+      assert.deepEqual(await chooseHost(spec, client, { timeoutMs: 5000, trustMs: 0 }), h1);
+      assert.equal(checks.length, 1);
+      t.mock.timers.tick(3_600_000);
+      await chooseHost(spec, client, { timeoutMs: 5000, trustMs: 0 });
+      assert.equal(checks.length, 1, 'trusted until an error: no new check an hour later');
+      await chooseHost(spec, client, { timeoutMs: 5000, trustMs: 30_000 });
+      assert.equal(checks.length, 2, 'older than roleTrustMs: checked again');
+      t.mock.timers.tick(29_999);
+      await chooseHost(spec, client, { timeoutMs: 5000, trustMs: 30_000 });
+      assert.equal(checks.length, 2, 'within roleTrustMs: trusted');
+      t.mock.timers.tick(1);
+      await chooseHost(spec, client, { timeoutMs: 5000, trustMs: 30_000 });
+      assert.equal(checks.length, 3);
+    } finally {
+      markHostStale(h1);
+    }
+  });
+
+  it('roleCheckTimeoutMs bounds both the connect and the query of a check', async () => {
+    const spec = parseConfig({
+      host: 'h3,h4',
+      port: '7003,7004',
+      database: 'd',
+      target_session_attrs: 'primary',
+    });
+    assert.ok(spec);
+    const { client, checks } = fakeClient();
+    try {
+      await chooseHost(spec, client, { timeoutMs: 1234, trustMs: 0 });
+      assert.equal(checks[0]?.connectionTimeoutMillis, 1234);
+      assert.equal(checks[0]?.query_timeout, 1234);
+    } finally {
+      markHostStale({ host: 'h3', port: 7003 });
+    }
+  });
+
+  for (const evictOnFailover of [true, false]) {
+    it(`evictOnFailover ${evictOnFailover}: a role change ${evictOnFailover ? 'closes' : 'leaves'} the pooled connections to that host`, () => {
+      const spec = parseConfig({ host: 'h5,h6', port: '7005,7006', database: 'd' });
+      assert.ok(spec);
+      const h5 = { host: 'h5', port: 7005 };
+      const idle = { name: 'idle' };
+      const busy = { name: 'busy', _poolUseCount: 3 };
+      const removed: unknown[] = [];
+      const pool = {
+        _idle: [{ client: idle }],
+        _clients: [idle, busy],
+        // pg-pool's _remove forgets the client and ends it
+        _remove(c: object) {
+          removed.push(c);
+          this._clients = this._clients.filter((x) => x !== c);
+        },
+      };
+      const targets = {
+        registry: { forTarget: () => ({ settings: { failover: { evictOnFailover } } }) },
+        pools: () => [pool],
+      } as unknown as Targets;
+      const event = hostRoleChanged(h5, spec, '25006', targets, () => h5);
+      assert.equal(knownRole(h5), 'unknown', 'the role is forgotten either way');
+      if (evictOnFailover) {
+        assert.deepEqual(removed, [idle]);
+        assert.equal(busy._poolUseCount, Infinity, 'the checked-out client is discarded when released');
+        assert.deepEqual([event.evicted, event.discarded], [1, 1]);
+      } else {
+        assert.deepEqual(removed, []);
+        assert.equal(busy._poolUseCount, 3);
+        assert.deepEqual([event.evicted, event.discarded], [0, 0]);
+      }
+    });
+  }
+});
+
+describe('the write-unavailability window', () => {
+  it('opens on the first signal of a target, closes on the next INSERT/UPDATE/DELETE/MERGE that succeeds on a connection opened after it', async (t) => {
+    t.mock.timers.enable({ apis: ['Date'], now: 5_000 });
+    const seen: WritesRestoredEvent[] = [];
+    const stop = onWritesRestored((e) => seen.push(e));
+    const watched = (): EventEmitter => {
+      const connection = new EventEmitter();
+      watchWrites({ connection } as unknown as PgClientLike, () => 'w1:1,w2:2/d');
+      return connection;
+    };
+    try {
+      const old = watched();
+      old.emit('commandComplete', { text: 'INSERT 0 1' });
+      t.mock.timers.tick(1);
+      assert.equal(seen.length, 0, 'no window open: nothing to close');
+      assert.equal(failoverSignalled('w1:1,w2:2/d', 'admin_shutdown'), true);
+      t.mock.timers.tick(300);
+      assert.equal(failoverSignalled('w1:1,w2:2/d', 'read_only'), false, 'the same failover');
+      old.emit('commandComplete', { text: 'INSERT 0 1' });
+      assert.equal(seen.length, 0, 'a write on a connection from before the signal may be the old primary’s');
+      const fresh = watched();
+      t.mock.timers.tick(400);
+      fresh.emit('commandComplete', { text: 'SELECT 1' });
+      fresh.emit('commandComplete', { text: 'COMMIT' });
+      assert.equal(seen.length, 0, 'a read or a COMMIT is no proof that writes are accepted');
+      fresh.emit('commandComplete', { text: 'UPDATE 3' });
+      assert.deepEqual(seen, [{ target: 'w1:1,w2:2/d', kind: 'admin_shutdown', durationMs: 700 }]);
+      fresh.emit('commandComplete', { text: 'DELETE 1' });
+      assert.equal(seen.length, 1, 'closed once');
+      t.mock.timers.tick(1);
+      assert.equal(failoverSignalled('w1:1,w2:2/d', 'read_only'), true, 'the next failover opens a new one');
+      t.mock.timers.tick(1);
+      watched().emit('commandComplete', { text: 'MERGE 1' });
+      assert.equal(seen.length, 2);
+    } finally {
+      stop();
+    }
+  });
+});
+
+describe('one failover, however many connections report it', () => {
+  it('a late error on a connection opened before the previous signal of that server is no new failover', (t) => {
+    t.mock.timers.enable({ apis: ['Date'], now: 9_000 });
+    const spec = parseConfig({ host: 'e1,e2', port: '7011,7012', database: 'd' });
+    assert.ok(spec);
+    const e1 = { host: 'e1', port: 7011 };
+    const targets = {
+      registry: { forTarget: () => ({ settings: { failover: { evictOnFailover: true } } }) },
+      pools: () => [],
+    } as unknown as Targets;
+    const events: FailoverEvent[] = [];
+    const stop = onFailoverDetected((e) => events.push(e));
+    const connect = (): EventEmitter => {
+      t.mock.timers.tick(1);
+      const connection = new EventEmitter();
+      watchForFailover(
+        { connection } as unknown as PgClientLike,
+        e1,
+        spec,
+        () => targets,
+        () => e1,
+      );
+      return connection;
+    };
+    try {
+      const a = connect();
+      const b = connect();
+      a.emit('errorMessage', { code: '57P01' });
+      b.emit('errorMessage', { code: '57P01' });
+      const c = connect(); // after the failover: the write that closes its window
+      c.emit('commandComplete', { text: 'INSERT 0 1' });
+      b.emit('errorMessage', { code: '25006' }); // b, checked out before, answers late
+      connect().emit('errorMessage', { code: '25006' }); // a connection from after it: a new failover
+      assert.deepEqual(
+        events.map((e) => [e.kind, e.first]),
+        [
+          ['admin_shutdown', true],
+          ['admin_shutdown', false],
+          ['read_only', false],
+          ['read_only', true],
+        ],
+      );
+    } finally {
+      stop();
+      markHostStale(e1);
+    }
   });
 });

@@ -501,3 +501,63 @@ describe('a COMMIT lost in flight, settled (withTransaction reports a commit.out
     assert.match(String(records[1]!.body), /asked about transaction 743: no answer.*txid_status\(743\)/);
   });
 });
+
+describe('failover telemetry (instrumentation/failover.ts, write-availability.ts, host-choice.ts)', () => {
+  const MULTI = 'db1:5432,db2:5432/app';
+  const signal = (first: boolean, kind: 'read_only' | 'admin_shutdown' = 'read_only') => ({
+    target: MULTI,
+    host: 'db1:5432',
+    code: kind === 'read_only' ? '25006' : '57P01',
+    kind,
+    first,
+    evicted: 2,
+    discarded: 1,
+  });
+
+  it('one failover counted per first signal, by kind (zero series for each); its window recorded in seconds; one log line each', async () => {
+    const { telemetry, points, logRecords } = setup();
+    telemetry.metrics.declareTarget(MULTI);
+    const zero = (await points(METRICS.failovers.name)).filter(([a]) => a[ATTR.TARGET] === MULTI);
+    assert.deepEqual(zero.map(([a, v]) => [a[ATTR.KIND], v]).sort(), [
+      ['admin_shutdown', 0],
+      ['cannot_connect_now', 0],
+      ['crash_shutdown', 0],
+      ['endpoint_flip', 0],
+      ['read_only', 0],
+    ]);
+    telemetry.failoverDetected(signal(true));
+    telemetry.failoverDetected(signal(false)); // the same failover, seen on another connection
+    telemetry.failoverDetected(signal(false, 'admin_shutdown'));
+    telemetry.writesRestored({ target: MULTI, kind: 'read_only', durationMs: 420 });
+    const counted = (await points(METRICS.failovers.name)).filter(([, v]) => v !== 0);
+    assert.deepEqual(counted, [[{ [ATTR.TARGET]: MULTI, [ATTR.KIND]: 'read_only' }, 1]]);
+    const windows = await points(METRICS.writeUnavailability.name);
+    assert.equal(windows.length, 1);
+    assert.deepEqual(windows[0]![0], { [ATTR.TARGET]: MULTI, [ATTR.KIND]: 'read_only' });
+    assert.equal((windows[0]![1] as { count: number; sum: number }).count, 1);
+    assert.equal((windows[0]![1] as { count: number; sum: number }).sum, 0.42);
+    const evicted = (await points(METRICS.connectionsEvicted.name)).filter(([, v]) => v !== 0);
+    assert.deepEqual(evicted, [[{ [ATTR.TARGET]: MULTI, [ATTR.REASON]: 'failover' }, 6]]);
+    const names = logRecords
+      .getFinishedLogRecords()
+      .map((r) => r.eventName)
+      .filter((n) => n === LOG_EVENTS.failover || n === LOG_EVENTS.writesRestored);
+    assert.deepEqual(names, [LOG_EVENTS.failover, LOG_EVENTS.writesRestored]);
+  });
+
+  it('the role gauge: 1 for each host’s current role, 0 for the others; host and port as their own attributes', async () => {
+    const { telemetry, points } = setup();
+    telemetry.metrics.watchHostRoles(() => [
+      { target: MULTI, host: 'db1', port: 5432, role: 'read_only' },
+      { target: MULTI, host: 'db2', port: 5432, role: 'primary' },
+    ]);
+    const roles = (await points(METRICS.hostRole.name))
+      .filter(([, v]) => v === 1)
+      .map(([a]) => [a[ATTR.SERVER_ADDRESS], a[ATTR.SERVER_PORT], a[ATTR.ROLE]]);
+    assert.deepEqual(roles, [
+      ['db1', 5432, 'read_only'],
+      ['db2', 5432, 'primary'],
+    ]);
+    assert.equal((await points(METRICS.hostRole.name)).length, 8, 'four roles per host');
+  });
+});
