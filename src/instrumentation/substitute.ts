@@ -167,7 +167,10 @@ export function substituteVeto(
       c,
     );
   }
-  if (c.errorClass !== 'connection_lost' || facts.endedByApp || !facts.usableAtIssue) return undefined;
+  if (c.errorClass === 'client_unusable') return diedIdleVeto(facts);
+  if (c.errorClass !== 'connection_lost') return undefined;
+  markLostUnderStatement(facts.client);
+  if (facts.endedByApp || !facts.usableAtIssue) return undefined;
   if (inTransaction(transactionStatus(facts.client)) || facts.othersQueued) return undefined;
   if (!isSafeToRepeat(facts.query)) return undefined;
   // pg gave the connection up, or the server ended the session (a FATAL error: pg closes it right after).
@@ -176,11 +179,41 @@ export function substituteVeto(
   }
   // A connection that died while connecting: the app's connect failed, its statements fail with it.
   if ((facts.client as { _connected?: unknown })._connected === false) return undefined;
+  return sameSession(facts);
+}
+
+/**
+ * A statement pg refused to send ("…is not queryable") on a pool's client whose connection died while
+ * nothing of its owner's was in flight on it (between its checkout and this statement: its owner has
+ * had no error from it). Nothing was sent. A pool's client only: pg-pool discards a client that is not
+ * queryable when it is released, whatever its owner knows, so the dead client leaves circulation as
+ * with bare pg. Once a statement of the owner's failed on it, every later one fails as with bare pg.
+ */
+function diedIdleVeto(facts: SubstituteFacts): SuppressReason | true | undefined {
+  const client = facts.client as ClientInternals & { [LOST_UNDER_STATEMENT]?: true };
+  if (client[POOL] === undefined || client[LOST_UNDER_STATEMENT] === true) return undefined;
+  if (facts.endedByApp || facts.othersQueued) return undefined;
+  if (inTransaction(transactionStatus(client)) || !isSafeToRepeat(facts.query)) return undefined;
+  return sameSession(facts);
+}
+
+/** The last checks: a substitute can be made, set up the same, and the statement needs no more. */
+function sameSession(facts: SubstituteFacts): SuppressReason | true | undefined {
   if (factory(facts.client) === undefined) return undefined;
   const state = sessionState(facts.client);
   if (state?.taint !== undefined) return 'session_state';
   if (statementNeedsSession(facts.query, facts.values) !== undefined) return 'session_state';
   return true;
+}
+
+/** A statement of the owner's failed on this client because its connection died. */
+const LOST_UNDER_STATEMENT = Symbol('pg-resilience.lostUnderStatement');
+
+function markLostUnderStatement(client: object): void {
+  const c = client as { [LOST_UNDER_STATEMENT]?: true };
+  if (c[LOST_UNDER_STATEMENT] === undefined) {
+    Object.defineProperty(c, LOST_UNDER_STATEMENT, { value: true, enumerable: false, configurable: true });
+  }
 }
 
 /** The substitute for one statement call; each attempt opens its own connection. */

@@ -216,6 +216,49 @@ describe('substitute connections (real PostgreSQL)', { timeout: 240_000 }, () =>
       client.release(true);
     });
 
+    it(
+      'a read on a checked-out client whose connection died while idle gets its rows from a substitute; a write fails as bare; the pool discards the client',
+      T,
+      async () => {
+        const pool = new pg.Pool({ ...proxy.clientConfig(server), max: 1 });
+        open.push(pool);
+        const client: PoolClient = await pool.connect();
+        const errors: Error[] = [];
+        client.on('error', (e) => errors.push(e));
+        await client.query('SET search_path TO tenant_a');
+        proxy.resetOpenConnections();
+        for (let i = 0; i < 50 && errors.length === 0; i++) await sleep(20);
+        assert.ok(errors.length >= 1, "the connection died while the client was idle in the app's hands");
+        const r = await client.query('SELECT v FROM items');
+        assert.deepEqual(r.rows, [{ v: 'tenant_a' }], 'with the session replayed');
+        assert.equal(retries.length, 1);
+        await assert.rejects(client.query("INSERT INTO writes (key) VALUES ('idle-dead')"), notQueryable);
+        assert.equal(await rowsWithKey('idle-dead'), 0);
+        client.release();
+        assert.equal(pool.totalCount, 0, 'pg-pool discarded the dead client on release');
+        assert.deepEqual((await pool.query('SELECT 1 AS one')).rows, [{ one: 1 }]);
+      },
+    );
+
+    it(
+      'once a statement of its owner failed on the dead client, a later read fails as with bare pg',
+      T,
+      async () => {
+        const pool = new pg.Pool({ ...proxy.clientConfig(server), max: 1 });
+        open.push(pool);
+        const client: PoolClient = await pool.connect();
+        client.on('error', () => {});
+        await client.query('SELECT 1');
+        await assert.rejects(
+          cutMidStatement(() => client.query("INSERT INTO writes (key) VALUES ('cut-write')")),
+          isLost,
+        );
+        await assert.rejects(client.query('SELECT v FROM items'), notQueryable);
+        assert.equal(retries.length, 0);
+        client.release(true);
+      },
+    );
+
     it('a read inside a transaction is never substituted', T, async () => {
       const pool = new pg.Pool({ ...proxy.clientConfig(server), max: 2 });
       open.push(pool);
