@@ -5,27 +5,37 @@
  * - the breaker-open alert becomes pending or firing during the outage scenario, and no alert fires
  *   after the baseline scenario;
  * - every panel query of every dashboard (grafana/dashboards/*.json), with the Grafana variables
- *   replaced, returns a non-empty result from Prometheus's HTTP API, evaluated while the demo ran.
+ *   replaced, returns a non-empty result from Prometheus's HTTP API, evaluated while the demo ran (but
+ *   two failover panels, proven in test/integration/failover.test.ts).
  * A missing `prometheus` binary fails the test (CI installs Debian's package).
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { dashboardQueries, withVariables } from '../../grafana/dashboards/src/queries.ts';
 import { alertRules } from '../../scripts/alert-rules.ts';
 import { freePort } from '../support/postgres.ts';
+import { startPrometheus } from '../support/prometheus.ts';
 
 const root = path.join(import.meta.dirname, '..', '..');
+/**
+ * Panels with data only once a multi-host target failed over, which the demo does not do: each host's
+ * role and the write-unavailability window. test/integration/failover.test.ts proves them with data in a
+ * real Prometheus during a failover.
+ */
+const AFTER_A_FAILOVER = new Set(['Host roles', 'Write-unavailability window']);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('observability bundle against a real Prometheus', () => {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'pg-resilience-prometheus-'));
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'pg-resilience-observability-'));
   const children: ChildProcess[] = [];
-  after(() => {
+  const closers: Array<() => Promise<void>> = [];
+  after(async () => {
     for (const c of children) c.kill('SIGKILL');
+    for (const close of closers) await close();
     rmSync(dir, { recursive: true, force: true });
   });
 
@@ -33,46 +43,12 @@ describe('observability bundle against a real Prometheus', () => {
     'alerts fire in the outage, not after the baseline; every dashboard panel has data',
     { timeout: 240_000 },
     async () => {
-      const version = spawnSync('prometheus', ['--version'], { encoding: 'utf8' });
-      if (version.error)
-        assert.fail(`prometheus is required (apt-get install -y prometheus): ${version.error.message}`);
-
       const metricsPort = await freePort();
-      const promPort = await freePort();
-      writeFileSync(path.join(dir, 'rules.yml'), alertRules({ forOverride: '2s' }));
-      writeFileSync(
-        path.join(dir, 'prometheus.yml'),
-        [
-          'global: { scrape_interval: 1s, evaluation_interval: 1s }',
-          'rule_files: [rules.yml]',
-          'scrape_configs:',
-          '  - job_name: pg-resilience-demo',
-          `    static_configs: [{ targets: ['127.0.0.1:${metricsPort}'] }]`,
-          '',
-        ].join('\n'),
-      );
-      const prom = spawn(
-        'prometheus',
-        [
-          `--config.file=${path.join(dir, 'prometheus.yml')}`,
-          `--storage.tsdb.path=${path.join(dir, 'data')}`,
-          `--web.listen-address=127.0.0.1:${promPort}`,
-        ],
-        { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] },
-      );
-      children.push(prom);
-      let promLog = '';
-      prom.stderr?.on('data', (d) => (promLog = (promLog + String(d)).slice(-4000)));
-      const api = `http://127.0.0.1:${promPort}/api/v1`;
-      for (let i = 0; ; i++) {
-        const ready = await fetch(`http://127.0.0.1:${promPort}/-/ready`).then(
-          (r) => r.ok,
-          () => false,
-        );
-        if (ready) break;
-        if (i > 100) assert.fail(`Prometheus did not start: ${promLog}`);
-        await sleep(100);
-      }
+      const prometheus = await startPrometheus({
+        targets: [`127.0.0.1:${metricsPort}`],
+        rules: alertRules({ forOverride: '2s' }),
+      });
+      closers.push(() => prometheus.close());
 
       const json = path.join(dir, 'demo.json');
       const demo = spawn(
@@ -94,12 +70,7 @@ describe('observability bundle against a real Prometheus', () => {
       demo.stderr.on('data', (d) => (output += d));
       const exited = new Promise<number | null>((resolve) => demo.on('exit', (c) => resolve(c)));
 
-      const alerts = async () =>
-        (
-          (await (await fetch(`${api}/alerts`)).json()) as {
-            data: { alerts: { labels: Record<string, string>; state: string }[] };
-          }
-        ).data.alerts;
+      const alerts = () => prometheus.alerts();
       const waitFor = async (text: string) => {
         while (!output.includes(text)) {
           if (demo.exitCode !== null) assert.fail(`the demo ended before "${text}": ${output}`);
@@ -140,18 +111,13 @@ describe('observability bundle against a real Prometheus', () => {
       assert.ok(queries.length >= 15, `${queries.length} panel queries`);
       const empty: string[] = [];
       for (const q of queries) {
-        const url = `${api}/query?query=${encodeURIComponent(withVariables(q.expr, { rateInterval: '2m' }))}&time=${at}`;
-        const res = (await (await fetch(url)).json()) as {
-          status: string;
-          error?: string;
-          data?: { result: unknown[] };
-        };
+        const res = await prometheus.query(withVariables(q.expr, { rateInterval: '2m' }), at);
         assert.equal(
           res.status,
           'success',
           `${q.dashboard} / ${q.panel}: ${res.error} in ${withVariables(q.expr, { rateInterval: '2m' })}`,
         );
-        if ((res.data?.result.length ?? 0) === 0)
+        if ((res.data?.result.length ?? 0) === 0 && !AFTER_A_FAILOVER.has(q.panel))
           empty.push(`${q.dashboard} / ${q.panel}: ${withVariables(q.expr, { rateInterval: '2m' })}`);
       }
       assert.deepEqual(empty, [], 'every panel query returns data');

@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { PrometheusExporter } from '@opentelemetry/exporter-prometheus';
 import {
   AggregationTemporality,
   InMemoryMetricExporter,
@@ -18,7 +19,11 @@ import {
 } from '@opentelemetry/sdk-metrics';
 import { PgResilienceInstrumentation } from '../../src/index.ts';
 import { type FailoverEvent, onFailoverDetected } from '../../src/instrumentation/failover.ts';
-import { ATTR, METRICS } from '../../src/telemetry/catalog.ts';
+import { ATTR, METRICS, prometheusLabel, prometheusName } from '../../src/telemetry/catalog.ts';
+import { dashboardQueries, withVariables } from '../../grafana/dashboards/src/queries.ts';
+import { alertRules } from '../../scripts/alert-rules.ts';
+import { freePort } from '../support/free-port.ts';
+import { startPrometheus } from '../support/prometheus.ts';
 import type { ReplicaPair } from '../support/replication.ts';
 
 /** The target is 1 s (each run's gap is reported); asserted with headroom for a loaded CI machine. */
@@ -33,7 +38,17 @@ const metricReader = new PeriodicExportingMetricReader({
   exporter: metricExporter,
   exportIntervalMillis: 3_600_000,
 });
-instrumentation.setMeterProvider(new MeterProvider({ readers: [metricReader] }));
+// And a real Prometheus scraping the same metrics, with the alert rules: the last test reads it.
+const metricsPort = await freePort();
+instrumentation.setMeterProvider(
+  new MeterProvider({
+    readers: [metricReader, new PrometheusExporter({ host: '127.0.0.1', port: metricsPort })],
+  }),
+);
+const prometheus = await startPrometheus({
+  targets: [`127.0.0.1:${metricsPort}`],
+  rules: alertRules({ forOverride: '0s' }),
+});
 const { startReplicaPair } = await import('../support/replication.ts');
 const { startRelay } = await import('../support/relay.ts');
 const pg = (await import('pg')).default;
@@ -185,6 +200,7 @@ describe('failover (real primary + synchronous standby)', { timeout: 120_000 }, 
   const stopListening = onFailoverDetected((e) => events.push(e));
 
   after(async () => {
+    await prometheus.close();
     stopListening();
     await Promise.all(pools.map((p) => p.end().catch(() => {})));
     await Promise.all(pairs.map((p) => p.close()));
@@ -235,6 +251,16 @@ describe('failover (real primary + synchronous standby)', { timeout: 120_000 }, 
     return { lost, duplicated };
   }
 
+  /** Waits (bounded) until Prometheus has scraped `target`'s failover counter. */
+  async function scraped(target: string): Promise<void> {
+    const expr = `${prometheusName(METRICS.failovers)}{${prometheusLabel(ATTR.TARGET)}="${target}"}`;
+    for (let i = 0; i < 40; i++) {
+      if (((await prometheus.query(expr)).data?.result.length ?? 0) > 0) return;
+      await sleep(100);
+    }
+    throw new Error(`Prometheus never scraped ${expr}`);
+  }
+
   function report(name: string, run: Run, promotedAt: number, extra: Record<string, unknown> = {}): number {
     const times = [...run.ackTimes.slice().sort((a, b) => a - b), run.stoppedAt];
     const firstAfter = times.find((t) => t >= promotedAt);
@@ -260,7 +286,8 @@ describe('failover (real primary + synchronous standby)', { timeout: 120_000 }, 
       const running = workload(pool, stop, () => events.length);
       const bare = bareWriter(pair.primary.port, pair.primary.password, 4_000);
       await bareWriting(pair);
-      await sleep(300);
+      const target = `127.0.0.1:${pair.primary.port},127.0.0.1:${pair.standby.port}/app`;
+      await scraped(target); // so that Prometheus sees the failover counter rise from 0
       await pair.primary.stop();
       await pair.promote();
       const promotedAt = Date.now();
@@ -284,7 +311,6 @@ describe('failover (real primary + synchronous standby)', { timeout: 120_000 }, 
       assert.ok(bareRun.lastAckAt < promotedAt);
       // The telemetry: one failover (the stop's 57P01 on every connection is the same one), the standby
       // now known as the primary, and the window without writes recorded once writes came back.
-      const target = `127.0.0.1:${pair.primary.port},127.0.0.1:${pair.standby.port}/app`;
       const seen = await failoverTelemetry(target);
       console.log(`[failover] stop + promote telemetry: ${JSON.stringify(seen)}`);
       assert.deepEqual(seen.failovers, { admin_shutdown: 1 });
@@ -401,6 +427,32 @@ describe('failover (real primary + synchronous standby)', { timeout: 120_000 }, 
         assert.ok(seen.windowSeconds > 0 && seen.windowSeconds < 10, `window ${seen.windowSeconds} s`);
       } finally {
         await relay.close();
+      }
+    },
+  );
+
+  it(
+    'in a real Prometheus: the failover alert fires and the Failover row of the dashboard has data',
+    T,
+    async () => {
+      // One more evaluation after the last scrape of the runs above.
+      await sleep(2_500);
+      const fired = (await prometheus.alerts()).filter(
+        (a) => a.labels.alertname === 'PgResilienceFailoverDetected',
+      );
+      assert.ok(
+        fired.some((a) => a.state === 'firing' || a.state === 'pending'),
+        `PgResilienceFailoverDetected: ${JSON.stringify(fired)}`,
+      );
+      const failoverPanels = dashboardQueries().filter((q) =>
+        ['Failovers detected', 'Host roles', 'Write-unavailability window'].includes(q.panel),
+      );
+      assert.equal(failoverPanels.length, 3);
+      for (const q of failoverPanels) {
+        const expr = withVariables(q.expr, { rateInterval: '2m' });
+        const res = await prometheus.query(expr);
+        assert.equal(res.status, 'success', `${q.panel}: ${res.error}`);
+        assert.ok((res.data?.result.length ?? 0) > 0, `${q.panel} has no data: ${expr}`);
       }
     },
   );

@@ -19,6 +19,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import type { ClientConfig, QueryResult, QueryResultRow } from 'pg';
 import pg from 'pg';
+import { freePort } from './free-port.ts';
 
 const execFileAsync = promisify(execFile);
 
@@ -102,19 +103,7 @@ function sleepSync(ms: number): void {
   Atomics.wait(syncSleepBuffer, 0, 0, ms);
 }
 
-/** A port that was free on 127.0.0.1 a moment ago (found by binding port 0). */
-export function freePort(host = HOST): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.once('error', reject);
-    srv.listen(0, host, () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
-}
+export { freePort };
 
 interface ProcInfo {
   pid: number;
