@@ -33,7 +33,7 @@ import { watchForEndpointFlip } from './failover.ts';
 import { adoptPoolHostSpec, clientHostSpec } from './multi-host.ts';
 import { hostAwareConnect } from './multi-host-connect.ts';
 import { scope } from './scope.ts';
-import { rememberPool } from './substitute.ts';
+import { isSubstitute, rememberPool } from './substitute.ts';
 import type { Targets } from './targets.ts';
 import { watchTransactionStatus } from './tx-status.ts';
 import type { PgClientLike } from './types.ts';
@@ -107,6 +107,8 @@ export function patchClientConnect(targets: () => Targets): (original: ConnectFn
           }),
         {
           operation: 'connect',
+          // A substitute's connect is part of its statement's call, admitted already (substitute.ts).
+          admission: !isSubstitute(client),
           retry: endedBefore ? false : undefined,
           canRetry: () =>
             clientConnectVeto({

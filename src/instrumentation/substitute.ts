@@ -216,6 +216,14 @@ function markLostUnderStatement(client: object): void {
   }
 }
 
+/** Substitute clients, whose connect the connect patch runs without admission. */
+const substitutes = new WeakSet<object>();
+
+/** Is `client` a substitute (client-connect.ts: its connect takes no rate-limit permit or bulkhead slot)? */
+export function isSubstitute(client: object): boolean {
+  return substitutes.has(client);
+}
+
 /** The substitute for one statement call; each attempt opens its own connection. */
 export class Substitute {
   readonly #client: object;
@@ -246,7 +254,6 @@ export class Substitute {
     if (!(Number(bounded._connectionTimeoutMillis) > 0) && this.#connectMs > 0) {
       bounded._connectionTimeoutMillis = this.#connectMs;
     }
-    scope.ownClients.add(sub);
     sub.on('error', ignore);
     let closed = false;
     const close = (): void => {
@@ -259,7 +266,12 @@ export class Substitute {
     };
     signal?.addEventListener('abort', close, { once: true });
     try {
+      // Through the connect patch, as a standalone connect without admission: a connect that fails before
+      // the session is ready is tried again on the same client, so one reset does not use up the
+      // statement's attempts (the call's own admission covers it).
+      substitutes.add(sub);
       await sub.connect();
+      scope.ownClients.add(sub); // its statements (replay, the statement) pass through the patches
       try {
         if (pool !== undefined) {
           // As pg-pool sets up a new client: its onConnect hook, then its 'connect' listeners.

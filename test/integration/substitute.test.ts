@@ -312,6 +312,32 @@ describe('substitute connections (real PostgreSQL)', { timeout: 240_000 }, () =>
     });
 
     it(
+      'a substitute whose connect is reset is connected again (a connect retry), not given up',
+      T,
+      async () => {
+        const { client } = await standalone();
+        await client.query('SELECT 1');
+        // Every new connection is reset until the first substitute connect was; then they pass.
+        proxy.resetNewConnections(1);
+        const before = proxy.stats.resetOnAccept;
+        const watch = setInterval(() => {
+          if (proxy.stats.resetOnAccept > before) proxy.resetNewConnections(0);
+        }, 1);
+        try {
+          const r = await cutMidStatement(() => client.query('SELECT v FROM items'));
+          assert.deepEqual(r.rows, [{ v: 'public' }]);
+        } finally {
+          clearInterval(watch);
+        }
+        assert.deepEqual(
+          retries.map((e) => e.operation),
+          ['query', 'connect'],
+          'the statement moved to a substitute once; its reset connect was tried again as a connect',
+        );
+      },
+    );
+
+    it(
       "an owner that ends the client from its 'error' listener (evicting it) still gets the rows",
       T,
       async () => {
