@@ -123,6 +123,10 @@ const DEFAULT_PROFILE: ResilienceSettings = {
     // Ten seconds rides out a dropped connection or a quick failover and still answers a request in time.
     outcomeResolutionMs: 10000,
   },
+  connectionBudget: {
+    // Off: the pool's max caps each process; a budget makes connects wait, so it is a deliberate choice.
+    maxConnections: 0,
+  },
 };
 
 /** `batch`: background jobs that prefer waiting over failing, and must not overload the database. */
@@ -234,6 +238,10 @@ const BATCH_PROFILE: ResilienceSettings = {
   transaction: {
     // A minute: a job would rather wait out a failover than stop on a transaction it cannot account for.
     outcomeResolutionMs: 60000,
+  },
+  connectionBudget: {
+    // As default: off.
+    maxConnections: 0,
   },
 };
 

@@ -156,6 +156,16 @@ export interface TransactionSettings {
   outcomeResolutionMs: number;
 }
 
+/**
+ * The connection budget: the server connections held to a target never exceed `maxConnections`, per
+ * process, or for the whole fleet when coordination is on (see fleet.md). A new connection waits for a
+ * slot (FIFO), bounded by its connect timeout.
+ */
+export interface ConnectionBudgetSettings {
+  /** Most server connections to the target; 0 = off. */
+  maxConnections: number;
+}
+
 export interface ResilienceSettings {
   retry: RetrySettings;
   circuitBreaker: CircuitBreakerSettings;
@@ -166,6 +176,7 @@ export interface ResilienceSettings {
   liveness: LivenessSettings;
   leakDetection: LeakDetectionSettings;
   transaction: TransactionSettings;
+  connectionBudget: ConnectionBudgetSettings;
 }
 
 export interface HealthEndpointSettings {

@@ -122,6 +122,7 @@ const EXPECTED_DEFAULT: ResilienceSettings = {
   liveness: { keepAliveInitialDelayMs: 10000, evictIdleOnOutage: true },
   leakDetection: { enabled: true, idleThresholdMs: 0, deadGraceMs: 5000 },
   transaction: { outcomeResolutionMs: 10000 },
+  connectionBudget: { maxConnections: 0 },
 };
 // The seed's database profile.
 const EXPECTED_BATCH: ResilienceSettings = {
@@ -160,6 +161,7 @@ const EXPECTED_BATCH: ResilienceSettings = {
   liveness: { keepAliveInitialDelayMs: 10000, evictIdleOnOutage: true },
   leakDetection: { enabled: true, idleThresholdMs: 0, deadGraceMs: 5000 },
   transaction: { outcomeResolutionMs: 60000 },
+  connectionBudget: { maxConnections: 0 },
 };
 
 const settingsOf = (c: ResilienceConfig): ResilienceSettings => ({
@@ -172,6 +174,7 @@ const settingsOf = (c: ResilienceConfig): ResilienceSettings => ({
   liveness: c.liveness,
   leakDetection: c.leakDetection,
   transaction: c.transaction,
+  connectionBudget: c.connectionBudget,
 });
 
 // ---- profiles ----
@@ -1011,6 +1014,7 @@ describe('settingsForTarget', () => {
     assert.deepEqual(Object.keys(s).sort(), [
       'bulkhead',
       'circuitBreaker',
+      'connectionBudget',
       'leakDetection',
       'liveness',
       'rateLimit',
