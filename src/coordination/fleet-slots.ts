@@ -11,10 +11,12 @@
  *   renewed every third of `leaseMs`. When another process wants more than it holds, this one is
  *   granted at most its fair share (budget / processes holding slots), and connections above it are
  *   closed when idle (ConnectionBudget.onSurplus).
- * - Fallback (the last lease failed: Redis down or slower than the coordination timeout): the capacity
- *   is the process's share, budget / live members last seen. Before Redis ever answered, a connect
- *   waits for it up to one lease period from start (so a fleet starting together does not open the
- *   whole budget in every process), then the share applies.
+ * - A lease that fails (Redis down or slower than the coordination timeout) changes nothing while the
+ *   last granted lease is still valid in Redis (one lease period from when it was asked for): the
+ *   others cannot take those slots meanwhile. Past it, the capacity is the process's share (fallback),
+ *   budget / live members last seen, until a lease succeeds again. The first connect waits for Redis's
+ *   first answer; when Redis was never reached, for up to one lease period from start (so a fleet
+ *   starting together does not open the whole budget in every process), then the share applies.
  */
 import type { Clock } from '../policy/clock.ts';
 import type { SlotSource } from '../policy/connection-budget.ts';
@@ -30,11 +32,17 @@ export class FleetSlots implements SlotSource {
   readonly #max: number;
   readonly #clock: Clock;
   readonly #startedAt: number;
-  /** Slots granted by the last lease that succeeded; undefined while the last lease failed. */
-  #granted: number | undefined;
+  /** Slots granted by the last lease that succeeded. */
+  #granted = 0;
+  /** Until when that lease holds in Redis (local time it was asked for + leaseMs). */
+  #validUntil = Number.NEGATIVE_INFINITY;
+  /** A lease was attempted and failed since the last success (or before any). */
+  #failed = false;
   #held = 0;
   #waiting = 0;
   #inFlight = false;
+  /** The slots held when the lease in flight was sent. */
+  #sentHold = 0;
   #again = false;
   #timer: unknown;
   #timerAt = Number.POSITIVE_INFINITY;
@@ -50,32 +58,31 @@ export class FleetSlots implements SlotSource {
   }
 
   capacity(): number {
-    if (this.#granted !== undefined) return this.#granted;
+    // While a lease is in flight Redis may record as few as the slots held when it was sent: no more
+    // are taken until it answers (so this process never holds more than Redis counts for it).
+    if (this.#leased()) return this.#inFlight ? Math.min(this.#granted, this.#sentHold) : this.#granted;
+    // Never asked, or asking: the connect waits for Redis's answer (bounded by the coordination timeout).
+    if (!this.#failed) return 0;
     return this.fallbackShare();
   }
 
-  /** The process's share while the lease is not known: budget / live members (0 while Redis was never reached, for one lease period). */
+  /** The process's share without a valid lease: budget / live members (0 while Redis was never reached, for one lease period from start). */
   fallbackShare(): number {
-    if (
-      !this.#coordinator.contacted &&
-      this.#clock.now() - this.#startedAt < this.#coordinator.settings.leaseMs
-    )
-      return 0;
+    if (!this.#coordinator.contacted && this.#clock.now() - this.#startedAt < this.#leaseMs()) return 0;
     return Math.max(1, Math.floor(this.#max / this.#coordinator.members));
   }
 
   demand(held: number, waiting: number): void {
     this.#held = held;
     this.#waiting = waiting;
-    const granted = this.#granted;
     const need = held + waiting;
-    if (granted === undefined) {
-      // Not leased yet, or Redis failed: ask now when someone waits, else at the next renewal.
+    if (!this.#leased()) {
+      // No valid lease: ask now when someone waits, else at the next renewal.
       if (waiting > 0) this.#lease();
       else this.#schedule(this.#renewEveryMs());
       return;
     }
-    if (need > granted || granted - need > 2 * this.#ahead()) this.#lease();
+    if (need > this.#granted || this.#granted - need > 2 * this.#ahead()) this.#lease();
     else this.#schedule(this.#renewEveryMs());
   }
 
@@ -90,14 +97,25 @@ export class FleetSlots implements SlotSource {
     this.#coordinator.release(this);
   }
 
+  #leased(): boolean {
+    return this.#clock.now() < this.#validUntil;
+  }
+
+  #leaseMs(): number {
+    return this.#coordinator.settings.leaseMs;
+  }
+
   /** Slots asked for beyond the need: about a quarter of the process's share, at least 1. */
   #ahead(): number {
     return Math.max(1, Math.floor(this.#max / this.#coordinator.members / 4));
   }
 
   #renewEveryMs(): number {
-    const lease = this.#coordinator.settings.leaseMs;
-    return this.#granted === undefined ? Math.min(250, lease / 3) : lease / 3;
+    return this.#failed ? Math.min(250, this.#leaseMs() / 3) : this.#leaseMs() / 3;
+  }
+
+  #changed(): void {
+    for (const l of this.#listeners) l();
   }
 
   #lease(): void {
@@ -109,21 +127,31 @@ export class FleetSlots implements SlotSource {
     this.#inFlight = true;
     this.#again = false;
     const hold = this.#held;
+    this.#sentHold = hold;
     const need = hold + this.#waiting;
     const want = need > 0 ? Math.min(this.#max, need + this.#ahead()) : 0;
+    const askedAt = this.#clock.now();
     void this.#coordinator.leaseSlots(this.#key, this.#max, hold, Math.max(want, hold)).then((granted) => {
       this.#inFlight = false;
       if (this.#disposed) return;
-      this.#granted = granted;
-      for (const l of this.#listeners) l();
-      const short = this.#waiting > 0 && (granted === undefined || granted < this.#held + this.#waiting);
+      if (granted === undefined) {
+        this.#failed = true;
+      } else {
+        this.#failed = false;
+        this.#granted = granted;
+        this.#validUntil = askedAt + this.#leaseMs();
+      }
+      this.#changed();
+      const short = this.#waiting > 0 && this.capacity() < this.#held + this.#waiting;
       if (this.#again && !short) this.#lease();
       else if (short) this.#schedule(POLL_MS * (0.5 + Math.random()));
       else this.#schedule(this.#renewEveryMs());
-      // Before Redis first answered, the fallback share starts one lease period after start.
-      if (granted === undefined && !this.#coordinator.contacted) {
-        const at = this.#startedAt + this.#coordinator.settings.leaseMs - this.#clock.now();
-        if (at > 0) this.#schedule(at + 1);
+      if (granted === undefined) {
+        // The capacity changes when the old lease runs out, and when the start-up wait for Redis ends.
+        const now = this.#clock.now();
+        if (this.#validUntil > now) this.#schedule(this.#validUntil - now + 1);
+        const startWait = this.#startedAt + this.#leaseMs() - now;
+        if (!this.#coordinator.contacted && startWait > 0) this.#schedule(startWait + 1);
       }
     });
   }
@@ -139,9 +167,9 @@ export class FleetSlots implements SlotSource {
       () => {
         this.#timer = undefined;
         this.#timerAt = Number.POSITIVE_INFINITY;
-        // Nothing held, wanted or leased: no lease to keep.
-        if (this.#held + this.#waiting === 0 && !this.#granted) {
-          for (const l of this.#listeners) l();
+        // Nothing held or wanted, and the lease recorded nothing: no lease to keep.
+        if (this.#held + this.#waiting === 0 && (this.#granted === 0 || !this.#leased())) {
+          this.#changed();
           return;
         }
         this.#lease();

@@ -141,6 +141,7 @@ export class ConnectionBudget {
 
   #take(): ReleaseSlot {
     this.#held++;
+    this.#source.demand(this.#held, this.#waiters.length);
     let released = false;
     return () => {
       if (released) return;

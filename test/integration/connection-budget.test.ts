@@ -1,0 +1,162 @@
+// The connection budget (PG_RESILIENCE_MAX_CONNECTIONS) across a fleet: four app processes
+// (fixtures/pool-load-child.ts: a pg.Pool of 20, 20 workers running SELECT 1), one real redis-server and
+// one real PostgreSQL whose role CONNECTION LIMIT (26) is just above the budget (24). The pools together
+// want 80 connections. Counted on the server (pg_stat_activity, sampled): bare processes hit 53300;
+// with the budget the fleet never holds more than 24 and nobody sees 53300. Then one process is killed
+// with SIGKILL: the slots it leased come back to the others within one lease period.
+// Connections live one second (pg-pool's maxLifetimeSeconds), so slots change hands under load (without
+// turnover, whoever holds a connection keeps it). BUDGET_OFF=1 runs the hooked apps without a budget
+// (the test then fails: that is what it guards).
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { Redis } from 'ioredis';
+import { type LoadApp, loadAppReady, startLoadApp, stopLoadApps } from '../support/load-apps.ts';
+import { startServer, type TestServer } from '../support/postgres.ts';
+import { type RedisServer, startRedis } from '../support/redis.ts';
+
+const T = { timeout: 60_000 };
+const REGISTER = new URL('./fixtures/register-src.ts', import.meta.url).pathname;
+
+const PROCESSES = 4;
+const POOL_MAX = 20;
+const BUDGET = 24;
+const ROLE_LIMIT = 26;
+const ROLE = 'budget_app';
+const FLEET = 'budget-test';
+const LOAD_MS = 6_000;
+/** coordination.leaseMs's default. */
+const LEASE_MS = 5_000;
+const TOO_MANY = '53300';
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+
+function startApp(server: TestServer, name: string, env: Record<string, string> | undefined): LoadApp {
+  const config = {
+    ...server.clientConfig({ user: ROLE, password: 'x' }),
+    application_name: name,
+    maxLifetimeSeconds: 1,
+  };
+  return startLoadApp({
+    execArgv: env ? ['--import', REGISTER] : [],
+    env: { LOAD_PG: JSON.stringify(config), LOAD_POOL_MAX: String(POOL_MAX), ...env },
+  });
+}
+
+describe('connection budget, fleet-wide (4 processes, pools of 20, budget 24, role limit 26, real Redis)', () => {
+  let server: TestServer;
+  let redis: RedisServer;
+
+  before(async () => {
+    [server, redis] = await Promise.all([startServer(), startRedis()]);
+    await server.query(`CREATE ROLE ${ROLE} LOGIN PASSWORD 'x' CONNECTION LIMIT ${ROLE_LIMIT}`);
+  });
+  after(async () => {
+    await Promise.all([server?.close(), redis?.stop()]);
+  });
+
+  /** The role's backends per application_name. */
+  const backends = async (): Promise<Map<string, number>> => {
+    const { rows } = await server.query<{ app: string; n: number }>(
+      `SELECT application_name AS app, count(*)::int AS n FROM pg_stat_activity WHERE usename = '${ROLE}' GROUP BY 1`,
+    );
+    return new Map(rows.map((r) => [r.app, r.n]));
+  };
+  const total = (m: Map<string, number>) => sum([...m.values()]);
+
+  /** Samples the role's backends every 100 ms for `ms`; returns the peak and the samples. */
+  async function sample(ms: number): Promise<{ peak: number; samples: number[] }> {
+    const samples: number[] = [];
+    const end = Date.now() + ms;
+    while (Date.now() < end) {
+      samples.push(total(await backends()));
+      await sleep(100);
+    }
+    return { peak: Math.max(...samples), samples };
+  }
+
+  it(
+    'bare: the four pools together want more than the role may hold, and the apps see 53300',
+    T,
+    async (t) => {
+      const apps = Array.from({ length: PROCESSES }, (_, i) => startApp(server, `bare-${i}`, undefined));
+      try {
+        await Promise.all(apps.map(loadAppReady));
+        for (const app of apps) app.child.send({ type: 'go' });
+        const { peak } = await sample(2_000);
+        // The role's limit is reached (sampled: connections turn over every second, so a sample may miss it).
+        const tooMany = sum(apps.map((a) => a.stats.errors[TOO_MANY] ?? 0));
+        t.diagnostic(`bare: peak backends ${peak}, 53300 errors ${tooMany}`);
+        assert.ok(tooMany > 0, 'bare apps see 53300');
+      } finally {
+        await stopLoadApps(apps);
+      }
+    },
+  );
+
+  it(
+    'with the budget: peak server connections ≤ 24, no 53300, every process served; a SIGKILLed process’s slots are used by the others within a lease period',
+    T,
+    async (t) => {
+      const env: Record<string, string> = {
+        PG_RESILIENCE_REDIS_URL: redis.url,
+        PG_RESILIENCE_FLEET: FLEET,
+        ...(process.env.BUDGET_OFF === '1' ? {} : { PG_RESILIENCE_MAX_CONNECTIONS: String(BUDGET) }),
+      };
+      const apps = Array.from({ length: PROCESSES }, (_, i) => startApp(server, `fleet-${i}`, env));
+      try {
+        await Promise.all(apps.map(loadAppReady));
+        for (const app of apps) app.child.send({ type: 'go' });
+
+        // Phase 1: load against the budget.
+        const { peak, samples } = await sample(LOAD_MS);
+        const served = apps.map((a) => a.stats.ok);
+        t.diagnostic(
+          `phase 1 (${LOAD_MS} ms): peak backends ${peak} (samples ${samples.join(' ')}); served ${served.join(' / ')}; errors ${apps.map((a) => JSON.stringify(a.stats.errors)).join(' ')}`,
+        );
+        assert.ok(peak <= BUDGET, `server connections never above the budget: peak ${peak}`);
+        assert.ok(peak >= BUDGET - 2, `the fleet uses its budget: peak ${peak}`);
+        assert.equal(sum(apps.map((a) => a.stats.errors[TOO_MANY] ?? 0)), 0, 'no 53300');
+        for (const n of served)
+          assert.ok(n > 0.05 * sum(served), `every process served: ${served.join(' / ')}`);
+
+        // Phase 2: one process killed. Its leased slots expire within a lease period; the others take them.
+        const admin = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 0 });
+        await admin.connect();
+        const slotsKey = `{pgr:${FLEET}}:conns:${server.host}:${server.port}/${server.database}`;
+        const leases = await admin.hgetall(slotsKey);
+        t.diagnostic(`leases before the kill: ${JSON.stringify(leases)}`);
+        const before = await backends();
+        const othersBefore = total(before) - (before.get('fleet-3') ?? 0);
+        apps[3]!.child.kill('SIGKILL');
+        const killedAt = Date.now();
+        let reachedAfter: number | undefined;
+        let peakAfter = 0;
+        let others = 0;
+        while (Date.now() - killedAt < LEASE_MS + 2_000) {
+          const now = await backends();
+          peakAfter = Math.max(peakAfter, total(now));
+          others = total(now) - (now.get('fleet-3') ?? 0);
+          if (reachedAfter === undefined && others >= BUDGET - 1) {
+            reachedAfter = Date.now() - killedAt;
+            break;
+          }
+          await sleep(100);
+        }
+        t.diagnostic(
+          `phase 2 (SIGKILL): the other three held ${othersBefore} before, ${others} after ${reachedAfter ?? 'never'} ms; peak ${peakAfter}; leases now ${JSON.stringify(await admin.hgetall(slotsKey))}`,
+        );
+        admin.disconnect();
+        assert.ok(
+          reachedAfter !== undefined && reachedAfter <= LEASE_MS + 1_500,
+          `the killed process's slots are used by the others within a lease period: ${reachedAfter ?? 'never'} ms`,
+        );
+        assert.ok(peakAfter <= BUDGET, `never above the budget after the kill: ${peakAfter}`);
+        const live = apps.slice(0, 3);
+        assert.equal(sum(live.map((a) => a.stats.errors[TOO_MANY] ?? 0)), 0, 'no 53300');
+      } finally {
+        await stopLoadApps(apps);
+      }
+    },
+  );
+});
