@@ -13,10 +13,12 @@
  *   closed when idle (ConnectionBudget.onSurplus).
  * - A lease that fails (Redis down or slower than the coordination timeout) changes nothing while the
  *   last granted lease is still valid in Redis (one lease period from when it was asked for): the
- *   others cannot take those slots meanwhile. Past it, the capacity is the process's share (fallback),
- *   budget / live members last seen, until a lease succeeds again. The first connect waits for Redis's
- *   first answer; when Redis was never reached, for up to one lease period from start (so a fleet
- *   starting together does not open the whole budget in every process), then the share applies.
+ *   others cannot take those slots meanwhile (the failed lease's outcome is unknown, so only the slots
+ *   held when it was sent stay usable). Past it, the capacity is the process's share (fallback),
+ *   budget / live members last seen, until a lease succeeds again. Before any lease succeeded, connects
+ *   wait for one up to one lease period from start (so a fleet starting together, or a busy start-up
+ *   that misses the coordination timeout, does not open the whole budget in every process), then the
+ *   share applies.
  */
 import type { Clock } from '../policy/clock.ts';
 import type { SlotSource } from '../policy/connection-budget.ts';
@@ -66,9 +68,9 @@ export class FleetSlots implements SlotSource {
     return this.fallbackShare();
   }
 
-  /** The process's share without a valid lease: budget / live members (0 while Redis was never reached, for one lease period from start). */
+  /** The process's share without a valid lease: budget / live members (0 before any lease succeeded, for one lease period from start). */
   fallbackShare(): number {
-    if (!this.#coordinator.contacted && this.#clock.now() - this.#startedAt < this.#leaseMs()) return 0;
+    if (this.#neverLeased() && this.#clock.now() - this.#startedAt < this.#leaseMs()) return 0;
     return Math.max(1, Math.floor(this.#max / this.#coordinator.members));
   }
 
@@ -95,6 +97,10 @@ export class FleetSlots implements SlotSource {
     this.#disposed = true;
     if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
     this.#coordinator.release(this);
+  }
+
+  #neverLeased(): boolean {
+    return this.#validUntil === Number.NEGATIVE_INFINITY;
   }
 
   #leased(): boolean {
@@ -135,7 +141,10 @@ export class FleetSlots implements SlotSource {
       this.#inFlight = false;
       if (this.#disposed) return;
       if (granted === undefined) {
+        // Unknown outcome (a late answer may have been applied): Redis counts at least the slots held
+        // when it was sent, perhaps no more, so no more than that are used on the old lease.
         this.#failed = true;
+        this.#granted = Math.min(this.#granted, this.#sentHold);
       } else {
         this.#failed = false;
         this.#granted = granted;
@@ -151,7 +160,7 @@ export class FleetSlots implements SlotSource {
         const now = this.#clock.now();
         if (this.#validUntil > now) this.#schedule(this.#validUntil - now + 1);
         const startWait = this.#startedAt + this.#leaseMs() - now;
-        if (!this.#coordinator.contacted && startWait > 0) this.#schedule(startWait + 1);
+        if (this.#neverLeased() && startWait > 0) this.#schedule(startWait + 1);
       }
     });
   }

@@ -154,8 +154,8 @@ export class ConnectionBudget {
 
   /** Hands free slots to waiters in arrival order; after a capacity change, reports a surplus. */
   #pump(capacityChanged = false): void {
-    const capacity = this.#source.capacity();
-    while (this.#waiters.length > 0 && this.#held < capacity) {
+    // Read each time: taking a slot may change the capacity (a lease sent to Redis).
+    while (this.#waiters.length > 0 && this.#held < this.#source.capacity()) {
       const waiter = this.#waiters.shift()!;
       this.#clock.clearTimeout(waiter.timer);
       this.#wait.emit({
@@ -165,6 +165,7 @@ export class ConnectionBudget {
       });
       waiter.resolve(this.#take());
     }
+    const capacity = this.#source.capacity();
     if (capacityChanged && this.#held > capacity) this.#surplus.emit(this.#held - capacity);
   }
 }

@@ -133,7 +133,7 @@ describe('connection budget, fleet-wide (4 processes, pools of 20, budget 24, ro
         let reachedAfter: number | undefined;
         let peakAfter = 0;
         let others = 0;
-        while (Date.now() - killedAt < LEASE_MS + 2_000) {
+        while (Date.now() - killedAt < LEASE_MS + 3_000) {
           const now = await backends();
           peakAfter = Math.max(peakAfter, total(now));
           others = total(now) - (now.get('fleet-3') ?? 0);
@@ -148,7 +148,7 @@ describe('connection budget, fleet-wide (4 processes, pools of 20, budget 24, ro
         );
         admin.disconnect();
         assert.ok(
-          reachedAfter !== undefined && reachedAfter <= LEASE_MS + 1_500,
+          reachedAfter !== undefined && reachedAfter <= LEASE_MS + 2_000,
           `the killed process's slots are used by the others within a lease period: ${reachedAfter ?? 'never'} ms`,
         );
         assert.ok(peakAfter <= BUDGET, `never above the budget after the kill: ${peakAfter}`);
