@@ -27,6 +27,7 @@ const m = {
   leaked: prometheusName(METRICS.poolClientsLeaked),
   resolutions: prometheusName(METRICS.transactionOutcomeResolutions),
   coordinationMode: prometheusName(METRICS.coordinationMode),
+  budgetExhausted: prometheusName(METRICS.connectionBudgetExhausted),
 };
 const MODE = prometheusLabel(ATTR.MODE);
 
@@ -185,6 +186,15 @@ export const ALERTS: readonly AlertRule[] = [
     summary: 'Fleet coordination degraded to fallback on {{ $labels.instance }}',
     description:
       'The process {{ $labels.instance }} has not reached Redis within coordination.timeoutMs for 5 minutes: its limits hold per process at its share (the limit divided by the live members it last saw), no longer fleet-wide.',
+  },
+  {
+    alert: 'PgResilienceConnectionBudgetExhausted',
+    expr: `sum by (${T}) (increase(${m.budgetExhausted}[5m])) > 0`,
+    for: '0m',
+    severity: 'warning',
+    summary: 'Connection budget exhausted on {{ $labels.pg_resilience_target }}',
+    description:
+      'New connections to {{ $labels.pg_resilience_target }} failed with ConnectionBudgetExhaustedError in the last 5 minutes: every slot of connectionBudget.maxConnections stayed in use for a whole connect timeout, so callers got errors instead of connections.',
   },
 ];
 
@@ -388,6 +398,15 @@ export const ALERT_CASES: readonly AlertCase[] = [
     ],
     evalTime: '10m',
     firing: [{ job: 'app', instance: 'bad:9464' }],
+  },
+  {
+    alert: 'PgResilienceConnectionBudgetExhausted',
+    series: [
+      { series: sel(m.budgetExhausted, bad), values: '0 0 0 2 2 2 2 2 2 2 2 2' },
+      { series: sel(m.budgetExhausted, good), values: '0x11' },
+    ],
+    evalTime: '4m',
+    firing: [bad],
   },
 ];
 

@@ -22,6 +22,7 @@ export const RUNBOOK_ANCHORS = {
   PgResilienceClientsLeaked: 'clients-leaked',
   PgResilienceCommitOutcomeUnknown: 'commit-outcome-unknown',
   PgResilienceCoordinationDegraded: 'coordination-degraded',
+  PgResilienceConnectionBudgetExhausted: 'connection-budget-exhausted',
 } as const;
 
 export type AlertName = keyof typeof RUNBOOK_ANCHORS;
