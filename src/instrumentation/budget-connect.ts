@@ -17,7 +17,7 @@ import type { ReleaseSlot } from '../policy/connection-budget.ts';
 import { endedByApp } from './ended-by-app.ts';
 import { scope } from './scope.ts';
 import type { Targets } from './targets.ts';
-import type { PgClientLike } from './types.ts';
+import type { PgClientLike, PgPoolLike } from './types.ts';
 import { clientTarget } from './utils.ts';
 
 type ConnectFn = (this: PgClientLike, ...args: unknown[]) => unknown;
@@ -92,5 +92,32 @@ function connectHolding(
     emitter.removeListener?.('end', release);
     release();
     throw error;
+  }
+}
+
+interface IdlePool {
+  _idle?: Array<{ client?: unknown }>;
+  _remove?: (client: unknown) => unknown;
+}
+
+/**
+ * Closes up to `count` idle clients of `pools` (a process above its share of the budget gives the slots
+ * back rather than holding them idle). Gracefully (pg-pool's own removal: `client.end()`), so the slot is
+ * given back when the server has closed the connection, not before.
+ */
+export function closeIdleSurplus(pools: Iterable<PgPoolLike>, count: number): void {
+  let left = count;
+  for (const pool of pools) {
+    const { _idle: idle, _remove: remove } = pool as PgPoolLike & IdlePool;
+    if (!Array.isArray(idle) || typeof remove !== 'function') continue;
+    for (const item of idle.slice()) {
+      if (left <= 0) return;
+      try {
+        remove.call(pool, item?.client);
+        left--;
+      } catch {
+        // a client pg-pool was already dropping
+      }
+    }
   }
 }

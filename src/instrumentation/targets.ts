@@ -9,7 +9,8 @@
 import type { TargetPolicy } from '../policy/pipeline.ts';
 import type { PolicyRegistry } from '../policy/registry.ts';
 import { HealthTracker, type PoolStats } from '../telemetry/health.ts';
-import { type ConnectionsEvictedEvent, evictIdleClients, evictOnOutage } from './eviction.ts';
+import { closeIdleSurplus } from './budget-connect.ts';
+import { type ConnectionsEvictedEvent, evictOnOutage } from './eviction.ts';
 import { LeakDetector } from './leak-detection.ts';
 import { clientProbeFactory, poolProbeFactory, type ProbeClientFactory, runProbe } from './probe.ts';
 import { scope } from './scope.ts';
@@ -164,13 +165,7 @@ export class Targets {
       this.#evicting.add(policy);
       evictOnOutage(policy, () => this.pools(target), this.#onEvicted);
       // Above the process's share of the connection budget: idle connections are closed, not held.
-      policy.connectionBudget?.onSurplus((surplus) => {
-        let left = surplus;
-        for (const pool of this.pools(target)) {
-          if (left <= 0) break;
-          evictIdleClients(pool, () => left-- > 0);
-        }
-      });
+      policy.connectionBudget?.onSurplus((surplus) => closeIdleSurplus(this.pools(target), surplus));
     }
     policy.startRecovery(
       (signal) => {

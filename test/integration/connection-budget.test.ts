@@ -8,6 +8,7 @@
 // turnover, whoever holds a connection keeps it). BUDGET_OFF=1 runs the hooked apps without a budget
 // (the test then fails: that is what it guards).
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
 import { type LoadApp, loadAppReady, startLoadApp, stopLoadApps } from '../support/load-apps.ts';
@@ -16,6 +17,7 @@ import { type RedisServer, startRedis } from '../support/redis.ts';
 
 const T = { timeout: 60_000 };
 const REGISTER = new URL('./fixtures/register-src.ts', import.meta.url).pathname;
+const LOCAL_CHILD = new URL('./fixtures/budget-local-child.ts', import.meta.url).pathname;
 
 const PROCESSES = 4;
 const POOL_MAX = 20;
@@ -156,6 +158,51 @@ describe('connection budget, fleet-wide (4 processes, pools of 20, budget 24, ro
         assert.equal(sum(live.map((a) => a.stats.errors[TOO_MANY] ?? 0)), 0, 'no 53300');
       } finally {
         await stopLoadApps(apps);
+      }
+    },
+  );
+});
+
+describe('connection budget, per process (no Redis)', () => {
+  it(
+    'a connect waits for a slot (FIFO), fails with ConnectionBudgetExhaustedError after its timeout; a pool checkout fails the same way without keeping a client',
+    T,
+    async (t) => {
+      const server = await startServer();
+      try {
+        const child = spawnSync(
+          process.execPath,
+          ['--disable-warning=ExperimentalWarning', '--import', REGISTER, LOCAL_CHILD],
+          {
+            encoding: 'utf8',
+            timeout: 30_000,
+            env: {
+              ...process.env,
+              ...(process.env.BUDGET_OFF === '1' ? {} : { PG_RESILIENCE_MAX_CONNECTIONS: '2' }),
+              LOAD_PG: JSON.stringify({ ...server.clientConfig(), application_name: 'budget-local' }),
+            },
+          },
+        );
+        assert.equal(child.status, 0, child.stderr);
+        const out = JSON.parse(child.stdout.trim().split('\n').at(-1)!) as Record<string, any>;
+        t.diagnostic(JSON.stringify(out));
+        assert.equal(out.third.code, 'PGR_CONNECTION_BUDGET_EXHAUSTED');
+        assert.equal(out.third.name, 'ConnectionBudgetExhaustedError');
+        assert.match(
+          out.third.message,
+          /Connection budget for .+ exhausted: all 2 connections \(this process\)/,
+        );
+        assert.ok(out.third.waitedMs >= 350 && out.third.waitedMs < 2_000, `waited ${out.third.waitedMs} ms`);
+        assert.deepEqual(out.beforeEnd, []);
+        assert.deepEqual(out.afterFirstEnd, ['c4']);
+        assert.deepEqual(out.order, ['c4', 'c5']);
+        assert.equal(out.poolQuery.code, 'PGR_CONNECTION_BUDGET_EXHAUSTED');
+        assert.equal(out.poolTotalAfterFailure, 0, 'the pool keeps no client for the failed connect');
+        assert.deepEqual(out.poolQueryAfterEnd, { one: 1 });
+        assert.equal(out.poolTotal, 1);
+        assert.equal(out.serverConnections, 2, 'two connections on the server: the budget');
+      } finally {
+        await server.close();
       }
     },
   );
