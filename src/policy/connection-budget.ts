@@ -11,7 +11,7 @@
  */
 import type { Event } from 'cockatiel';
 import { ConnectionBudgetExhaustedError } from '../errors.ts';
-import { type Clock, realClock } from './clock.ts';
+import { type Clock, keepAlive, realClock } from './clock.ts';
 import { SafeEventEmitter } from './events.ts';
 
 /** Where the capacity comes from. */
@@ -124,6 +124,8 @@ export class ConnectionBudget {
           reject(new ConnectionBudgetExhaustedError(this.target, this.maxConnections, this.scope, waitedMs));
           this.#source.demand(this.#held, this.#waiters.length);
         }, boundMs);
+        // A connect waiting for a slot keeps the process alive until it is answered.
+        keepAlive(waiter.timer);
       }
       this.#waiters.push(waiter);
       this.#source.demand(this.#held, this.#waiters.length);
