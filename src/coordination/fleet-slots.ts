@@ -40,6 +40,10 @@ export class FleetSlots implements SlotSource {
   #validUntil = Number.NEGATIVE_INFINITY;
   /** A lease was attempted and failed since the last success (or before any). */
   #failed = false;
+  /** The process's share when leases started failing (budget / members then). */
+  #shareWhenFailed = 0;
+  /** Until when, after leases resumed, this process asks for no more than that share. */
+  #resumeUntil = Number.NEGATIVE_INFINITY;
   #held = 0;
   #waiting = 0;
   #inFlight = false;
@@ -132,20 +136,29 @@ export class FleetSlots implements SlotSource {
     }
     this.#inFlight = true;
     this.#again = false;
-    const hold = this.#held;
-    this.#sentHold = hold;
-    const need = hold + this.#waiting;
-    const want = need > 0 ? Math.min(this.#max, need + this.#ahead()) : 0;
     const askedAt = this.#clock.now();
+    // After a failure Redis may hold what an unanswered request recorded: asking again for at least the
+    // slots still usable keeps them usable whatever the outcome.
+    const hold = this.#failed ? Math.max(this.#held, this.#granted) : this.#held;
+    this.#sentHold = hold;
+    const need = this.#held + this.#waiting;
+    let want = need > 0 ? Math.min(this.#max, need + this.#ahead()) : 0;
+    // Resuming (a restarted Redis is empty, the others not yet back in it): no more than the share
+    // each process held in fallback, for one lease period, so the first back cannot take the whole budget.
+    if (this.#failed || askedAt < this.#resumeUntil)
+      want = Math.min(want, Math.max(hold, this.#shareWhenFailed));
     void this.#coordinator.leaseSlots(this.#key, this.#max, hold, Math.max(want, hold)).then((granted) => {
       this.#inFlight = false;
       if (this.#disposed) return;
       if (granted === undefined) {
         // Unknown outcome (a late answer may have been applied): Redis counts at least the slots held
         // when it was sent, perhaps no more, so no more than that are used on the old lease.
+        if (!this.#failed)
+          this.#shareWhenFailed = Math.max(1, Math.floor(this.#max / this.#coordinator.members));
         this.#failed = true;
         this.#granted = Math.min(this.#granted, this.#sentHold);
       } else {
+        if (this.#failed) this.#resumeUntil = askedAt + this.#leaseMs();
         this.#failed = false;
         this.#granted = granted;
         this.#validUntil = askedAt + this.#leaseMs();

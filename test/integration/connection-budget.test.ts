@@ -3,7 +3,8 @@
 // one real PostgreSQL whose role CONNECTION LIMIT (26) is just above the budget (24). The pools together
 // want 80 connections. Counted on the server (pg_stat_activity, sampled): bare processes hit 53300;
 // with the budget the fleet never holds more than 24 and nobody sees 53300. Then one process is killed
-// with SIGKILL: the slots it leased come back to the others within one lease period.
+// with SIGKILL: the slots it leased come back to the others within one lease period. Then Redis is
+// killed under load (each process falls back to its share, 24 / 3, no call fails) and restarted.
 // Connections live one second (pg-pool's maxLifetimeSeconds), so slots change hands under load (without
 // turnover, whoever holds a connection keeps it). BUDGET_OFF=1 runs the hooked apps without a budget
 // (the test then fails: that is what it guards).
@@ -156,6 +157,40 @@ describe('connection budget, fleet-wide (4 processes, pools of 20, budget 24, ro
         assert.ok(peakAfter <= BUDGET, `never above the budget after the kill: ${peakAfter}`);
         const live = apps.slice(0, 3);
         assert.equal(sum(live.map((a) => a.stats.errors[TOO_MANY] ?? 0)), 0, 'no 53300');
+
+        // Phase 3: Redis killed under load. Leases hold until they expire, then each process holds at
+        // most its share (24 / 3 members): still within the budget, and no call fails.
+        await redis.kill();
+        const servedAtKill = live.map((a) => a.stats.ok);
+        const outage = await sample(LEASE_MS + 1_500);
+        const servedInOutage = live.map((a, i) => a.stats.ok - servedAtKill[i]!);
+        t.diagnostic(
+          `phase 3 (Redis down ${LEASE_MS + 1_500} ms): peak backends ${outage.peak} (samples ${outage.samples.join(' ')}); served ${servedInOutage.join(' / ')}; errors ${live.map((a) => JSON.stringify(a.stats.errors)).join(' ')}`,
+        );
+        assert.ok(outage.peak <= BUDGET, `within the budget with Redis down: peak ${outage.peak}`);
+        for (const n of servedInOutage)
+          assert.ok(n > 0, `every process serves with Redis down: ${servedInOutage.join(' / ')}`);
+        assert.deepEqual(
+          live.map((a) => a.stats.errors),
+          [{}, {}, {}],
+          'no call failed, Redis outage included',
+        );
+
+        // Phase 4: Redis back (empty): the processes lease again.
+        await redis.restart();
+        await sleep(1_500);
+        const again = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 0 });
+        await again.connect();
+        const released = await again.hgetall(slotsKey);
+        again.disconnect();
+        const { peak: peakBack } = await sample(1_000);
+        t.diagnostic(`phase 4 (Redis back): leases ${JSON.stringify(released)}; peak backends ${peakBack}`);
+        assert.equal(Object.keys(released).length, 3, 'the three live processes lease from Redis again');
+        assert.ok(
+          sum(Object.values(released).map((v) => Number(v.split(':')[0]))) <= BUDGET,
+          'leases within the budget',
+        );
+        assert.ok(peakBack <= BUDGET, `within the budget after Redis returned: ${peakBack}`);
       } finally {
         await stopLoadApps(apps);
       }
