@@ -106,6 +106,17 @@ describe('connection budget, fleet-wide (4 processes, pools of 20, budget 24, ro
         PG_RESILIENCE_FLEET: FLEET,
         ...(process.env.BUDGET_OFF === '1' ? {} : { PG_RESILIENCE_MAX_CONNECTIONS: String(BUDGET) }),
       };
+      // Garbage and hostile entries in the slots hash: dropped by the script, never trusted (kept, any
+      // of them would hold slots for good and the fleet would not reach its budget).
+      const admin = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 0 });
+      await admin.connect();
+      const slotsKey = `{pgr:${FLEET}}:conns:${server.host}:${server.port}/${server.database}`;
+      await admin.hset(slotsKey, {
+        'above-budget': `999999:999999:${Date.now() + 2_000}`,
+        'lease-in-a-day': `10:10:${Date.now() + 86_400_000}`,
+        negative: `-5:3:${Date.now() + 2_000}`,
+        garbage: 'not a lease',
+      });
       const apps = Array.from({ length: PROCESSES }, (_, i) => startApp(server, `fleet-${i}`, env));
       try {
         await Promise.all(apps.map(loadAppReady));
@@ -124,9 +135,6 @@ describe('connection budget, fleet-wide (4 processes, pools of 20, budget 24, ro
           assert.ok(n > 0.05 * sum(served), `every process served: ${served.join(' / ')}`);
 
         // Phase 2: one process killed. Its leased slots expire within a lease period; the others take them.
-        const admin = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 0 });
-        await admin.connect();
-        const slotsKey = `{pgr:${FLEET}}:conns:${server.host}:${server.port}/${server.database}`;
         const leases = await admin.hgetall(slotsKey);
         t.diagnostic(`leases before the kill: ${JSON.stringify(leases)}`);
         const before = await backends();
