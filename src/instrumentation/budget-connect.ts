@@ -4,9 +4,9 @@
  * opens the socket, and gives it back when that connection ends (the client's 'end') or fails to
  * connect. With a slot free, pg's connect runs at once (synchronously, as without a budget); otherwise
  * it waits for one, first come first served, bounded by the connect timeout: the client's own
- * `connectionTimeoutMillis` (a pool passes its own to its clients) else `timeout.connectMs`, less 1 ms so
- * the budget answers before pg-pool's or the policy's own timer with the typed
- * ConnectionBudgetExhaustedError. Neither 0: no bound.
+ * `connectionTimeoutMillis` (a pool passes its own to its clients) else `timeout.connectMs`, less 10 ms
+ * so the budget answers before pg-pool's or the policy's own timer with the typed
+ * ConnectionBudgetExhaustedError. Both 0: no bound.
  *
  * A pool client waiting for a slot stays in pg-pool's `_clients`, as one connecting: the pool counts it,
  * the checkout waits longer, and a failure is pg-pool's ordinary failed connect (the client is dropped,
@@ -21,6 +21,13 @@ import type { PgClientLike, PgPoolLike } from './types.ts';
 import { clientTarget } from './utils.ts';
 
 type ConnectFn = (this: PgClientLike, ...args: unknown[]) => unknown;
+
+/**
+ * How much sooner than the connect timeout the budget gives up: pg-pool's own timer for the same
+ * connect was started a moment earlier (Node stamps each timer with the current ms), and when it fires
+ * first the pool replaces the typed error with "Connection terminated due to connection timeout".
+ */
+const ANSWER_FIRST_MS = 10;
 type Callback = (...args: unknown[]) => unknown;
 type Emitter = {
   once?: (event: string, listener: () => void) => unknown;
@@ -55,7 +62,7 @@ export function budgetedConnect(original: ConnectFn, targets: () => Targets): Co
     if (now) return connectHolding(client, original, callback, now);
     const own = (client as { _connectionTimeoutMillis?: unknown })._connectionTimeoutMillis;
     const limit = typeof own === 'number' && own > 0 ? own : connectMs;
-    const bound = limit > 0 ? Math.max(1, limit - 1) : 0;
+    const bound = limit > 0 ? Math.max(1, limit - ANSWER_FIRST_MS) : 0;
     budget.acquire(bound).then(
       (release) => {
         // Ended while it waited: pg would not connect it, nor answer.
