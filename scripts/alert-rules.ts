@@ -29,6 +29,7 @@ const m = {
   coordinationMode: prometheusName(METRICS.coordinationMode),
   failovers: prometheusName(METRICS.failovers),
   windowBucket: `${prometheusName(METRICS.writeUnavailability)}_bucket`,
+  budgetExhausted: prometheusName(METRICS.connectionBudgetExhausted),
 };
 const KIND = prometheusLabel(ATTR.KIND);
 const MODE = prometheusLabel(ATTR.MODE);
@@ -210,6 +211,15 @@ export const ALERTS: readonly AlertRule[] = [
     summary: 'Writes unavailable for over 10 s during a failover of {{ $labels.pg_resilience_target }}',
     description:
       'During a failover of {{ $labels.pg_resilience_target }} in the last 15 minutes, writes failed for more than 10 s between the first sign of the failover and the first write that succeeded on the new primary (recorded when writes came back).',
+  },
+  {
+    alert: 'PgResilienceConnectionBudgetExhausted',
+    expr: `sum by (${T}) (increase(${m.budgetExhausted}[5m])) > 0`,
+    for: '0m',
+    severity: 'warning',
+    summary: 'Connection budget exhausted on {{ $labels.pg_resilience_target }}',
+    description:
+      'New connections to {{ $labels.pg_resilience_target }} failed with ConnectionBudgetExhaustedError in the last 5 minutes: every slot of connectionBudget.maxConnections stayed in use for a whole connect timeout, so callers got errors instead of connections.',
   },
 ];
 
@@ -456,6 +466,15 @@ export const ALERT_CASES: readonly AlertCase[] = [
       },
     ],
     evalTime: '2m',
+    firing: [bad],
+  },
+  {
+    alert: 'PgResilienceConnectionBudgetExhausted',
+    series: [
+      { series: sel(m.budgetExhausted, bad), values: '0 0 0 2 2 2 2 2 2 2 2 2' },
+      { series: sel(m.budgetExhausted, good), values: '0x11' },
+    ],
+    evalTime: '4m',
     firing: [bad],
   },
 ];

@@ -10,6 +10,7 @@ export type ResilienceErrorCode =
   | 'PGR_CIRCUIT_OPEN'
   | 'PGR_RATE_LIMITED'
   | 'PGR_BULKHEAD_REJECTED'
+  | 'PGR_CONNECTION_BUDGET_EXHAUSTED'
   | 'PGR_TIMEOUT'
   | 'PGR_TRANSACTION_OUTCOME_UNKNOWN'
   | 'PGR_TRANSACTION_ROLLED_BACK';
@@ -91,6 +92,28 @@ export class BulkheadRejectedError extends ResilienceError {
       target,
       `Bulkhead for ${target} is full (${maxConcurrent} running, ${maxQueue} queued): the call was not attempted`,
     );
+  }
+}
+
+/**
+ * A new connection waited its whole connect timeout for a slot of the target's connection budget
+ * (`connectionBudget.maxConnections`): no connection was opened.
+ */
+export class ConnectionBudgetExhaustedError extends ResilienceError {
+  readonly code = 'PGR_CONNECTION_BUDGET_EXHAUSTED';
+  /** The budget: per process, or for the whole fleet (`scope`). */
+  readonly maxConnections: number;
+  readonly scope: 'process' | 'fleet';
+  /** How long the connect waited for a slot, in ms. */
+  readonly waitedMs: number;
+  constructor(target: string, maxConnections: number, scope: 'process' | 'fleet', waitedMs: number) {
+    super(
+      target,
+      `Connection budget for ${target} exhausted: all ${maxConnections} connections (${scope === 'fleet' ? 'fleet-wide' : 'this process'}) stayed in use for ${Math.round(waitedMs)} ms; no connection was opened`,
+    );
+    this.maxConnections = maxConnections;
+    this.scope = scope;
+    this.waitedMs = waitedMs;
   }
 }
 
@@ -190,6 +213,8 @@ export const isCircuitOpenError = (e: unknown): e is CircuitOpenError => hasCode
 export const isRateLimitedError = (e: unknown): e is RateLimitedError => hasCode(e, 'PGR_RATE_LIMITED');
 export const isBulkheadRejectedError = (e: unknown): e is BulkheadRejectedError =>
   hasCode(e, 'PGR_BULKHEAD_REJECTED');
+export const isConnectionBudgetExhaustedError = (e: unknown): e is ConnectionBudgetExhaustedError =>
+  hasCode(e, 'PGR_CONNECTION_BUDGET_EXHAUSTED');
 export const isOperationTimeoutError = (e: unknown): e is OperationTimeoutError => hasCode(e, 'PGR_TIMEOUT');
 export const isTransactionOutcomeUnknownError = (e: unknown): e is TransactionOutcomeUnknownError =>
   hasCode(e, 'PGR_TRANSACTION_OUTCOME_UNKNOWN');

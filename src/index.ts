@@ -17,6 +17,7 @@ export type {
   Backpressure,
   BreakerMode,
   BulkheadSettings,
+  ConnectionBudgetSettings,
   CircuitBreakerSettings,
   DeepPartial,
   HealthEndpointSettings,
@@ -38,6 +39,8 @@ export type {
 } from './config/types.ts';
 export {
   BulkheadRejectedError,
+  ConnectionBudgetExhaustedError,
+  isConnectionBudgetExhaustedError,
   CircuitOpenError,
   isBulkheadRejectedError,
   isCircuitOpenError,

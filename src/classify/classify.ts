@@ -38,6 +38,10 @@ const RESILIENCE = new Map<unknown, ErrorClassification>([
   ['PGR_RATE_LIMITED', freeze('resilience_rejection', false, 'no', false, 'PGR_RATE_LIMITED')],
   ['PGR_BULKHEAD_REJECTED', freeze('resilience_rejection', false, 'no', false, 'PGR_BULKHEAD_REJECTED')],
   [
+    'PGR_CONNECTION_BUDGET_EXHAUSTED',
+    freeze('resilience_rejection', false, 'no', false, 'PGR_CONNECTION_BUDGET_EXHAUSTED'),
+  ],
+  [
     'PGR_TRANSACTION_OUTCOME_UNKNOWN',
     freeze('resilience_rejection', false, 'unknown', false, 'PGR_TRANSACTION_OUTCOME_UNKNOWN'),
   ],

@@ -131,6 +131,10 @@ const DEFAULT_PROFILE: ResilienceSettings = {
     // On: connections to a demoted server would fail every write sent on them.
     evictOnFailover: true,
   },
+  connectionBudget: {
+    // Off: the pool's max caps each process; a budget makes connects wait, so it is a deliberate choice.
+    maxConnections: 0,
+  },
 };
 
 /** `batch`: background jobs that prefer waiting over failing, and must not overload the database. */
@@ -250,6 +254,10 @@ const BATCH_PROFILE: ResilienceSettings = {
     roleCheckTimeoutMs: 5000,
     // As default: connections to a demoted server are closed.
     evictOnFailover: true,
+  },
+  connectionBudget: {
+    // As default: off.
+    maxConnections: 0,
   },
 };
 

@@ -161,6 +161,13 @@ export const ENV_VARS: ReadonlyArray<EnvVar> = [
     description: 'Concurrent calls per target (0 = off).',
   },
   {
+    name: 'PG_RESILIENCE_MAX_CONNECTIONS',
+    setting: 'connectionBudget.maxConnections',
+    kind: 'integer',
+    description:
+      'Most server connections to each target: per process, or for the whole fleet with coordination on (0 = off, the default).',
+  },
+  {
     name: 'PG_RESILIENCE_LEAK_THRESHOLD_MS',
     setting: 'leakDetection.idleThresholdMs',
     kind: 'integer',

@@ -310,6 +310,18 @@ const failoverSchema = object(
   'Multi-host targets and endpoint flips: role checks, eviction (see failover.md).',
 );
 
+const connectionBudgetSchema = object(
+  {
+    maxConnections: int(
+      0,
+      1_000_000,
+      "Most server connections to the target: per process, or for the whole fleet when coordination is on (see fleet.md). A new connection (pool or standalone) waits for a slot, first come first served, bounded by its connect timeout (the pool's `connectionTimeoutMillis`, else `timeout.connectMs`), then fails with ConnectionBudgetExhaustedError (0 = off).",
+      'off',
+    ),
+  },
+  'The connection budget per target (see fleet.md).',
+);
+
 /** One target's complete settings. */
 export const settingsSchema = object(
   {
@@ -323,6 +335,7 @@ export const settingsSchema = object(
     leakDetection: leakDetectionSchema,
     transaction: transactionSchema,
     failover: failoverSchema,
+    connectionBudget: connectionBudgetSchema,
   },
   'The settings one target’s policies are built from.',
 );

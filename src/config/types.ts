@@ -166,6 +166,16 @@ export interface FailoverSettings {
   evictOnFailover: boolean;
 }
 
+/**
+ * The connection budget: the server connections held to a target never exceed `maxConnections`, per
+ * process, or for the whole fleet when coordination is on (see fleet.md). A new connection waits for a
+ * slot (FIFO), bounded by its connect timeout.
+ */
+export interface ConnectionBudgetSettings {
+  /** Most server connections to the target; 0 = off. */
+  maxConnections: number;
+}
+
 export interface ResilienceSettings {
   retry: RetrySettings;
   circuitBreaker: CircuitBreakerSettings;
@@ -177,6 +187,7 @@ export interface ResilienceSettings {
   leakDetection: LeakDetectionSettings;
   transaction: TransactionSettings;
   failover: FailoverSettings;
+  connectionBudget: ConnectionBudgetSettings;
 }
 
 export interface HealthEndpointSettings {

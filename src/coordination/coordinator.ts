@@ -14,7 +14,8 @@ import type { Event } from 'cockatiel';
 import { type Clock, realClock } from '../policy/clock.ts';
 import { SafeEventEmitter } from '../policy/events.ts';
 import { FleetBucket } from './fleet-bucket.ts';
-import { fleetName, membersKey, rateKey } from './keys.ts';
+import { FleetSlots } from './fleet-slots.ts';
+import { fleetName, membersKey, rateKey, slotsKey } from './keys.ts';
 import { connectRedis, loadIoRedis, MISSING_CLIENT, type RedisLink } from './redis-client.ts';
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
@@ -53,6 +54,7 @@ export class FleetCoordinator {
   #disposed = false;
   #lastError: string | undefined;
   readonly #buckets = new Set<FleetBucket>();
+  readonly #slots = new Set<FleetSlots>();
   readonly #command = new SafeEventEmitter<CoordinationCommandEvent>();
   /** A Redis command finished. */
   readonly onCommand: Event<CoordinationCommandEvent> = this.#command.addListener;
@@ -90,9 +92,39 @@ export class FleetCoordinator {
     return bucket;
   }
 
-  /** Forgets a disposed bucket. */
-  release(bucket: FleetBucket): void {
-    this.#buckets.delete(bucket);
+  /** The fleet-wide slots of one target's connection budget. */
+  connectionSlots(target: string, maxConnections: number): FleetSlots {
+    const slots = new FleetSlots(this, slotsKey(this.fleet, target), maxConnections, this.#clock);
+    this.#slots.add(slots);
+    return slots;
+  }
+
+  /** Forgets a disposed bucket or slot lease. */
+  release(owner: FleetBucket | FleetSlots): void {
+    if (owner instanceof FleetBucket) this.#buckets.delete(owner);
+    else this.#slots.delete(owner);
+  }
+
+  /**
+   * Sets this member's lease of the slots at `key` (LEASE_SLOTS): `hold` open, `want` wanted. Resolves
+   * with the slots granted, or undefined when Redis failed or was too slow. Never rejects.
+   */
+  async leaseSlots(key: string, budget: number, hold: number, want: number): Promise<number | undefined> {
+    const link = await this.#linkWithin();
+    if (!link) return undefined;
+    try {
+      const reply = await this.#bounded(
+        link.leaseSlots(key, membersKey(this.fleet), budget, hold, want, this.member, this.settings.leaseMs),
+      );
+      const [granted, members] = Array.isArray(reply) ? (reply as unknown[]) : [];
+      const g = count(granted, Math.max(want, budget));
+      const m = count(members, MAX_MEMBERS);
+      if (g === undefined || m === undefined) return this.#failed('a slot lease reply was not valid');
+      this.#succeeded(m);
+      return g;
+    } catch (error) {
+      return this.#failed((error as Error).message);
+    }
   }
 
   /**
@@ -131,6 +163,7 @@ export class FleetCoordinator {
     this.#disposed = true;
     if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
     for (const b of this.#buckets) b.dispose();
+    for (const s of this.#slots) s.dispose();
     const link = this.#link;
     if (link) {
       void link

@@ -23,3 +23,6 @@ export const membersKey = (fleet: string): string => `${fleetTag(fleet)}:members
 
 /** A target's fleet-wide token bucket (`host:port/database`). */
 export const rateKey = (fleet: string, target: string): string => `${fleetTag(fleet)}:rate:${target}`;
+
+/** A target's leased connection slots (member id → `held:wanted:expiry`). */
+export const slotsKey = (fleet: string, target: string): string => `${fleetTag(fleet)}:conns:${target}`;

@@ -9,7 +9,7 @@
  * Nothing here ever logs or throws the URL: errors are reduced to their message with the password removed.
  */
 import { withoutSecret } from '../config/redis-url.ts';
-import { HEARTBEAT, TAKE_PERMITS } from './scripts.ts';
+import { HEARTBEAT, LEASE_SLOTS, TAKE_PERMITS } from './scripts.ts';
 
 /** What the coordinator needs from a Redis connection. */
 export interface RedisLink {
@@ -21,6 +21,16 @@ export interface RedisLink {
     membersKey: string,
     ratePerMs: number,
     capacity: number,
+    want: number,
+    member: string,
+    leaseMs: number,
+  ): Promise<unknown>;
+  /** LEASE_SLOTS: returns the raw reply (validated by the caller). */
+  leaseSlots(
+    slotsKey: string,
+    membersKey: string,
+    budget: number,
+    hold: number,
     want: number,
     member: string,
     leaseMs: number,
@@ -88,6 +98,7 @@ export function connectRedis(Redis: IoRedisCtor, url: string, timeoutMs: number)
   });
   client.defineCommand('pgrHeartbeat', { numberOfKeys: 1, lua: HEARTBEAT });
   client.defineCommand('pgrTake', { numberOfKeys: 2, lua: TAKE_PERMITS });
+  client.defineCommand('pgrLeaseSlots', { numberOfKeys: 2, lua: LEASE_SLOTS });
   // Neither the connection nor the reconnect timer may keep the app alive: an app that is done exits as
   // it would without Redis, up or down. (ioredis emits status events on the next tick, once the socket
   // or the timer exists.)
@@ -116,6 +127,8 @@ export function connectRedis(Redis: IoRedisCtor, url: string, timeoutMs: number)
     heartbeat: (members, member, leaseMs) => command('pgrHeartbeat', members, member, leaseMs),
     takePermits: (bucket, members, ratePerMs, capacity, want, member, leaseMs) =>
       command('pgrTake', bucket, members, ratePerMs, capacity, want, member, leaseMs),
+    leaseSlots: (slots, members, budget, hold, want, member, leaseMs) =>
+      command('pgrLeaseSlots', slots, members, budget, hold, want, member, leaseMs),
     leave: (members, member) => run(() => client.zrem(members, member)),
     onError: (l) => listeners.push(l),
     close: () => client.disconnect(),

@@ -71,3 +71,58 @@ if rate > 0 then full = math.ceil(cap / rate) end
 redis.call('PEXPIRE', KEYS[1], full + lease)
 return { granted, members(KEYS[2], ARGV[4], now, lease) }
 `;
+
+/**
+ * Leases a target's connection slots for one member. The slots hash maps each member id to
+ * `held:wanted:expiry` (expiry in Redis ms); entries expired, malformed, above the budget or expiring
+ * beyond one lease from now are removed (a killed process's slots come back within one lease).
+ *
+ * The member is granted `min(want, budget − slots held by the others)`; while another member wants
+ * more than it holds, at most the fair share `max(1, ⌊budget / live holders⌋)`. It is recorded as
+ * holding `max(hold, grant)`: connections it has open count even when the fleet's budget is spent, so
+ * nobody is granted beyond the budget. KEYS: slots, members. ARGV: budget, hold, want, member id, lease
+ * ms. Returns { grant, live members }.
+ */
+export const LEASE_SLOTS = `${NUM}
+local budget = math.floor(num(ARGV[1]) or 0)
+local hold = math.floor(num(ARGV[2]) or 0)
+local want = math.floor(num(ARGV[3]) or 0)
+local id = ARGV[4]
+local lease = num(ARGV[5]) or 5000
+if hold < 0 then hold = 0 end
+if want < hold then want = hold end
+local now = nowMs()
+local kind = redis.call('TYPE', KEYS[1]).ok
+if kind ~= 'hash' and kind ~= 'none' then redis.call('DEL', KEYS[1]) end
+local all = redis.call('HGETALL', KEYS[1])
+local others, short, live = 0, 0, 1
+for i = 1, #all, 2 do
+  local other = all[i]
+  if other ~= id then
+    local h, w, exp = string.match(all[i + 1], '^(%d+):(%d+):(%d+)$')
+    h = tonumber(h); w = tonumber(w); exp = tonumber(exp)
+    if h == nil or w == nil or exp == nil or exp <= now or exp > now + lease or h > budget then
+      redis.call('HDEL', KEYS[1], other)
+    else
+      others = others + h
+      live = live + 1
+      if w > h then short = short + (w - h) end
+    end
+  end
+end
+local free = budget - others
+if free < 0 then free = 0 end
+local grant = math.min(want, free)
+if short > 0 then
+  local fair = math.max(1, math.floor(budget / live))
+  if grant > fair then grant = fair end
+end
+local record = math.max(hold, grant)
+if record > 0 or want > 0 then
+  redis.call('HSET', KEYS[1], id, string.format('%d:%d:%d', record, want, math.floor(now + lease)))
+else
+  redis.call('HDEL', KEYS[1], id)
+end
+redis.call('PEXPIRE', KEYS[1], lease * 2)
+return { grant, members(KEYS[2], id, now, lease) }
+`;

@@ -25,6 +25,7 @@
  */
 import { asPromise, type PromiseCtor, settleCallback } from './callbacks.ts';
 import { isOperationTimeoutError } from '../errors.ts';
+import { budgetedConnect } from './budget-connect.ts';
 import { clientConnectVeto } from '../safety/retry-safety.ts';
 import { Reconnect } from './client-reconnect.ts';
 import { ConnectEndedByAppError, endedByApp, never } from './ended-by-app.ts';
@@ -51,7 +52,8 @@ const ignore = (): void => {};
 export function patchClientConnect(targets: () => Targets): (original: ConnectFn) => ConnectFn {
   return (pgConnect) => {
     // A client of a multi-host target connects to the host chosen for it (multi-host-connect.ts).
-    const original = hostAwareConnect(pgConnect, targets);
+    // Each new server connection takes a slot of the target's connection budget, when one is set.
+    const original = hostAwareConnect(budgetedConnect(pgConnect, targets), targets);
     return function connect(this: PgClientLike, ...args: unknown[]): unknown {
       const callback = args[0];
       if (scope.poolNewClient > 0 && !scope.ownClients.has(this)) adoptPoolHostSpec(this);

@@ -9,6 +9,7 @@
 import type { TargetPolicy } from '../policy/pipeline.ts';
 import type { PolicyRegistry } from '../policy/registry.ts';
 import { HealthTracker, type PoolStats } from '../telemetry/health.ts';
+import { closeIdleSurplus } from './budget-connect.ts';
 import { type ConnectionsEvictedEvent, evictOnOutage } from './eviction.ts';
 import { LeakDetector } from './leak-detection.ts';
 import { clientProbeFactory, poolProbeFactory, type ProbeClientFactory, runProbe } from './probe.ts';
@@ -163,6 +164,8 @@ export class Targets {
     if (!this.#evicting.has(policy)) {
       this.#evicting.add(policy);
       evictOnOutage(policy, () => this.pools(target), this.#onEvicted);
+      // Above the process's share of the connection budget: idle connections are closed, not held.
+      policy.connectionBudget?.onSurplus((surplus) => closeIdleSurplus(this.pools(target), surplus));
     }
     policy.startRecovery(
       (signal) => {

@@ -56,10 +56,12 @@ import {
   type TimeoutEvent,
 } from './events.ts';
 import { type PermitBucket, RateLimiter } from './rate-limiter.ts';
+import { ConnectionBudget, type SlotSource } from './connection-budget.ts';
 
-/** What a target's policies may take from outside: a fleet-wide permit bucket (src/coordination). */
+/** What a target's policies may take from outside: a fleet-wide permit bucket and connection slots (src/coordination). */
 export interface TargetPolicyOptions {
   rateBucket?: (settings: RateLimitSettings) => PermitBucket;
+  connectionSlots?: (maxConnections: number) => SlotSource;
 }
 import { RecoveryLoop } from './recovery.ts';
 import { RetryPolicy } from './retry.ts';
@@ -91,6 +93,8 @@ export class TargetPolicy {
   /** The breaker when enabled, else undefined (skipped entirely on the hot path). */
   readonly #activeBreaker: CircuitBreaker | undefined;
   readonly #rateLimiter: RateLimiter | undefined;
+  /** The connection budget's slots, when `connectionBudget.maxConnections` is set (instrumentation/budget-connect.ts). */
+  readonly connectionBudget: ConnectionBudget | undefined;
   readonly #bulkhead: BulkheadPolicy | undefined;
   readonly #budget: RetryBudget | undefined;
   readonly #retry: RetryPolicy;
@@ -157,6 +161,11 @@ export class TargetPolicy {
       ? new RateLimiter(settings.rateLimit, target, clock, options.rateBucket?.(settings.rateLimit))
       : undefined;
     this.#bulkhead = createBulkhead(settings.bulkhead, target);
+    const maxConnections = settings.connectionBudget?.maxConnections ?? 0;
+    this.connectionBudget =
+      maxConnections > 0
+        ? new ConnectionBudget(target, maxConnections, options.connectionSlots?.(maxConnections), clock)
+        : undefined;
     this.#budget =
       settings.retry.enabled && settings.retry.budget.enabled
         ? new RetryBudget(settings.retry.budget, clock)
@@ -427,6 +436,7 @@ export class TargetPolicy {
     this.#disposed = true;
     this.#recovery?.dispose();
     this.#rateLimiter?.dispose();
+    this.connectionBudget?.dispose();
     this.#breaker.dispose();
   }
 

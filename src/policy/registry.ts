@@ -64,7 +64,12 @@ export class PolicyRegistry {
         target,
         this.#classify,
         this.#clock,
-        coordinator ? { rateBucket: (s) => coordinator.rateBucket(target, s) } : {},
+        coordinator
+          ? {
+              rateBucket: (s) => coordinator.rateBucket(target, s),
+              connectionSlots: (max) => coordinator.connectionSlots(target, max),
+            }
+          : {},
       );
       this.#policies.set(target, policy);
       this.#created.emit({ target, policy });

@@ -300,6 +300,40 @@ export const METRICS = {
     description: 'Clients reported as leaked and still not released: pool slots lost until they are.',
     attributes: [T],
   },
+  // ---- connection budget (per target) ----
+  connectionBudgetHeld: {
+    name: 'pg_resilience.connection_budget.held',
+    kind: 'gauge',
+    unit: '{connection}',
+    description:
+      "Slots of the target's connection budget this process holds: its server connections open or opening (0 when no budget is set).",
+    attributes: [T],
+  },
+  connectionBudgetCapacity: {
+    name: 'pg_resilience.connection_budget.capacity',
+    kind: 'gauge',
+    unit: '{connection}',
+    description:
+      'Slots this process may hold now: the budget (per process), or its lease of the fleet-wide budget from Redis, or its fallback share (budget / live members) while Redis is unreachable (0 when no budget is set).',
+    attributes: [T],
+  },
+  connectionBudgetWaitDuration: {
+    name: 'pg_resilience.connection_budget.wait.duration',
+    kind: 'histogram',
+    unit: 's',
+    description:
+      'Time new connections waited for a slot of the connection budget (only those that waited), by outcome: `success` (got one), `rejected` (waited the whole connect timeout: ConnectionBudgetExhaustedError).',
+    attributes: [T, ATTR.OUTCOME],
+    buckets: DURATION_BUCKETS_S,
+  },
+  connectionBudgetExhausted: {
+    name: 'pg_resilience.connection_budget.exhausted',
+    kind: 'counter',
+    unit: '{connect}',
+    description:
+      'New connections that failed with ConnectionBudgetExhaustedError: every slot of the budget stayed in use for the whole connect timeout.',
+    attributes: [T],
+  },
   // ---- fleet coordination (process-wide: no target) ----
   coordinationMode: {
     name: 'pg_resilience.coordination.mode',

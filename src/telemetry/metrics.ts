@@ -23,6 +23,7 @@ import {
 } from '@opentelemetry/api';
 import type { IDisposable } from 'cockatiel';
 import type { TargetPolicy } from '../policy/pipeline.ts';
+import type { ConnectionBudget } from '../policy/connection-budget.ts';
 import type { PolicyRegistry } from '../policy/registry.ts';
 import type { OperationEvent } from '../policy/types.ts';
 import type { ClientErrorAbsorbedEvent } from '../crash-guards/error-guards.ts';
@@ -64,6 +65,8 @@ interface Instruments {
   readonly writeUnavailability: Histogram;
   readonly poolClientLeaks: Counter;
   readonly coordinationCommands: Counter;
+  readonly connectionBudgetWaitDuration: Histogram;
+  readonly connectionBudgetExhausted: Counter;
 }
 
 function histogram(meter: Meter, spec: MetricSpec): Histogram {
@@ -99,6 +102,8 @@ function createInstruments(meter: Meter): Instruments {
     writeUnavailability: histogram(meter, METRICS.writeUnavailability),
     poolClientLeaks: counter(meter, METRICS.poolClientLeaks),
     coordinationCommands: counter(meter, METRICS.coordinationCommands),
+    connectionBudgetWaitDuration: histogram(meter, METRICS.connectionBudgetWaitDuration),
+    connectionBudgetExhausted: counter(meter, METRICS.connectionBudgetExhausted),
   };
 }
 
@@ -286,6 +291,14 @@ export class ResilienceMetrics {
         i().bulkheadRejections.add(1, { [ATTR.TARGET]: target, [ATTR.OPERATION]: e.operation }),
       ),
       policy.onTimeout((e) => i().timeouts.add(1, { [ATTR.TARGET]: target, [ATTR.OPERATION]: e.operation })),
+      policy.connectionBudget?.onWait((e) => {
+        const exhausted = e.outcome === 'exhausted';
+        i().connectionBudgetWaitDuration.record(e.waitedMs * S_PER_MS, {
+          [ATTR.TARGET]: target,
+          [ATTR.OUTCOME]: exhausted ? 'rejected' : 'success',
+        });
+        if (exhausted) i().connectionBudgetExhausted.add(1, { [ATTR.TARGET]: target });
+      }) ?? { dispose() {} },
       policy.onStatementCancel((e) =>
         i().statementCancellations.add(1, { [ATTR.TARGET]: target, [ATTR.RESULT]: e.result }),
       ),
@@ -330,6 +343,7 @@ export class ResilienceMetrics {
     for (const outcome of ATTRIBUTE_VALUES.recoveryOutcome) {
       i.recoveryAttempts.add(0, { ...t, [ATTR.OUTCOME]: outcome });
     }
+    i.connectionBudgetExhausted.add(0, t);
     for (const result of ATTRIBUTE_VALUES.transactionOutcomeResult) {
       i.transactionOutcomeResolutions.add(0, { ...t, [ATTR.RESULT]: result });
     }
@@ -422,6 +436,17 @@ export class ResilienceMetrics {
         this.#onError(error);
       }
     });
+    const budgetGauge = (spec: MetricSpec, read: (b: ConnectionBudget) => number) =>
+      meter
+        .createObservableGauge(spec.name, { unit: spec.unit, description: spec.description })
+        .addCallback((result) =>
+          this.#observe(result, (policy, target) => {
+            const budget = policy.connectionBudget;
+            result.observe(budget ? read(budget) : 0, target);
+          }),
+        );
+    budgetGauge(METRICS.connectionBudgetHeld, (b) => b.held);
+    budgetGauge(METRICS.connectionBudgetCapacity, (b) => b.capacity);
     this.#observeCoordination(meter);
     return instruments;
   }
@@ -449,7 +474,10 @@ export class ResilienceMetrics {
   /** Calls `each` for every known target (a target named in the configuration but unused: closed, empty). */
   #observe(
     result: ObservableResult,
-    each: (policy: Pick<TargetPolicy, 'circuitState' | 'snapshot'>, target: Attributes) => void,
+    each: (
+      policy: Pick<TargetPolicy, 'circuitState' | 'snapshot' | 'connectionBudget'>,
+      target: Attributes,
+    ) => void,
   ): void {
     try {
       for (const target of this.#known) {
@@ -464,7 +492,8 @@ export class ResilienceMetrics {
 }
 
 /** How a known target without policies yet looks to the observers. */
-const IDLE_TARGET: Pick<TargetPolicy, 'circuitState' | 'snapshot'> = {
+const IDLE_TARGET: Pick<TargetPolicy, 'circuitState' | 'snapshot' | 'connectionBudget'> = {
   circuitState: 'closed',
+  connectionBudget: undefined,
   snapshot: () => ({ rateLimit: null }) as unknown as ReturnType<TargetPolicy['snapshot']>,
 };

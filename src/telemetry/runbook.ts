@@ -24,6 +24,7 @@ export const RUNBOOK_ANCHORS = {
   PgResilienceCoordinationDegraded: 'coordination-degraded',
   PgResilienceFailoverDetected: 'failover-detected',
   PgResilienceWritesUnavailable: 'writes-unavailable',
+  PgResilienceConnectionBudgetExhausted: 'connection-budget-exhausted',
 } as const;
 
 export type AlertName = keyof typeof RUNBOOK_ANCHORS;

@@ -123,6 +123,7 @@ const EXPECTED_DEFAULT: ResilienceSettings = {
   leakDetection: { enabled: true, idleThresholdMs: 0, deadGraceMs: 5000 },
   transaction: { outcomeResolutionMs: 10000 },
   failover: { roleTrustMs: 0, roleCheckTimeoutMs: 5000, evictOnFailover: true },
+  connectionBudget: { maxConnections: 0 },
 };
 // The seed's database profile.
 const EXPECTED_BATCH: ResilienceSettings = {
@@ -162,6 +163,7 @@ const EXPECTED_BATCH: ResilienceSettings = {
   leakDetection: { enabled: true, idleThresholdMs: 0, deadGraceMs: 5000 },
   transaction: { outcomeResolutionMs: 60000 },
   failover: { roleTrustMs: 0, roleCheckTimeoutMs: 5000, evictOnFailover: true },
+  connectionBudget: { maxConnections: 0 },
 };
 
 const settingsOf = (c: ResilienceConfig): ResilienceSettings => ({
@@ -175,6 +177,7 @@ const settingsOf = (c: ResilienceConfig): ResilienceSettings => ({
   leakDetection: c.leakDetection,
   transaction: c.transaction,
   failover: c.failover,
+  connectionBudget: c.connectionBudget,
 });
 
 // ---- profiles ----
@@ -1014,6 +1017,7 @@ describe('settingsForTarget', () => {
     assert.deepEqual(Object.keys(s).sort(), [
       'bulkhead',
       'circuitBreaker',
+      'connectionBudget',
       'failover',
       'leakDetection',
       'liveness',

@@ -467,6 +467,49 @@ function dashboard() {
         min: 0,
       }),
     )
+    .withRow(row('Connection budget'))
+    .withPanel(
+      timeseries({
+        title: 'Connection budget slots',
+        description:
+          "Server connections each target's connection budget counts (connectionBudget.maxConnections): held (open or opening) and the capacity the processes may hold now (the budget per process, or their leases of the fleet-wide budget, or their fallback shares while Redis is unreachable), summed over the processes. Held at capacity means new connections wait.",
+        unit: 'short',
+        runbook: anchors.PgResilienceConnectionBudgetExhausted,
+        queries: [
+          {
+            expr: sumBy([TARGET], selector(series('connectionBudgetHeld'), BY_TARGET)),
+            legend: legend('held', TARGET),
+          },
+          {
+            expr: sumBy([TARGET], selector(series('connectionBudgetCapacity'), BY_TARGET)),
+            legend: legend('capacity', TARGET),
+          },
+        ],
+        width: 12,
+        min: 0,
+      }),
+    )
+    .withPanel(
+      timeseries({
+        title: 'Connection budget waits',
+        description:
+          'p95 time a new connection waited for a slot of the budget, and the connects per second that waited their whole connect timeout and failed with ConnectionBudgetExhaustedError.',
+        unit: 's',
+        runbook: anchors.PgResilienceConnectionBudgetExhausted,
+        queries: [
+          {
+            expr: quantile(0.95, bucket('connectionBudgetWaitDuration'), [TARGET], BY_TARGET),
+            legend: legend('p95 wait', TARGET),
+          },
+          {
+            expr: perSecond('connectionBudgetExhausted', []),
+            legend: legend('exhausted /s', TARGET),
+          },
+        ],
+        width: 12,
+        min: 0,
+      }),
+    )
 
     .withRow(row('Fleet coordination'))
     .withPanel(
