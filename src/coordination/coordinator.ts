@@ -14,7 +14,9 @@ import type { Event } from 'cockatiel';
 import { type Clock, realClock } from '../policy/clock.ts';
 import { SafeEventEmitter } from '../policy/events.ts';
 import { FleetBucket } from './fleet-bucket.ts';
-import { fleetName, membersKey, rateKey } from './keys.ts';
+import { FleetBreaker } from './fleet-breaker.ts';
+import { breakerKey, fleetName, membersKey, probeLockKey, rateKey, votesKey } from './keys.ts';
+import type { CircuitBreaker } from '../policy/circuit-breaker.ts';
 import { connectRedis, loadIoRedis, MISSING_CLIENT, type RedisLink } from './redis-client.ts';
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
@@ -28,6 +30,9 @@ export interface CoordinationCommandEvent {
   readonly ok: boolean;
   readonly durationMs: number;
 }
+
+/** How often a fleet breaker reads the verdict while something is open: a fleet-wide close reaches every process within this. */
+const FLEET_BREAKER_POLL_MS = 200;
 
 /** Most members a reply may claim (anything above is garbage). */
 const MAX_MEMBERS = 1_000_000;
@@ -88,6 +93,38 @@ export class FleetCoordinator {
     const bucket = new FleetBucket(this, rateKey(this.fleet, target), settings, this.#clock);
     this.#buckets.add(bucket);
     return bucket;
+  }
+
+  /** One target's breaker joined to the fleet's (fleet-breaker.ts); `probeIntervalMs`: the recovery interval. */
+  fleetBreaker(target: string, breaker: CircuitBreaker, probeIntervalMs: number): FleetBreaker {
+    return new FleetBreaker(
+      this,
+      breaker,
+      {
+        stateKey: breakerKey(this.fleet, target),
+        votesKey: votesKey(this.fleet, target),
+        membersKey: membersKey(this.fleet),
+        lockKey: probeLockKey(this.fleet, target),
+        leaseMs: this.settings.leaseMs,
+        pollMs: FLEET_BREAKER_POLL_MS,
+        probeIntervalMs: Math.max(1, probeIntervalMs),
+      },
+      this.#clock,
+    );
+  }
+
+  /**
+   * Runs one command on the link, bounded by the coordination timeout. Resolves with the raw reply, or
+   * undefined when Redis failed or was too slow (the process is then in fallback). Never rejects.
+   */
+  async call(command: (link: RedisLink) => Promise<unknown>): Promise<unknown> {
+    const link = await this.#linkWithin();
+    if (!link) return undefined;
+    try {
+      return await this.#bounded(command(link));
+    } catch (error) {
+      return this.#failed((error as Error).message);
+    }
   }
 
   /** Forgets a disposed bucket. */

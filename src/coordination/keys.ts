@@ -23,3 +23,12 @@ export const membersKey = (fleet: string): string => `${fleetTag(fleet)}:members
 
 /** A target's fleet-wide token bucket (`host:port/database`). */
 export const rateKey = (fleet: string, target: string): string => `${fleetTag(fleet)}:rate:${target}`;
+
+/** A target's fleet-wide breaker state (hash: `epoch`, `open`). */
+export const breakerKey = (fleet: string, target: string): string => `${fleetTag(fleet)}:breaker:${target}`;
+
+/** A target's "down" votes (sorted set: member → vote expiry, Redis ms). */
+export const votesKey = (fleet: string, target: string): string => `${fleetTag(fleet)}:votes:${target}`;
+
+/** A target's recovery probe lock (string, SET NX PX). */
+export const probeLockKey = (fleet: string, target: string): string => `${fleetTag(fleet)}:probe:${target}`;

@@ -57,9 +57,19 @@ import {
 } from './events.ts';
 import { type PermitBucket, RateLimiter } from './rate-limiter.ts';
 
-/** What a target's policies may take from outside: a fleet-wide permit bucket (src/coordination). */
+/** The fleet's side of a target's breaker (src/coordination/fleet-breaker.ts). */
+export interface BreakerFleet {
+  /** Before a recovery probe: false when another process of the fleet holds the probe lock. */
+  mayProbe(): Promise<boolean>;
+  /** A recovery probe succeeded. */
+  probed(): void;
+  dispose(): void;
+}
+
+/** What a target's policies may take from outside: a fleet-wide permit bucket and breaker (src/coordination). */
 export interface TargetPolicyOptions {
   rateBucket?: (settings: RateLimitSettings) => PermitBucket;
+  breakerFleet?: (breaker: CircuitBreaker, probeIntervalMs: number) => BreakerFleet;
 }
 import { RecoveryLoop } from './recovery.ts';
 import { RetryPolicy } from './retry.ts';
@@ -97,6 +107,8 @@ export class TargetPolicy {
   readonly #queryTimeout: TimeoutPolicy | undefined;
   readonly #connectTimeout: TimeoutPolicy | undefined;
   #recovery: RecoveryLoop | undefined;
+  /** The fleet-aware breaker's link, when coordination is on. */
+  readonly #fleet: BreakerFleet | undefined;
   #disposed = false;
   #observer: OperationObserver | undefined;
 
@@ -153,6 +165,11 @@ export class TargetPolicy {
 
     this.#breaker = new CircuitBreaker(settings.circuitBreaker, target, clock);
     this.#activeBreaker = settings.circuitBreaker.enabled ? this.#breaker : undefined;
+    // Only with recovery on: a breaker held open fleet-wide closes through the fleet's recovery probe.
+    this.#fleet =
+      this.#activeBreaker && settings.recovery.enabled
+        ? options.breakerFleet?.(this.#breaker, settings.recovery.intervalMs)
+        : undefined;
     this.#rateLimiter = settings.rateLimit.enabled
       ? new RateLimiter(settings.rateLimit, target, clock, options.rateBucket?.(settings.rateLimit))
       : undefined;
@@ -350,6 +367,7 @@ export class TargetPolicy {
   ): RecoveryLoop | undefined {
     if (this.#recovery) return this.#recovery;
     if (this.#disposed || !this.settings.recovery.enabled || !this.#activeBreaker) return undefined;
+    const fleet = this.#fleet;
     const judged = (signal: AbortSignal): Promise<void> =>
       probe(signal).catch((error: unknown) => {
         if (!probeFoundServerUp(this.#classify(error))) throw error;
@@ -362,8 +380,12 @@ export class TargetPolicy {
       this.#clock,
       (attempt, run) => (this.#observer ? this.#observer.probe(this.target, attempt, run) : run()),
       active,
+      fleet ? () => fleet.mayProbe() : undefined,
     );
-    loop.onAttempt((e) => this.#recoveryAttempt.emit(e));
+    loop.onAttempt((e) => {
+      if (e.outcome === 'success') fleet?.probed();
+      this.#recoveryAttempt.emit(e);
+    });
     this.#recovery = loop;
     return loop;
   }
@@ -426,6 +448,7 @@ export class TargetPolicy {
     if (this.#disposed) return;
     this.#disposed = true;
     this.#recovery?.dispose();
+    this.#fleet?.dispose();
     this.#rateLimiter?.dispose();
     this.#breaker.dispose();
   }

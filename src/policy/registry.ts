@@ -64,7 +64,12 @@ export class PolicyRegistry {
         target,
         this.#classify,
         this.#clock,
-        coordinator ? { rateBucket: (s) => coordinator.rateBucket(target, s) } : {},
+        coordinator
+          ? {
+              rateBucket: (s) => coordinator.rateBucket(target, s),
+              breakerFleet: (breaker, intervalMs) => coordinator.fleetBreaker(target, breaker, intervalMs),
+            }
+          : {},
       );
       this.#policies.set(target, policy);
       this.#created.emit({ target, policy });
