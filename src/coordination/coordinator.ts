@@ -14,7 +14,7 @@ import type { Event } from 'cockatiel';
 import { type Clock, realClock } from '../policy/clock.ts';
 import { SafeEventEmitter } from '../policy/events.ts';
 import { FleetBucket } from './fleet-bucket.ts';
-import { FleetBreaker } from './fleet-breaker.ts';
+import { FleetBreaker, type FleetBreakerHost, type FleetBreakerState } from './fleet-breaker.ts';
 import { breakerKey, fleetName, membersKey, probeLockKey, rateKey, votesKey } from './keys.ts';
 import type { CircuitBreaker } from '../policy/circuit-breaker.ts';
 import { connectRedis, loadIoRedis, MISSING_CLIENT, type RedisLink } from './redis-client.ts';
@@ -33,6 +33,12 @@ export interface CoordinationCommandEvent {
 
 /** How often a fleet breaker reads the verdict while something is open: a fleet-wide close reaches every process within this. */
 const FLEET_BREAKER_POLL_MS = 200;
+
+/** A recovery probe asked for the fleet's probe lock (for telemetry). */
+export interface FleetProbeEvent {
+  readonly target: string;
+  readonly taken: boolean;
+}
 
 /** Most members a reply may claim (anything above is garbage). */
 const MAX_MEMBERS = 1_000_000;
@@ -61,6 +67,10 @@ export class FleetCoordinator {
   readonly #command = new SafeEventEmitter<CoordinationCommandEvent>();
   /** A Redis command finished. */
   readonly onCommand: Event<CoordinationCommandEvent> = this.#command.addListener;
+  readonly #fleetBreakers = new Set<FleetBreaker>();
+  readonly #fleetProbe = new SafeEventEmitter<FleetProbeEvent>();
+  /** A recovery probe asked for the fleet's probe lock: taken or skipped. */
+  readonly onFleetProbe: Event<FleetProbeEvent> = this.#fleetProbe.addListener;
 
   constructor(
     settings: CoordinationSettings,
@@ -97,8 +107,18 @@ export class FleetCoordinator {
 
   /** One target's breaker joined to the fleet's (fleet-breaker.ts); `probeIntervalMs`: the recovery interval. */
   fleetBreaker(target: string, breaker: CircuitBreaker, probeIntervalMs: number): FleetBreaker {
-    return new FleetBreaker(
-      this,
+    const currentMembers = (): number => this.members;
+    const host: FleetBreakerHost = {
+      member: this.member,
+      get members() {
+        return currentMembers();
+      },
+      call: (command) => this.call(command),
+      probeGated: (t: string, taken: boolean) => this.#fleetProbe.emit({ target: t, taken }),
+      forget: (fb: FleetBreaker) => this.#fleetBreakers.delete(fb),
+    };
+    const fleetBreaker = new FleetBreaker(
+      host,
       breaker,
       {
         stateKey: breakerKey(this.fleet, target),
@@ -111,6 +131,13 @@ export class FleetCoordinator {
       },
       this.#clock,
     );
+    this.#fleetBreakers.add(fleetBreaker);
+    return fleetBreaker;
+  }
+
+  /** Every target's fleet-wide breaker state last seen (`alone`: Redis did not answer). */
+  fleetBreakerStates(): Map<string, FleetBreakerState> {
+    return new Map([...this.#fleetBreakers].map((fb) => [fb.target, fb.state]));
   }
 
   /**

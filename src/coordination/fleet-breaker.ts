@@ -24,6 +24,10 @@ export interface FleetBreakerHost {
   readonly members: number;
   /** Runs one bounded command; undefined when Redis failed or was too slow. */
   call(command: (link: RedisLink) => Promise<unknown>): Promise<unknown>;
+  /** A probe asked for the lock: taken, or skipped (another process holds it). For telemetry. */
+  probeGated?(target: string, taken: boolean): void;
+  /** The fleet breaker was disposed. */
+  forget?(fleetBreaker: FleetBreaker): void;
 }
 
 export interface FleetBreakerOptions {
@@ -71,6 +75,10 @@ export class FleetBreaker implements BreakerFleet {
     this.#schedule(options.pollMs);
   }
 
+  get target(): string {
+    return this.#breaker.target;
+  }
+
   /** The fleet-wide state last seen. */
   get state(): FleetBreakerState {
     return this.#state;
@@ -86,6 +94,7 @@ export class FleetBreaker implements BreakerFleet {
     const taken = reply === 'OK';
     if (taken) this.probesTaken++;
     else this.probesSkipped++;
+    this.#host.probeGated?.(this.target, taken);
     return taken;
   }
 
@@ -104,6 +113,7 @@ export class FleetBreaker implements BreakerFleet {
     this.#subscription.dispose();
     if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
     this.#breaker.release();
+    this.#host.forget?.(this);
   }
 
   #syncNow(): void {

@@ -59,6 +59,7 @@ interface Instruments {
   readonly connectionsEvicted: Counter;
   readonly poolClientLeaks: Counter;
   readonly coordinationCommands: Counter;
+  readonly circuitFleetProbes: Counter;
 }
 
 function histogram(meter: Meter, spec: MetricSpec): Histogram {
@@ -92,6 +93,7 @@ function createInstruments(meter: Meter): Instruments {
     connectionsEvicted: counter(meter, METRICS.connectionsEvicted),
     poolClientLeaks: counter(meter, METRICS.poolClientLeaks),
     coordinationCommands: counter(meter, METRICS.coordinationCommands),
+    circuitFleetProbes: counter(meter, METRICS.circuitFleetProbes),
   };
 }
 
@@ -133,6 +135,12 @@ export class ResilienceMetrics {
         coordinator.onCommand((e) => {
           this.#instruments.coordinationCommands.add(1, { [ATTR.OUTCOME]: e.ok ? 'success' : 'failure' });
           this.#slowestCommandMs = Math.max(this.#slowestCommandMs, e.durationMs);
+        }),
+        coordinator.onFleetProbe((e) => {
+          this.#instruments.circuitFleetProbes.add(1, {
+            [ATTR.TARGET]: e.target,
+            [ATTR.RESULT]: e.taken ? 'taken' : 'skipped',
+          });
         }),
       );
     }
@@ -387,6 +395,12 @@ export class ResilienceMetrics {
     });
     gauge(METRICS.coordinationMembers).addCallback((result) => {
       result.observe(this.#registry?.coordinator?.members ?? 1);
+    });
+    gauge(METRICS.circuitFleetOpen).addCallback((result) => {
+      const states = this.#registry?.coordinator?.fleetBreakerStates();
+      for (const [target, state] of states ?? []) {
+        result.observe(state === 'open' ? 1 : 0, { [ATTR.TARGET]: target });
+      }
     });
     gauge(METRICS.coordinationLatency).addCallback((result) => {
       result.observe(this.#slowestCommandMs * S_PER_MS);

@@ -139,6 +139,7 @@ function scriptedHost(replies: { sync: unknown[]; lock?: unknown[] }) {
       const reply = await command(link);
       return reply === 'FAIL' ? undefined : reply;
     },
+    probeGated: (target, taken) => calls.push(`gated ${target} ${String(taken)}`),
   };
   return { host, calls };
 }
@@ -168,6 +169,11 @@ describe('FleetBreaker (scripted replies)', () => {
     assert.equal(await fleet.mayProbe(), false, 'another process holds the lock');
     assert.equal(await fleet.mayProbe(), true, 'Redis failed: probes alone');
     assert.deepEqual([fleet.probesTaken, fleet.probesSkipped], [1, 1]);
+    assert.deepEqual(
+      calls.filter((c) => c.startsWith('gated')),
+      ['gated t true', 'gated t false'],
+      'reported for telemetry',
+    );
     fleet.probed();
     sync[0] = [0, 4, 0, 1];
     await fake.tickAsync(250);
