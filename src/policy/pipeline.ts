@@ -165,9 +165,10 @@ export class TargetPolicy {
 
     this.#breaker = new CircuitBreaker(settings.circuitBreaker, target, clock);
     this.#activeBreaker = settings.circuitBreaker.enabled ? this.#breaker : undefined;
-    // Only with recovery on: a breaker held open fleet-wide closes through the fleet's recovery probe.
+    // Only with unlimited recovery probes: a breaker held open fleet-wide closes only through the fleet's
+    // recovery probe, so probing must not stop while it is held.
     this.#fleet =
-      this.#activeBreaker && settings.recovery.enabled
+      this.#activeBreaker && settings.recovery.enabled && settings.recovery.maxAttempts === 0
         ? options.breakerFleet?.(this.#breaker, settings.recovery.intervalMs)
         : undefined;
     this.#rateLimiter = settings.rateLimit.enabled
