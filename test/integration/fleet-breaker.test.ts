@@ -7,6 +7,10 @@
 // process serves again soon after the first successful probe.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { Redis } from 'ioredis';
+import { parseVerdict } from '../../src/coordination/breaker-verdict.ts';
+import { FleetCoordinator } from '../../src/coordination/coordinator.ts';
+import { breakerKey, membersKey, probeLockKey, votesKey } from '../../src/coordination/keys.ts';
 import { FaultProxy } from '../support/fault-proxy.ts';
 import { type LoadApp, loadAppReady, startLoadApp, stopLoadApps } from '../support/load-apps.ts';
 import { startServer, type TestServer } from '../support/postgres.ts';
@@ -152,6 +156,55 @@ describe('fleet-aware breaker (4 processes, real Redis, real PostgreSQL behind f
         );
       } finally {
         await stopLoadApps(apps);
+      }
+    },
+  );
+
+  it(
+    'the scripts: quorum, stale votes dropped after up, the lock, garbage in the keys never trusted',
+    T,
+    async () => {
+      const fleet = 'fleet-breaker-scripts';
+      const target = 'db:5432/app';
+      const keys = { state: breakerKey(fleet, target), votes: votesKey(fleet, target) };
+      const members = membersKey(fleet);
+      const make = () =>
+        new FleetCoordinator({ redis: { url: redis.url }, fleet, timeoutMs: 200, leaseMs: 2000 });
+      const [p, q, r] = [make(), make(), make()];
+      const admin = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 0 });
+      await admin.connect();
+      const sync = async (c: FleetCoordinator, vote: boolean, seen: number) =>
+        parseVerdict(
+          await c.call((link) =>
+            link.breakerSync(keys.state, keys.votes, members, c.member, 2000, vote, seen, 2),
+          ),
+        );
+      try {
+        await until('coordinators in fleet mode', () => [p, q, r].every((c) => c.mode === 'fleet'), 5_000);
+        // Garbage of the wrong type in both keys: replaced, and the reply is a valid verdict.
+        await admin.set(keys.state, 'not a hash');
+        await admin.set(keys.votes, 'not a zset');
+        assert.deepEqual(await sync(p, true, -1), { votes: 1, live: 3, open: false, epoch: 0 });
+        // A second vote reaches the quorum (2 of 3): open fleet-wide.
+        assert.deepEqual(await sync(q, true, 0), { votes: 2, live: 3, open: true, epoch: 0 });
+        // The probe lock: one holder per interval.
+        const lock = probeLockKey(fleet, target);
+        assert.equal(await p.call((link) => link.lock(lock, p.member, 1000)), 'OK');
+        assert.equal(await q.call((link) => link.lock(lock, q.member, 1000)), null);
+        // Up: a new epoch; a vote cast with the old epoch is stale and dropped, so it cannot reopen.
+        assert.equal(await p.call((link) => link.breakerUp(keys.state, keys.votes, lock, 2000)), 1);
+        assert.deepEqual(await sync(q, true, 0), { votes: 0, live: 3, open: false, epoch: 1 });
+        assert.deepEqual(await sync(r, true, 0), { votes: 0, live: 3, open: false, epoch: 1 });
+        assert.equal(await admin.exists(lock), 0, 'the lock went with the up');
+        // Hostile values: a non-numeric epoch counts as 0; "open" with no live vote is up again.
+        await admin.del(keys.votes);
+        await admin.hset(keys.state, 'epoch', 'NaN', 'open', '1');
+        assert.deepEqual(await sync(r, false, 1), { votes: 0, live: 3, open: false, epoch: 1 });
+        await admin.hset(keys.state, 'epoch', '-7', 'open', 'yes');
+        assert.deepEqual(await sync(r, false, 1), { votes: 0, live: 3, open: false, epoch: 0 });
+      } finally {
+        admin.disconnect();
+        for (const c of [p, q, r]) c.dispose();
       }
     },
   );
