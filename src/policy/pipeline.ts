@@ -107,8 +107,9 @@ export class TargetPolicy {
   readonly #queryTimeout: TimeoutPolicy | undefined;
   readonly #connectTimeout: TimeoutPolicy | undefined;
   #recovery: RecoveryLoop | undefined;
-  /** The fleet-aware breaker's link, when coordination is on. */
-  readonly #fleet: BreakerFleet | undefined;
+  /** The fleet-aware breaker's link, when coordination is on (joined with the recovery loop). */
+  #fleet: BreakerFleet | undefined;
+  readonly #breakerFleet: TargetPolicyOptions['breakerFleet'];
   #disposed = false;
   #observer: OperationObserver | undefined;
 
@@ -165,12 +166,7 @@ export class TargetPolicy {
 
     this.#breaker = new CircuitBreaker(settings.circuitBreaker, target, clock);
     this.#activeBreaker = settings.circuitBreaker.enabled ? this.#breaker : undefined;
-    // Only with unlimited recovery probes: a breaker held open fleet-wide closes only through the fleet's
-    // recovery probe, so probing must not stop while it is held.
-    this.#fleet =
-      this.#activeBreaker && settings.recovery.enabled && settings.recovery.maxAttempts === 0
-        ? options.breakerFleet?.(this.#breaker, settings.recovery.intervalMs)
-        : undefined;
+    this.#breakerFleet = options.breakerFleet;
     this.#rateLimiter = settings.rateLimit.enabled
       ? new RateLimiter(settings.rateLimit, target, clock, options.rateBucket?.(settings.rateLimit))
       : undefined;
@@ -368,7 +364,13 @@ export class TargetPolicy {
   ): RecoveryLoop | undefined {
     if (this.#recovery) return this.#recovery;
     if (this.#disposed || !this.settings.recovery.enabled || !this.#activeBreaker) return undefined;
-    const fleet = this.#fleet;
+    // The fleet-aware breaker joins here, with the recovery loop, and only with unlimited probes: a breaker
+    // held open fleet-wide closes only through the fleet's recovery probe, which must not stop meanwhile.
+    const fleet =
+      this.settings.recovery.maxAttempts === 0
+        ? this.#breakerFleet?.(this.#breaker, this.settings.recovery.intervalMs)
+        : undefined;
+    this.#fleet = fleet;
     const judged = (signal: AbortSignal): Promise<void> =>
       probe(signal).catch((error: unknown) => {
         if (!probeFoundServerUp(this.#classify(error))) throw error;
