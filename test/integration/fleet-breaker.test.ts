@@ -4,7 +4,7 @@
 // carries its application_name. Asserted: one process's own fault
 // opens only its breaker; the target down for all opens every breaker, and while open the whole fleet
 // sends about one recovery probe per interval (connections counted at the proxies); restored, every
-// process serves again soon after the first successful probe.
+// process serves again soon after the first successful probe; with Redis dead, each breaker recovers alone.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
@@ -81,7 +81,7 @@ describe('fleet-aware breaker (4 processes, real Redis, real PostgreSQL behind f
   });
 
   it(
-    'own fault opens one breaker; down for all opens all with one probe per interval; up closes all',
+    'own fault opens one breaker; down for all opens all with one probe per interval; up closes all; Redis dead: each alone',
     T,
     async (t) => {
       const apps = Array.from({ length: PROCESSES }, (_, i) =>
@@ -154,6 +154,23 @@ describe('fleet-aware breaker (4 processes, real Redis, real PostgreSQL behind f
           last - first <= CLOSE_BOUND_MS,
           `every process serves within ${CLOSE_BOUND_MS} ms: ${last - first} ms`,
         );
+
+        // Phase 4: fail soft. Open fleet-wide again, then Redis dies and the target comes back: each
+        // process's breaker, released, recovers alone through its own probe.
+        const before4 = apps.map(rejected);
+        cut(proxy);
+        await until('every breaker open again', () => apps.every((x, i) => rejected(x) > before4[i]!));
+        await sleep(500);
+        await redis.kill();
+        const ok4 = apps.map((x) => x.stats.ok);
+        proxy.resetNewConnections(0);
+        const alone = await until(
+          'every process serving with Redis down',
+          () => apps.every((x, i) => x.stats.ok > ok4[i]!),
+          10_000,
+        );
+        t.diagnostic(`phase 4: Redis down, target back: every process serving after ${alone} ms`);
+        await redis.restart();
       } finally {
         await stopLoadApps(apps);
       }
