@@ -15,7 +15,9 @@ import { type Clock, realClock } from '../policy/clock.ts';
 import { SafeEventEmitter } from '../policy/events.ts';
 import { FleetBucket } from './fleet-bucket.ts';
 import { FleetSlots } from './fleet-slots.ts';
-import { fleetName, membersKey, rateKey, slotsKey } from './keys.ts';
+import { FleetBreaker, type FleetBreakerHost, type FleetBreakerState } from './fleet-breaker.ts';
+import { breakerKey, fleetName, membersKey, probeLockKey, rateKey, slotsKey, votesKey } from './keys.ts';
+import type { CircuitBreaker } from '../policy/circuit-breaker.ts';
 import { connectRedis, loadIoRedis, MISSING_CLIENT, type RedisLink } from './redis-client.ts';
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
@@ -28,6 +30,15 @@ export type CoordinationMode = 'fleet' | 'fallback';
 export interface CoordinationCommandEvent {
   readonly ok: boolean;
   readonly durationMs: number;
+}
+
+/** How often a fleet breaker reads the verdict while something is open: a fleet-wide close reaches every process within this. */
+const FLEET_BREAKER_POLL_MS = 200;
+
+/** A recovery probe asked for the fleet's probe lock (for telemetry). */
+export interface FleetProbeEvent {
+  readonly target: string;
+  readonly taken: boolean;
 }
 
 /** Most members a reply may claim (anything above is garbage). */
@@ -58,6 +69,10 @@ export class FleetCoordinator {
   readonly #command = new SafeEventEmitter<CoordinationCommandEvent>();
   /** A Redis command finished. */
   readonly onCommand: Event<CoordinationCommandEvent> = this.#command.addListener;
+  readonly #fleetBreakers = new Set<FleetBreaker>();
+  readonly #fleetProbe = new SafeEventEmitter<FleetProbeEvent>();
+  /** A recovery probe asked for the fleet's probe lock: taken or skipped. */
+  readonly onFleetProbe: Event<FleetProbeEvent> = this.#fleetProbe.addListener;
 
   constructor(
     settings: CoordinationSettings,
@@ -90,6 +105,55 @@ export class FleetCoordinator {
     const bucket = new FleetBucket(this, rateKey(this.fleet, target), settings, this.#clock);
     this.#buckets.add(bucket);
     return bucket;
+  }
+
+  /** One target's breaker joined to the fleet's (fleet-breaker.ts); `probeIntervalMs`: the recovery interval. */
+  fleetBreaker(target: string, breaker: CircuitBreaker, probeIntervalMs: number): FleetBreaker {
+    const currentMembers = (): number => this.members;
+    const host: FleetBreakerHost = {
+      member: this.member,
+      get members() {
+        return currentMembers();
+      },
+      call: (command) => this.call(command),
+      probeGated: (t: string, taken: boolean) => this.#fleetProbe.emit({ target: t, taken }),
+      forget: (fb: FleetBreaker) => this.#fleetBreakers.delete(fb),
+    };
+    const fleetBreaker = new FleetBreaker(
+      host,
+      breaker,
+      {
+        stateKey: breakerKey(this.fleet, target),
+        votesKey: votesKey(this.fleet, target),
+        membersKey: membersKey(this.fleet),
+        lockKey: probeLockKey(this.fleet, target),
+        leaseMs: this.settings.leaseMs,
+        pollMs: FLEET_BREAKER_POLL_MS,
+        probeIntervalMs: Math.max(1, probeIntervalMs),
+      },
+      this.#clock,
+    );
+    this.#fleetBreakers.add(fleetBreaker);
+    return fleetBreaker;
+  }
+
+  /** Every target's fleet-wide breaker state last seen (`alone`: Redis did not answer). */
+  fleetBreakerStates(): Map<string, FleetBreakerState> {
+    return new Map([...this.#fleetBreakers].map((fb) => [fb.target, fb.state]));
+  }
+
+  /**
+   * Runs one command on the link, bounded by the coordination timeout. Resolves with the raw reply, or
+   * undefined when Redis failed or was too slow (the process is then in fallback). Never rejects.
+   */
+  async call(command: (link: RedisLink) => Promise<unknown>): Promise<unknown> {
+    const link = await this.#linkWithin();
+    if (!link) return undefined;
+    try {
+      return await this.#bounded(command(link));
+    } catch (error) {
+      return this.#failed((error as Error).message);
+    }
   }
 
   /** The fleet-wide slots of one target's connection budget. */

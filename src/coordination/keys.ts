@@ -26,3 +26,12 @@ export const rateKey = (fleet: string, target: string): string => `${fleetTag(fl
 
 /** A target's leased connection slots (member id → `held:wanted:expiry`). */
 export const slotsKey = (fleet: string, target: string): string => `${fleetTag(fleet)}:conns:${target}`;
+
+/** A target's fleet-wide breaker state (hash: `epoch`, `open`). */
+export const breakerKey = (fleet: string, target: string): string => `${fleetTag(fleet)}:breaker:${target}`;
+
+/** A target's "down" votes (sorted set: member → vote expiry, Redis ms). */
+export const votesKey = (fleet: string, target: string): string => `${fleetTag(fleet)}:votes:${target}`;
+
+/** A target's recovery probe lock (string, SET NX PX). */
+export const probeLockKey = (fleet: string, target: string): string => `${fleetTag(fleet)}:probe:${target}`;

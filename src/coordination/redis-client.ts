@@ -9,7 +9,7 @@
  * Nothing here ever logs or throws the URL: errors are reduced to their message with the password removed.
  */
 import { withoutSecret } from '../config/redis-url.ts';
-import { HEARTBEAT, LEASE_SLOTS, TAKE_PERMITS } from './scripts.ts';
+import { BREAKER_SYNC, BREAKER_UP, HEARTBEAT, LEASE_SLOTS, TAKE_PERMITS } from './scripts.ts';
 
 /** What the coordinator needs from a Redis connection. */
 export interface RedisLink {
@@ -35,6 +35,21 @@ export interface RedisLink {
     member: string,
     leaseMs: number,
   ): Promise<unknown>;
+  /** BREAKER_SYNC: returns the raw reply (validated by the caller). */
+  breakerSync(
+    stateKey: string,
+    votesKey: string,
+    membersKey: string,
+    member: string,
+    leaseMs: number,
+    vote: boolean,
+    seenEpoch: number,
+    quorum: number,
+  ): Promise<unknown>;
+  /** BREAKER_UP: returns the raw reply. */
+  breakerUp(stateKey: string, votesKey: string, lockKey: string, leaseMs: number): Promise<unknown>;
+  /** SET lockKey member NX PX ms: 'OK' when taken, null when another member holds it. */
+  lock(lockKey: string, member: string, ms: number): Promise<unknown>;
   /** Removes this member (best effort, on shutdown). */
   leave(membersKey: string, member: string): Promise<unknown>;
   /** Connection problems, as messages without the password. */
@@ -99,6 +114,8 @@ export function connectRedis(Redis: IoRedisCtor, url: string, timeoutMs: number)
   client.defineCommand('pgrHeartbeat', { numberOfKeys: 1, lua: HEARTBEAT });
   client.defineCommand('pgrTake', { numberOfKeys: 2, lua: TAKE_PERMITS });
   client.defineCommand('pgrLeaseSlots', { numberOfKeys: 2, lua: LEASE_SLOTS });
+  client.defineCommand('pgrBreakerSync', { numberOfKeys: 3, lua: BREAKER_SYNC });
+  client.defineCommand('pgrBreakerUp', { numberOfKeys: 3, lua: BREAKER_UP });
   // Neither the connection nor the reconnect timer may keep the app alive: an app that is done exits as
   // it would without Redis, up or down. (ioredis emits status events on the next tick, once the socket
   // or the timer exists.)
@@ -129,6 +146,10 @@ export function connectRedis(Redis: IoRedisCtor, url: string, timeoutMs: number)
       command('pgrTake', bucket, members, ratePerMs, capacity, want, member, leaseMs),
     leaseSlots: (slots, members, budget, hold, want, member, leaseMs) =>
       command('pgrLeaseSlots', slots, members, budget, hold, want, member, leaseMs),
+    breakerSync: (state, votes, members, member, leaseMs, vote, seen, quorum) =>
+      command('pgrBreakerSync', state, votes, members, member, leaseMs, vote ? 1 : 0, seen, quorum),
+    breakerUp: (state, votes, lock, leaseMs) => command('pgrBreakerUp', state, votes, lock, leaseMs),
+    lock: (key, member, ms) => command('set', key, member, 'PX', Math.max(1, Math.round(ms)), 'NX'),
     leave: (members, member) => run(() => client.zrem(members, member)),
     onError: (l) => listeners.push(l),
     close: () => client.disconnect(),

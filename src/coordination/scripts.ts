@@ -126,3 +126,62 @@ end
 redis.call('PEXPIRE', KEYS[1], lease * 2)
 return { grant, members(KEYS[2], id, now, lease) }
 `;
+
+const BREAKER_STATE = `
+local function breakerState(key)
+  local kind = redis.call('TYPE', key).ok
+  if kind ~= 'hash' and kind ~= 'none' then redis.call('DEL', key) end
+  local v = redis.call('HMGET', key, 'epoch', 'open')
+  local epoch = num(v[1])
+  if epoch == nil or epoch < 0 or epoch ~= math.floor(epoch) or epoch > 1e15 then epoch = 0 end
+  return epoch, v[2] == '1'
+end
+`;
+
+/**
+ * One process's view of a target's breaker, sent and read back in one call (and its membership renewed).
+ * KEYS: breaker state, votes, members. ARGV: member id, lease ms, vote (1 = this process's breaker is not
+ * closed), the epoch the process last saw (-1: none yet), quorum. A vote from an older epoch is stale (cast
+ * before a recovery the process has not heard of yet) and is dropped. The target opens fleet-wide when the
+ * live votes reach the quorum; with no live vote left (their members died) it is up again.
+ * Returns { votes, live members, open (0/1), epoch }.
+ */
+export const BREAKER_SYNC = `${NUM}${BREAKER_STATE}
+local lease = num(ARGV[2]) or 5000
+local vote = ARGV[3] == '1'
+local seen = num(ARGV[4]) or -1
+local quorum = math.max(1, math.floor(num(ARGV[5]) or 1))
+local now = nowMs()
+local live = members(KEYS[3], ARGV[1], now, lease)
+local epoch, open = breakerState(KEYS[1])
+local kind = redis.call('TYPE', KEYS[2]).ok
+if kind ~= 'zset' and kind ~= 'none' then redis.call('DEL', KEYS[2]) end
+if vote and (seen < 0 or seen == epoch) then
+  redis.call('ZADD', KEYS[2], now + lease, ARGV[1])
+else
+  redis.call('ZREM', KEYS[2], ARGV[1])
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '(' .. (now + lease), '+inf')
+local votes = redis.call('ZCARD', KEYS[2])
+if votes > 0 then redis.call('PEXPIRE', KEYS[2], lease * 2) end
+if not open and votes >= quorum then open = true end
+if open and votes == 0 then open = false; epoch = epoch + 1 end
+redis.call('HSET', KEYS[1], 'epoch', tostring(epoch), 'open', open and '1' or '0')
+redis.call('PEXPIRE', KEYS[1], lease * 4)
+return { votes, live, open and 1 or 0, epoch }
+`;
+
+/**
+ * A recovery probe succeeded: the target is up fleet-wide. KEYS: breaker state, votes, probe lock.
+ * ARGV: lease ms. Starts a new epoch (every earlier vote is stale), drops the votes and the lock.
+ * Returns the new epoch.
+ */
+export const BREAKER_UP = `${NUM}${BREAKER_STATE}
+local lease = num(ARGV[1]) or 5000
+local epoch = breakerState(KEYS[1]) + 1
+redis.call('HSET', KEYS[1], 'epoch', tostring(epoch), 'open', '0')
+redis.call('PEXPIRE', KEYS[1], lease * 4)
+redis.call('DEL', KEYS[2], KEYS[3])
+return epoch
+`;

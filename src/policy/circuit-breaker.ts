@@ -102,6 +102,8 @@ export class CircuitBreaker {
   #halfOpen: HalfOpenRound = { inFlight: 0, successes: 0 };
   #timer: unknown;
   #disposed = false;
+  /** Held open by the fleet (src/coordination/fleet-breaker.ts): no half-open but through `probe()`. */
+  #held = false;
 
   /** Fires on every state change, after the state has changed. */
   readonly onStateChange: Event<CircuitStateChangeEvent> = this.#stateChange.addListener;
@@ -216,6 +218,33 @@ export class CircuitBreaker {
     if (this.#trip.failure(CircuitState.Closed)) this.#open(error);
   }
 
+  /**
+   * Fleet verdict "down": opens the breaker (if not open already) and holds it open: it half-opens only
+   * through `probe()`, never on its timer nor for traffic, so the fleet's single prober decides.
+   */
+  holdOpen(error: unknown): void {
+    if (!this.#settings.enabled) return;
+    this.#held = true;
+    if (this.#state !== 'open') this.#open(error);
+  }
+
+  /** Fleet verdict "up" (another process's probe succeeded): releases the hold and closes. */
+  releaseClosed(): void {
+    if (!this.#settings.enabled) return;
+    this.#held = false;
+    if (this.#state !== 'closed') this.#close();
+  }
+
+  /** Releases the hold without closing (the fleet link went away): the breaker runs alone again. */
+  release(): void {
+    this.#held = false;
+  }
+
+  /** Whether the fleet holds the breaker open. */
+  get held(): boolean {
+    return this.#held;
+  }
+
   /** Stops the half-open timer. The breaker keeps answering calls; open turns half-open on the next call due. */
   dispose(): void {
     this.#disposed = true;
@@ -283,7 +312,7 @@ export class CircuitBreaker {
     if (!this.#disposed) {
       this.#timer = this.#clock.setTimeout(() => {
         this.#timer = undefined;
-        if (this.#state === 'open') this.#toHalfOpen();
+        if (this.#state === 'open' && !this.#held) this.#toHalfOpen();
       }, this.#settings.halfOpenAfterMs);
     }
     this.#stateChange.emit({ target: this.target, from, to: 'open', at, error, nextProbeAt });
@@ -315,7 +344,12 @@ export class CircuitBreaker {
 
   /** Half-opens when the wait is over but the timer has not fired yet (a busy event loop, or after dispose). */
   #halfOpenIfDue(): void {
-    if (this.#state === 'open' && this.#nextProbeAt !== undefined && this.#clock.now() >= this.#nextProbeAt) {
+    if (
+      this.#state === 'open' &&
+      !this.#held &&
+      this.#nextProbeAt !== undefined &&
+      this.#clock.now() >= this.#nextProbeAt
+    ) {
       this.#toHalfOpen();
     }
   }

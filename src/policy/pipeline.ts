@@ -58,10 +58,20 @@ import {
 import { type PermitBucket, RateLimiter } from './rate-limiter.ts';
 import { ConnectionBudget, type SlotSource } from './connection-budget.ts';
 
-/** What a target's policies may take from outside: a fleet-wide permit bucket and connection slots (src/coordination). */
+/** The fleet's side of a target's breaker (src/coordination/fleet-breaker.ts). */
+export interface BreakerFleet {
+  /** Before a recovery probe: false when another process of the fleet holds the probe lock. */
+  mayProbe(): Promise<boolean>;
+  /** A recovery probe succeeded. */
+  probed(): void;
+  dispose(): void;
+}
+
+/** What a target's policies may take from outside: a fleet-wide permit bucket, connection slots and breaker (src/coordination). */
 export interface TargetPolicyOptions {
   rateBucket?: (settings: RateLimitSettings) => PermitBucket;
   connectionSlots?: (maxConnections: number) => SlotSource;
+  breakerFleet?: (breaker: CircuitBreaker, probeIntervalMs: number) => BreakerFleet;
 }
 import { RecoveryLoop } from './recovery.ts';
 import { RetryPolicy } from './retry.ts';
@@ -101,6 +111,9 @@ export class TargetPolicy {
   readonly #queryTimeout: TimeoutPolicy | undefined;
   readonly #connectTimeout: TimeoutPolicy | undefined;
   #recovery: RecoveryLoop | undefined;
+  /** The fleet-aware breaker's link, when coordination is on (joined with the recovery loop). */
+  #fleet: BreakerFleet | undefined;
+  readonly #breakerFleet: TargetPolicyOptions['breakerFleet'];
   #disposed = false;
   #observer: OperationObserver | undefined;
 
@@ -157,6 +170,7 @@ export class TargetPolicy {
 
     this.#breaker = new CircuitBreaker(settings.circuitBreaker, target, clock);
     this.#activeBreaker = settings.circuitBreaker.enabled ? this.#breaker : undefined;
+    this.#breakerFleet = options.breakerFleet;
     this.#rateLimiter = settings.rateLimit.enabled
       ? new RateLimiter(settings.rateLimit, target, clock, options.rateBucket?.(settings.rateLimit))
       : undefined;
@@ -359,6 +373,13 @@ export class TargetPolicy {
   ): RecoveryLoop | undefined {
     if (this.#recovery) return this.#recovery;
     if (this.#disposed || !this.settings.recovery.enabled || !this.#activeBreaker) return undefined;
+    // The fleet-aware breaker joins here, with the recovery loop, and only with unlimited probes: a breaker
+    // held open fleet-wide closes only through the fleet's recovery probe, which must not stop meanwhile.
+    const fleet =
+      this.settings.recovery.maxAttempts === 0
+        ? this.#breakerFleet?.(this.#breaker, this.settings.recovery.intervalMs)
+        : undefined;
+    this.#fleet = fleet;
     const judged = (signal: AbortSignal): Promise<void> =>
       probe(signal).catch((error: unknown) => {
         if (!probeFoundServerUp(this.#classify(error))) throw error;
@@ -371,8 +392,12 @@ export class TargetPolicy {
       this.#clock,
       (attempt, run) => (this.#observer ? this.#observer.probe(this.target, attempt, run) : run()),
       active,
+      fleet ? () => fleet.mayProbe() : undefined,
     );
-    loop.onAttempt((e) => this.#recoveryAttempt.emit(e));
+    loop.onAttempt((e) => {
+      if (e.outcome === 'success') fleet?.probed();
+      this.#recoveryAttempt.emit(e);
+    });
     this.#recovery = loop;
     return loop;
   }
@@ -435,6 +460,7 @@ export class TargetPolicy {
     if (this.#disposed) return;
     this.#disposed = true;
     this.#recovery?.dispose();
+    this.#fleet?.dispose();
     this.#rateLimiter?.dispose();
     this.connectionBudget?.dispose();
     this.#breaker.dispose();

@@ -52,6 +52,8 @@ export class RecoveryLoop {
   readonly #around: ((attempt: number, run: () => Promise<void>) => Promise<void>) | undefined;
   /** false: nobody uses the target any more (every pool and client ended): skip this probe. */
   readonly #active: (() => boolean) | undefined;
+  /** Asked before each probe (the fleet's probe lock): false skips it (another process probes). */
+  readonly #gate: (() => Promise<boolean>) | undefined;
 
   /** Fires when a probe finishes (not for skipped or aborted ones). */
   readonly onAttempt: Event<RecoveryAttemptEvent> = this.#attempt.addListener;
@@ -64,6 +66,7 @@ export class RecoveryLoop {
     clock: Clock = realClock,
     around?: (attempt: number, run: () => Promise<void>) => Promise<void>,
     active?: () => boolean,
+    gate?: () => Promise<boolean>,
   ) {
     this.target = target;
     this.#enabled = settings.enabled;
@@ -74,6 +77,7 @@ export class RecoveryLoop {
     this.#clock = clock;
     this.#around = around;
     this.#active = active;
+    this.#gate = gate;
     if (!this.#enabled) return;
     this.#subscription = breaker.onStateChange((e) => this.#onStateChange(e));
     if (breaker.state !== 'closed') this.#startOutage(clock.now());
@@ -142,6 +146,36 @@ export class RecoveryLoop {
       // Nobody uses the target now: no probe (its connection and telemetry would keep an app that has
       // finished alive), but keep the grid on the unref'd timer in case the app comes back to it.
       this.#scheduleNext();
+      return;
+    }
+    if (this.#gate) {
+      // Holds the slot while asking, so no second probe starts meanwhile.
+      const asking: Running = { controller: new AbortController(), settled: false };
+      this.#running = asking;
+      const gate = this.#gate;
+      let answer: Promise<boolean>;
+      try {
+        answer = gate();
+      } catch {
+        answer = Promise.resolve(true);
+      }
+      answer
+        .catch(() => true)
+        .then((go) => {
+          if (this.#running !== asking) return;
+          this.#running = undefined;
+          if (this.#disposed || !this.#inOutage) return;
+          if (go) this.#probeNow();
+          else this.#scheduleNext();
+        });
+      return;
+    }
+    this.#probeNow();
+  }
+
+  #probeNow(): void {
+    if (this.#breaker.state === 'closed') {
+      this.#inOutage = false;
       return;
     }
     const running: Running = { controller: new AbortController(), settled: false };

@@ -68,6 +68,7 @@ export class PolicyRegistry {
           ? {
               rateBucket: (s) => coordinator.rateBucket(target, s),
               connectionSlots: (max) => coordinator.connectionSlots(target, max),
+              breakerFleet: (breaker, intervalMs) => coordinator.fleetBreaker(target, breaker, intervalMs),
             }
           : {},
       );

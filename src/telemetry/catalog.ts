@@ -95,6 +95,7 @@ export const ATTRIBUTE_VALUES = {
   [ATTR.KIND]: FAILOVER_KINDS,
   [ATTR.ROLE]: HOST_ROLES,
   coordinationOutcome: ['success', 'failure'],
+  fleetProbeResult: ['taken', 'skipped'],
 } as const;
 
 /**
@@ -366,6 +367,23 @@ export const METRICS = {
     description:
       'The slowest Redis command of fleet coordination since the previous collection (0 when none ran).',
     attributes: [],
+  },
+  // ---- fleet-aware breaker (coordination on) ----
+  circuitFleetOpen: {
+    name: 'pg_resilience.circuit.fleet_open',
+    kind: 'gauge',
+    unit: '1',
+    description:
+      'Fleet-aware breaker, per target: 1 while the target is open fleet-wide (a quorum of live members saw it down; every process holds its breaker open), 0 otherwise. Only with coordination on.',
+    attributes: [T],
+  },
+  circuitFleetProbes: {
+    name: 'pg_resilience.circuit.fleet_probes',
+    kind: 'counter',
+    unit: '{probe}',
+    description:
+      "Recovery probes due while a target is open fleet-wide, by `pg_resilience.result`: `taken` (this process held the fleet's probe lock and probed), `skipped` (another process held it). Fleet-wide, about one `taken` per recovery interval.",
+    attributes: [T, ATTR.RESULT],
   },
 } as const satisfies Record<string, MetricSpec>;
 

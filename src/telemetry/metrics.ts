@@ -67,6 +67,7 @@ interface Instruments {
   readonly coordinationCommands: Counter;
   readonly connectionBudgetWaitDuration: Histogram;
   readonly connectionBudgetExhausted: Counter;
+  readonly circuitFleetProbes: Counter;
 }
 
 function histogram(meter: Meter, spec: MetricSpec): Histogram {
@@ -104,6 +105,7 @@ function createInstruments(meter: Meter): Instruments {
     coordinationCommands: counter(meter, METRICS.coordinationCommands),
     connectionBudgetWaitDuration: histogram(meter, METRICS.connectionBudgetWaitDuration),
     connectionBudgetExhausted: counter(meter, METRICS.connectionBudgetExhausted),
+    circuitFleetProbes: counter(meter, METRICS.circuitFleetProbes),
   };
 }
 
@@ -145,6 +147,12 @@ export class ResilienceMetrics {
         coordinator.onCommand((e) => {
           this.#instruments.coordinationCommands.add(1, { [ATTR.OUTCOME]: e.ok ? 'success' : 'failure' });
           this.#slowestCommandMs = Math.max(this.#slowestCommandMs, e.durationMs);
+        }),
+        coordinator.onFleetProbe((e) => {
+          this.#instruments.circuitFleetProbes.add(1, {
+            [ATTR.TARGET]: e.target,
+            [ATTR.RESULT]: e.taken ? 'taken' : 'skipped',
+          });
         }),
       );
     }
@@ -464,6 +472,12 @@ export class ResilienceMetrics {
     });
     gauge(METRICS.coordinationMembers).addCallback((result) => {
       result.observe(this.#registry?.coordinator?.members ?? 1);
+    });
+    gauge(METRICS.circuitFleetOpen).addCallback((result) => {
+      const states = this.#registry?.coordinator?.fleetBreakerStates();
+      for (const [target, state] of states ?? []) {
+        result.observe(state === 'open' ? 1 : 0, { [ATTR.TARGET]: target });
+      }
     });
     gauge(METRICS.coordinationLatency).addCallback((result) => {
       result.observe(this.#slowestCommandMs * S_PER_MS);

@@ -360,6 +360,13 @@ class Connection {
       this.proxy.stats.bytesSwallowed += chunk.length;
       return;
     }
+    const startup = this.proxy.startupReset;
+    if (pipe.dir === 'upstream' && this.forwarded.upstream === 0 && startup?.test(chunk.toString('latin1'))) {
+      // resetStartupMatching(): this client's connections fail during connect.
+      this.cutting = true;
+      pipe.push({ cut: 'rst' });
+      return;
+    }
     let data = chunk;
     let cut: Cut | undefined;
     if (pipe.dir === 'upstream') [data, cut] = this.frameUpstream(chunk);
@@ -684,6 +691,18 @@ export class FaultProxy {
   resetNewConnections(share: number): void {
     if (!(share >= 0 && share <= 1)) throw new RangeError('resetNewConnections: share must be within 0..1');
     this.#resetShare = share;
+  }
+
+  /** @internal resetStartupMatching()'s pattern. */
+  startupReset: RegExp | undefined;
+
+  /**
+   * Extra: a new connection whose startup message (its first bytes: user, database, application_name…)
+   * matches is reset (RST) before any byte is forwarded: one client's connections fail, not the others'
+   * (e.g. `/app-0/` against `application_name`). null: off.
+   */
+  resetStartupMatching(match: RegExp | null): void {
+    this.startupReset = match ?? undefined;
   }
 
   /** RST every connection open now (both the client and the server side); returns how many. */

@@ -566,6 +566,30 @@ function dashboard() {
         min: 0,
       }),
     )
+    .withPanel(
+      timeseries({
+        title: 'Fleet-aware breaker',
+        description:
+          "Processes holding a target open because a quorum of the fleet saw it down, and the recovery probes due meanwhile: taken (the process held the fleet's probe lock) or skipped (another did). Fleet-wide, about one taken probe per recovery interval. Only with coordination on.",
+        unit: 'short',
+        runbook: anchors.PgResilienceBreakerOpen,
+        queries: [
+          {
+            expr: sumBy([TARGET], selector(series('circuitFleetOpen'), BY_TARGET)),
+            legend: legend('held open', TARGET),
+          },
+          {
+            expr: sumBy(
+              [TARGET, RESULT],
+              `increase(${selector(series('circuitFleetProbes'), BY_TARGET)}[$__rate_interval])`,
+            ),
+            legend: legend('probes', TARGET, RESULT),
+          },
+        ],
+        width: 12,
+        min: 0,
+      }),
+    )
     .build();
 }
 
