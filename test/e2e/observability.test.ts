@@ -24,14 +24,16 @@ const root = path.join(import.meta.dirname, '..', '..');
 /**
  * Panels with data only in setups the demo does not run: once a multi-host target failed over (each
  * host's role, the write-unavailability window; test/integration/failover.test.ts proves them with data
- * in a real Prometheus during a failover), and with a connection budget configured (its slots and waits;
- * the demo leaves PG_RESILIENCE_MAX_CONNECTIONS off).
+ * in a real Prometheus during a failover), with a connection budget configured (its slots and waits; the
+ * demo leaves PG_RESILIENCE_MAX_CONNECTIONS off), and with fleet coordination through Redis (the
+ * fleet-aware breaker; the demo runs one process without Redis).
  */
 const NOT_IN_THE_DEMO = new Set([
   'Host roles',
   'Write-unavailability window',
   'Connection budget slots',
   'Connection budget waits',
+  'Fleet-aware breaker',
 ]);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
