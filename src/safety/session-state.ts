@@ -255,10 +255,9 @@ export function noteStatement(
   if (effect === undefined) return undefined;
   const state = stateOf(client);
   if (effect.kind === 'taint') {
-    if (state.taint === undefined) {
-      state.taint = effect.what;
-      state.sticky = effect.sticky === true;
-    }
+    state.taint ??= effect.what;
+    // Any sticky change outlives DISCARD ALL, whatever changed the session before it.
+    if (effect.sticky === true) state.sticky = true;
     return undefined;
   }
   if (!quiet) {

@@ -138,6 +138,11 @@ describe('session state: recording', () => {
     noteStatement(failed, 'LISTEN jobs', undefined, true);
     noteStatement(failed, 'DISCARD ALL', undefined, true)?.(false);
     assert.ok(sessionState(failed)?.taint, 'a DISCARD ALL that failed changed nothing');
+    const later = {};
+    noteStatement(later, 'LISTEN jobs', undefined, true);
+    noteStatement(later, "LOAD 'auto_explain'", undefined, true);
+    noteStatement(later, 'DISCARD ALL', undefined, true)?.(true);
+    assert.ok(sessionState(later)?.taint, 'a LOAD after another change still outlives DISCARD ALL');
     for (const sticky of ["LOAD 'auto_explain'", 'DO $$ BEGIN PERFORM 1; END $$', 'CALL p()']) {
       const c = {};
       noteStatement(c, sticky, undefined, true);
