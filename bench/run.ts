@@ -1,6 +1,6 @@
 /**
  * `npm run bench [-- --quick] [--section ID …] [--out DIR]`: what the protection costs when all is well,
- * and what it buys when it is not. One embedded PostgreSQL on loopback for the whole run; six sections
+ * and what it buys when it is not. One embedded PostgreSQL on loopback for the whole run; seven sections
  * (bench/sections/*.ts); writes `results.md` (a table a human reads, with the machine, Node and
  * PostgreSQL versions) and `results.json` to `bench/` (a full run) or `.tmp/bench-quick/` (`--quick`,
  * under a minute: a smoke run whose numbers are not meant to be read), or to `--out`.
@@ -14,12 +14,21 @@ import { startServer } from '../test/support/postgres.ts';
 import type { BenchContext, Section, SectionResult } from './lib/types.ts';
 import { section as faults } from './sections/faults.ts';
 import { section as memory } from './sections/memory.ts';
+import { section as newPaths } from './sections/new-paths.ts';
 import { section as overhead } from './sections/overhead.ts';
 import { section as rateLimit } from './sections/rate-limit.ts';
 import { section as recovery } from './sections/recovery.ts';
 import { section as scaling } from './sections/scaling.ts';
 
-export const SECTIONS: readonly Section[] = [overhead, faults, recovery, rateLimit, memory, scaling];
+export const SECTIONS: readonly Section[] = [
+  overhead,
+  faults,
+  recovery,
+  rateLimit,
+  memory,
+  scaling,
+  newPaths,
+];
 
 const root = path.join(import.meta.dirname, '..');
 const { values } = parseArgs({

@@ -1,0 +1,226 @@
+/**
+ * 7. New paths: what this round's paths cost and buy, each beside its baseline from the same run. One
+ * worker process per measurement (bench/workers/new-paths.ts), bare pg or pg-resilience's
+ * instrumentation from the sources with a given configuration; the arms of a ratio alternate, their
+ * order rotating each round, and medians over the rounds are reported with their spread (min–max).
+ */
+import { arms } from '../lib/arms.ts';
+import type { BenchContext, Section, SectionResult, TargetCheck } from '../lib/types.ts';
+import { runWorker } from '../lib/worker.ts';
+import { median } from './overhead.ts';
+
+interface Arm {
+  readonly label: string;
+  /** null: bare pg */
+  readonly config: object | null;
+}
+type Workload = 'tx' | 'select' | 'substitute' | 'timeout';
+interface Sample {
+  cut: boolean;
+  ms: number;
+  ok: boolean;
+  code?: string;
+}
+interface TimeoutSample {
+  pastDeadlineMs: number;
+  code: string;
+  stillActive: boolean;
+}
+
+const f = (n: number, d = 2) => (Number.isFinite(n) ? n.toFixed(d) : '—');
+const pct = (xs: readonly number[], p: number) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]! : Number.NaN;
+};
+// One attempt and no breaker for the timeout samples: a timed-out read without the cancel has an
+// unknown outcome, which the retry rules may re-run and the breaker counts.
+const NO_RETRY = { retry: { enabled: false }, circuitBreaker: { enabled: false } };
+const QUERY_MS = 100;
+
+export const section: Section = {
+  id: 'new-paths',
+  title: '7. New paths',
+  async run(ctx: BenchContext): Promise<SectionResult> {
+    const quick = ctx.quick;
+    const rounds = quick ? 1 : 3;
+    const bare = arms(ctx.root, '', 0).A;
+    const url = ctx.server.connectionString;
+    const work = <T>(workload: Workload, config: object | null, calls: number, maxMs: number) =>
+      runWorker<T>(ctx.root, bare, 'new-paths.ts', {
+        BENCH_JOB: JSON.stringify({ url, workload, calls, maxMs, queryMs: QUERY_MS }),
+        ...(config ? { BENCH_CONFIG: JSON.stringify(config) } : {}),
+      });
+    const targets: TargetCheck[] = [];
+    const lines: string[] = [];
+    const data: Record<string, unknown> = {};
+
+    // 1. Substitute connections.
+    const subCalls = quick ? 5 : 20;
+    const sub: Record<string, Sample[]> = {};
+    for (const a of [
+      { id: 'A', label: 'bare pg', config: null },
+      { id: 'R', label: 'pg-resilience (defaults)', config: {} },
+    ]) {
+      sub[a.id] = (await work<{ samples: Sample[] }>('substitute', a.config, subCalls, 20_000)).samples;
+      ctx.log(`new-paths substitute ${a.id}: ${sub[a.id]!.length} samples`);
+    }
+    data.substitute = sub;
+    const row = (label: string, xs: Sample[]) => {
+      const ok = xs.filter((s) => s.ok);
+      const codes = [...new Set(xs.filter((s) => !s.ok).map((s) => s.code))].join(', ') || '—';
+      return `| ${label} | ${xs.length} | ${ok.length}/${xs.length} | ${f(
+        pct(
+          ok.map((s) => s.ms),
+          50,
+        ),
+        1,
+      )} | ${f(
+        pct(
+          ok.map((s) => s.ms),
+          99,
+        ),
+        1,
+      )} | ${codes} |`;
+    };
+    const cutR = sub.R!.filter((s) => s.cut);
+    lines.push(
+      '**Substitute connection: a read whose pooled connection is terminated under it**',
+      '',
+      `A client checked out of a \`pg.Pool\` runs a plain read that keeps the server busy for tens of ms (a count over a 1500 × 1500 cross join of \`bench_items\`, classified read-only by its text, not marked); for a "cut" read an admin connection runs \`pg_terminate_backend\` on its backend 15 ms after the read started. ${subCalls} reads of each kind per arm, alternating; latency from the read's start to its answer (the substitute runs the whole read again on a new connection).`,
+      '',
+      '| read | count | answered | p50 ms | p99 ms | errors |',
+      '| --- | ---: | ---: | ---: | ---: | --- |',
+      row(
+        'normal read, pg-resilience',
+        sub.R!.filter((s) => !s.cut),
+      ),
+      row('cut read, pg-resilience (substitute)', cutR),
+      row(
+        'normal read, bare pg',
+        sub.A!.filter((s) => !s.cut),
+      ),
+      row(
+        'cut read, bare pg',
+        sub.A!.filter((s) => s.cut),
+      ),
+      '',
+    );
+    targets.push({
+      name: 'substitute connection',
+      target: 'every read whose pooled connection died under it is answered',
+      measured: `${cutR.filter((s) => s.ok).length}/${cutR.length} answered (bare pg: ${sub.A!.filter((s) => s.cut && s.ok).length}/${sub.A!.filter((s) => s.cut).length})`,
+      met: cutR.length > 0 && cutR.every((s) => s.ok),
+    });
+
+    // 2 and 3. Happy-path ratios, arms rotated each round.
+    const ratioCases: Array<{
+      key: string;
+      workload: 'tx' | 'select';
+      title: string;
+      arms: Arm[];
+      target: string;
+    }> = [
+      {
+        key: 'outcome',
+        workload: 'tx',
+        title: 'Outcome resolution: withTransaction (INSERT + UPDATE), one after another, pool of one',
+        arms: [
+          {
+            label: 'without resolution (transaction.outcomeResolutionMs 0)',
+            config: { transaction: { outcomeResolutionMs: 0 } },
+          },
+          { label: 'with resolution (default: the id learned before COMMIT)', config: {} },
+          { label: 'bare pg (BEGIN … COMMIT by hand)', config: null },
+        ],
+        target: 'with resolution ≥ 0.97× the same transactions without it (median over rounds)',
+      },
+      {
+        key: 'cancel',
+        workload: 'select',
+        title: 'Statement cancel armed: `SELECT 1`, one after another, pool of one',
+        arms: [
+          { label: 'timeout.queryMs 0 (default: not armed)', config: {} },
+          {
+            label: 'timeout.queryMs 5000, cancel armed (default grace)',
+            config: { timeout: { queryMs: 5000 } },
+          },
+          { label: 'bare pg', config: null },
+        ],
+        target: 'armed ≥ 0.97× not armed (median over rounds)',
+      },
+    ];
+    const calls = quick ? 300 : 2_000;
+    const maxMs = quick ? 3_000 : 8_000;
+    for (const c of ratioCases) {
+      const tp: number[][] = c.arms.map(() => []);
+      for (let r = 0; r < rounds; r++) {
+        for (let i = 0; i < c.arms.length; i++) {
+          const a = (i + r) % c.arms.length;
+          const res = await work<{ throughput: number }>(c.workload, c.arms[a]!.config, calls, maxMs);
+          tp[a]!.push(res.throughput);
+        }
+      }
+      const meds = tp.map(median);
+      // the ratio per round (arm 1 ÷ arm 0 of the same round), then its median and spread
+      const ratios = tp[1]!.map((x, i) => x / tp[0]![i]!);
+      const ratio = median(ratios);
+      data[c.key] = { arms: c.arms.map((a, i) => ({ label: a.label, throughput: tp[i] })), ratios };
+      ctx.log(`new-paths ${c.key}: ratio ${f(ratio, 3)}`);
+      lines.push(
+        `**${c.title}**`,
+        '',
+        `| arm | per s (median) | min–max | ÷ first row |`,
+        '| --- | ---: | ---: | ---: |',
+        ...c.arms.map(
+          (a, i) =>
+            `| ${a.label} | ${f(meds[i]!, 0)} | ${f(Math.min(...tp[i]!), 0)}–${f(Math.max(...tp[i]!), 0)} | ${f(meds[i]! / meds[0]!, 3)} |`,
+        ),
+        '',
+        `Per-round ratio, second row ÷ first: median ${f(ratio, 3)}, min–max ${f(Math.min(...ratios), 3)}–${f(Math.max(...ratios), 3)} over ${rounds} round(s).`,
+        '',
+      );
+      targets.push({
+        name: c.key === 'outcome' ? 'outcome resolution, happy path' : 'statement cancel armed, happy path',
+        target: c.target,
+        measured: `×${f(ratio, 3)} (rounds ${ratios.map((x) => f(x, 3)).join(', ')})`,
+        met: quick ? null : ratio >= 0.97,
+      });
+    }
+
+    // 3b. The timeout fires.
+    const toCalls = quick ? 3 : 6;
+    const to: Record<string, TimeoutSample[]> = {};
+    for (const a of [
+      { id: 'cancel', config: { ...NO_RETRY, timeout: { queryMs: QUERY_MS } } },
+      { id: 'noCancel', config: { ...NO_RETRY, timeout: { queryMs: QUERY_MS, cancelGraceMs: 0 } } },
+    ]) {
+      to[a.id] = (await work<{ samples: TimeoutSample[] }>('timeout', a.config, toCalls, 15_000)).samples;
+    }
+    data.timeout = to;
+    const toRow = (label: string, xs: TimeoutSample[]) =>
+      `| ${label} | ${xs.length} | ${xs.map((s) => f(s.pastDeadlineMs, 1)).join(', ')} | ${xs.filter((s) => s.stillActive).length}/${xs.length} | ${[...new Set(xs.map((s) => s.code))].join(', ')} |`;
+    lines.push(
+      `**A statement times out: \`SELECT pg_sleep(5)\` on a checked-out client, timeout.queryMs ${QUERY_MS}**`,
+      '',
+      "| arm | samples | ms from the deadline to the caller's error | backend still active when the caller has the error | errors |",
+      '| --- | ---: | --- | ---: | --- |',
+      toRow('cancel (default grace)', to.cancel!),
+      toRow('timeout.cancelGraceMs 0 (no cancel)', to.noCancel!),
+      '',
+    );
+    const cancelled = to.cancel!;
+    targets.push({
+      name: 'statement timeout cancels the server side',
+      target: "every timed-out statement's backend is no longer active when the caller has its error",
+      measured: `${cancelled.filter((s) => !s.stillActive).length}/${cancelled.length} cancelled; error ${f(median(cancelled.map((s) => s.pastDeadlineMs)), 1)} ms after the deadline (median)`,
+      met: cancelled.length > 0 && cancelled.every((s) => !s.stillActive),
+    });
+
+    const markdown = [
+      "Each measurement is a child process running bare pg or pg-resilience's `PgResilienceInstrumentation` (from the sources, created before pg is loaded, telemetry logging off) with the configuration named in the row; the embedded PostgreSQL on loopback. Every loop is bounded in calls and time.",
+      '',
+      ...lines,
+    ].join('\n');
+    return { id: 'new-paths', title: this.title, markdown, targets, data };
+  },
+};
