@@ -4,6 +4,9 @@
  * instrumentation from the sources with a given configuration; the arms of a ratio alternate, their
  * order rotating each round, and medians over the rounds are reported with their spread (min–max).
  */
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { startReplicaPair } from '../../test/support/replication.ts';
 import { arms } from '../lib/arms.ts';
 import type { BenchContext, Section, SectionResult, TargetCheck } from '../lib/types.ts';
 import { runWorker } from '../lib/worker.ts';
@@ -36,6 +39,48 @@ const pct = (xs: readonly number[], p: number) => {
 // unknown outcome, which the retry rules may re-run and the breaker counts.
 const NO_RETRY = { retry: { enabled: false }, circuitBreaker: { enabled: false } };
 const QUERY_MS = 100;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** A failover writer (bench/workers/new-paths.ts, `failover`) that runs until `stop()` closes its stdin. */
+function writer(root: string, url: string, config: object | null, maxMs: number) {
+  const child = spawn(
+    process.execPath,
+    ['--disable-warning=ExperimentalWarning', path.join(root, 'bench', 'workers', 'new-paths.ts')],
+    {
+      cwd: root,
+      env: {
+        ...process.env,
+        BENCH_JOB: JSON.stringify({ url, workload: 'failover', calls: 0, maxMs }),
+        ...(config ? { BENCH_CONFIG: JSON.stringify(config) } : {}),
+      },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    },
+  );
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d) => (out += d));
+  child.stderr.on('data', (d) => (err = (err + String(d)).slice(-2000)));
+  const done = new Promise<{ acks: number[]; errors: Record<string, number> }>((resolve, reject) =>
+    child.once('exit', (code) => {
+      try {
+        resolve(
+          JSON.parse(out.trim().split('\n').pop() ?? '') as {
+            acks: number[];
+            errors: Record<string, number>;
+          },
+        );
+      } catch {
+        reject(new Error(`failover writer exited ${code}: ${err}`));
+      }
+    }),
+  );
+  return {
+    stop: () => {
+      child.stdin.end();
+      return done;
+    },
+  };
+}
 
 export const section: Section = {
   id: 'new-paths',
@@ -55,7 +100,7 @@ export const section: Section = {
     const data: Record<string, unknown> = {};
 
     // 1. Substitute connections.
-    const subCalls = quick ? 5 : 20;
+    const subCalls = quick ? 3 : 20;
     const sub: Record<string, Sample[]> = {};
     for (const a of [
       { id: 'A', label: 'bare pg', config: null },
@@ -149,7 +194,7 @@ export const section: Section = {
         target: 'armed ≥ 0.97× not armed (median over rounds)',
       },
     ];
-    const calls = quick ? 300 : 2_000;
+    const calls = quick ? 200 : 2_000;
     const maxMs = quick ? 3_000 : 8_000;
     for (const c of ratioCases) {
       const tp: number[][] = c.arms.map(() => []);
@@ -214,6 +259,77 @@ export const section: Section = {
       target: "every timed-out statement's backend is no longer active when the caller has its error",
       measured: `${cancelled.filter((s) => !s.stillActive).length}/${cancelled.length} cancelled; error ${f(median(cancelled.map((s) => s.pastDeadlineMs)), 1)} ms after the deadline (median)`,
       met: cancelled.length > 0 && cancelled.every((s) => !s.stillActive),
+    });
+
+    // 4. Failover: a real primary and a synchronous standby; the primary stops, the standby is promoted.
+    const pair = await startReplicaPair();
+    let fo: {
+      promoteMs: number;
+      gapMs: Record<string, number | null>;
+      errors: Record<string, Record<string, number>>;
+      acks: Record<string, number>;
+    };
+    try {
+      await pair.primary.query('CREATE TABLE bench_writes (key text NOT NULL)');
+      const { primary: p, standby: s } = pair;
+      const multi = `postgresql://postgres:${p.password}@127.0.0.1:${p.port},127.0.0.1:${s.port}/${p.database}?target_session_attrs=read-write`;
+      const single = `postgresql://postgres:${p.password}@127.0.0.1:${p.port}/${p.database}`;
+      const writers = {
+        R: writer(ctx.root, multi, {}, 60_000),
+        A: writer(ctx.root, single, null, 60_000),
+      };
+      // bounded: until both writers have written, at most 15 s
+      for (let i = 0; i < 300; i++) {
+        const r = await p.query<{ n: number }>(
+          'SELECT count(DISTINCT split_part(key, $$-$$, 2))::int AS n FROM bench_writes',
+        );
+        if ((r.rows[0]?.n ?? 0) >= 2) break;
+        await sleep(50);
+      }
+      await sleep(500);
+      await p.stop();
+      const t0 = Date.now();
+      await pair.promote();
+      const promotedAt = Date.now();
+      await sleep(quick ? 2_000 : 3_000);
+      const res = { R: await writers.R.stop(), A: await writers.A.stop() };
+      const gap = (acks: number[]) => {
+        const first = acks.find((t) => t >= promotedAt);
+        return first === undefined ? null : first - promotedAt;
+      };
+      fo = {
+        promoteMs: promotedAt - t0,
+        gapMs: { R: gap(res.R.acks), A: gap(res.A.acks) },
+        errors: { R: res.R.errors, A: res.A.errors },
+        acks: { R: res.R.acks.length, A: res.A.acks.length },
+      };
+    } finally {
+      await pair.close();
+    }
+    data.failover = fo;
+    ctx.log(`new-paths failover: gap R ${fo.gapMs.R} ms, A ${fo.gapMs.A} ms`);
+    const gapText = (x: number | null | undefined) =>
+      x === null || x === undefined ? 'never (in the run)' : `${x} ms`;
+    const errText = (e: Record<string, number> | undefined) =>
+      Object.entries(e ?? {})
+        .map(([k, n]) => `${k} ×${n}`)
+        .join(', ') || '—';
+    lines.push(
+      '**Failover write gap: the primary stops, the synchronous standby is promoted**',
+      '',
+      `A real primary and a synchronous standby (test/support/replication.ts) on loopback; two writer processes, each an INSERT every 20 ms (pool of 4): pg-resilience (defaults) on a multi-host target \`host1,host2 … target_session_attrs=read-write\`, and bare pg on the old primary's address alone. The primary is stopped (fast shutdown), then the standby promoted (${fo.promoteMs} ms); the gap is from the promoted standby accepting writes to each writer's first acknowledged write after it; the writers run on for ${quick ? 2 : 3} s.`,
+      '',
+      '| writer | first write after promotion | writes acknowledged | errors |',
+      '| --- | ---: | ---: | --- |',
+      `| pg-resilience, multi-host read-write | ${gapText(fo.gapMs.R)} | ${fo.acks.R} | ${errText(fo.errors.R)} |`,
+      `| bare pg, the old primary's address | ${gapText(fo.gapMs.A)} | ${fo.acks.A} | ${errText(fo.errors.A)} |`,
+      '',
+    );
+    targets.push({
+      name: 'failover write gap',
+      target: '≤ 1 s from "new primary accepts writes" to the first successful write',
+      measured: `${gapText(fo.gapMs.R)} (bare pg on the old primary: ${gapText(fo.gapMs.A)})`,
+      met: fo.gapMs.R !== null && fo.gapMs.R !== undefined && fo.gapMs.R <= 1_000,
     });
 
     const markdown = [

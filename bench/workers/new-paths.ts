@@ -11,13 +11,15 @@
  *   (pg_terminate_backend from an admin connection) while the read runs, and the same read uncut:
  *   latency and outcome of each;
  * - `timeout`: `SELECT pg_sleep(5)` on a checked-out client under timeout.queryMs: time from the
- *   deadline to the caller's error, and whether pg_stat_activity still shows the backend active then.
+ *   deadline to the caller's error, and whether pg_stat_activity still shows the backend active then;
+ * - `failover`: one write every 20 ms (closed loop, pool of 4) until stdin closes or BENCH_MAX_MS; the
+ *   epoch ms of every acknowledged write and the error codes seen.
  */
 import { createRequire } from 'node:module';
 
 interface Job {
   readonly url: string;
-  readonly workload: 'tx' | 'select' | 'substitute' | 'timeout';
+  readonly workload: 'tx' | 'select' | 'substitute' | 'timeout' | 'failover';
   readonly calls: number;
   readonly maxMs: number;
   /** timeout: the configured timeout.queryMs */
@@ -32,9 +34,10 @@ const pg = createRequire(import.meta.url)('pg') as typeof import('pg');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const pool = new pg.Pool({ connectionString: job.url, max: 2 });
 pool.on('error', () => {});
-const admin = new pg.Client({ connectionString: job.url });
+// (not for `failover`: a multi-host URL is pg-resilience's, bare pg's Client cannot parse it)
+const admin = new pg.Client({ connectionString: job.workload === 'failover' ? undefined : job.url });
 admin.on('error', () => {});
-await admin.connect();
+if (job.workload !== 'failover') await admin.connect();
 const deadline = performance.now() + job.maxMs;
 const pid = (c: import('pg').PoolClient) => (c as unknown as { processID: number }).processID;
 const code = (e: unknown) => {
@@ -43,7 +46,26 @@ const code = (e: unknown) => {
 };
 
 let result: object;
-if (job.workload === 'tx' || job.workload === 'select') {
+if (job.workload === 'failover') {
+  let stop = false;
+  process.stdin.resume();
+  process.stdin.on('end', () => (stop = true));
+  const writer = new pg.Pool({ connectionString: job.url, max: 4, connectionTimeoutMillis: 2_000 });
+  writer.on('error', () => {});
+  const acks: number[] = [];
+  const errors: Record<string, number> = {};
+  for (let i = 0; !stop && performance.now() < deadline; i++) {
+    try {
+      await writer.query('INSERT INTO bench_writes (key) VALUES ($1)', [`w-${process.pid}-${i}`]);
+      acks.push(Date.now());
+    } catch (e) {
+      errors[code(e)] = (errors[code(e)] ?? 0) + 1;
+    }
+    await sleep(20);
+  }
+  await Promise.race([writer.end().catch(() => {}), sleep(2_000)]);
+  result = { acks, errors };
+} else if (job.workload === 'tx' || job.workload === 'select') {
   const one = new pg.Pool({ connectionString: job.url, max: 1 });
   const byHand = async () => {
     const client = await one.connect();
@@ -131,6 +153,9 @@ if (job.workload === 'tx' || job.workload === 'select') {
   }
   result = { samples };
 }
-await Promise.race([Promise.all([pool.end(), admin.end()]).catch(() => {}), sleep(2_000)]);
+await Promise.race([
+  Promise.all([pool.end(), job.workload === 'failover' ? undefined : admin.end()]).catch(() => {}),
+  sleep(2_000),
+]);
 process.stdout.write(`${JSON.stringify(result)}\n`);
 process.exit(0);
