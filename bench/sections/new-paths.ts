@@ -87,7 +87,7 @@ export const section: Section = {
   title: '7. New paths',
   async run(ctx: BenchContext): Promise<SectionResult> {
     const quick = ctx.quick;
-    const rounds = quick ? 1 : 3;
+    const rounds = quick ? 1 : 5;
     const bare = arms(ctx.root, '', 0).A;
     const url = ctx.server.connectionString;
     const work = <T>(workload: Workload, config: object | null, calls: number, maxMs: number) =>
