@@ -333,7 +333,7 @@ export const section: Section = {
     });
 
     const markdown = [
-      "Each measurement is a child process running bare pg or pg-resilience's `PgResilienceInstrumentation` (from the sources, created before pg is loaded, telemetry logging off) with the configuration named in the row; the embedded PostgreSQL on loopback. Every loop is bounded in calls and time.",
+      "Each measurement is a child process running bare pg or pg-resilience's `PgResilienceInstrumentation` (from the sources, created before pg is loaded, telemetry logging off) with the configuration named in the row; the embedded PostgreSQL on loopback. Every loop is bounded in calls and time. The throughput ratios come from short measurements (up to 2,000 calls per process), arms rotated each round: read them with their per-round spread. Outcome resolution adds one round trip (`SELECT txid_current_if_assigned()`) to each transaction's four statements, so on loopback its ratio is expected below 1.",
       '',
       ...lines,
     ].join('\n');
