@@ -13,13 +13,14 @@ import { parseArgs } from 'node:util';
 import { startServer } from '../test/support/postgres.ts';
 import type { BenchContext, Section, SectionResult } from './lib/types.ts';
 import { section as faults } from './sections/faults.ts';
+import { section as fleet } from './sections/fleet.ts';
 import { section as memory } from './sections/memory.ts';
 import { section as overhead } from './sections/overhead.ts';
 import { section as rateLimit } from './sections/rate-limit.ts';
 import { section as recovery } from './sections/recovery.ts';
 import { section as scaling } from './sections/scaling.ts';
 
-export const SECTIONS: readonly Section[] = [overhead, faults, recovery, rateLimit, memory, scaling];
+export const SECTIONS: readonly Section[] = [overhead, faults, recovery, rateLimit, memory, scaling, fleet];
 
 const root = path.join(import.meta.dirname, '..');
 const { values } = parseArgs({
