@@ -27,12 +27,14 @@ const failed = (apps: readonly LoadApp[]) => sum(apps.flatMap((a) => Object.valu
 const RATE_PER_MINUTE = 12_000;
 const BURST = 20;
 const ACCURACY_PROCESSES = 4;
+/** A batch per process (its share of 100 ms of the rate): what the stashes may hold when a window opens. */
+const STASH_ALLOWANCE = ACCURACY_PROCESSES * Math.ceil(RATE_PER_MINUTE / 600 / ACCURACY_PROCESSES);
 /** Part 3's fleet: a limit that binds, a connection budget, small pools so 32 processes fit the server. */
-const SUSTAIN_RATE_PER_MINUTE = 60_000;
-const SUSTAIN_BURST = 100;
+const SUSTAIN_RATE_PER_MINUTE = 30_000;
+const SUSTAIN_BURST = 50;
 const SUSTAIN_MAX_CONNECTIONS = 150;
 /** Processes start in groups this large, each group ready before the next (bounded start-up load). */
-const START_GROUP = 4;
+const START_GROUP = 2;
 
 interface RedisSample {
   /** Calls of every command, scripts' inner commands included, INFO excluded. */
@@ -111,6 +113,7 @@ export const section: Section = {
         },
       } as const;
       const cost: Record<'off' | 'on', number[]> = { off: [], on: [] };
+      const cpu: Record<'off' | 'on', number[]> = { off: [], on: [] };
       for (let round = 0; round < rounds; round++) {
         for (const v of round % 2 ? (['on', 'off'] as const) : (['off', 'on'] as const)) {
           const r = await runLoad(ctx.root, variants[v], {
@@ -122,15 +125,19 @@ export const section: Section = {
           });
           if (r.errors > 0) throw new Error(`fleet cost (${v}): ${r.errors} calls failed`);
           cost[v].push(r.throughput);
-          ctx.log(`fleet cost round ${round + 1} coordination ${v}: ${r.throughput.toFixed(0)} ops/s`);
+          cpu[v].push(r.cpuUsPerOp ?? Number.NaN);
+          ctx.log(
+            `fleet cost round ${round + 1} coordination ${v}: ${r.throughput.toFixed(0)} ops/s, ${f(r.cpuUsPerOp ?? Number.NaN, 1)} CPU µs/op`,
+          );
         }
       }
       const costRatio = median(cost.on) / median(cost.off);
-      data.cost = cost;
+      const cpuRatio = median(cpu.on) / median(cpu.off);
+      data.cost = { throughput: cost, cpuUsPerOp: cpu };
       targets.push({
         name: 'coordination on vs off, SELECT 1, c16, a rate limit that never waits',
         target: 'on ≥ 0.95× off (throughput)',
-        measured: `×${f(costRatio, 3)} (medians of ${rounds} round(s))`,
+        measured: `×${f(costRatio, 3)} (medians of ${rounds} round(s)); CPU µs/op ×${f(cpuRatio, 3)}`,
         met: ctx.quick ? null : costRatio >= 0.95,
       });
       const range = (xs: number[]) =>
@@ -138,10 +145,10 @@ export const section: Section = {
       lines.push(
         `**Cost per call.** Arm E (C with a rate limit of 6 000 000/min, burst 100 000: it never waits), \`SELECT 1\` at 16 callers, ${durationMs / 1000} s after ${warmupMs / 1000} s of warm-up, coordination off and on (\`PG_RESILIENCE_REDIS_URL\`) alternating over ${rounds} round(s); median (min–max) ops/s.`,
         '',
-        '| coordination | ops/s | ÷ off |',
-        '| --- | ---: | ---: |',
-        `| off | ${range(cost.off)} | 1.00 |`,
-        `| on | ${range(cost.on)} | ${f(costRatio)} |`,
+        '| coordination | ops/s | ÷ off | CPU µs/op | ÷ off |',
+        '| --- | ---: | ---: | ---: | ---: |',
+        `| off | ${range(cost.off)} | 1.00 | ${f(median(cpu.off), 1)} | 1.00 |`,
+        `| on | ${range(cost.on)} | ${f(costRatio)} | ${f(median(cpu.on), 1)} | ${f(cpuRatio)} |`,
         '',
       );
 
@@ -202,10 +209,16 @@ export const section: Section = {
             met: ctx.quick ? null : Math.abs(deviation) <= 0.03 && windowErrors === 0,
           },
           {
-            name: `fleet-wide bound, ${ACCURACY_PROCESSES} processes, sampled every 100 ms in the window`,
-            target: 'served in any prefix of the window never above burst + rate × t',
-            measured: `worst: ${f(worstExcess, 1)} calls ${worstExcess > 0 ? 'above' : 'below'} the bound`,
-            met: worstExcess <= 0,
+            name: `fleet-wide bound, ${ACCURACY_PROCESSES} processes, sampled every 100 ms from their start`,
+            target: 'served since the start never above burst + rate × t',
+            measured: `worst: ${f(Math.abs(startupExcess), 1)} calls ${startupExcess > 0 ? 'above' : 'below'} the bound`,
+            met: startupExcess <= 0,
+          },
+          {
+            name: `fleet-wide bound within the window, sampled every 100 ms`,
+            target: `served in any prefix of the window never above burst + rate × t + what the stashes held at its start (a batch per process: ${STASH_ALLOWANCE})`,
+            measured: `worst: ${f(Math.abs(worstExcess), 1)} calls ${worstExcess > 0 ? 'above' : 'below'} burst + rate × t`,
+            met: worstExcess <= STASH_ALLOWANCE,
           },
         );
         lines.push(
@@ -219,7 +232,7 @@ export const section: Section = {
       // 3. What one Redis sustains: a fleet grown in steps, Redis's counters over a window at each size.
       const sustainEnv = {
         LOAD_PG: pgConfig,
-        LOAD_POOL_MAX: '2',
+        LOAD_POOL_MAX: '1',
         PG_RESILIENCE_RATE_LIMIT: String(SUSTAIN_RATE_PER_MINUTE),
         PG_RESILIENCE_RATE_LIMIT_BURST: String(SUSTAIN_BURST),
         PG_RESILIENCE_MAX_CONNECTIONS: String(SUSTAIN_MAX_CONNECTIONS),
@@ -264,7 +277,7 @@ export const section: Section = {
         await stopLoadApps(fleet);
       }
       lines.push(
-        `**What one Redis sustains.** One target; each process a pg.Pool of 2 with 2 workers running \`SELECT 1\` in a loop; a fleet-wide rate limit of ${SUSTAIN_RATE_PER_MINUTE}/min (burst ${SUSTAIN_BURST}, it binds) and a connection budget of ${SUSTAIN_MAX_CONNECTIONS}; coordination settings at their defaults (lease 5 s). The fleet grows in steps; at each size, after ${settleMs / 1000} s, Redis's \`INFO commandstats\` and \`INFO cpu\` deltas over ${measureMs / 1000} s. Commands include those scripts run inside Redis; scripts are EVALSHA/EVAL calls (one round trip each).`,
+        `**What one Redis sustains.** One target; each process a pg.Pool of 1 with 1 worker running \`SELECT 1\` in a loop; a fleet-wide rate limit of ${SUSTAIN_RATE_PER_MINUTE}/min (burst ${SUSTAIN_BURST}, it binds) and a connection budget of ${SUSTAIN_MAX_CONNECTIONS}; coordination settings at their defaults (lease 5 s). The fleet grows in steps; at each size, after ${settleMs / 1000} s, Redis's \`INFO commandstats\` and \`INFO cpu\` deltas over ${measureMs / 1000} s. Commands include those scripts run inside Redis; scripts are EVALSHA/EVAL calls (one round trip each).`,
         '',
         '| processes | Redis commands/s | per process (per target) | scripts/s | per process | calls served/s | Redis CPU |',
         '| ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
