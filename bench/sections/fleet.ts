@@ -240,6 +240,7 @@ export const section: Section = {
         PG_RESILIENCE_REDIS_URL: redis.url,
       };
       const fleet: LoadApp[] = [];
+      let notReached: string | undefined;
       const sustain: {
         processes: number;
         commandsPerS: number;
@@ -249,9 +250,16 @@ export const section: Section = {
       }[] = [];
       try {
         for (const size of fleetSizes) {
-          fleet.push(
-            ...(await startApps(size - fleet.length, ['--import', register], sustainEnv, 'bench-sustain')),
-          );
+          try {
+            fleet.push(
+              ...(await startApps(size - fleet.length, ['--import', register], sustainEnv, 'bench-sustain')),
+            );
+          } catch (error) {
+            // A machine too loaded to start more processes (each must be ready within 20 s): stop here.
+            notReached = `${size} processes not reached: ${(error as Error).message.split('\n')[0]}`;
+            ctx.log(`fleet sustain: ${notReached}`);
+            break;
+          }
           await sleep(settleMs);
           const a = await sampleRedis(admin);
           const okA = served(fleet);
@@ -272,7 +280,7 @@ export const section: Section = {
         }
         const errors = failed(fleet);
         if (errors > 0) ctx.log(`fleet sustain: ${errors} calls failed`);
-        data.sustain = { rows: sustain, errors };
+        data.sustain = { rows: sustain, errors, notReached };
       } finally {
         await stopLoadApps(fleet);
       }
@@ -285,6 +293,7 @@ export const section: Section = {
           (r) =>
             `| ${r.processes} | ${f(r.commandsPerS, 0)} | ${f(r.commandsPerS / r.processes, 1)} | ${f(r.scriptsPerS, 0)} | ${f(r.scriptsPerS / r.processes, 1)} | ${f(r.callsPerS, 0)} | ${f(100 * r.redisCpu, 1)} % |`,
         ),
+        ...(notReached ? ['', `Not measured: ${notReached}.`] : []),
       );
     } finally {
       admin.disconnect();
