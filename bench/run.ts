@@ -1,6 +1,6 @@
 /**
  * `npm run bench [-- --quick] [--section ID …] [--out DIR]`: what the protection costs when all is well,
- * and what it buys when it is not. One embedded PostgreSQL on loopback for the whole run; seven sections
+ * and what it buys when it is not. One embedded PostgreSQL on loopback for the whole run; eight sections
  * (bench/sections/*.ts); writes `results.md` (a table a human reads, with the machine, Node and
  * PostgreSQL versions) and `results.json` to `bench/` (a full run) or `.tmp/bench-quick/` (`--quick`,
  * under a minute: a smoke run whose numbers are not meant to be read), or to `--out`.
@@ -13,6 +13,7 @@ import { parseArgs } from 'node:util';
 import { startServer } from '../test/support/postgres.ts';
 import type { BenchContext, Section, SectionResult } from './lib/types.ts';
 import { section as faults } from './sections/faults.ts';
+import { section as fleet } from './sections/fleet.ts';
 import { section as memory } from './sections/memory.ts';
 import { section as newPaths } from './sections/new-paths.ts';
 import { section as overhead } from './sections/overhead.ts';
@@ -28,6 +29,7 @@ export const SECTIONS: readonly Section[] = [
   memory,
   scaling,
   newPaths,
+  fleet,
 ];
 
 const root = path.join(import.meta.dirname, '..');
