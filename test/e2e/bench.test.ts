@@ -11,13 +11,13 @@ import path from 'node:path';
 import { after, describe, it } from 'node:test';
 
 const root = path.join(import.meta.dirname, '..', '..');
-const SECTIONS = ['overhead', 'faults', 'recovery', 'rate-limit', 'memory', 'scaling'];
+const SECTIONS = ['overhead', 'faults', 'recovery', 'rate-limit', 'memory', 'scaling', 'new-paths', 'fleet'];
 
 describe('npm run bench -- --quick', () => {
   const out = mkdtempSync(path.join(os.tmpdir(), 'pg-resilience-bench-'));
   after(() => rmSync(out, { recursive: true, force: true }));
 
-  it('writes results.md and results.json with all six sections', { timeout: 300_000 }, async () => {
+  it('writes results.md and results.json with every section', { timeout: 600_000 }, async () => {
     const { code, output } = await new Promise<{ code: number | null; output: string }>((resolve) => {
       const child = spawn('npm', ['run', 'bench', '--', '--quick', '--out', out], { cwd: root });
       let output = '';
