@@ -22,33 +22,41 @@ export interface LoadOptions {
   readonly warmupMs: number;
 }
 
+/** A worker started by startWorker: its result, and `stop()`, which closes its stdin and waits for it. */
+export interface StartedWorker<T> {
+  readonly result: Promise<T>;
+  stop(): Promise<T>;
+}
+
 /**
- * Runs `bench/workers/<script>` under an arm in a child process (the arm's flags, then `nodeFlags`; its
- * env, then `env`) and resolves with the JSON of the last line it prints; rejects with the tail of its
- * stderr when it fails.
+ * Starts `bench/workers/<script>` under an arm in a child process (the arm's flags, then `nodeFlags`; its
+ * env, then `env`). `result` resolves with the JSON of the last line it prints, or rejects with the tail
+ * of its stderr when it fails; a worker that runs until its stdin closes is ended by `stop()`.
  */
-export function runWorker<T>(
+export function startWorker<T>(
   root: string,
   arm: Arm,
   script: string,
   env: Readonly<Record<string, string>>,
   nodeFlags: readonly string[] = [],
-): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(
-      process.execPath,
-      [
-        ...arm.execArgv,
-        ...nodeFlags,
-        '--disable-warning=ExperimentalWarning',
-        path.join(root, 'bench', 'workers', script),
-      ],
-      { cwd: root, env: { ...process.env, ...arm.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d) => (out += d));
-    child.stderr.on('data', (d) => (err = (err + String(d)).slice(-2000)));
+): StartedWorker<T> {
+  const child = spawn(
+    process.execPath,
+    [
+      ...arm.execArgv,
+      ...nodeFlags,
+      '--disable-warning=ExperimentalWarning',
+      path.join(root, 'bench', 'workers', script),
+    ],
+    { cwd: root, env: { ...process.env, ...arm.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] },
+  );
+  // Closing the stdin of a worker that has already exited must not throw (EPIPE).
+  child.stdin.on('error', () => {});
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d) => (out += d));
+  child.stderr.on('data', (d) => (err = (err + String(d)).slice(-2000)));
+  const result = new Promise<T>((resolve, reject) => {
     child.on('exit', (code) => {
       try {
         if (code !== 0) throw new Error(`exit ${code}`);
@@ -58,6 +66,24 @@ export function runWorker<T>(
       }
     });
   });
+  return {
+    result,
+    stop: () => {
+      child.stdin.end();
+      return result;
+    },
+  };
+}
+
+/** Runs a worker that needs no stdin (closed at once) and resolves with what it printed (startWorker). */
+export function runWorker<T>(
+  root: string,
+  arm: Arm,
+  script: string,
+  env: Readonly<Record<string, string>>,
+  nodeFlags: readonly string[] = [],
+): Promise<T> {
+  return startWorker<T>(root, arm, script, env, nodeFlags).stop();
 }
 
 export function runLoad(root: string, arm: Arm, options: LoadOptions): Promise<LoadResult> {

@@ -13,12 +13,11 @@ import { Redis } from 'ioredis';
 import { arms, startSink } from '../lib/arms.ts';
 import type { BenchContext, Section, SectionResult, TargetCheck } from '../lib/types.ts';
 import { runLoad } from '../lib/worker.ts';
-import { median } from './overhead.ts';
+import { fixed as f, median, medianRange as range, rotated } from '../lib/stats.ts';
 import { freePort } from '../../test/support/postgres.ts';
 import { type RedisServer, startRedis } from '../../test/support/redis.ts';
 import { type LoadApp, loadAppReady, startLoadApp, stopLoadApps } from '../../test/support/load-apps.ts';
 
-const f = (n: number, d = 2) => (Number.isFinite(n) ? n.toFixed(d) : '—');
 const sum = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0);
 const served = (apps: readonly LoadApp[]) => sum(apps.map((a) => a.stats.ok));
 const failed = (apps: readonly LoadApp[]) => sum(apps.flatMap((a) => Object.values(a.stats.errors)));
@@ -115,7 +114,7 @@ export const section: Section = {
       const cost: Record<'off' | 'on', number[]> = { off: [], on: [] };
       const cpu: Record<'off' | 'on', number[]> = { off: [], on: [] };
       for (let round = 0; round < rounds; round++) {
-        for (const v of round % 2 ? (['on', 'off'] as const) : (['off', 'on'] as const)) {
+        for (const v of rotated(['off', 'on'] as const, round)) {
           const r = await runLoad(ctx.root, variants[v], {
             urls: [ctx.server.connectionString],
             concurrency: 16,
@@ -140,8 +139,6 @@ export const section: Section = {
         measured: `×${f(costRatio, 3)} (medians of ${rounds} round(s)); CPU µs/op ×${f(cpuRatio, 3)}`,
         met: ctx.quick ? null : costRatio >= 0.95,
       });
-      const range = (xs: number[]) =>
-        `${f(median(xs), 0)} (${f(Math.min(...xs), 0)}–${f(Math.max(...xs), 0)})`;
       lines.push(
         `**Cost per call.** Arm E (C with a rate limit of 6 000 000/min, burst 100 000: it never waits), \`SELECT 1\` at 16 callers, ${durationMs / 1000} s after ${warmupMs / 1000} s of warm-up, coordination off and on (\`PG_RESILIENCE_REDIS_URL\`) alternating over ${rounds} round(s); median (min–max) ops/s.`,
         '',

@@ -4,13 +4,11 @@
  * instrumentation from the sources with a given configuration; the arms of a ratio alternate, their
  * order rotating each round, and medians over the rounds are reported with their spread (min–max).
  */
-import { spawn } from 'node:child_process';
-import path from 'node:path';
 import { startReplicaPair } from '../../test/support/replication.ts';
 import { arms } from '../lib/arms.ts';
 import type { BenchContext, Section, SectionResult, TargetCheck } from '../lib/types.ts';
-import { runWorker } from '../lib/worker.ts';
-import { median } from './overhead.ts';
+import { runWorker, startWorker } from '../lib/worker.ts';
+import { fixed as f, median, percentile as pct } from '../lib/stats.ts';
 
 interface Arm {
   readonly label: string;
@@ -30,57 +28,11 @@ interface TimeoutSample {
   stillActive: boolean;
 }
 
-const f = (n: number, d = 2) => (Number.isFinite(n) ? n.toFixed(d) : '—');
-const pct = (xs: readonly number[], p: number) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length ? s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]! : Number.NaN;
-};
 // One attempt and no breaker for the timeout samples: a timed-out read without the cancel has an
 // unknown outcome, which the retry rules may re-run and the breaker counts.
 const NO_RETRY = { retry: { enabled: false }, circuitBreaker: { enabled: false } };
 const QUERY_MS = 100;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** A failover writer (bench/workers/new-paths.ts, `failover`) that runs until `stop()` closes its stdin. */
-function writer(root: string, url: string, config: object | null, maxMs: number) {
-  const child = spawn(
-    process.execPath,
-    ['--disable-warning=ExperimentalWarning', path.join(root, 'bench', 'workers', 'new-paths.ts')],
-    {
-      cwd: root,
-      env: {
-        ...process.env,
-        BENCH_JOB: JSON.stringify({ url, workload: 'failover', calls: 0, maxMs }),
-        ...(config ? { BENCH_CONFIG: JSON.stringify(config) } : {}),
-      },
-      stdio: ['pipe', 'pipe', 'pipe'],
-    },
-  );
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (d) => (out += d));
-  child.stderr.on('data', (d) => (err = (err + String(d)).slice(-2000)));
-  const done = new Promise<{ acks: number[]; errors: Record<string, number> }>((resolve, reject) =>
-    child.once('exit', (code) => {
-      try {
-        resolve(
-          JSON.parse(out.trim().split('\n').pop() ?? '') as {
-            acks: number[];
-            errors: Record<string, number>;
-          },
-        );
-      } catch {
-        reject(new Error(`failover writer exited ${code}: ${err}`));
-      }
-    }),
-  );
-  return {
-    stop: () => {
-      child.stdin.end();
-      return done;
-    },
-  };
-}
 
 export const section: Section = {
   id: 'new-paths',
@@ -93,6 +45,12 @@ export const section: Section = {
     const work = <T>(workload: Workload, config: object | null, calls: number, maxMs: number) =>
       runWorker<T>(ctx.root, bare, 'new-paths.ts', {
         BENCH_JOB: JSON.stringify({ url, workload, calls, maxMs, queryMs: QUERY_MS }),
+        ...(config ? { BENCH_CONFIG: JSON.stringify(config) } : {}),
+      });
+    /** A failover writer (the worker's `failover` job): it writes until `stop()` closes its stdin. */
+    const failoverWriter = (writerUrl: string, config: object | null) =>
+      startWorker<{ acks: number[]; errors: Record<string, number> }>(ctx.root, bare, 'new-paths.ts', {
+        BENCH_JOB: JSON.stringify({ url: writerUrl, workload: 'failover', calls: 0, maxMs: 60_000 }),
         ...(config ? { BENCH_CONFIG: JSON.stringify(config) } : {}),
       });
     const targets: TargetCheck[] = [];
@@ -275,8 +233,8 @@ export const section: Section = {
       const multi = `postgresql://postgres:${p.password}@127.0.0.1:${p.port},127.0.0.1:${s.port}/${p.database}?target_session_attrs=read-write`;
       const single = `postgresql://postgres:${p.password}@127.0.0.1:${p.port}/${p.database}`;
       const writers = {
-        R: writer(ctx.root, multi, {}, 60_000),
-        A: writer(ctx.root, single, null, 60_000),
+        R: failoverWriter(multi, {}),
+        A: failoverWriter(single, null),
       };
       // bounded: until both writers have written, at most 15 s
       for (let i = 0; i < 300; i++) {

@@ -7,6 +7,7 @@ import { type ArmId, arms, startSink } from '../lib/arms.ts';
 import type { BenchContext, Section, SectionResult, TargetCheck } from '../lib/types.ts';
 import { freePort } from '../../test/support/postgres.ts';
 import { type LoadResult, runLoad } from '../lib/worker.ts';
+import { fixed as f, median, rotated } from '../lib/stats.ts';
 
 export interface Workload {
   readonly name: string;
@@ -21,12 +22,6 @@ export const WORKLOADS: readonly Workload[] = [
 ];
 
 const ORDER: readonly ArmId[] = ['A', 'B', 'C', 'D', 'E'];
-
-export const median = (xs: readonly number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 
 export interface ArmSummary {
   readonly throughput: number;
@@ -48,8 +43,6 @@ export function summarise(runs: readonly LoadResult[]): ArmSummary {
   };
 }
 
-const f = (n: number, d = 2) => (Number.isFinite(n) ? n.toFixed(d) : '—');
-
 export const section: Section = {
   id: 'overhead',
   title: '1. Happy-path overhead',
@@ -66,7 +59,7 @@ export const section: Section = {
       for (const w of WORKLOADS) {
         const runs: Record<ArmId, LoadResult[]> = { A: [], B: [], C: [], D: [], E: [] };
         for (let round = 0; round < rounds; round++) {
-          const order = ORDER.map((_, i) => ORDER[(i + round) % ORDER.length]!);
+          const order = rotated(ORDER, round);
           for (const id of order) {
             const r = await runLoad(ctx.root, all[id], {
               urls: [ctx.server.connectionString],

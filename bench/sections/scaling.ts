@@ -7,24 +7,13 @@ import { type ArmId, arms, startSink } from '../lib/arms.ts';
 import type { BenchContext, Section, SectionResult, TargetCheck } from '../lib/types.ts';
 import { freePort } from '../../test/support/postgres.ts';
 import { runLoad } from '../lib/worker.ts';
-import { median } from './overhead.ts';
+import { fixed as f, median, medianRange as spread, rotated as rotate } from '../lib/stats.ts';
 
 const CONCURRENCY = [1, 4, 16, 64] as const;
 const SCALING_ARMS: readonly ArmId[] = ['A', 'B', 'C', 'D'];
 const TARGET_ARMS: readonly ArmId[] = ['A', 'C', 'D'];
 const TARGET_LABELS = ['1 target', '8 targets'] as const;
 const TARGET_CALLERS = 16;
-const f = (n: number, d = 2) => (Number.isFinite(n) ? n.toFixed(d) : '—');
-
-/** "median (min–max)" of a list of throughputs. */
-const spread = (xs: readonly number[]) =>
-  xs.length > 1
-    ? `${f(median(xs), 0)} (${f(Math.min(...xs), 0)}–${f(Math.max(...xs), 0)})`
-    : f(xs[0] ?? Number.NaN, 0);
-
-/** The order of `items` in round `round`: rotated by one each round. */
-const rotate = <T>(items: readonly T[], round: number): T[] =>
-  items.map((_, i) => items[(i + round) % items.length]!);
 
 /** Creates databases bench_t1..bench_tN (idempotent) and returns their connection strings. */
 async function targetUrls(ctx: BenchContext, n: number): Promise<string[]> {
