@@ -67,6 +67,9 @@ const DEFAULT_PROFILE: ResilienceSettings = {
     halfOpenMaxProbes: 1,
     // One successful probe closes the breaker, so service resumes as soon as the server answers.
     successesToClose: 1,
+    // Two seconds: after an outage a process reopens its pool over a moment, not in one instant, so a
+    // fleet coming back together does not exhaust the server's connection slots (53300).
+    rampMs: 2000,
   },
   rateLimit: {
     // Off: a rate limit slows a healthy app by design.
@@ -192,6 +195,8 @@ const BATCH_PROFILE: ResilienceSettings = {
     halfOpenMaxProbes: 1,
     // Two successes before closing: do not unleash a whole batch on a server that answered once.
     successesToClose: 2,
+    // Five seconds: a batch reconnects gently to a database that was just down.
+    rampMs: 5000,
   },
   rateLimit: {
     // On: a batch must not starve the online traffic sharing the database.

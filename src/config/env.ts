@@ -121,6 +121,13 @@ export const ENV_VARS: ReadonlyArray<EnvVar> = [
     description: 'Time the breaker stays open before it lets a probe through, in ms.',
   },
   {
+    name: 'PG_RESILIENCE_BREAKER_RAMP_MS',
+    setting: 'circuitBreaker.rampMs',
+    kind: 'integer',
+    description:
+      'After the breaker closes from open: the window over which new connections ramp up, in ms (0 = off).',
+  },
+  {
     name: 'PG_RESILIENCE_RECOVERY_INTERVAL_MS',
     setting: 'recovery.intervalMs',
     kind: 'integer',

@@ -167,6 +167,12 @@ const circuitBreakerSchema = object(
       'Calls let through at once while half-open; the others are rejected at once.',
     ),
     successesToClose: int(1, 1000, 'Successful half-open calls needed to close; any failure re-opens.'),
+    rampMs: int(
+      0,
+      MAX_DELAY_MS,
+      'After the breaker closes from open: the window over which new connections to the target ramp up (a few at first, unlimited at its end), in ms (0 = no ramp).',
+      'no ramp',
+    ),
   },
   'Circuit breaker, one per target.',
 );

@@ -84,6 +84,11 @@ export interface CircuitBreakerSettings {
   halfOpenMaxProbes: number;
   /** Successful half-open calls needed to close; any failure re-opens. */
   successesToClose: number;
+  /**
+   * After the breaker closes from open or half-open: the window over which this process's new server
+   * connections to the target ramp up (few at first, unlimited at the end), in ms. 0: no ramp.
+   */
+  rampMs: number;
 }
 
 export interface RateLimitSettings {

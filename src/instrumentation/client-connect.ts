@@ -26,6 +26,7 @@
 import { asPromise, type PromiseCtor, settleCallback } from './callbacks.ts';
 import { isOperationTimeoutError } from '../errors.ts';
 import { budgetedConnect } from './budget-connect.ts';
+import { rampedConnect } from './ramp-connect.ts';
 import { clientConnectVeto } from '../safety/retry-safety.ts';
 import { Reconnect } from './client-reconnect.ts';
 import { ConnectEndedByAppError, endedByApp, never } from './ended-by-app.ts';
@@ -52,8 +53,9 @@ const ignore = (): void => {};
 export function patchClientConnect(targets: () => Targets): (original: ConnectFn) => ConnectFn {
   return (pgConnect) => {
     // A client of a multi-host target connects to the host chosen for it (multi-host-connect.ts).
-    // Each new server connection takes a slot of the target's connection budget, when one is set.
-    const original = hostAwareConnect(budgetedConnect(pgConnect, targets), targets);
+    // After the breaker closed from open, new server connections ramp up (ramp-connect.ts); each then
+    // takes a slot of the target's connection budget, when one is set.
+    const original = hostAwareConnect(rampedConnect(budgetedConnect(pgConnect, targets), targets), targets);
     return function connect(this: PgClientLike, ...args: unknown[]): unknown {
       const callback = args[0];
       if (scope.poolNewClient > 0 && !scope.ownClients.has(this)) adoptPoolHostSpec(this);

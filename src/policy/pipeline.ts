@@ -57,6 +57,7 @@ import {
 } from './events.ts';
 import { type PermitBucket, RateLimiter } from './rate-limiter.ts';
 import { ConnectionBudget, type SlotSource } from './connection-budget.ts';
+import { ConnectRamp } from './connect-ramp.ts';
 
 /** The fleet's side of a target's breaker (src/coordination/fleet-breaker.ts). */
 export interface BreakerFleet {
@@ -105,6 +106,8 @@ export class TargetPolicy {
   readonly #rateLimiter: RateLimiter | undefined;
   /** The connection budget's slots, when `connectionBudget.maxConnections` is set (instrumentation/budget-connect.ts). */
   readonly connectionBudget: ConnectionBudget | undefined;
+  /** New connections ramped up after the breaker closes, when `circuitBreaker.rampMs` is set (instrumentation/ramp-connect.ts). */
+  readonly connectRamp: ConnectRamp | undefined;
   readonly #bulkhead: BulkheadPolicy | undefined;
   readonly #budget: RetryBudget | undefined;
   readonly #retry: RetryPolicy;
@@ -180,6 +183,9 @@ export class TargetPolicy {
       maxConnections > 0
         ? new ConnectionBudget(target, maxConnections, options.connectionSlots?.(maxConnections), clock)
         : undefined;
+    const rampMs = settings.circuitBreaker.rampMs ?? 0;
+    this.connectRamp =
+      this.#activeBreaker && rampMs > 0 ? new ConnectRamp(this.#breaker, rampMs, clock) : undefined;
     this.#budget =
       settings.retry.enabled && settings.retry.budget.enabled
         ? new RetryBudget(settings.retry.budget, clock)
@@ -463,6 +469,7 @@ export class TargetPolicy {
     this.#fleet?.dispose();
     this.#rateLimiter?.dispose();
     this.connectionBudget?.dispose();
+    this.connectRamp?.dispose();
     this.#breaker.dispose();
   }
 

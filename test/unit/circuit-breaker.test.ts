@@ -21,6 +21,7 @@ const SETTINGS: CircuitBreakerSettings = {
   halfOpenAfterMs: 10_000,
   halfOpenMaxProbes: 1,
   successesToClose: 1,
+  rampMs: 0,
 };
 
 /** Errors that count for the breaker (the target looks down) and errors that do not (it answered). */

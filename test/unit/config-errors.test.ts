@@ -104,6 +104,7 @@ const LEAVES: Record<string, LeafRow> = {
   'circuitBreaker.halfOpenAfterMs': int(0, 600000),
   'circuitBreaker.halfOpenMaxProbes': int(1, 1000),
   'circuitBreaker.successesToClose': int(1, 1000),
+  'circuitBreaker.rampMs': int(0, 600000, 'no ramp'),
   'rateLimit.enabled': bool,
   'rateLimit.ratePerMinute': {
     allowed: 'a number greater than 0 and at most 60000000',
@@ -195,7 +196,7 @@ describe('structure: an object where one is expected, unknown keys at every leve
     {
       name: 'a section that is not an object',
       input: { options: { circuitBreaker: 'off' } as never },
-      line: 'circuitBreaker = "off" (from code): must be an object with the keys: enabled, mode, consecutiveFailures, failureRateThreshold, failureRateWindowMs, minimumRps, halfOpenAfterMs, halfOpenMaxProbes, successesToClose',
+      line: 'circuitBreaker = "off" (from code): must be an object with the keys: enabled, mode, consecutiveFailures, failureRateThreshold, failureRateWindowMs, minimumRps, halfOpenAfterMs, halfOpenMaxProbes, successesToClose, rampMs',
     },
     {
       name: 'a section given as an array',
@@ -610,6 +611,11 @@ describe('environment variables: a bad value is one issue naming the variable, t
       line: 'circuitBreaker.halfOpenAfterMs = "Infinity" (from env PG_RESILIENCE_BREAKER_HALF_OPEN_AFTER_MS): must be an integer from 0 to 600000',
     },
     {
+      name: 'PG_RESILIENCE_BREAKER_RAMP_MS',
+      value: '2s',
+      line: 'circuitBreaker.rampMs = "2s" (from env PG_RESILIENCE_BREAKER_RAMP_MS): must be an integer from 0 to 600000 (0 = no ramp)',
+    },
+    {
       name: 'PG_RESILIENCE_RECOVERY_INTERVAL_MS',
       value: ' ',
       line: 'recovery.intervalMs = " " (from env PG_RESILIENCE_RECOVERY_INTERVAL_MS): must be an integer from 0 to 600000',
@@ -698,7 +704,7 @@ describe('environment variables: a bad value is one issue naming the variable, t
     {
       name: 'PG_RESILIENCE_RETRY_ATTEMPT',
       value: '3',
-      line: 'PG_RESILIENCE_RETRY_ATTEMPT = 3 (from env PG_RESILIENCE_RETRY_ATTEMPT): is not a pg-resilience variable (did you mean PG_RESILIENCE_RETRY_ATTEMPTS?); known variables: PG_RESILIENCE_DISABLED, PG_RESILIENCE_PROFILE, PG_RESILIENCE_CONFIG, PG_RESILIENCE_RETRY_ATTEMPTS, PG_RESILIENCE_RETRY_INITIAL_DELAY_MS, PG_RESILIENCE_RETRY_MAX_DELAY_MS, PG_RESILIENCE_TIMEOUT_MS, PG_RESILIENCE_CONNECT_TIMEOUT_MS, PG_RESILIENCE_KEEPALIVE_MS, PG_RESILIENCE_RATE_LIMIT, PG_RESILIENCE_RATE_LIMIT_BURST, PG_RESILIENCE_RATE_LIMIT_STRATEGY, PG_RESILIENCE_BREAKER_FAILURES, PG_RESILIENCE_BREAKER_HALF_OPEN_AFTER_MS, PG_RESILIENCE_RECOVERY_INTERVAL_MS, PG_RESILIENCE_TRANSACTION_OUTCOME_RESOLUTION_MS, PG_RESILIENCE_FAILOVER_ROLE_TRUST_MS, PG_RESILIENCE_FAILOVER_ROLE_CHECK_TIMEOUT_MS, PG_RESILIENCE_FAILOVER_EVICT, PG_RESILIENCE_BULKHEAD, PG_RESILIENCE_MAX_CONNECTIONS, PG_RESILIENCE_LEAK_THRESHOLD_MS, PG_RESILIENCE_LEAK_DEAD_GRACE_MS, PG_RESILIENCE_LOG_LEVEL, PG_RESILIENCE_OPERATION_SPANS, PG_RESILIENCE_HEALTH_PORT, PG_RESILIENCE_HEALTH_HOST, PG_RESILIENCE_REDIS_URL, PG_RESILIENCE_FLEET, PG_RESILIENCE_COORDINATION_TIMEOUT_MS, PG_RESILIENCE_NODE_CACHE',
+      line: 'PG_RESILIENCE_RETRY_ATTEMPT = 3 (from env PG_RESILIENCE_RETRY_ATTEMPT): is not a pg-resilience variable (did you mean PG_RESILIENCE_RETRY_ATTEMPTS?); known variables: PG_RESILIENCE_DISABLED, PG_RESILIENCE_PROFILE, PG_RESILIENCE_CONFIG, PG_RESILIENCE_RETRY_ATTEMPTS, PG_RESILIENCE_RETRY_INITIAL_DELAY_MS, PG_RESILIENCE_RETRY_MAX_DELAY_MS, PG_RESILIENCE_TIMEOUT_MS, PG_RESILIENCE_CONNECT_TIMEOUT_MS, PG_RESILIENCE_KEEPALIVE_MS, PG_RESILIENCE_RATE_LIMIT, PG_RESILIENCE_RATE_LIMIT_BURST, PG_RESILIENCE_RATE_LIMIT_STRATEGY, PG_RESILIENCE_BREAKER_FAILURES, PG_RESILIENCE_BREAKER_HALF_OPEN_AFTER_MS, PG_RESILIENCE_BREAKER_RAMP_MS, PG_RESILIENCE_RECOVERY_INTERVAL_MS, PG_RESILIENCE_TRANSACTION_OUTCOME_RESOLUTION_MS, PG_RESILIENCE_FAILOVER_ROLE_TRUST_MS, PG_RESILIENCE_FAILOVER_ROLE_CHECK_TIMEOUT_MS, PG_RESILIENCE_FAILOVER_EVICT, PG_RESILIENCE_BULKHEAD, PG_RESILIENCE_MAX_CONNECTIONS, PG_RESILIENCE_LEAK_THRESHOLD_MS, PG_RESILIENCE_LEAK_DEAD_GRACE_MS, PG_RESILIENCE_LOG_LEVEL, PG_RESILIENCE_OPERATION_SPANS, PG_RESILIENCE_HEALTH_PORT, PG_RESILIENCE_HEALTH_HOST, PG_RESILIENCE_REDIS_URL, PG_RESILIENCE_FLEET, PG_RESILIENCE_COORDINATION_TIMEOUT_MS, PG_RESILIENCE_NODE_CACHE',
     },
   ];
 

@@ -107,6 +107,7 @@ const EXPECTED_DEFAULT: ResilienceSettings = {
     halfOpenAfterMs: 5000,
     halfOpenMaxProbes: 1,
     successesToClose: 1,
+    rampMs: 2000,
   },
   rateLimit: {
     enabled: false,
@@ -147,6 +148,7 @@ const EXPECTED_BATCH: ResilienceSettings = {
     halfOpenAfterMs: 30000,
     halfOpenMaxProbes: 1,
     successesToClose: 2,
+    rampMs: 5000,
   },
   rateLimit: {
     enabled: true,

@@ -21,6 +21,7 @@ const SETTINGS: CircuitBreakerSettings = {
   halfOpenAfterMs: 1_000,
   halfOpenMaxProbes: 1,
   successesToClose: 1,
+  rampMs: 0,
 };
 const down = (): boolean => true;
 

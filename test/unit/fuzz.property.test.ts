@@ -713,6 +713,7 @@ const breakerSettings = fc.record({
   halfOpenAfterMs: fc.integer({ min: 1, max: 3_000 }),
   halfOpenMaxProbes: fc.integer({ min: 1, max: 3 }),
   successesToClose: fc.integer({ min: 1, max: 3 }),
+  rampMs: fc.constant(0),
 });
 
 describe('CircuitBreaker: random command sequences against a model', () => {

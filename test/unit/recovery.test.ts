@@ -20,6 +20,7 @@ const BREAKER: CircuitBreakerSettings = {
   halfOpenAfterMs: 600_000,
   halfOpenMaxProbes: 1,
   successesToClose: 1,
+  rampMs: 0,
 };
 const RECOVERY: RecoverySettings = { enabled: true, intervalMs: 1_000, maxAttempts: 0 };
 
