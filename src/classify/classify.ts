@@ -10,6 +10,7 @@
  */
 import { isResilienceError } from '../errors.ts';
 import { classification } from './classification.ts';
+import { isReadOnlyByChoice } from './read-only-by-choice.ts';
 import { ERRNO_TABLE, PG_MESSAGES } from './network.ts';
 import { classifySqlState, isSqlStateShaped } from './sqlstate.ts';
 import {
@@ -28,6 +29,15 @@ const MAX_VISITS = 32;
 const MAX_LABEL = 40;
 
 const freeze = classification;
+
+/** A write on a standby the target chose on purpose: the app's error, rejected, nothing to retry. */
+const READ_ONLY_BY_CHOICE: ErrorClassification = Object.freeze({
+  errorClass: 'transaction_state',
+  transient: false,
+  reachedServer: 'rejected',
+  countsForBreaker: false,
+  errorType: '25006',
+});
 
 const UNKNOWN = freeze('unknown', false, 'unknown', false, 'unknown');
 
@@ -218,7 +228,9 @@ function applyOverride(
 export function classifyError(error: unknown, override?: ClassifierOverride): ErrorClassification {
   let result: ErrorClassification;
   try {
-    result = find(error, 0, { visits: 0 }) ?? unknownFor(error);
+    result = isReadOnlyByChoice(error)
+      ? READ_ONLY_BY_CHOICE
+      : (find(error, 0, { visits: 0 }) ?? unknownFor(error));
   } catch {
     result = UNKNOWN;
   }

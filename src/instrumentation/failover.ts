@@ -13,13 +13,28 @@
  *
  * Each detection is reported (`onFailoverDetected`); the first of a failover opens the target's
  * write-unavailability window (write-availability.ts), closed by the next write that succeeds.
+ *
+ * Two of these errors are not always a failover:
+ *
+ * - 57P01 is also what an administrator's `pg_terminate_backend` sends to the one backend it ends. So
+ *   the host's role is forgotten at once (the next connect checks the hosts again, as for any signal),
+ *   but counting and eviction wait for a check of the host off the query path (bounded by
+ *   `failover.roleCheckTimeoutMs`): still accepting connections in a role that suits the target → only
+ *   that connection was ended; shutting down, refused, or its role changed → a failover.
+ * - 25006 on a target that chose a read-only server (`read-only`, `standby`, `prefer-standby`) is the
+ *   app's own write on a standby: nothing is dropped, and the error reaches the app without retries
+ *   (read-only-by-choice.ts).
  */
+import { markReadOnlyByChoice } from '../classify/read-only-by-choice.ts';
 import { evictIdleClients } from './eviction.ts';
-import { markHostStale } from './host-choice.ts';
+import { markHostStale, stillSuits } from './host-choice.ts';
 import { type HostAddress, type HostSpec } from './multi-host.ts';
 import type { Targets } from './targets.ts';
 import type { PgClientLike } from './types.ts';
 import { type FailoverKind, failoverSignalled, watchWrites } from './write-availability.ts';
+
+/** Targets whose connections go to a read-only server on purpose. */
+const WANTS_READ_ONLY: ReadonlySet<string> = new Set(['read-only', 'standby', 'prefer-standby']);
 
 /** The SQLSTATEs that say a server's role changed, or that it is going away. */
 export const ROLE_CHANGE_CODES: ReadonlySet<string> = new Set(['25006', '57P01', '57P02', '57P03']);
@@ -169,9 +184,54 @@ export function watchForFailover(
     const code = typeof msg?.code === 'string' ? msg.code : '';
     if (!ROLE_CHANGE_CODES.has(code)) return;
     try {
-      hostRoleChanged(h, spec, code, targets(), hostOf, client);
+      if (code === '25006' && WANTS_READ_ONLY.has(spec.attrs)) markReadOnlyByChoice(msg);
+      else if (code === '57P01') confirmShutdown(h, spec, code, targets, hostOf, client);
+      else hostRoleChanged(h, spec, code, targets(), hostOf, client);
     } catch {
       // never in the way of pg's own error handling
+    }
+  });
+}
+
+/** `host:port` → the check of that host under way (every connection of a stopping server gets a 57P01). */
+const confirming = new Map<string, Promise<boolean>>();
+
+/** The target's `failover.roleCheckTimeoutMs` (its default when the settings cannot be read). */
+function roleCheckTimeout(targets: Targets, target: string): number {
+  try {
+    return targets.registry.forTarget(target).settings.failover.roleCheckTimeoutMs;
+  } catch {
+    return 5_000;
+  }
+}
+
+/**
+ * A 57P01: the server is shutting down, or an administrator ended this one backend. The host's role is
+ * forgotten now; a failover is reported (and the host's connections evicted) only when a check of the
+ * host finds it gone or changed. Runs off the query path: pg hands the error on at once.
+ */
+function confirmShutdown(
+  h: HostAddress,
+  spec: HostSpec,
+  code: string,
+  targets: () => Targets,
+  hostOf: HostOf,
+  client: object,
+): void {
+  markHostStale(h);
+  const key = `${h.host}:${h.port}`;
+  let check = confirming.get(key);
+  if (check === undefined) {
+    check = stillSuits(client, h, spec, roleCheckTimeout(targets(), spec.target));
+    confirming.set(key, check);
+    void check.finally(() => confirming.delete(key));
+  }
+  void check.then((suits) => {
+    if (suits) return;
+    try {
+      hostRoleChanged(h, spec, code, targets(), hostOf, client);
+    } catch {
+      // a check never breaks the app
     }
   });
 }

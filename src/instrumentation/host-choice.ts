@@ -168,6 +168,23 @@ async function checkRole(client: object, h: HostAddress, timeoutMs: number): Pro
   }
 }
 
+/**
+ * Does `h` still accept connections in a role that suits `spec` (a fresh check on a connection of the
+ * package's own, bounded by `timeoutMs`)? False when it refuses, is shutting down, or its role changed.
+ */
+export async function stillSuits(
+  client: object,
+  h: HostAddress,
+  spec: HostSpec,
+  timeoutMs: number,
+): Promise<boolean> {
+  try {
+    return suits(await checkRole(client, h, timeoutMs), spec.attrs);
+  } catch {
+    return false;
+  }
+}
+
 function ordered(spec: HostSpec): HostAddress[] {
   const hosts = spec.hosts.slice();
   if (spec.random) {
