@@ -329,3 +329,40 @@ describe('one failover, however many connections report it', () => {
     }
   });
 });
+
+describe('a 57P01 is a failover only once a check of the host confirms it', () => {
+  it('nothing is reported while pg hands the error on; a host that cannot be checked then counts', async () => {
+    const spec = parseConfig({ host: 'f1,f2', port: '7021,7022', database: 'd' });
+    assert.ok(spec);
+    const f1 = { host: 'f1', port: 7021 };
+    const targets = {
+      registry: {
+        forTarget: () => ({ settings: { failover: { evictOnFailover: true, roleCheckTimeoutMs: 50 } } }),
+      },
+      pools: () => [],
+    } as unknown as Targets;
+    const events: FailoverEvent[] = [];
+    const stop = onFailoverDetected((e) => events.push(e));
+    try {
+      const connection = new EventEmitter();
+      // A fake client: the check's own connection cannot be made, as with a server that went away.
+      watchForFailover(
+        { connection } as unknown as PgClientLike,
+        f1,
+        spec,
+        () => targets,
+        () => f1,
+      );
+      connection.emit('errorMessage', { code: '57P01' });
+      assert.equal(events.length, 0, 'decided off the query path');
+      for (let i = 0; i < 50 && events.length === 0; i++) await new Promise((r) => setImmediate(r));
+      assert.deepEqual(
+        events.map((e) => [e.host, e.kind]),
+        [['f1:7021', 'admin_shutdown']],
+      );
+    } finally {
+      stop();
+      markHostStale(f1);
+    }
+  });
+});
