@@ -54,6 +54,8 @@ export interface RedisLink {
   leave(membersKey: string, member: string): Promise<unknown>;
   /** Connection problems, as messages without the password. */
   onError(listener: (message: string) => void): void;
+  /** The connection is up (at first and after each reconnect): commands can run. */
+  onReady(listener: () => void): void;
   close(): void;
 }
 
@@ -129,13 +131,25 @@ export function connectRedis(Redis: IoRedisCtor, url: string, timeoutMs: number)
     const message = messageOf(error, secret);
     for (const l of listeners) l(message);
   });
+  // Send times of the commands Redis has not answered yet. ioredis's command timers keep the process
+  // alive, so while one is unanswered past the coordination timeout (a silent Redis) no other is sent:
+  // each fails at once, and an app that is done exits when that one command's timer ends.
+  const unanswered = new Set<{ at: number }>();
   const run = async (p: () => unknown): Promise<unknown> => {
+    const now = performance.now();
+    for (const c of unanswered)
+      if (now - c.at > timeoutMs)
+        throw new Error(`no answer to an earlier command for ${Math.round(now - c.at)} ms`);
+    const sent = { at: now };
+    unanswered.add(sent);
     try {
       return await (p() as Promise<unknown>);
     } catch (error) {
       // No `cause`: ioredis's error objects may carry the connection options, password included.
       // eslint-disable-next-line preserve-caught-error
       throw new Error(messageOf(error, secret));
+    } finally {
+      unanswered.delete(sent);
     }
   };
   const command = (name: string, ...args: unknown[]) =>
@@ -152,6 +166,7 @@ export function connectRedis(Redis: IoRedisCtor, url: string, timeoutMs: number)
     lock: (key, member, ms) => command('set', key, member, 'PX', Math.max(1, Math.round(ms)), 'NX'),
     leave: (members, member) => run(() => client.zrem(members, member)),
     onError: (l) => listeners.push(l),
+    onReady: (l) => client.on('ready', l),
     close: () => client.disconnect(),
   };
 }
