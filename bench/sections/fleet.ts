@@ -165,7 +165,7 @@ export const section: Section = {
       );
       const perMs = RATE_PER_MINUTE / 60_000;
       // Served against burst + rate × t, sampled every 100 ms: within the window (the target), and from
-      // the start (before its first Redis answer a process limits alone, with a bucket of its own).
+      // the start (a process waits for its first batch from Redis, up to the coordination timeout).
       let worstExcess = Number.NEGATIVE_INFINITY;
       let startupExcess = Number.NEGATIVE_INFINITY;
       let windowServed = 0;
@@ -219,7 +219,7 @@ export const section: Section = {
           },
         );
         lines.push(
-          `**Rate accuracy.** ${ACCURACY_PROCESSES} processes (the built package's register hook, a pg.Pool of 20 and 20 workers each running \`SELECT 1\` in a loop), one fleet-wide limit of ${RATE_PER_MINUTE}/min (${perMs * 1000}/s), burst ${BURST}; after ${rateWarmupMs / 1000} s, a ${windowMs / 1000} s window${ctx.quick ? ' (quick mode; a full run uses 60 s)' : ''}: ${windowServed} calls served for ${f(expected, 0)} expected (${f(100 * deviation)} %), ${windowErrors} failed; served since the window's start, sampled every 100 ms, at worst ${f(Math.abs(worstExcess), 1)} calls ${worstExcess > 0 ? 'above' : 'below'} \`burst + rate × t\`; counted from the moment the processes start, ${f(Math.abs(startupExcess), 1)} ${startupExcess > 0 ? 'above' : 'below'} (before a process has heard from Redis it is in fallback with the members it last saw, itself: its own bucket of \`burst\` at the full rate).`,
+          `**Rate accuracy.** ${ACCURACY_PROCESSES} processes (the built package's register hook, a pg.Pool of 20 and 20 workers each running \`SELECT 1\` in a loop), one fleet-wide limit of ${RATE_PER_MINUTE}/min (${perMs * 1000}/s), burst ${BURST}; after ${rateWarmupMs / 1000} s, a ${windowMs / 1000} s window${ctx.quick ? ' (quick mode; a full run uses 60 s)' : ''}: ${windowServed} calls served for ${f(expected, 0)} expected (${f(100 * deviation)} %), ${windowErrors} failed; served since the window's start, sampled every 100 ms, at worst ${f(Math.abs(worstExcess), 1)} calls ${worstExcess > 0 ? 'above' : 'below'} \`burst + rate × t\`; counted from the moment the processes start, ${f(Math.abs(startupExcess), 1)} ${startupExcess > 0 ? 'above' : 'below'} (until Redis first answers, for at most the coordination timeout, a process grants nothing locally: it waits for its first batch).`,
           '',
         );
       } finally {

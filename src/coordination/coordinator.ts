@@ -62,6 +62,8 @@ export class FleetCoordinator {
   #contacted = false;
   #members = 1;
   #timer: unknown;
+  /** A renewal is running (the ready signal and the timer never run two at once). */
+  #renewing = false;
   #disposed = false;
   #lastError: string | undefined;
   readonly #buckets = new Set<FleetBucket>();
@@ -246,6 +248,14 @@ export class FleetCoordinator {
     }
     const link = connectRedis(Redis, this.settings.redis.url!, this.settings.timeoutMs);
     link.onError((message) => this.#failed(message));
+    // Commands fail at once until the connection is up: renew as soon as it is, rather than at the next
+    // fallback poll, so a process starting (or Redis returning) joins the fleet within a round trip.
+    link.onReady(() => {
+      if (this.#disposed || this.#mode === 'fleet') return;
+      if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
+      this.#timer = undefined;
+      void this.#renew();
+    });
     this.#link = link;
     void this.#renew();
     return link;
@@ -303,7 +313,23 @@ export class FleetCoordinator {
   }
 
   async #renew(): Promise<void> {
+    if (this.#disposed || this.#renewing) return;
+    this.#renewing = true;
+    try {
+      await this.#renewOnce();
+    } finally {
+      this.#renewing = false;
+    }
     if (this.#disposed) return;
+    // Every third of the lease while Redis answers; every few hundred ms while it does not, so the
+    // fleet-wide limits resume soon after it returns.
+    const every =
+      this.#mode === 'fleet' ? this.settings.leaseMs / 3 : Math.min(250, this.settings.leaseMs / 3);
+    if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
+    this.#timer = this.#clock.setTimeout(() => void this.#renew(), every);
+  }
+
+  async #renewOnce(): Promise<void> {
     const link = this.#link;
     if (link) {
       try {
@@ -317,12 +343,6 @@ export class FleetCoordinator {
         this.#failed((error as Error).message);
       }
     }
-    if (this.#disposed) return;
-    // Every third of the lease while Redis answers; every few hundred ms while it does not, so the
-    // fleet-wide limits resume soon after it returns.
-    const every =
-      this.#mode === 'fleet' ? this.settings.leaseMs / 3 : Math.min(250, this.settings.leaseMs / 3);
-    this.#timer = this.#clock.setTimeout(() => void this.#renew(), every);
   }
 
   #succeeded(members: number): void {
@@ -331,6 +351,8 @@ export class FleetCoordinator {
     this.#contacted = true;
     if (this.#mode !== 'fleet') {
       this.#mode = 'fleet';
+      // Buckets that fell back ask Redis again now, not at their next fallback poll.
+      for (const b of this.#buckets) b.resume();
       if (this.#lastError !== undefined)
         diag.info(`pg-resilience: fleet coordination through ${this.redisUrl} resumed`);
       this.#lastError = undefined;

@@ -11,6 +11,10 @@
  * - Fallback mode (Redis down or slower than the coordination timeout): the stash refills locally at
  *   the process's share, `rate / members` with a capacity of `burst / members` (members last seen).
  *   Permits left from fallback are dropped when the fleet resumes.
+ * - Starting: until Redis first answered, and for at most the coordination timeout after the bucket was
+ *   made, nothing is granted locally (calls wait for the first batch). A process that has never heard
+ *   from Redis knows of no other member, so its fallback share would be the whole limit: without this
+ *   wait, every process starting together would spend a burst of its own.
  */
 import type { RateLimitSettings } from '../config/types.ts';
 import type { Clock } from '../policy/clock.ts';
@@ -37,6 +41,8 @@ export class FleetBucket implements PermitBucket {
   #nextFetchAt = 0;
   #timer: unknown;
   #disposed = false;
+  /** Until then, while Redis has never answered, nothing is granted locally (see "Starting" above). */
+  readonly #startUntil: number;
   readonly #listeners: Array<() => void> = [];
 
   constructor(coordinator: FleetCoordinator, key: string, settings: RateLimitSettings, clock: Clock) {
@@ -47,6 +53,7 @@ export class FleetBucket implements PermitBucket {
     this.ratePerMinute = Math.max(0, settings.ratePerMinute);
     this.#ratePerMs = this.ratePerMinute / 60_000;
     this.#refilledAt = clock.now();
+    this.#startUntil = this.#refilledAt + coordinator.settings.timeoutMs;
     this.#fetch();
   }
 
@@ -68,6 +75,8 @@ export class FleetBucket implements PermitBucket {
     const missing = n - this.#level;
     if (missing <= 0) return 0;
     this.#fetch();
+    const starting = this.#startingFor();
+    if (starting > 0) return starting;
     const share = this.#ratePerMs / this.#coordinator.members;
     if (share === 0) return Number.POSITIVE_INFINITY;
     // In fleet mode an estimate: a batch arriving sooner wakes the limiter (onRefill).
@@ -87,6 +96,13 @@ export class FleetBucket implements PermitBucket {
 
   onRefill(listener: () => void): void {
     this.#listeners.push(listener);
+  }
+
+  /** The fleet is back (or answered for the first time): ask Redis now, not at the next fallback poll. */
+  resume(): void {
+    if (this.#disposed) return;
+    this.#nextFetchAt = 0;
+    this.#fetch();
   }
 
   dispose(): void {
@@ -114,11 +130,18 @@ export class FleetBucket implements PermitBucket {
       return;
     }
     this.#wasFleet = false;
+    if (this.#startingFor() > 0) return;
     const members = this.#coordinator.members;
     const cap = Math.max(1, this.capacity / members);
     if (elapsed > 0 && this.#level < cap) {
       this.#level = Math.min(cap, this.#level + (elapsed * this.#ratePerMs) / members);
     }
+  }
+
+  /** Ms left of the start wait: Redis has never answered and the wait has not run out (else 0). */
+  #startingFor(): number {
+    if (this.#coordinator.contacted) return 0;
+    return Math.max(0, this.#startUntil - this.#clock.now());
   }
 
   /** Tops the stash up from Redis when it is low (at most one command in flight). */
