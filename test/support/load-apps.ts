@@ -15,10 +15,18 @@ export interface LoadStats {
   totalCount: number;
 }
 
+/** A served call's latency, as the app measured it, and when its report arrived here. */
+export interface LatencySample {
+  readonly at: number;
+  readonly ms: number;
+}
+
 export interface LoadApp {
   readonly child: ChildProcess;
   /** The last stats received. */
   stats: LoadStats;
+  /** Every served call's latency so far (reports arrive every 100 ms). */
+  readonly latencies: LatencySample[];
   /** Everything the child printed (stdout and stderr), for failure messages. */
   output(): string;
   readonly exited: Promise<number | null>;
@@ -40,11 +48,15 @@ export function startLoadApp(options: { execArgv: readonly string[]; env: Record
   const app: LoadApp = {
     child,
     stats: { ok: 0, errors: {}, totalCount: 0 },
+    latencies: [],
     output: () => out,
     exited: new Promise((resolve) => child.once('exit', (code) => resolve(code))),
   };
   child.on('message', (m: { type?: string } & Partial<LoadStats>) => {
-    if (m.type === 'stats') app.stats = m as LoadStats;
+    if (m.type !== 'stats') return;
+    app.stats = m as LoadStats;
+    const at = performance.now();
+    for (const ms of (m as { latencies?: number[] }).latencies ?? []) app.latencies.push({ at, ms });
   });
   return app;
 }
