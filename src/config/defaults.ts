@@ -285,6 +285,8 @@ const COORDINATION_DEFAULTS: CoordinationSettings = {
   redis: {
     // Unset: coordination is off and every limit holds per process, as without a fleet.
     url: undefined,
+    // A single Redis (or a primary with replicas) unless said otherwise: a Cluster needs its own client.
+    cluster: false,
   },
   // Unset: the service's name (OTEL_SERVICE_NAME), so replicas of one service share limits by default.
   fleet: undefined,

@@ -223,6 +223,14 @@ export const ENV_VARS: ReadonlyArray<EnvVar> = [
       'Turns fleet coordination on (see fleet.md): `redis://[user:password@]host:port/db` or `rediss://…`. The password is never shown.',
   },
   {
+    name: 'PG_RESILIENCE_REDIS_CLUSTER',
+    setting: 'coordination.redis.cluster',
+    kind: 'boolean',
+    description:
+      'The Redis URL is one node of a Redis Cluster: `true`/`false`, `1`/`0`, `yes`/`no` (default false).',
+    allowed: 'must be one of: true, false, 1, 0, yes, no',
+  },
+  {
     name: 'PG_RESILIENCE_FLEET',
     setting: 'coordination.fleet',
     kind: 'text',

@@ -406,6 +406,9 @@ const coordinationSchema = object(
             type: 'string',
           })
           .optional(),
+        cluster: bool(
+          'The URL is one node of a Redis Cluster: the client discovers the others and follows the slot of the fleet’s keys (they share one hash tag). User, password and TLS of the URL apply to every node.',
+        ),
       },
       'The Redis the fleet coordinates through (see fleet.md).',
     ),

@@ -218,6 +218,8 @@ export interface CoordinationSettings {
   redis: {
     /** `redis://[user:password@]host:port/db` or `rediss://…`; unset: coordination off. */
     url?: string;
+    /** The URL is one node of a Redis Cluster (the client follows the cluster's slots). */
+    cluster: boolean;
   };
   /** The fleet's name: every key lives under it. Unset: OTEL_SERVICE_NAME, else `default`. */
   fleet?: string;

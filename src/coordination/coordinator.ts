@@ -240,13 +240,14 @@ export class FleetCoordinator {
   }
 
   async #connect(): Promise<RedisLink | undefined> {
-    const Redis = await loadIoRedis();
+    const io = await loadIoRedis();
     if (this.#disposed) return undefined;
-    if (!Redis) {
+    if (!io) {
       diag.warn(MISSING_CLIENT);
       return undefined;
     }
-    const link = connectRedis(Redis, this.settings.redis.url!, this.settings.timeoutMs);
+    const { url, cluster } = this.settings.redis;
+    const link = connectRedis(io, url!, this.settings.timeoutMs, cluster === true);
     link.onError((message) => this.#failed(message));
     // Commands fail at once until the connection is up: renew as soon as it is, rather than at the next
     // fallback poll, so a process starting (or Redis returning) joins the fleet within a round trip.

@@ -62,22 +62,38 @@ export interface RedisLink {
 interface IoRedisClient {
   defineCommand(name: string, def: { numberOfKeys: number; lua: string }): void;
   zrem(key: string, member: string): Promise<unknown>;
-  on(event: string, listener: (error: unknown) => void): unknown;
+  on(event: string, listener: (arg: never) => void): unknown;
   disconnect(): void;
   [command: string]: unknown;
 }
 type IoRedisCtor = new (url: string, options: Record<string, unknown>) => IoRedisClient;
+type IoClusterCtor = new (
+  startupNodes: Array<{ host: string; port: number }>,
+  options: Record<string, unknown>,
+) => IoRedisClient;
+
+/** ioredis's two clients: one server (or a primary), and Redis Cluster. */
+export interface IoRedisModule {
+  readonly Redis: IoRedisCtor;
+  readonly Cluster: IoClusterCtor;
+}
 
 /** The message shown when coordination is on but ioredis is not installed. */
 export const MISSING_CLIENT =
   'pg-resilience: coordination.redis.url is set but the optional peer dependency ioredis is not installed (npm install ioredis); limits stay per process';
 
 /** Loads ioredis; undefined when it is not installed. */
-export async function loadIoRedis(): Promise<IoRedisCtor | undefined> {
+export async function loadIoRedis(): Promise<IoRedisModule | undefined> {
   try {
-    const mod = (await import('ioredis')) as unknown as { default?: unknown; Redis?: unknown };
-    const ctor = (mod.Redis ?? mod.default) as IoRedisCtor | undefined;
-    return typeof ctor === 'function' ? ctor : undefined;
+    const mod = (await import('ioredis')) as unknown as {
+      default?: unknown;
+      Redis?: unknown;
+      Cluster?: unknown;
+    };
+    const Redis = (mod.Redis ?? mod.default) as IoRedisCtor | undefined;
+    const Cluster = (mod.Cluster ?? (mod.default as { Cluster?: unknown } | undefined)?.Cluster) as
+      IoClusterCtor | undefined;
+    return typeof Redis === 'function' && typeof Cluster === 'function' ? { Redis, Cluster } : undefined;
   } catch {
     return undefined;
   }
@@ -97,22 +113,33 @@ const messageOf = (error: unknown, secret: string | undefined): string =>
   withoutSecret(error instanceof Error ? error.message : String(error), secret);
 
 /**
- * Connects to `url`; commands fail at once while disconnected. The coordinator bounds each command by
- * the coordination timeout itself; ioredis's own `commandTimeout` (a generous multiple) only clears
- * commands a silent server never answers, so they cannot pile up.
+ * Connects to `url` (with `cluster`, to the Redis Cluster that node belongs to); commands fail at once
+ * while disconnected. The coordinator bounds each command by the coordination timeout itself; ioredis's
+ * own `commandTimeout` (a generous multiple) only clears commands a silent server never answers, so they
+ * cannot pile up.
  */
-export function connectRedis(Redis: IoRedisCtor, url: string, timeoutMs: number): RedisLink {
+export function connectRedis(io: IoRedisModule, url: string, timeoutMs: number, cluster = false): RedisLink {
   const secret = passwordOf(url);
-  const client = new Redis(url, {
+  const perConnection = {
     commandTimeout: Math.max(1000, timeoutMs * 10),
     connectTimeout: Math.max(1000, timeoutMs),
-    enableOfflineQueue: false,
     maxRetriesPerRequest: 0,
-    enableReadyCheck: false,
-    // Reconnect quickly at first, then every second: the fleet-wide limits resume soon after Redis does.
-    retryStrategy: (times: number) => Math.min(times * 50, 1000),
     connectionName: 'pg-resilience',
-  });
+  };
+  // Reconnect quickly at first, then every second: the fleet-wide limits resume soon after Redis does.
+  const retry = (times: number) => Math.min(times * 50, 1000);
+  const client = cluster
+    ? new io.Cluster([seedNode(url)], {
+        enableOfflineQueue: false,
+        clusterRetryStrategy: retry,
+        redisOptions: { ...perConnection, ...credentials(url) },
+      })
+    : new io.Redis(url, {
+        ...perConnection,
+        enableOfflineQueue: false,
+        enableReadyCheck: false,
+        retryStrategy: retry,
+      });
   client.defineCommand('pgrHeartbeat', { numberOfKeys: 1, lua: HEARTBEAT });
   client.defineCommand('pgrTake', { numberOfKeys: 2, lua: TAKE_PERMITS });
   client.defineCommand('pgrLeaseSlots', { numberOfKeys: 2, lua: LEASE_SLOTS });
@@ -122,15 +149,22 @@ export function connectRedis(Redis: IoRedisCtor, url: string, timeoutMs: number)
   // it would without Redis, up or down. (ioredis emits status events on the next tick, once the socket
   // or the timer exists.)
   const unref = (handle: unknown) => (handle as { unref?: () => void } | null | undefined)?.unref?.();
-  client.on('connecting', () => unref(client.stream));
-  client.on('connect', () => unref(client.stream));
-  client.on('reconnecting', () => unref(client.reconnectTimeout));
+  const unrefConnection = (redis: IoRedisClient) => {
+    redis.on('connecting', () => unref(redis.stream));
+    redis.on('connect', () => unref(redis.stream));
+    redis.on('reconnecting', () => unref(redis.reconnectTimeout));
+  };
+  unrefConnection(client);
+  // A Cluster opens one connection per node it learns of; their errors come as 'node error'.
+  client.on('+node', unrefConnection);
   const listeners: Array<(message: string) => void> = [];
   // Without a listener ioredis prints every connection error to the console.
-  client.on('error', (error) => {
+  const report = (error: unknown) => {
     const message = messageOf(error, secret);
     for (const l of listeners) l(message);
-  });
+  };
+  client.on('error', report);
+  if (cluster) client.on('node error', report);
   // Send times of the commands Redis has not answered yet. ioredis's command timers keep the process
   // alive, so while one is unanswered past the coordination timeout (a silent Redis) no other is sent:
   // each fails at once, and an app that is done exits when that one command's timer ends.
@@ -169,4 +203,20 @@ export function connectRedis(Redis: IoRedisCtor, url: string, timeoutMs: number)
     onReady: (l) => client.on('ready', l),
     close: () => client.disconnect(),
   };
+}
+
+/** The cluster node a URL names: where the client starts discovering the cluster. */
+function seedNode(url: string): { host: string; port: number } {
+  const u = new URL(url);
+  return { host: u.hostname.replace(/^\[(.*)\]$/, '$1'), port: u.port ? Number(u.port) : 6379 };
+}
+
+/** What every node connection of a Cluster takes from the URL: user, password, TLS (a Cluster has only database 0). */
+function credentials(url: string): Record<string, unknown> {
+  const u = new URL(url);
+  const out: Record<string, unknown> = {};
+  if (u.username) out.username = decodeURIComponent(u.username);
+  if (u.password) out.password = decodeURIComponent(u.password);
+  if (u.protocol === 'rediss:') out.tls = {};
+  return out;
 }

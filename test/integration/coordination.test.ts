@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { type DiagLogger, DiagLogLevel, diag } from '@opentelemetry/api';
-import { Redis } from 'ioredis';
+import { Cluster, Redis } from 'ioredis';
 import {
   AggregationTemporality,
   InMemoryMetricExporter,
@@ -21,7 +21,7 @@ import type { CoordinationSettings } from '../../src/config/types.ts';
 import { FleetCoordinator } from '../../src/coordination/coordinator.ts';
 import { fleetName, membersKey, rateKey } from '../../src/coordination/keys.ts';
 import { startServer, type TestServer } from '../support/postgres.ts';
-import { type RedisServer, startRedis } from '../support/redis.ts';
+import { type RedisCluster, type RedisServer, startRedis, startRedisCluster } from '../support/redis.ts';
 
 const EXIT_CHILD = new URL('./fixtures/coordinated-exit-child.ts', import.meta.url).pathname;
 const REGISTER = new URL('./fixtures/register-src.ts', import.meta.url).pathname;
@@ -30,6 +30,7 @@ const REGISTER = new URL('./fixtures/register-src.ts', import.meta.url).pathname
 function runExitChild(
   pg: TestServer,
   url: string,
+  env: Record<string, string> = {},
 ): Promise<{ code: number | null; out: string; ms: number }> {
   const start = Date.now();
   const child = spawn(
@@ -41,6 +42,7 @@ function runExitChild(
         EXIT_PG: JSON.stringify(pg.clientConfig()),
         PG_RESILIENCE_REDIS_URL: url,
         PG_RESILIENCE_RATE_LIMIT: '6000',
+        ...env,
       },
       stdio: ['ignore', 'pipe', 'pipe'],
     },
@@ -96,7 +98,7 @@ const settings = (
   fleet: string,
   over: Partial<CoordinationSettings> = {},
 ): CoordinationSettings => ({
-  redis: { url },
+  redis: { url, cluster: false },
   fleet,
   timeoutMs: 50,
   leaseMs: 1000,
@@ -341,6 +343,78 @@ describe('fleet coordination through a real Redis', () => {
       }
     } finally {
       silent.close();
+      await pg.close();
+    }
+  });
+});
+
+describe('fleet coordination through a real Redis Cluster (coordination.redis.cluster)', () => {
+  let cluster: RedisCluster;
+  let seed: string; // a node that does not serve the fleet's slot: the client must follow the cluster
+  let admin: Cluster;
+  const FLEET = 'clustered';
+
+  before(async () => {
+    cluster = await startRedisCluster({ nodes: 3, password: PASSWORD });
+    const owner = await cluster.ownerOf(membersKey(FLEET));
+    seed = cluster.url(cluster.ports.find((p) => p !== owner)!);
+    admin = new Cluster([{ host: '127.0.0.1', port: owner }], { redisOptions: { password: PASSWORD } });
+    admin.on('error', () => {});
+  });
+  after(async () => {
+    admin?.disconnect();
+    await cluster?.stop();
+  });
+
+  it('PG_RESILIENCE_REDIS_CLUSTER sets it; a bad value names the variable and what is allowed (the value redacted, as everything beside the URL)', () => {
+    const on = resolveConfig({ env: { PG_RESILIENCE_REDIS_URL: seed, PG_RESILIENCE_REDIS_CLUSTER: 'true' } });
+    assert.equal(on.coordination.redis.cluster, true);
+    assert.equal(resolveConfig({ env: {} }).coordination.redis.cluster, false);
+    assert.throws(
+      () => resolveConfig({ env: { PG_RESILIENCE_REDIS_CLUSTER: 'cluster' } }),
+      /coordination\.redis\.cluster = "\[redacted\]" \(from env PG_RESILIENCE_REDIS_CLUSTER\): must be one of: true, false/,
+    );
+  });
+
+  it('seeded by any node, members share one bucket on the node serving the fleet’s slot; without the setting, fallback', async () => {
+    // A single-node client on a node that does not serve the slot gets MOVED: it never joins.
+    const single = new FleetCoordinator(settings(seed, FLEET));
+    const a = new FleetCoordinator(settings(seed, FLEET, { redis: { url: seed, cluster: true } }));
+    const b = new FleetCoordinator(settings(seed, FLEET, { redis: { url: seed, cluster: true } }));
+    try {
+      assert.ok(await until(() => a.mode === 'fleet' && b.mode === 'fleet', 5000), 'both reach the cluster');
+      await sleep(400);
+      assert.equal(a.members, 2);
+      const key = rateKey(FLEET, 'db:5432/app');
+      assert.equal(await a.take(key, 10 / 1000, 5, 4), 4);
+      const second = await b.take(key, 10 / 1000, 5, 4);
+      assert.ok(second !== undefined && second <= 1, `the second member gets what is left: ${second}`);
+      assert.equal(await admin.exists(key), 1, 'the bucket lives in the cluster');
+      assert.equal(single.mode, 'fallback', 'a single-node client on another node never joins');
+      assert.equal(await single.take(key, 10 / 1000, 5, 4), undefined);
+    } finally {
+      for (const c of [single, a, b]) c.dispose();
+    }
+  });
+
+  it('an app with coordination on a cluster joins it through the register hook and exits on its own', async () => {
+    const pg = await startServer();
+    try {
+      const fleet = FLEET; // the fleet whose slot the seed does not serve
+      const r = await runExitChild(pg, seed, {
+        PG_RESILIENCE_REDIS_CLUSTER: 'true',
+        PG_RESILIENCE_FLEET: fleet,
+      });
+      assert.equal(r.code, 0, `exit code (${r.ms} ms): ${r.out}`);
+      assert.match(r.out, /rows \[\{"one":1\}\]/);
+      assert.ok(r.ms < 10_000, `exited within ${r.ms} ms`);
+      assert.equal(
+        await admin.exists(rateKey(fleet, `${pg.host}:${pg.port}/${pg.database}`)),
+        1,
+        'its rate limit took permits from the cluster',
+      );
+      assert.doesNotMatch(r.out, new RegExp(PASSWORD.replace(/[/]/g, '\\/')), 'no password in the output');
+    } finally {
       await pg.close();
     }
   });

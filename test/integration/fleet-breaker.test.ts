@@ -186,7 +186,12 @@ describe('fleet-aware breaker (4 processes, real Redis, real PostgreSQL behind f
       const keys = { state: breakerKey(fleet, target), votes: votesKey(fleet, target) };
       const members = membersKey(fleet);
       const make = () =>
-        new FleetCoordinator({ redis: { url: redis.url }, fleet, timeoutMs: 200, leaseMs: 2000 });
+        new FleetCoordinator({
+          redis: { url: redis.url, cluster: false },
+          fleet,
+          timeoutMs: 200,
+          leaseMs: 2000,
+        });
       const [p, q, r] = [make(), make(), make()];
       const admin = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 0 });
       await admin.connect();

@@ -4,8 +4,11 @@
  * (SIGKILL, like a crash) and restarted on the same port, which is what the fail-soft tests need.
  * Every server started here is killed when the test process exits.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { promisify } from 'node:util';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { freePort } from './postgres.ts';
 
 const HOST = '127.0.0.1';
@@ -43,7 +46,11 @@ function killAllSync(): void {
   live.clear();
 }
 
-function launch(port: number, password: string | undefined): Promise<ChildProcess> {
+function launch(
+  port: number,
+  password: string | undefined,
+  extra: readonly string[] = [],
+): Promise<ChildProcess> {
   const args = [
     '--port',
     String(port),
@@ -61,6 +68,7 @@ function launch(port: number, password: string | undefined): Promise<ChildProces
     'notice',
   ];
   if (password !== undefined) args.push('--requirepass', password);
+  args.push(...extra);
   const child = spawn(redisServerPath(), args, { stdio: ['ignore', 'pipe', 'pipe'] });
   live.add(child);
   if (!exitHook) {
@@ -136,4 +144,118 @@ export async function startRedis(options: { password?: string } = {}): Promise<R
     },
     stop: stopChild,
   };
+}
+
+export interface RedisCluster {
+  /** The nodes' ports (every node a primary, no replicas). */
+  readonly ports: readonly number[];
+  readonly password: string | undefined;
+  /** `redis://[:password@]127.0.0.1:port/0` of one node. */
+  url(port: number): string;
+  /** The port of the node that serves `key`'s slot. */
+  ownerOf(key: string): Promise<number>;
+  /** Stops every node and removes their cluster files. */
+  stop(): Promise<void>;
+}
+
+const execFileAsync = promisify(execFile);
+
+/** redis-cli, next to redis-server. */
+function redisCliPath(): string {
+  const server = redisServerPath();
+  return server.includes('/') ? path.join(path.dirname(server), 'redis-cli') : 'redis-cli';
+}
+
+/**
+ * A real Redis Cluster of `nodes` primaries on free loopback ports (`redis-cli --cluster create`), ready
+ * (`cluster_state:ok` on every node) when this resolves.
+ */
+export async function startRedisCluster(
+  options: { nodes?: number; password?: string } = {},
+): Promise<RedisCluster> {
+  const { password } = options;
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'pg-resilience-redis-cluster-'));
+  const children: ChildProcess[] = [];
+  const ports: number[] = [];
+  const cli = (port: number, ...args: string[]) =>
+    execFileAsync(
+      redisCliPath(),
+      ['-h', HOST, '-p', String(port), ...(password ? ['-a', password, '--no-auth-warning'] : []), ...args],
+      {
+        encoding: 'utf8',
+        timeout: 10_000,
+      },
+    ).then((r) => r.stdout.trim());
+  const stop = async () => {
+    for (const c of children) c.kill('SIGKILL');
+    await Promise.all(children.map(exited));
+    for (const c of children) live.delete(c);
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    for (let i = 0; i < (options.nodes ?? 3); i++) {
+      const port = await freePort(HOST);
+      const extra = [
+        '--cluster-enabled',
+        'yes',
+        '--cluster-config-file',
+        `nodes-${port}.conf`,
+        '--dir',
+        dir,
+        '--cluster-node-timeout',
+        '2000',
+      ];
+      if (password !== undefined) extra.push('--masterauth', password);
+      children.push(await launch(port, password, extra));
+      ports.push(port);
+    }
+    await execFileAsync(
+      redisCliPath(),
+      [
+        ...(password ? ['-a', password, '--no-auth-warning'] : []),
+        '--cluster',
+        'create',
+        ...ports.map((p) => `${HOST}:${p}`),
+        '--cluster-replicas',
+        '0',
+        '--cluster-yes',
+      ],
+      { encoding: 'utf8', timeout: 30_000 },
+    );
+    const deadline = Date.now() + 15_000;
+    for (const port of ports) {
+      while (!(await cli(port, 'CLUSTER', 'INFO')).includes('cluster_state:ok')) {
+        if (Date.now() > deadline) throw new Error(`redis cluster: node ${port} not ok within 15 s`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    }
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  const auth = password === undefined ? '' : `:${encodeURIComponent(password)}@`;
+  return {
+    ports,
+    password,
+    url: (port) => `redis://${auth}${HOST}:${port}/0`,
+    async ownerOf(key) {
+      const slot = Number(await cli(ports[0]!, 'CLUSTER', 'KEYSLOT', key));
+      return slotOwner(await cli(ports[0]!, 'CLUSTER', 'NODES'), slot);
+    },
+    stop,
+  };
+}
+
+/** The port of the primary serving `slot`, from `CLUSTER NODES` output. */
+function slotOwner(nodes: string, slot: number): number {
+  for (const line of nodes.split('\n')) {
+    const fields = line.trim().split(' ');
+    if (!fields[2]?.includes('master')) continue;
+    const port = Number(/:(\d+)@/.exec(fields[1] ?? '')?.[1]);
+    for (const range of fields.slice(8)) {
+      const [from, to] = range.split('-').map(Number);
+      if (slot >= from! && slot <= (to ?? from)!) return port;
+    }
+  }
+  throw new Error(`redis cluster: no node serves slot ${slot}:\n${nodes}`);
 }

@@ -200,7 +200,7 @@ describe('profiles', () => {
       profile: 'default',
       ...EXPECTED_DEFAULT,
       telemetry: { logLevel: 'warn', operationSpans: 'on_event', health: { host: '127.0.0.1' } },
-      coordination: { redis: {}, timeoutMs: 50, leaseMs: 5000 },
+      coordination: { redis: { cluster: false }, timeoutMs: 50, leaseMs: 5000 },
       targets: {},
     });
     assert.equal('classify' in c, false);
