@@ -3,6 +3,7 @@
 // silent, and the password kept out of every message.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { type DiagLogger, DiagLogLevel, diag } from '@opentelemetry/api';
@@ -417,5 +418,46 @@ describe('fleet coordination through a real Redis Cluster (coordination.redis.cl
     } finally {
       await pg.close();
     }
+  });
+});
+
+describe('fleet coordination over TLS (rediss://)', () => {
+  let redis: RedisServer;
+  let admin: Redis;
+  let pg: TestServer;
+
+  before(async () => {
+    [redis, pg] = await Promise.all([startRedis({ password: PASSWORD, tls: true }), startServer()]);
+    admin = new Redis(redis.url, { tls: { ca: readFileSync(redis.caFile!) }, maxRetriesPerRequest: 0 });
+    admin.on('error', () => {});
+  });
+  after(async () => {
+    admin?.disconnect();
+    await Promise.all([redis?.stop(), pg?.close()]);
+  });
+
+  it('an app joins the fleet over TLS when it trusts the server’s certificate (NODE_EXTRA_CA_CERTS)', async () => {
+    const fleet = 'tls-trusted';
+    const r = await runExitChild(pg, redis.url, {
+      PG_RESILIENCE_FLEET: fleet,
+      NODE_EXTRA_CA_CERTS: redis.caFile!,
+    });
+    assert.equal(r.code, 0, `exit code (${r.ms} ms): ${r.out}`);
+    assert.match(r.out, /rows \[\{"one":1\}\]/);
+    assert.equal(
+      await admin.exists(rateKey(fleet, `${pg.host}:${pg.port}/${pg.database}`)),
+      1,
+      'its rate limit took permits through the TLS connection',
+    );
+  });
+
+  it('a certificate it does not trust: refused, the query runs anyway (fallback), nothing joins, no password shown', async () => {
+    const fleet = 'tls-untrusted';
+    const r = await runExitChild(pg, redis.url, { PG_RESILIENCE_FLEET: fleet });
+    assert.equal(r.code, 0, `exit code (${r.ms} ms): ${r.out}`);
+    assert.match(r.out, /rows \[\{"one":1\}\]/);
+    assert.ok(r.ms < 10_000, `exited within ${r.ms} ms`);
+    assert.equal(await admin.exists(rateKey(fleet, `${pg.host}:${pg.port}/${pg.database}`)), 0);
+    assert.ok(!r.out.includes(PASSWORD) && !r.out.includes(encodeURIComponent(PASSWORD)), r.out);
   });
 });

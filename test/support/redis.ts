@@ -6,7 +6,7 @@
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { freePort } from './postgres.ts';
@@ -20,8 +20,10 @@ export interface RedisServer {
   readonly port: number;
   /** The password it requires (`requirepass`), if any. */
   readonly password: string | undefined;
-  /** `redis://[:password@]127.0.0.1:port/0`. */
+  /** `redis://[:password@]127.0.0.1:port/0` (`rediss://` on TLS). */
   readonly url: string;
+  /** On TLS: the CA certificate that signed the server's (trust it to connect). */
+  readonly caFile: string | undefined;
   /** Whether the server process is running now. */
   readonly running: boolean;
   /** Kills it with SIGKILL (a crash: no goodbye to the clients) and waits for it to exit. */
@@ -115,11 +117,91 @@ function exited(child: ChildProcess): Promise<void> {
   return new Promise((resolve) => child.once('exit', () => resolve()));
 }
 
-/** Starts a redis-server on a free loopback port. */
-export async function startRedis(options: { password?: string } = {}): Promise<RedisServer> {
+/**
+ * A certificate authority and a server certificate for 127.0.0.1 (openssl), in `dir`: for a redis-server
+ * on TLS, and for clients that trust `ca.crt` (NODE_EXTRA_CA_CERTS).
+ */
+async function makeCertificates(dir: string): Promise<{ ca: string; cert: string; key: string }> {
+  const f = (name: string) => path.join(dir, name);
+  const openssl = (...args: string[]) => execFileAsync('openssl', args, { timeout: 30_000 });
+  await openssl(
+    'req',
+    '-x509',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-days',
+    '2',
+    '-subj',
+    '/CN=pg-resilience test CA',
+    '-keyout',
+    f('ca.key'),
+    '-out',
+    f('ca.crt'),
+  );
+  await openssl(
+    'req',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-subj',
+    '/CN=127.0.0.1',
+    '-keyout',
+    f('server.key'),
+    '-out',
+    f('server.csr'),
+  );
+  writeFileSync(f('san.ext'), 'subjectAltName=IP:127.0.0.1\n');
+  await openssl(
+    'x509',
+    '-req',
+    '-in',
+    f('server.csr'),
+    '-CA',
+    f('ca.crt'),
+    '-CAkey',
+    f('ca.key'),
+    '-CAcreateserial',
+    '-days',
+    '2',
+    '-extfile',
+    f('san.ext'),
+    '-out',
+    f('server.crt'),
+  );
+  return { ca: f('ca.crt'), cert: f('server.crt'), key: f('server.key') };
+}
+
+/**
+ * Starts a redis-server on a free loopback port. With `tls`, it speaks only TLS there (a certificate for
+ * 127.0.0.1 from a CA of its own, `caFile`), and `url` is `rediss://`.
+ */
+export async function startRedis(options: { password?: string; tls?: boolean } = {}): Promise<RedisServer> {
   const port = await freePort(HOST);
   const { password } = options;
-  let child: ChildProcess | undefined = await launch(port, password);
+  let extra: string[] = [];
+  let caFile: string | undefined;
+  let certDir: string | undefined;
+  if (options.tls) {
+    certDir = mkdtempSync(path.join(os.tmpdir(), 'pg-resilience-redis-tls-'));
+    const { ca, cert, key } = await makeCertificates(certDir);
+    caFile = ca;
+    extra = [
+      '--port',
+      '0',
+      '--tls-port',
+      String(port),
+      '--tls-cert-file',
+      cert,
+      '--tls-key-file',
+      key,
+      '--tls-ca-cert-file',
+      ca,
+      '--tls-auth-clients',
+      'no',
+    ];
+  }
+  let child: ChildProcess | undefined = await launch(port, password, extra);
   const auth = password === undefined ? '' : `:${encodeURIComponent(password)}@`;
   const stopChild = async () => {
     const c = child;
@@ -133,16 +215,20 @@ export async function startRedis(options: { password?: string } = {}): Promise<R
     host: HOST,
     port,
     password,
-    url: `redis://${auth}${HOST}:${port}/0`,
+    caFile,
+    url: `${options.tls ? 'rediss' : 'redis'}://${auth}${HOST}:${port}/0`,
     get running() {
       return child !== undefined && child.exitCode === null && child.signalCode === null;
     },
     kill: stopChild,
     async restart() {
       await stopChild();
-      child = await launch(port, password);
+      child = await launch(port, password, extra);
     },
-    stop: stopChild,
+    async stop() {
+      await stopChild();
+      if (certDir) rmSync(certDir, { recursive: true, force: true });
+    },
   };
 }
 
