@@ -184,6 +184,7 @@ export function summaryTable(results: readonly ScenarioResult[]): string {
     'rl waits',
     'rl drops',
     'probes',
+    'writes back',
     'ledger',
   ];
   const rows = results.map((r) => [
@@ -205,6 +206,12 @@ export function summaryTable(results: readonly ScenarioResult[]): string {
     r.recoveryAttempts.success + r.recoveryAttempts.failure === 0
       ? '0'
       : `${r.recoveryAttempts.success + r.recoveryAttempts.failure} (${r.recoveryAttempts.failure} failed)`,
+    // failover: from the promotion to the first successful write (an upper bound).
+    r.facts.failoverErrors === undefined
+      ? '—'
+      : r.facts.writeGapMs === undefined
+        ? 'never'
+        : `≤ ${r.facts.writeGapMs} ms`,
     r.ledger === null
       ? '—'
       : r.ledger.ok
