@@ -566,6 +566,9 @@ function oneLine(r: ScenarioResult): string {
       .map(([code, n]) => `${code} ${n}`)
       .join(', ');
     parts.push(`the app got ${seen}`);
+    const detected = Object.entries(r.failovers);
+    if (detected.length)
+      parts.push(`failover detected (${detected.map(([k, n]) => `${k} ${n}`).join(', ')})`);
   }
   if (r.retriesByErrorType['57014'] === undefined && r.errors['57014'])
     parts.push(`${r.errors['57014']} × 57014, none retried`);

@@ -75,6 +75,8 @@ export interface ScenarioResult {
   readonly rateLimit: { readonly waits: number; readonly rejections: Record<string, number> };
   readonly recoveryAttempts: { readonly success: number; readonly failure: number };
   readonly absorbedClientErrors: number;
+  /** Failovers the package detected (pg_resilience.failovers), by kind of first sign. */
+  readonly failovers: Record<string, number>;
   readonly ledger: Verification | null;
   readonly facts: ScenarioFacts;
   /** Every invariant held (ledger exact, the app alive). */
@@ -161,6 +163,7 @@ export function scenarioResult(input: {
       }),
     },
     absorbedClientErrors: delta(before, after, prometheusName(METRICS.poolClientErrors)),
+    failovers: deltaBy(before, after, prometheusName(METRICS.failovers), L(ATTR.KIND)),
     ledger: input.ledger,
     facts: input.facts,
     ok: ledgerOk && input.appAlive,
