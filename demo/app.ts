@@ -144,7 +144,8 @@ async function retrying<T>(what: string, deadline: number, fn: () => Promise<T>)
 }
 
 class App {
-  private readonly main: Pool;
+  /** The shop's pool (replaced on `retarget`). */
+  private main: Pool;
   private readonly spike: Record<'wait' | 'queue' | 'drop', Pool>;
   /** Pools for `slow`, by statement_timeout: the main target, each connection with that timeout. */
   private readonly slowPools = new Map<number, Pool>();
@@ -167,7 +168,7 @@ class App {
   private seen = new Map<WorkKind, number>();
   private ledger: LedgerEntry[] = [];
 
-  private readonly targets: TargetUrls;
+  private targets: TargetUrls;
   private readonly Cursor: CursorClass | undefined;
 
   constructor(targets: TargetUrls, Cursor: CursorClass | undefined) {
@@ -209,6 +210,16 @@ class App {
     });
   }
 
+  /** Moves the shop's pools to `url` (the old ones ended), then creates and seeds the shop there. */
+  private async retarget(url: string): Promise<TableCounts> {
+    const old = [this.main, ...this.slowPools.values()];
+    this.slowPools.clear();
+    this.targets = { ...this.targets, main: url };
+    this.main = new pg.Pool({ connectionString: url, max: 10 });
+    await Promise.race([Promise.allSettled(old.map((p) => p.end())), sleep(STOP_TIMEOUT_MS)]);
+    return this.seed();
+  }
+
   start(): void {
     this.lastTick = performance.now();
     this.ticker = setInterval(() => this.tick(), TICK_MS);
@@ -229,6 +240,15 @@ class App {
           .then(() => this.verify(scenario))
           .then((result) => send({ type: 'verified', result }))
           .finally(() => (this.verifying = false))
+          .catch(fatal);
+        return;
+      }
+      case 'retarget': {
+        const { main } = message;
+        this.workload = undefined;
+        this.verifications = this.verifications
+          .then(() => this.retarget(main))
+          .then((seeded) => send({ type: 'retargeted', seeded }))
           .catch(fatal);
         return;
       }

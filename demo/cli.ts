@@ -6,6 +6,8 @@
  * the way users launch theirs: `node --import pg-resilience/register app.ts`. Then it runs the scenarios
  * (scenarios.ts) in turn while a live view shows what the policies are doing, checks after each one that
  * every acknowledged write is in the database exactly once, and prints a summary table (and `--json`).
+ * The failover scenario gets a primary and a synchronous standby of its own, started when it comes up
+ * (the app's shop pool moves to both, multi-host, for it, and back after).
  * Exit code 1 when an invariant broke (a lost or duplicated acknowledged write, the app died).
  */
 import { type ChildProcess, fork } from 'node:child_process';
@@ -17,6 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { ATTR, METRICS, prometheusLabel, prometheusName } from '../src/telemetry/catalog.ts';
 import { FaultProxy } from '../test/support/fault-proxy.ts';
+import { type ReplicaPair, startReplicaPair } from '../test/support/replication.ts';
 import { parseExposition, type Sample, sum } from '../test/support/prometheus-text.ts';
 import type { FromApp, TargetUrls, ToApp, Verification, Workload } from './protocol.ts';
 import { APPLICATION_NAME, TARGETS_ENV } from './protocol.ts';
@@ -37,6 +40,31 @@ import { type DemoServer, startEmbedded, useExisting } from './server.ts';
 import { LiveView } from './view.ts';
 
 const SHOP = ['read', 'upsert', 'insert', 'transaction', 'cursor'] as const;
+const WRITES = ['upsert', 'insert', 'transaction'] as const;
+
+const seededLine = (seeded: Record<string, number>): string =>
+  Object.entries(seeded)
+    .map(([t, n]) => `${n} ${t}`)
+    .join(', ');
+
+/**
+ * The shop's URL on a replica pair: both hosts, libpq style, and `target_session_attrs=read-write` (the
+ * hook connects to whichever accepts writes), with the same application_name and search_path as the
+ * other targets.
+ */
+function multiHostUrl(pair: ReplicaPair): string {
+  const { primary, standby } = pair;
+  const params = new URLSearchParams({
+    target_session_attrs: 'read-write',
+    application_name: APPLICATION_NAME,
+    options: `-c search_path=${DEMO_SCHEMA}`,
+  });
+  const auth = `${encodeURIComponent(primary.user)}:${encodeURIComponent(primary.password)}`;
+  return `postgresql://${auth}@127.0.0.1:${primary.port},127.0.0.1:${standby.port}/${encodeURIComponent(primary.database)}?${params}`;
+}
+
+/** A connection string without its password, for the screen. */
+const redact = (url: string): string => url.replace(/^(postgres(?:ql)?:\/\/[^:@/]*:)[^@]*@/, '$1***@');
 
 export const USAGE = `Usage: npm run demo -- [options]
 
@@ -230,6 +258,7 @@ export async function runDemo(
   process.on('SIGTERM', onSignal);
 
   let server: DemoServer | undefined;
+  let pair: ReplicaPair | undefined;
   const proxyList: FaultProxy[] = [];
   let app: App | undefined;
   const configFile = path.join(os.tmpdir(), `pg-resilience-demo-${process.pid}-${Date.now()}.json`);
@@ -296,11 +325,7 @@ export async function runDemo(
     say(`  sample app (pid ${app.child.pid}): ${APP_COMMAND}`);
     say(`  the app's Prometheus endpoint: ${metricsUrl}`);
     const ready = await app.next('ready', 120_000);
-    say(
-      `  seeded: ${Object.entries(ready.seeded)
-        .map(([t, n]) => `${n} ${t}`)
-        .join(', ')}`,
-    );
+    say(`  seeded: ${seededLine(ready.seeded)}`);
 
     const scrape = async (): Promise<Sample[]> => {
       try {
@@ -312,9 +337,13 @@ export async function runDemo(
     };
     const mainTarget = targetOf(proxies.main);
     let lastOkAt = 0;
+    let lastWriteOkAt = 0;
+    let scenarioStats = new ScenarioStats();
     const ctxBase = {
       server,
       proxies,
+      lastWriteOkAt: () => lastWriteOkAt,
+      errors: () => scenarioStats.errors(),
       sleep: (ms: number) =>
         new Promise<void>((resolve) => {
           if (stopping) return resolve();
@@ -345,17 +374,41 @@ export async function runDemo(
     do {
       for (const [index, scenario] of options.scenarios.entries()) {
         if (stopping) break;
+        if (scenario.needsReplicaPair && !server.controllable) {
+          say(
+            `\n▷ ${scenario.name}: skipped: it needs two local servers (a primary and its standby), which --database-url does not give`,
+          );
+          continue;
+        }
         const durationMs = options.durationMs ?? (options.quick ? scenario.quickMs : scenario.durationMs);
         say(`\n▶ ${scenario.name}${options.loop ? ` (round ${round + 1})` : ''}: ${scenario.purpose}`);
         const events: string[] = [];
-        const ctx: ScenarioContext = { ...ctxBase, event: (line) => events.push(line) };
+        let pairTarget: string | undefined;
+        if (scenario.needsReplicaPair) {
+          say('  starting a primary and a synchronous streaming standby…');
+          pair = await startReplicaPair({ synchronous: true, database: server.database });
+          const { primary, standby } = pair;
+          for (const [role, s] of [
+            ['primary', primary],
+            ['standby', standby],
+          ] as const)
+            say(`  ${role}: 127.0.0.1:${s.port} (data in ${s.baseDir})`);
+          pairTarget = `127.0.0.1:${primary.port},127.0.0.1:${standby.port}/${primary.database}`;
+          app.send({ type: 'retarget', main: multiHostUrl(pair) });
+          const retargeted = await app.next('retargeted', 60_000);
+          say(`  the shop's pool: ${redact(multiHostUrl(pair))}`);
+          say(`  seeded on the primary: ${seededLine(retargeted.seeded)}`);
+        }
+        const ctx: ScenarioContext = { ...ctxBase, pair, event: (line) => events.push(line) };
         const stats = new ScenarioStats();
+        scenarioStats = stats;
         const before = await scrape();
         const started = performance.now();
         let window: { at: number; ops: number }[] = [];
         app.onStats((m) => {
           stats.add(m.kinds);
           if (SHOP.some((k) => (m.kinds[k]?.ok ?? 0) > 0)) lastOkAt = m.at;
+          if (WRITES.some((k) => (m.kinds[k]?.ok ?? 0) > 0)) lastWriteOkAt = m.at;
           let ops = 0;
           for (const k of Object.values(m.kinds)) ops += (k?.ok ?? 0) + (k?.failed ?? 0);
           window.push({ at: m.at, ops });
@@ -372,8 +425,9 @@ export async function runDemo(
         const draw = setInterval(() => {
           const t = stats.total();
           const breakers: [string, string][] = [];
-          for (const [name, proxy] of Object.entries(proxies)) {
-            const target = targetOf(proxy);
+          const shown = Object.entries(proxies).map(([name, p]) => [name, targetOf(p)] as const);
+          if (pairTarget !== undefined) shown.push(['failover', pairTarget]);
+          for (const [name, target] of shown) {
             const open = ['open', 'half_open'].find(
               (st) =>
                 sum(latest, prometheusName(METRICS.circuitState), {
@@ -415,6 +469,15 @@ export async function runDemo(
           app.send({ type: 'verify', scenario: scenario.name });
           ledger = (await app.next('verified', 90_000).catch(() => undefined))?.result ?? null;
         }
+        if (pair !== undefined) {
+          // The shop goes back to the main server for the next scenario (or round); the pair is done.
+          if (app.alive && !interrupted) {
+            app.send({ type: 'retarget', main: targets.main });
+            await app.next('retargeted', 60_000);
+          }
+          await pair.close().catch(() => {});
+          pair = undefined;
+        }
         // Interrupted (Ctrl-C reaches the app too): the scenario did not finish; nothing to report.
         if (interrupted) break;
         const after = await scrape();
@@ -446,6 +509,7 @@ export async function runDemo(
     process.off('SIGTERM', onSignal);
     await app?.stop().catch(() => {});
     for (const p of proxyList) await p.close().catch(() => {});
+    await pair?.close().catch(() => {});
     await server?.close().catch(() => {});
     await rm(configFile, { force: true });
   }
@@ -492,6 +556,20 @@ function oneLine(r: ScenarioResult): string {
   if (rej.length) parts.push(`rejected ${rej.map(([k, n]) => `${k} ${n}`).join(', ')}`);
   if (r.facts.backendsTerminated !== undefined)
     parts.push(`${r.facts.backendsTerminated} backends terminated`);
+  if (r.facts.failoverErrors !== undefined) {
+    parts.push(
+      r.facts.writeGapMs === undefined
+        ? 'WRITES NEVER RESUMED'
+        : `writes again ≤ ${r.facts.writeGapMs} ms after the promotion`,
+    );
+    const seen = Object.entries(r.facts.failoverErrors)
+      .map(([code, n]) => `${code} ${n}`)
+      .join(', ');
+    parts.push(`the app got ${seen}`);
+    const detected = Object.entries(r.failovers);
+    if (detected.length)
+      parts.push(`failover detected (${detected.map(([k, n]) => `${k} ${n}`).join(', ')})`);
+  }
   if (r.retriesByErrorType['57014'] === undefined && r.errors['57014'])
     parts.push(`${r.errors['57014']} × 57014, none retried`);
   if (r.ledger) parts.push(r.ledger.ok ? `ledger ok (${r.ledger.acknowledged} writes)` : 'LEDGER BROKEN');

@@ -13,7 +13,10 @@
 
 /** Connection strings of the app's pools, each through its own fault proxy (its own target). */
 export interface TargetUrls {
-  /** The shop's pool: every workload kind except the spike. */
+  /**
+   * The shop's pool: every workload kind except the spike. For the failover scenario, a multi-host URL
+   * of a primary and its standby (`retarget`).
+   */
   readonly main: string;
   /** Spike pools, one per rate-limit strategy (each proxy port is a target with its own rate limit). */
   readonly wait: string;
@@ -61,6 +64,12 @@ export type ToApp =
   | { readonly type: 'workload'; readonly workload: Workload }
   /** Stop issuing calls, wait for the ones in flight, then check the ledger and answer `verified`. */
   | { readonly type: 'verify'; readonly scenario: string }
+  /**
+   * Point the shop's pool at another database (the failover scenario's primary + standby, then back):
+   * end the shop's pools, open them on `main`, create and seed the shop there, answer `retargeted`.
+   * Sent between scenarios (no workload running).
+   */
+  | { readonly type: 'retarget'; readonly main: string }
   /** Stop everything, end the pools, exit 0. */
   | { readonly type: 'stop' };
 
@@ -97,6 +106,8 @@ export type FromApp =
   /** Sent every `STATS_INTERVAL_MS` while running. */
   | { readonly type: 'stats'; readonly at: number; readonly kinds: Partial<Record<WorkKind, KindStats>> }
   | { readonly type: 'verified'; readonly result: Verification }
+  /** The shop's pool is on the new URL, its schema created and seeded (or found seeded). */
+  | { readonly type: 'retargeted'; readonly seeded: Record<string, number> }
   /** Something the app could not survive (it exits after sending it). */
   | { readonly type: 'fatal'; readonly message: string };
 

@@ -75,6 +75,8 @@ export interface ScenarioResult {
   readonly rateLimit: { readonly waits: number; readonly rejections: Record<string, number> };
   readonly recoveryAttempts: { readonly success: number; readonly failure: number };
   readonly absorbedClientErrors: number;
+  /** Failovers the package detected (pg_resilience.failovers), by kind of first sign. */
+  readonly failovers: Record<string, number>;
   readonly ledger: Verification | null;
   readonly facts: ScenarioFacts;
   /** Every invariant held (ledger exact, the app alive). */
@@ -161,6 +163,7 @@ export function scenarioResult(input: {
       }),
     },
     absorbedClientErrors: delta(before, after, prometheusName(METRICS.poolClientErrors)),
+    failovers: deltaBy(before, after, prometheusName(METRICS.failovers), L(ATTR.KIND)),
     ledger: input.ledger,
     facts: input.facts,
     ok: ledgerOk && input.appAlive,
@@ -184,6 +187,7 @@ export function summaryTable(results: readonly ScenarioResult[]): string {
     'rl waits',
     'rl drops',
     'probes',
+    'writes back',
     'ledger',
   ];
   const rows = results.map((r) => [
@@ -205,6 +209,12 @@ export function summaryTable(results: readonly ScenarioResult[]): string {
     r.recoveryAttempts.success + r.recoveryAttempts.failure === 0
       ? '0'
       : `${r.recoveryAttempts.success + r.recoveryAttempts.failure} (${r.recoveryAttempts.failure} failed)`,
+    // failover: from the promotion to the first successful write (an upper bound).
+    r.facts.failoverErrors === undefined
+      ? '—'
+      : r.facts.writeGapMs === undefined
+        ? 'never'
+        : `≤ ${r.facts.writeGapMs} ms`,
     r.ledger === null
       ? '—'
       : r.ledger.ok

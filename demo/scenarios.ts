@@ -5,10 +5,19 @@
  * stays under a minute.
  */
 import type { FaultProxy } from '../test/support/fault-proxy.ts';
+import type { ReplicaPair } from '../test/support/replication.ts';
 import { APPLICATION_NAME, type Workload } from './protocol.ts';
 import type { DemoServer } from './server.ts';
 
-export const SCENARIO_NAMES = ['baseline', 'flaky', 'outage', 'spike', 'kills', 'stress'] as const;
+export const SCENARIO_NAMES = [
+  'baseline',
+  'flaky',
+  'outage',
+  'spike',
+  'kills',
+  'stress',
+  'failover',
+] as const;
 export type ScenarioName = (typeof SCENARIO_NAMES)[number];
 
 export interface Proxies {
@@ -26,8 +35,17 @@ export interface ScenarioContext {
   sleep(ms: number): Promise<void>;
   /** The main target's breaker state as the app's /metrics reports it (undefined if unreadable). */
   breakerState(): Promise<string | undefined>;
+  /**
+   * The failover scenario's primary and synchronous standby (the shop's pool is on both, multi-host),
+   * undefined for the other scenarios.
+   */
+  readonly pair: ReplicaPair | undefined;
   /** Epoch ms of the latest stats report in which a shop call (read, upsert, insert…) succeeded. */
   lastOkAt(): number;
+  /** Epoch ms of the latest stats report in which a write (insert, upsert, transaction) succeeded. */
+  lastWriteOkAt(): number;
+  /** The errors the app's calls got in this scenario so far, by code. */
+  errors(): Record<string, number>;
   /** A line in the live view's event list. */
   event(line: string): void;
   readonly stopping: () => boolean;
@@ -44,6 +62,13 @@ export interface ScenarioFacts {
   firstSuccessMs?: number;
   /** kills: backends terminated. */
   backendsTerminated?: number;
+  /**
+   * failover: from the promoted standby accepting writes to the first stats report with a successful
+   * write (insert, upsert, transaction), in ms (an upper bound, like `firstSuccessMs`).
+   */
+  writeGapMs?: number;
+  /** failover: the errors that say a server went away or is read-only (25006, 57P01, 57P03) the app got. */
+  failoverErrors?: Record<string, number>;
   /** How the fault was applied (e.g. "proxy refuses connections: the server is not ours to stop"). */
   notes: string[];
 }
@@ -55,6 +80,8 @@ export interface Scenario {
   readonly durationMs: number;
   /** Run length with --quick. */
   readonly quickMs: number;
+  /** Runs on a primary and streaming standby of its own, which only the embedded mode can start. */
+  readonly needsReplicaPair?: boolean;
   readonly workload: (base: Workload) => Workload;
   /** Applies the faults during the run; `durationMs` is this run's length. Must undo them before resolving. */
   readonly script: (ctx: ScenarioContext, durationMs: number) => Promise<ScenarioFacts>;
@@ -68,6 +95,9 @@ export const BASE_WORKLOAD: Workload = {
   spikeRate: 0,
   maxInFlight: 64,
 };
+
+/** The errors the app may see while a primary goes away: read-only, admin shutdown, cannot connect now. */
+export const FAILOVER_ERROR_CODES = ['25006', '57P01', '57P03'] as const;
 
 /** The rate limits of the spike targets (per minute), configured for the app in cli.ts. */
 export const SPIKE_LIMIT_PER_MINUTE = 1200;
@@ -189,5 +219,47 @@ export const SCENARIOS: readonly Scenario[] = [
     quickMs: 4_000,
     workload: (base) => ({ ...base, slowRate: 20, slowTimeoutMs: 50 }),
     script: idle,
+  },
+  {
+    name: 'failover',
+    purpose:
+      'Failover: the primary stops, its synchronous standby is promoted; the multi-host pool finds the new primary by itself.',
+    durationMs: 20_000,
+    quickMs: 7_000,
+    needsReplicaPair: true,
+    workload: (base) => base,
+    async script(ctx, durationMs) {
+      const pair = ctx.pair;
+      if (pair === undefined) throw new Error('failover: no replica pair');
+      const started = performance.now();
+      await ctx.sleep(Math.round(durationMs * 0.3));
+      if (ctx.stopping()) return { notes: [] };
+      ctx.event('failover: stopping the primary');
+      await pair.primary.stop();
+      ctx.event('failover: promoting the standby');
+      await pair.promote();
+      const promotedAt = Date.now();
+      const promotedPerf = performance.now();
+      ctx.event('failover: the new primary accepts writes');
+      let writeGapMs: number | undefined;
+      while (!ctx.stopping() && performance.now() - promotedPerf < 30_000) {
+        // The first report after the promotion with a write in it (polled faster than reports come).
+        if (ctx.lastWriteOkAt() > promotedAt) {
+          writeGapMs = ctx.lastWriteOkAt() - promotedAt;
+          ctx.event(`failover: writes again ≤ ${writeGapMs} ms after the promotion`);
+          break;
+        }
+        await ctx.sleep(50);
+      }
+      const rest = durationMs - (performance.now() - started);
+      if (rest > 0) await ctx.sleep(rest);
+      const errors = ctx.errors();
+      const facts: ScenarioFacts = {
+        notes: [],
+        failoverErrors: Object.fromEntries(FAILOVER_ERROR_CODES.map((c) => [c, errors[c] ?? 0])),
+      };
+      if (writeGapMs !== undefined) facts.writeGapMs = writeGapMs;
+      return facts;
+    },
   },
 ];

@@ -9,7 +9,7 @@
  * or from a standalone client's connection parameters with its own class. Each step is bounded by
  * pg's own `connectionTimeoutMillis` and `query_timeout`.
  */
-import { poolHostSpec, setClientHostSpec, singleHostOptions } from './multi-host.ts';
+import { clientHostSpec, poolHostSpec, setClientHostSpec, singleHostOptions } from './multi-host.ts';
 import { scope } from './scope.ts';
 import type { PgPoolLike } from './types.ts';
 
@@ -74,7 +74,11 @@ export function poolProbeFactory(pool: {
   };
 }
 
-/** A probe connection like a standalone client's (its resolved connection parameters, same class). */
+/**
+ * A probe connection like a standalone client's (its resolved connection parameters, same class). A
+ * client of a multi-host target (a pool's client is constructed for one host of the list) passes its
+ * host list on: the probe chooses its host as the client did, not the host the client was on.
+ */
 export function clientProbeFactory(client: object): ProbeClientFactory | undefined {
   const Client = (client as { constructor?: unknown }).constructor as ClientCtor | undefined;
   const p = (client as { connectionParameters?: Record<string, unknown> }).connectionParameters;
@@ -89,6 +93,15 @@ export function clientProbeFactory(client: object): ProbeClientFactory | undefin
     options: p['options'],
     application_name: p['application_name'],
   };
-  return (timeoutMs) =>
-    new Client({ ...config, connectionTimeoutMillis: timeoutMs, query_timeout: timeoutMs });
+  let spec;
+  try {
+    spec = clientHostSpec(client as never);
+  } catch {
+    spec = undefined;
+  }
+  return (timeoutMs) => {
+    const probe = new Client({ ...config, connectionTimeoutMillis: timeoutMs, query_timeout: timeoutMs });
+    if (spec !== undefined) setClientHostSpec(probe, spec);
+    return probe;
+  };
 }

@@ -14,6 +14,9 @@ import type { ScenarioResult } from '../../demo/report.ts';
 
 const root = path.join(import.meta.dirname, '..', '..');
 
+/** The issue's target is 1 s (the run reports its figure); asserted with headroom for a loaded machine. */
+const FAILOVER_RESUME_BOUND_MS = 5_000;
+
 interface Summary {
   ok: boolean;
   crashed: string | null;
@@ -69,7 +72,15 @@ describe('npm run demo -- --quick', () => {
       string,
       ScenarioResult
     >;
-    assert.deepEqual(Object.keys(by), ['baseline', 'flaky', 'outage', 'spike', 'kills', 'stress']);
+    assert.deepEqual(Object.keys(by), [
+      'baseline',
+      'flaky',
+      'outage',
+      'spike',
+      'kills',
+      'stress',
+      'failover',
+    ]);
 
     for (const s of summary.scenarios) {
       assert.ok(s.operations > 50, `${s.name}: ${s.operations} operations`);
@@ -111,15 +122,32 @@ describe('npm run demo -- --quick', () => {
     assert.ok((by.stress!.errors['57014'] ?? 0) > 0, 'stress: statement timeouts');
     assert.equal(by.stress!.retriesByErrorType['57014'], undefined, 'stress: 57014 never retried');
 
+    // The ledger (above) was checked on the promoted standby: the shop's pool is multi-host.
+    const failover = by.failover!;
+    assert.ok(
+      failover.facts.writeGapMs !== undefined && failover.facts.writeGapMs <= FAILOVER_RESUME_BOUND_MS,
+      `failover: writes again ${failover.facts.writeGapMs} ms after the promotion`,
+    );
+    assert.ok(failover.facts.failoverErrors, 'failover: the errors that reached the app are counted');
+    assert.ok(
+      Object.values(failover.failovers).reduce((a, b) => a + b, 0) >= 1,
+      `failover: the package detected it: ${JSON.stringify(failover.failovers)}`,
+    );
+    ctx.diagnostic(
+      `failover: writes again ≤ ${failover.facts.writeGapMs} ms after the promotion; the app got ${JSON.stringify(failover.facts.failoverErrors)}`,
+    );
+
     assert.match(output, /Summary/);
     assert.match(output, /every acknowledged write is in the database exactly once/);
     // How long it took is reported, not asserted (timings belong in the benchmarks; a hang is killed above).
     ctx.diagnostic(`the quick run took ${seconds.toFixed(0)} s`);
-    // This run's server only: other suites may run a demo at the same time.
-    const dataDir = /data in (\S+)\)/.exec(output)?.[1];
-    assert.ok(dataDir, 'the embedded server’s data dir is printed');
-    assert.deepEqual(processesMentioning(dataDir), [], 'nothing left running');
-    assert.equal(existsSync(dataDir), false, 'its data removed');
+    // This run's servers only: other suites may run a demo at the same time.
+    const dataDirs = [...output.matchAll(/data in (\S+)\)/g)].map((m) => m[1]!);
+    assert.equal(dataDirs.length, 3, 'the data dirs of the embedded server, the primary and the standby');
+    for (const dataDir of dataDirs) {
+      assert.deepEqual(processesMentioning(dataDir), [], 'nothing left running');
+      assert.equal(existsSync(dataDir), false, 'its data removed');
+    }
   });
 
   it(

@@ -432,6 +432,44 @@ describe('failover (real primary + synchronous standby)', { timeout: 120_000 }, 
   );
 
   it(
+    'the breaker opened while no host accepted writes closes once the standby is promoted, after a checkout too',
+    T,
+    async () => {
+      const { pair, pool } = await setUp();
+      // A checked-out client (withTransaction, kysely, TypeORM…) is constructed for one host of the list;
+      // the target's recovery probe, built from it, must still choose its host from the list.
+      const client = await pool.connect();
+      await client.query('SELECT 1');
+      client.release();
+      await pair.primary.stop();
+      const code = (err: unknown) => String((err as { code?: string }).code ?? (err as Error).message);
+      let open = false;
+      for (let i = 0; i < 200 && !open; i++) {
+        try {
+          await pool.query('INSERT INTO writes (key) VALUES ($1)', [`open-${i}`]);
+        } catch (err) {
+          open = code(err) === 'PGR_CIRCUIT_OPEN';
+        }
+      }
+      assert.ok(open, 'the breaker opened while no host accepted writes');
+      await pair.promote();
+      const promotedAt = Date.now();
+      let gap: number | undefined;
+      for (let i = 0; i < 400 && gap === undefined; i++) {
+        try {
+          await pool.query('INSERT INTO writes (key) VALUES ($1)', [`after-${i}`]);
+          gap = Date.now() - promotedAt;
+        } catch {
+          await sleep(25);
+        }
+      }
+      console.log(`[failover] breaker open, then promote: first write ${gap} ms after the promotion`);
+      // The probe runs every recovery.intervalMs (500 ms by default) while the breaker is open.
+      assert.ok(gap !== undefined && gap <= RESUME_BOUND_MS + 500, `writes resumed ${gap} ms after`);
+    },
+  );
+
+  it(
     'in a real Prometheus: the failover alert fires and the Failover row of the dashboard has data',
     T,
     async () => {

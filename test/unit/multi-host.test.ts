@@ -19,10 +19,13 @@ import {
   type WritesRestoredEvent,
 } from '../../src/instrumentation/write-availability.ts';
 import {
+  clientHostSpec,
   parseConfig,
   parseConnectionString,
+  setClientHostSpec,
   singleHostOptions,
 } from '../../src/instrumentation/multi-host.ts';
+import { clientProbeFactory } from '../../src/instrumentation/probe.ts';
 
 const ENV = ['PGHOST', 'PGPORT', 'PGDATABASE', 'PGTARGETSESSIONATTRS', 'PGLOADBALANCEHOSTS'] as const;
 const saved = Object.fromEntries(ENV.map((k) => [k, process.env[k]]));
@@ -133,6 +136,35 @@ describe('multi-host targets', () => {
       singleHostOptions({ connectionString: url }, fromUrl).connectionString,
       'postgresql://u:p@h1:1/d',
     );
+  });
+
+  it("a recovery probe built from a pool's client chooses its host from the list, not the client's host", () => {
+    // A pool's client is constructed for the first host: its probe must not stick to that host (the old
+    // primary, refusing after a failover), or the breaker never closes.
+    const spec = parseConfig({
+      host: 'h1,h2',
+      port: '1,2',
+      database: 'd',
+      target_session_attrs: 'read-write',
+    });
+    assert.ok(spec);
+    class FakeClient {
+      host = 'h1';
+      port = 1;
+      connectionParameters = { host: 'h1', port: 1, database: 'd', user: 'u', password: 'p' };
+      config: Record<string, unknown>;
+      constructor(config: Record<string, unknown> = {}) {
+        this.config = config;
+      }
+    }
+    const poolClient = new FakeClient();
+    setClientHostSpec(poolClient, spec);
+    const probe = clientProbeFactory(poolClient)?.(1_000);
+    assert.ok(probe);
+    assert.equal(clientHostSpec(probe as never), spec);
+    // A single-host client's probe is a plain client.
+    const plain = clientProbeFactory(new FakeClient())?.(1_000);
+    assert.equal(clientHostSpec(plain as never), undefined);
   });
 });
 
