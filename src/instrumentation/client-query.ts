@@ -28,7 +28,8 @@ import { cancelOnTimeout, lastQuery, type RunningStatement } from './cancel.ts';
 import { errorIsForUnsentQuery } from './dispatch.ts';
 import { endedByApp, failedByEnd } from './ended-by-app.ts';
 import { type PoolQueryAttempt, scope } from './scope.ts';
-import { Substitute, substituteVeto, trackSession, usable } from './substitute.ts';
+import { Substitute, substituteReady, substituteVeto, trackSession, usable } from './substitute.ts';
+import { watchStatement } from './substitute-events.ts';
 import type { Targets } from './targets.ts';
 import { transactionStatus } from './tx-status.ts';
 import type { PgClientLike } from './types.ts';
@@ -114,11 +115,20 @@ export function patchClientQuery(targets: () => Targets): (original: QueryFn) =>
         },
       };
       client[IN_FLIGHT] = (client[IN_FLIGHT] ?? 0) + 1;
+      // A standalone client's 'error' waits while this statement may still be answered on a substitute.
+      const unwatch =
+        !pooled && usableAtIssue
+          ? watchStatement(
+              client,
+              () => client[IN_FLIGHT] === 1 && substituteReady(client, config, statementValues),
+            )
+          : undefined;
       let inFlight = true;
       const done = (): void => {
         if (!inFlight) return;
         inFlight = false;
         client[IN_FLIGHT] = (client[IN_FLIGHT] ?? 1) - 1;
+        unwatch?.();
       };
       const send = (target: object, own: Callback): void => {
         if (statementValues === undefined) original.call(target as PgClientLike, config, own);
