@@ -115,9 +115,11 @@ export function patchClientQuery(targets: () => Targets): (original: QueryFn) =>
         },
       };
       client[IN_FLIGHT] = (client[IN_FLIGHT] ?? 0) + 1;
-      // A standalone client's 'error' waits while this statement may still be answered on a substitute.
+      const tgts = targets();
+      const policy = tgts.forClient(client);
+      // Opt-in: a standalone client's 'error' waits while this statement may still be answered on a substitute.
       const unwatch =
-        !pooled && usableAtIssue
+        !pooled && usableAtIssue && policy.settings.retry.holdClientErrorWhileSubstituting
           ? watchStatement(
               client,
               () => client[IN_FLIGHT] === 1 && substituteReady(client, config, statementValues),
@@ -134,8 +136,6 @@ export function patchClientQuery(targets: () => Targets): (original: QueryFn) =>
         if (statementValues === undefined) original.call(target as PgClientLike, config, own);
         else original.call(target as PgClientLike, config, statementValues, own);
       };
-      const tgts = targets();
-      const policy = tgts.forClient(client);
 
       if (typeof cb === 'function') {
         let last: unknown[] | undefined;

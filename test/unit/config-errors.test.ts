@@ -95,6 +95,7 @@ const LEAVES: Record<string, LeafRow> = {
   'retry.budget.ratio': num(0, 1),
   'retry.budget.windowMs': int(1, 600000),
   'retry.budget.minRetries': int(0, 1000000),
+  'retry.holdClientErrorWhileSubstituting': bool,
   'circuitBreaker.enabled': bool,
   'circuitBreaker.mode': oneOf('consecutive', 'failure_rate'),
   'circuitBreaker.consecutiveFailures': int(1, 1000),
@@ -186,7 +187,7 @@ describe('every setting: a wrong type or an out-of-range value is one issue nami
 // ---- 2. structure: objects expected, unknown keys at every level ----
 
 const RETRY_KEYS =
-  'enabled, maxAttempts, initialDelayMs, maxDelayMs, multiplier, jitter, perErrorClass, budget';
+  'enabled, maxAttempts, initialDelayMs, maxDelayMs, multiplier, jitter, perErrorClass, budget, holdClientErrorWhileSubstituting';
 const SETTINGS_KEYS =
   'retry, circuitBreaker, rateLimit, timeout, bulkhead, recovery, liveness, leakDetection, transaction, failover, connectionBudget';
 const TOP_KEYS = `${SETTINGS_KEYS}, disabled, profile, targets, telemetry, coordination, classify`;
@@ -641,6 +642,11 @@ describe('environment variables: a bad value is one issue naming the variable, t
       line: 'failover.evictOnFailover = "off" (from env PG_RESILIENCE_FAILOVER_EVICT): must be one of: true, false, 1, 0, yes, no',
     },
     {
+      name: 'PG_RESILIENCE_HOLD_CLIENT_ERROR_WHILE_SUBSTITUTING',
+      value: 'off',
+      line: 'retry.holdClientErrorWhileSubstituting = "off" (from env PG_RESILIENCE_HOLD_CLIENT_ERROR_WHILE_SUBSTITUTING): must be true or false',
+    },
+    {
       name: 'PG_RESILIENCE_MAX_CONNECTIONS',
       value: '-1',
       line: 'connectionBudget.maxConnections = -1 (from env PG_RESILIENCE_MAX_CONNECTIONS): must be an integer from 0 to 1000000 (0 = off)',
@@ -704,7 +710,7 @@ describe('environment variables: a bad value is one issue naming the variable, t
     {
       name: 'PG_RESILIENCE_RETRY_ATTEMPT',
       value: '3',
-      line: 'PG_RESILIENCE_RETRY_ATTEMPT = 3 (from env PG_RESILIENCE_RETRY_ATTEMPT): is not a pg-resilience variable (did you mean PG_RESILIENCE_RETRY_ATTEMPTS?); known variables: PG_RESILIENCE_DISABLED, PG_RESILIENCE_PROFILE, PG_RESILIENCE_CONFIG, PG_RESILIENCE_RETRY_ATTEMPTS, PG_RESILIENCE_RETRY_INITIAL_DELAY_MS, PG_RESILIENCE_RETRY_MAX_DELAY_MS, PG_RESILIENCE_TIMEOUT_MS, PG_RESILIENCE_CONNECT_TIMEOUT_MS, PG_RESILIENCE_KEEPALIVE_MS, PG_RESILIENCE_RATE_LIMIT, PG_RESILIENCE_RATE_LIMIT_BURST, PG_RESILIENCE_RATE_LIMIT_STRATEGY, PG_RESILIENCE_BREAKER_FAILURES, PG_RESILIENCE_BREAKER_HALF_OPEN_AFTER_MS, PG_RESILIENCE_BREAKER_RAMP_MS, PG_RESILIENCE_RECOVERY_INTERVAL_MS, PG_RESILIENCE_TRANSACTION_OUTCOME_RESOLUTION_MS, PG_RESILIENCE_FAILOVER_ROLE_TRUST_MS, PG_RESILIENCE_FAILOVER_ROLE_CHECK_TIMEOUT_MS, PG_RESILIENCE_FAILOVER_EVICT, PG_RESILIENCE_BULKHEAD, PG_RESILIENCE_MAX_CONNECTIONS, PG_RESILIENCE_LEAK_THRESHOLD_MS, PG_RESILIENCE_LEAK_DEAD_GRACE_MS, PG_RESILIENCE_LOG_LEVEL, PG_RESILIENCE_OPERATION_SPANS, PG_RESILIENCE_HEALTH_PORT, PG_RESILIENCE_HEALTH_HOST, PG_RESILIENCE_REDIS_URL, PG_RESILIENCE_FLEET, PG_RESILIENCE_COORDINATION_TIMEOUT_MS, PG_RESILIENCE_NODE_CACHE',
+      line: 'PG_RESILIENCE_RETRY_ATTEMPT = 3 (from env PG_RESILIENCE_RETRY_ATTEMPT): is not a pg-resilience variable (did you mean PG_RESILIENCE_RETRY_ATTEMPTS?); known variables: PG_RESILIENCE_DISABLED, PG_RESILIENCE_PROFILE, PG_RESILIENCE_CONFIG, PG_RESILIENCE_RETRY_ATTEMPTS, PG_RESILIENCE_RETRY_INITIAL_DELAY_MS, PG_RESILIENCE_RETRY_MAX_DELAY_MS, PG_RESILIENCE_HOLD_CLIENT_ERROR_WHILE_SUBSTITUTING, PG_RESILIENCE_TIMEOUT_MS, PG_RESILIENCE_CONNECT_TIMEOUT_MS, PG_RESILIENCE_KEEPALIVE_MS, PG_RESILIENCE_RATE_LIMIT, PG_RESILIENCE_RATE_LIMIT_BURST, PG_RESILIENCE_RATE_LIMIT_STRATEGY, PG_RESILIENCE_BREAKER_FAILURES, PG_RESILIENCE_BREAKER_HALF_OPEN_AFTER_MS, PG_RESILIENCE_BREAKER_RAMP_MS, PG_RESILIENCE_RECOVERY_INTERVAL_MS, PG_RESILIENCE_TRANSACTION_OUTCOME_RESOLUTION_MS, PG_RESILIENCE_FAILOVER_ROLE_TRUST_MS, PG_RESILIENCE_FAILOVER_ROLE_CHECK_TIMEOUT_MS, PG_RESILIENCE_FAILOVER_EVICT, PG_RESILIENCE_BULKHEAD, PG_RESILIENCE_MAX_CONNECTIONS, PG_RESILIENCE_LEAK_THRESHOLD_MS, PG_RESILIENCE_LEAK_DEAD_GRACE_MS, PG_RESILIENCE_LOG_LEVEL, PG_RESILIENCE_OPERATION_SPANS, PG_RESILIENCE_HEALTH_PORT, PG_RESILIENCE_HEALTH_HOST, PG_RESILIENCE_REDIS_URL, PG_RESILIENCE_FLEET, PG_RESILIENCE_COORDINATION_TIMEOUT_MS, PG_RESILIENCE_NODE_CACHE',
     },
   ];
 
