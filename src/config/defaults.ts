@@ -47,6 +47,8 @@ const DEFAULT_PROFILE: ResilienceSettings = {
       // A quiet target still gets a few retries, whatever the ratio says.
       minRetries: 10,
     },
+    // Off: knex's and Sequelize's pools learn of a dead client from its 'error' alone, before reuse.
+    holdClientErrorWhileSubstituting: false,
   },
   circuitBreaker: {
     // Failing fast while the database is down spares the app's threads, sockets and users.
@@ -175,6 +177,8 @@ const BATCH_PROFILE: ResilienceSettings = {
       // As default: a quiet target still gets a few retries.
       minRetries: 10,
     },
+    // As default: off.
+    holdClientErrorWhileSubstituting: false,
   },
   circuitBreaker: {
     // As default: stop hammering a database that is down.

@@ -69,6 +69,13 @@ export const ENV_VARS: ReadonlyArray<EnvVar> = [
     description: 'Upper bound of any single retry delay, in ms.',
   },
   {
+    name: 'PG_RESILIENCE_HOLD_CLIENT_ERROR_WHILE_SUBSTITUTING',
+    setting: 'retry.holdClientErrorWhileSubstituting',
+    kind: 'boolean',
+    description:
+      "Standalone clients: hold a dead client's 'error' until its read was answered on a substitute (for slonik; leave off for knex, Sequelize).",
+  },
+  {
     name: 'PG_RESILIENCE_TIMEOUT_MS',
     setting: 'timeout.queryMs',
     kind: 'integer',

@@ -131,6 +131,9 @@ const retrySchema = object(
     ...retryTimingShape,
     perErrorClass: perErrorClassSchema,
     budget: budgetSchema,
+    holdClientErrorWhileSubstituting: bool(
+      "Standalone clients: when the connection dies under a read that may run on a substitute connection, hold the dead client's 'error' and 'end' until the read was answered, then emit them (next turn of the event loop). For owners that fail a statement on the client's first 'error' (slonik). Leave off for owners that learn of a dead client only from its 'error' before handing it out again (knex, Sequelize): they would hand the dead client to their next caller (see orms.md).",
+    ),
   },
   'Retries of transient failures, with exponential backoff.',
 );

@@ -64,6 +64,8 @@ export interface RetrySettings extends RetryTiming {
   /** Per error class overrides of attempts and backoff (e.g. more patient for connect refusals). */
   perErrorClass: Partial<Record<ErrorClass, Partial<RetryTiming>>>;
   budget: RetryBudgetSettings;
+  /** Standalone clients: hold the dead client's 'error'/'end' while its read may run on a substitute (slonik). */
+  holdClientErrorWhileSubstituting: boolean;
 }
 
 export interface CircuitBreakerSettings {

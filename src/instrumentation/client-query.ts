@@ -28,7 +28,8 @@ import { cancelOnTimeout, lastQuery, type RunningStatement } from './cancel.ts';
 import { errorIsForUnsentQuery } from './dispatch.ts';
 import { endedByApp, failedByEnd } from './ended-by-app.ts';
 import { type PoolQueryAttempt, scope } from './scope.ts';
-import { Substitute, substituteVeto, trackSession, usable } from './substitute.ts';
+import { Substitute, substituteReady, substituteVeto, trackSession, usable } from './substitute.ts';
+import { watchStatement } from './substitute-events.ts';
 import type { Targets } from './targets.ts';
 import { transactionStatus } from './tx-status.ts';
 import type { PgClientLike } from './types.ts';
@@ -114,18 +115,27 @@ export function patchClientQuery(targets: () => Targets): (original: QueryFn) =>
         },
       };
       client[IN_FLIGHT] = (client[IN_FLIGHT] ?? 0) + 1;
+      const tgts = targets();
+      const policy = tgts.forClient(client);
+      // Opt-in: a standalone client's 'error' waits while this statement may still be answered on a substitute.
+      const unwatch =
+        !pooled && usableAtIssue && policy.settings.retry.holdClientErrorWhileSubstituting
+          ? watchStatement(
+              client,
+              () => client[IN_FLIGHT] === 1 && substituteReady(client, config, statementValues),
+            )
+          : undefined;
       let inFlight = true;
       const done = (): void => {
         if (!inFlight) return;
         inFlight = false;
         client[IN_FLIGHT] = (client[IN_FLIGHT] ?? 1) - 1;
+        unwatch?.();
       };
       const send = (target: object, own: Callback): void => {
         if (statementValues === undefined) original.call(target as PgClientLike, config, own);
         else original.call(target as PgClientLike, config, statementValues, own);
       };
-      const tgts = targets();
-      const policy = tgts.forClient(client);
 
       if (typeof cb === 'function') {
         let last: unknown[] | undefined;

@@ -32,6 +32,7 @@ import { patchClientConnect } from './client-connect.ts';
 import { onFailoverDetected } from './failover.ts';
 import { hostRoles } from './host-choice.ts';
 import { onWritesRestored } from './write-availability.ts';
+import { holdWhileSubstituting } from './substitute-events.ts';
 import { holdConnectEvents } from './client-reconnect.ts';
 import { patchClientQuery } from './client-query.ts';
 import { trackHandleError, trackSubmit } from './dispatch.ts';
@@ -276,7 +277,9 @@ export class PgResilienceInstrumentation extends InstrumentationBase<PgResilienc
   private patchClient(Client: Prototyped): void {
     const proto = Client.prototype;
     const guard = this.errorGuard('client', (emitter) => clientTarget(emitter as PgClientLike));
-    this.#wrapOnce(proto, 'emit', (original: EmitFn) => holdConnectEvents(guard(original)));
+    this.#wrapOnce(proto, 'emit', (original: EmitFn) =>
+      holdWhileSubstituting(holdConnectEvents(guard(original))),
+    );
     this.#wrapOnce(proto, 'query', patchClientQuery(this.#targetsFn));
     this.#wrapOnce(proto, 'connect', patchClientConnect(this.#targetsFn));
   }

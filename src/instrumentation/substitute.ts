@@ -197,8 +197,21 @@ function diedIdleVeto(facts: SubstituteFacts): SuppressReason | true | undefined
   return sameSession(facts);
 }
 
+/**
+ * At the moment a standalone client's connection dies (substitute-events.ts): could its statement in
+ * flight, issued on a usable client, run on a substitute? The same checks as `substituteVeto` makes
+ * once the statement failed, except those that need its error.
+ */
+export function substituteReady(client: object, query: unknown, values: unknown): boolean {
+  if ((client as { _connected?: unknown })._connected !== true) return false;
+  if (inTransaction(transactionStatus(client)) || !isSafeToRepeat(query)) return false;
+  return sameSession({ client, query, values } as SubstituteFacts) === true;
+}
+
 /** The last checks: a substitute can be made, set up the same, and the statement needs no more. */
-function sameSession(facts: SubstituteFacts): SuppressReason | true | undefined {
+function sameSession(
+  facts: Pick<SubstituteFacts, 'client' | 'query' | 'values'>,
+): SuppressReason | true | undefined {
   if (factory(facts.client) === undefined) return undefined;
   const state = sessionState(facts.client);
   if (state?.taint !== undefined) return 'session_state';

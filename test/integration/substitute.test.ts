@@ -307,9 +307,30 @@ describe('substitute connections (real PostgreSQL)', { timeout: 240_000 }, () =>
       );
       assert.deepEqual(r.rows, [{ app: 'orm-conn', v: 'public' }]);
       assert.equal(retries.length, 1);
+      await new Promise(setImmediate); // its 'error' follows the answer (below)
       assert.ok(errors.length >= 1, "the dead client emitted its 'error', as with bare pg");
       await assert.rejects(client.query('SELECT 1'), notQueryable);
     });
+
+    it(
+      "by default the dead client's 'error' comes at once, before the read's rows from the substitute (owners evict on it)",
+      T,
+      async () => {
+        const { client } = await standalone();
+        const seen: string[] = [];
+        client.on('error', () => seen.push('error'));
+        await client.query('SELECT 1');
+        const r = await cutMidStatement(() => client.query('SELECT v FROM items'));
+        seen.push('rows');
+        assert.deepEqual(r.rows, [{ v: 'public' }]);
+        assert.equal(
+          seen[0],
+          'error',
+          'as with bare pg: knex and Sequelize mark the client dead before reuse',
+        );
+        assert.equal(seen.at(-1), 'rows');
+      },
+    );
 
     it(
       'a substitute whose connect is reset is connected again (a connect retry), not given up',

@@ -96,6 +96,7 @@ const EXPECTED_DEFAULT: ResilienceSettings = {
     jitter: 'decorrelated',
     perErrorClass: PER_ERROR_CLASS,
     budget: BUDGET,
+    holdClientErrorWhileSubstituting: false,
   },
   circuitBreaker: {
     enabled: true,
@@ -137,6 +138,7 @@ const EXPECTED_BATCH: ResilienceSettings = {
     jitter: 'decorrelated',
     perErrorClass: PER_ERROR_CLASS,
     budget: BUDGET,
+    holdClientErrorWhileSubstituting: false,
   },
   circuitBreaker: {
     enabled: true,

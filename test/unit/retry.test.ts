@@ -42,6 +42,7 @@ const settings = (o: Partial<RetrySettings> = {}): RetrySettings => ({
   jitter: 'none',
   perErrorClass: {},
   budget: { enabled: false, ratio: 0.2, windowMs: 10_000, minRetries: 10 },
+  holdClientErrorWhileSubstituting: false,
   ...o,
 });
 

@@ -87,6 +87,7 @@ export function runApp(opts: RunOptions): Running {
       env: {
         ...withoutPackageVariables(process.env),
         ...opts.env,
+        ...(arm === 'hooked' ? orm.hookEnv : undefined),
         NODE_OPTIONS: '',
         DATABASE_URL: opts.databaseUrl,
         ORM_MATRIX: JSON.stringify({ ...opts.settings, waitGo: opts.waitGo ?? false }),
