@@ -356,6 +356,13 @@ class App {
   /** A customer by primary key, or their last orders with an item count: read-only. */
   private read(): Promise<unknown> {
     const customer = randomInt(1, SEED.customers);
+    const holdMs = this.workload?.readHoldMs ?? 0;
+    if (holdMs > 0) {
+      return this.main.query(
+        'SELECT id, name, email, balance_cents, pg_sleep($2) FROM customers WHERE id = $1',
+        [customer, holdMs / 1000],
+      );
+    }
     if (Math.random() < 0.5) {
       return this.main.query('SELECT id, name, email, balance_cents FROM customers WHERE id = $1', [
         customer,

@@ -10,18 +10,18 @@
  * (the app's shop pool moves to both, multi-host, for it, and back after).
  * Exit code 1 when an invariant broke (a lost or duplicated acknowledged write, the app died).
  */
-import { type ChildProcess, fork } from 'node:child_process';
-import { existsSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { ATTR, METRICS, prometheusLabel, prometheusName } from '../src/telemetry/catalog.ts';
 import { FaultProxy } from '../test/support/fault-proxy.ts';
 import { type ReplicaPair, startReplicaPair } from '../test/support/replication.ts';
 import { parseExposition, type Sample, sum } from '../test/support/prometheus-text.ts';
-import type { FromApp, TargetUrls, ToApp, Verification, Workload } from './protocol.ts';
+import type { TargetUrls, Verification, Workload } from './protocol.ts';
+import { App, APP_COMMAND } from './app-process.ts';
+import { REDIS_MISSING, redisAvailable, runFleetDemo } from './fleet.ts';
 import { APPLICATION_NAME, TARGETS_ENV } from './protocol.ts';
 import { type ScenarioResult, ScenarioStats, scenarioResult, summaryTable } from './report.ts';
 import {
@@ -78,6 +78,8 @@ Options:
   --loop                cycle through the scenarios until stopped (Ctrl-C)
   --database-url URL    use this PostgreSQL instead of an embedded one (outages then come from the proxy)
   --metrics-port PORT   the app's Prometheus endpoint (default 9464; 0 picks a free port)
+  --fleet               four apps coordinated through Redis: the fleet's connection budget and its
+                        shared breaker at work (needs redis-server on the PATH)
   --json PATH           also write the summary as JSON
   -h, --help            this text`;
 
@@ -89,6 +91,7 @@ export interface DemoOptions {
   databaseUrl: string | undefined;
   metricsPort: number;
   json: string | undefined;
+  fleet: boolean;
 }
 
 /** Parses the command line; throws an Error with a one-line message on a bad option. */
@@ -103,6 +106,7 @@ export function parseOptions(argv: readonly string[]): DemoOptions | 'help' {
       'database-url': { type: 'string' },
       'metrics-port': { type: 'string', default: '9464' },
       json: { type: 'string' },
+      fleet: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -135,101 +139,8 @@ export function parseOptions(argv: readonly string[]): DemoOptions | 'help' {
     databaseUrl: values['database-url'],
     metricsPort: port,
     json: values.json,
+    fleet: values.fleet,
   };
-}
-
-/** The repository's root: there `pg-resilience` resolves by self-reference to the build in dist/. */
-const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
-
-/** How the sample app is started: an ES module, so the ESM register entry, as users start theirs. */
-export const APP_COMMAND = 'node --import pg-resilience/register demo/app.ts';
-
-/** The sample app's process and what it reports. */
-class App {
-  readonly child: ChildProcess;
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  #onStats: ((m: Extract<FromApp, { type: 'stats' }>) => void) | undefined;
-  readonly #waiters = new Map<string, (m: FromApp) => void>();
-  readonly events: string[] = [];
-  fatal: string | undefined;
-
-  constructor(env: NodeJS.ProcessEnv, onLine: (line: string) => void) {
-    if (!existsSync(path.join(ROOT, 'dist', 'esm', 'register.js')))
-      throw new Error('pg-resilience demo: the package is not built; run `npm run build`');
-    this.child = fork(path.join(ROOT, 'demo', 'app.ts'), [], {
-      cwd: ROOT,
-      // The orchestrator's own flags (type stripping, warnings) plus the register entry.
-      execArgv: [...process.execArgv, '--import', 'pg-resilience/register'],
-      env,
-      stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
-    });
-    this.exited = new Promise((resolve) =>
-      this.child.once('exit', (code, signal) => resolve({ code, signal })),
-    );
-    for (const stream of [this.child.stdout, this.child.stderr]) {
-      stream?.setEncoding('utf8');
-      let buffered = '';
-      stream?.on('data', (chunk: string) => {
-        buffered += chunk;
-        let i: number;
-        while ((i = buffered.indexOf('\n')) >= 0) {
-          const line = buffered.slice(0, i).trimEnd();
-          buffered = buffered.slice(i + 1);
-          if (line) onLine(line);
-        }
-      });
-    }
-    this.child.on('message', (m: FromApp) => {
-      if (m.type === 'stats') this.#onStats?.(m);
-      else if (m.type === 'fatal') this.fatal = m.message;
-      const waiter = this.#waiters.get(m.type);
-      if (waiter) {
-        this.#waiters.delete(m.type);
-        waiter(m);
-      }
-    });
-  }
-
-  get alive(): boolean {
-    return this.child.exitCode === null && this.child.signalCode === null;
-  }
-
-  send(message: ToApp): void {
-    // The app may be exiting (after Ctrl-C it gets the signal too): a failed send is not an error.
-    if (this.alive && this.child.connected) this.child.send(message, () => {});
-  }
-
-  onStats(listener: (m: Extract<FromApp, { type: 'stats' }>) => void): void {
-    this.#onStats = listener;
-  }
-
-  /** The next message of `type`, or an error when the app exits or `timeoutMs` passes. */
-  next<T extends FromApp['type']>(type: T, timeoutMs: number): Promise<Extract<FromApp, { type: T }>> {
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.#waiters.delete(type);
-        reject(new Error(`the app sent no '${type}' within ${timeoutMs / 1000} s`));
-      }, timeoutMs);
-      void this.exited.then(({ code, signal }) => {
-        clearTimeout(timer);
-        reject(
-          new Error(`the app exited (${signal ?? `code ${code}`})${this.fatal ? `: ${this.fatal}` : ''}`),
-        );
-      });
-      this.#waiters.set(type, (m) => {
-        clearTimeout(timer);
-        resolve(m as Extract<FromApp, { type: T }>);
-      });
-    });
-  }
-
-  async stop(): Promise<void> {
-    if (!this.alive) return;
-    this.send({ type: 'stop' });
-    const timer = setTimeout(() => this.child.kill('SIGKILL'), 5_000);
-    await this.exited;
-    clearTimeout(timer);
-  }
 }
 
 const L = prometheusLabel;
@@ -239,6 +150,10 @@ export async function runDemo(
   options: DemoOptions,
   out: NodeJS.WriteStream = process.stdout,
 ): Promise<number> {
+  if (options.fleet) {
+    if (redisAvailable()) return runFleetDemo(options, (line) => out.write(`${line}\n`));
+    out.write(`${REDIS_MISSING}\n`);
+  }
   const view = new LiveView(out, options.quick ? 1_000 : 2_000);
   const say = (line: string) => view.log(line);
   let stopping = false;

@@ -57,6 +57,11 @@ export interface Workload {
   readonly spikeRate: number;
   /** Calls in flight at most (beyond it the app waits, like a server with a request limit). */
   readonly maxInFlight: number;
+  /**
+   * Each read also holds its connection this long (`pg_sleep`), in ms: the fleet demo's way to make the
+   * apps want more connections than the budget. Unset or 0: none.
+   */
+  readonly readHoldMs?: number;
 }
 
 /** Orchestrator → app. */
