@@ -114,4 +114,41 @@ describe('npm run demo -- --fleet --quick', () => {
       for (const pid of pids) assert.equal(existsSync(`/proc/${pid}`), false, `app ${pid} is gone`);
     },
   );
+
+  it(
+    'without redis-server: one line says how to get it, and the usual demo runs',
+    { timeout: 120_000 },
+    async () => {
+      const { code, output } = await new Promise<{ code: number | null; output: string }>((resolve) => {
+        const child = spawn(
+          process.execPath,
+          [
+            '--disable-warning=ExperimentalWarning',
+            'demo/main.ts',
+            '--fleet',
+            '--scenario',
+            'baseline',
+            '--duration',
+            '2',
+            '--metrics-port',
+            '0',
+          ],
+          { cwd: root, env: { ...process.env, FORCE_COLOR: '0', REDIS_SERVER: '/nonexistent/redis-server' } },
+        );
+        let output = '';
+        child.stdout.on('data', (d) => (output += d));
+        child.stderr.on('data', (d) => (output += d));
+        child.on('exit', (c) => resolve({ code: c, output }));
+      });
+      assert.equal(code, 0, output);
+      const lines = output.split('\n').filter((l) => l.includes('redis-server'));
+      assert.equal(lines.length, 1, output);
+      assert.match(
+        lines[0]!,
+        /--fleet needs redis-server on the PATH \(Debian\/Ubuntu: apt-get install redis-server/,
+      );
+      assert.match(output, /▶ baseline/);
+      assert.match(output, /every acknowledged write is in the database exactly once/);
+    },
+  );
 });
