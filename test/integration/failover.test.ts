@@ -251,10 +251,13 @@ describe('failover (real primary + synchronous standby)', { timeout: 120_000 }, 
     return { lost, duplicated };
   }
 
-  /** Waits (bounded) until Prometheus has scraped `target`'s failover counter. */
+  /**
+   * Waits (bounded: 15 s) until Prometheus has scraped `target`'s failover counter. The first run comes
+   * right after Prometheus starts, and on a loaded machine its first scrapes can take seconds.
+   */
   async function scraped(target: string): Promise<void> {
     const expr = `${prometheusName(METRICS.failovers)}{${prometheusLabel(ATTR.TARGET)}="${target}"}`;
-    for (let i = 0; i < 40; i++) {
+    for (const end = Date.now() + 15_000; Date.now() < end;) {
       if (((await prometheus.query(expr)).data?.result.length ?? 0) > 0) return;
       await sleep(100);
     }
