@@ -86,12 +86,12 @@ export interface OutagePhase {
 
 export interface FleetResult {
   readonly apps: number;
-  readonly budget: PhaseOrSkip<BudgetPhase>;
-  readonly outage: PhaseOrSkip<OutagePhase>;
+  readonly budget: BudgetPhase;
+  /** null when the run was stopped before it. */
+  readonly outage: OutagePhase | null;
   readonly ledgers: Verification[];
   readonly ok: boolean;
 }
-type PhaseOrSkip<T> = T | null;
 
 const L = prometheusLabel;
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));

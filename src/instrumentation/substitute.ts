@@ -205,7 +205,7 @@ function diedIdleVeto(facts: SubstituteFacts): SuppressReason | true | undefined
 export function substituteReady(client: object, query: unknown, values: unknown): boolean {
   if ((client as { _connected?: unknown })._connected !== true) return false;
   if (inTransaction(transactionStatus(client)) || !isSafeToRepeat(query)) return false;
-  return sameSession({ client, query, values } as SubstituteFacts) === true;
+  return sameSession({ client, query, values }) === true;
 }
 
 /** The last checks: a substitute can be made, set up the same, and the statement needs no more. */

@@ -6,27 +6,14 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
+import { processesMentioning } from '../support/processes.ts';
 import type { FleetResult } from '../../demo/fleet.ts';
 
 const root = path.join(import.meta.dirname, '..', '..');
-
-/** Command lines of the processes alive now that mention `text`. */
-function processesMentioning(text: string): string[] {
-  const out: string[] = [];
-  for (const pid of readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
-    try {
-      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
-      if (cmd.includes(text)) out.push(`${pid}: ${cmd}`);
-    } catch {
-      // gone
-    }
-  }
-  return out;
-}
 
 describe('npm run demo -- --fleet --quick', () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'pg-resilience-demo-fleet-test-'));
