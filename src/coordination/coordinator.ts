@@ -61,6 +61,13 @@ export class FleetCoordinator {
   /** Whether Redis ever answered (before that, the fallback share counts this process alone). */
   #contacted = false;
   #members = 1;
+  /**
+   * Members seen before an outage, trusted for one lease period after Redis returns: Redis may come back
+   * empty, and the first process to rejoin would otherwise count itself alone and take the whole burst
+   * while its peers wait. Peers that died meanwhile only make the shares smaller for that period.
+   */
+  #membersBefore = 1;
+  #membersBeforeUntil = 0;
   #timer: unknown;
   /** A renewal is running (the ready signal and the timer never run two at once). */
   #renewing = false;
@@ -94,6 +101,9 @@ export class FleetCoordinator {
 
   /** Live members last seen (this process included; 1 before Redis first answered). */
   get members(): number {
+    if (this.#membersBeforeUntil === 0) return this.#members;
+    if (this.#clock.now() < this.#membersBeforeUntil) return Math.max(this.#members, this.#membersBefore);
+    this.#membersBeforeUntil = 0;
     return this.#members;
   }
 
@@ -347,6 +357,11 @@ export class FleetCoordinator {
   }
 
   #succeeded(members: number): void {
+    const resuming = this.#mode !== 'fleet' && this.#contacted;
+    if (resuming) {
+      this.#membersBefore = this.#members;
+      this.#membersBeforeUntil = this.#clock.now() + this.settings.leaseMs;
+    }
     // This process renewed its own lease in the same script: at least one member is live.
     this.#members = Math.max(1, members);
     this.#contacted = true;

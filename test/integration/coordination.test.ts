@@ -255,6 +255,28 @@ describe('fleet coordination through a real Redis', () => {
     );
   });
 
+  it('Redis back empty after a restart: a member keeps the count it saw for one lease (no burst of its own), then trusts Redis', async () => {
+    const a = new FleetCoordinator(settings(redis.url, 'rejoin'));
+    const b = new FleetCoordinator(settings(redis.url, 'rejoin'));
+    try {
+      assert.ok(await until(() => a.mode === 'fleet' && b.mode === 'fleet', 3000));
+      assert.ok(await until(() => a.members === 2, 2000), `both joined: ${a.members}`);
+      await redis.kill();
+      b.dispose();
+      assert.equal(await a.take(rateKey('rejoin', 't:1/d'), 1, 5, 1), undefined);
+      await redis.restart();
+      assert.ok(await until(() => a.mode === 'fleet', 3000), 'fleet mode resumes');
+      const resumedAt = performance.now();
+      assert.equal(a.members, 2, 'right after Redis returns, the members seen before the outage');
+      assert.ok(await until(() => a.members === 1, 2000), 'then the count Redis gives (b left)');
+      const ms = performance.now() - resumedAt;
+      assert.ok(ms >= 900, `the earlier count held for the lease period (1000 ms): ${ms.toFixed(0)} ms`);
+    } finally {
+      a.dispose();
+      b.dispose();
+    }
+  });
+
   it('a wrong password: refused, reported without the password, and queries go on in fallback', async () => {
     const wrong = `redis://:${encodeURIComponent('wrong-' + PASSWORD)}@127.0.0.1:${redis.port}/0`;
     const { lines } = await captureDiag(async () => {

@@ -1,7 +1,7 @@
 // App processes under load, for the multi-process tests (too-many-connections, fleet-rate-limit): each a
 // child running test/integration/fixtures/pool-load-child.ts (a pg.Pool and as many workers running
-// `SELECT 1` in a loop), driven over IPC: 'ready' once its pool exists, 'go' starts the workers, cumulative
-// 'stats' every 100 ms, 'stop' ends the pool and exits.
+// `SELECT 1` in a loop), driven over IPC: 'ready' once its pool exists, 'go' starts the workers, 'pace'
+// sets a pause between each worker's calls, cumulative 'stats' every 100 ms, 'stop' ends the pool and exits.
 import { type ChildProcess, fork } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 
