@@ -100,7 +100,7 @@ describe(
     });
 
     after(async () => {
-      for (const c of open) await Promise.race([c.end().catch(() => {}), sleep(2_000)]);
+      await Promise.all(open.map((c) => Promise.race([c.end().catch(() => {}), sleep(2_000)])));
       await proxy?.close();
       await server?.close();
     });

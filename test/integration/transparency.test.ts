@@ -6,7 +6,8 @@
 // and pg-query-stream installed from the registry. The runner and the table are copied into the app, so
 // `pg` resolves from the app's node_modules and `--require pg-resilience/register` resolves the
 // package the way it does for a user (not the repository's src/ or dist/). The bare run uses the same
-// app and the same files: the only difference between the runs is the flag.
+// app and the same files: the only difference between the runs is the flag. The runs go at once, each in
+// a database of its own (they wait on timers and the server far more than they compute).
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { copyFileSync } from 'node:fs';
@@ -44,7 +45,7 @@ function runRunner(
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
     child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
     child.once('error', reject);
     child.once('close', (code) => {
       clearTimeout(timer);
@@ -143,6 +144,36 @@ describe('comparator (the comparison has teeth)', () => {
   });
 });
 
+// pg loaded with require() (a CommonJS app) or import() (an ES module app: pg's ESM entry). The
+// bare import() run must already equal the bare require() one: pg's ESM entry re-exports the
+// CommonJS classes.
+const VARIANTS = [
+  ['bare, pg loaded with import()', [], 'import'],
+  [
+    '--require pg-resilience/register, pg loaded with require()',
+    ['--require', 'pg-resilience/register'],
+    'require',
+  ],
+  [
+    '--import pg-resilience/register, pg loaded with require()',
+    ['--import', 'pg-resilience/register'],
+    'require',
+  ],
+  [
+    '--import pg-resilience/register, pg loaded with import()',
+    ['--import', 'pg-resilience/register'],
+    'import',
+  ],
+] as const;
+
+const PERTURB = `const { Client } = require('pg');
+const query = Client.prototype.query;
+Client.prototype.query = function (...args) {
+  const ret = query.apply(this, args);
+  return typeof args[args.length - 1] === 'function' && ret === undefined ? Promise.resolve() : ret;
+};
+`;
+
 describe(
   'transparency: every pg call form behaves the same with the package loaded',
   { timeout: 240_000 },
@@ -150,12 +181,32 @@ describe(
     let server: TestServer;
     let app: ScratchApp;
     let bare: Report;
+    /** Every run at once (they wait on timers and the server far more than they compute). */
+    const runs = new Map<string, Promise<RunResult>>();
 
     before(async () => {
       server = await useServer({ database: 'transparency' });
       app = scratchApp('transparency', ['pg-cursor@^2', 'pg-query-stream@^4']);
       for (const file of ['call-forms.ts', RUNNER]) copyFileSync(join(SUPPORT, file), join(app.dir, file));
+      // A typical wrapper bug, for the comparator's teeth: client.query returns a promise even when a
+      // callback was passed.
+      app.write('perturb.cjs', PERTURB);
+      // Each run in a database of its own (the cases create schemas by name).
+      const databaseFor = async (run: number) => {
+        const name = `${server.database}_${run}`;
+        await server.query(`DROP DATABASE IF EXISTS ${name}`);
+        await server.query(`CREATE DATABASE ${name}`);
+        const url = new URL(server.connectionString);
+        url.pathname = `/${name}`;
+        return url.href;
+      };
       const started = Date.now();
+      let run = 0;
+      for (const [label, nodeArgs, loader] of VARIANTS)
+        runs.set(label, runRunner(app, [...nodeArgs], await databaseFor(++run), loader));
+      runs.set('perturbed', runRunner(app, ['--require', './perturb.cjs'], await databaseFor(++run)));
+      // Awaited by their tests; a spawn failure is reported there, not as an unhandled rejection.
+      for (const run of runs.values()) run.catch(() => undefined);
       bare = reportOf(await runRunner(app, [], server.connectionString), 'bare');
       console.log(`bare call-forms run: ${Object.keys(bare).length} cases in ${Date.now() - started} ms`);
     });
@@ -184,31 +235,9 @@ describe(
       assert.equal(b['release(err) destroys the client'].after, 0);
     });
 
-    // pg loaded with require() (a CommonJS app) or import() (an ES module app: pg's ESM entry). The
-    // bare import() run must already equal the bare require() one: pg's ESM entry re-exports the
-    // CommonJS classes.
-    for (const [label, nodeArgs, loader] of [
-      ['bare, pg loaded with import()', [], 'import'],
-      [
-        '--require pg-resilience/register, pg loaded with require()',
-        ['--require', 'pg-resilience/register'],
-        'require',
-      ],
-      [
-        '--import pg-resilience/register, pg loaded with require()',
-        ['--import', 'pg-resilience/register'],
-        'require',
-      ],
-      [
-        '--import pg-resilience/register, pg loaded with import()',
-        ['--import', 'pg-resilience/register'],
-        'import',
-      ],
-    ] as const) {
+    for (const [label, nodeArgs] of VARIANTS) {
       it(`${label}: same report as bare pg, case by case`, async (t) => {
-        const started = Date.now();
-        const raw = reportOf(await runRunner(app, [...nodeArgs], server.connectionString, loader), label);
-        t.diagnostic(`${label}: ${Date.now() - started} ms`);
+        const raw = reportOf(await runs.get(label)!, label);
         const { report: loaded, touched } = toleratedDeviations(raw);
         if (touched.length) {
           t.diagnostic(`tolerated (err, undefined) callback arity in: ${touched.join('; ')}`);
@@ -230,20 +259,7 @@ describe(
     }
 
     it('a preload that changes one pg behaviour is caught, naming the cases it changed', async () => {
-      // A typical wrapper bug: client.query returns a promise even when a callback was passed.
-      app.write(
-        'perturb.cjs',
-        `const { Client } = require('pg');
-       const query = Client.prototype.query;
-       Client.prototype.query = function (...args) {
-         const ret = query.apply(this, args);
-         return typeof args[args.length - 1] === 'function' && ret === undefined ? Promise.resolve() : ret;
-       };\n`,
-      );
-      const perturbed = reportOf(
-        await runRunner(app, ['--require', './perturb.cjs'], server.connectionString),
-        'perturbed',
-      );
+      const perturbed = reportOf(await runs.get('perturbed')!, 'perturbed');
       const names = diffReports(bare, perturbed).map((d) => d.name);
       assert.ok(names.includes('client.query(text, values, cb)'), `not caught: ${names.join(', ')}`);
       assert.ok(names.includes('client.query(text, cb)'), `not caught: ${names.join(', ')}`);
