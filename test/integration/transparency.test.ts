@@ -201,10 +201,9 @@ describe(
         return url.href;
       };
       const started = Date.now();
-      let run = 0;
-      for (const [label, nodeArgs, loader] of VARIANTS)
-        runs.set(label, runRunner(app, [...nodeArgs], await databaseFor(++run), loader));
-      runs.set('perturbed', runRunner(app, ['--require', './perturb.cjs'], await databaseFor(++run)));
+      for (const [i, [label, nodeArgs, loader]] of VARIANTS.entries())
+        runs.set(label, runRunner(app, [...nodeArgs], await databaseFor(i + 1), loader));
+      runs.set('perturbed', runRunner(app, ['--require', './perturb.cjs'], await databaseFor(0)));
       // Awaited by their tests; a spawn failure is reported there, not as an unhandled rejection.
       for (const run of runs.values()) run.catch(() => undefined);
       bare = reportOf(await runRunner(app, [], server.connectionString), 'bare');
