@@ -101,10 +101,8 @@ export class FleetCoordinator {
 
   /** Live members last seen (this process included; 1 before Redis first answered). */
   get members(): number {
-    if (this.#membersBeforeUntil === 0) return this.#members;
-    if (this.#clock.now() < this.#membersBeforeUntil) return Math.max(this.#members, this.#membersBefore);
-    this.#membersBeforeUntil = 0;
-    return this.#members;
+    if (this.#membersBeforeUntil === 0 || this.#clock.now() >= this.#membersBeforeUntil) return this.#members;
+    return Math.max(this.#members, this.#membersBefore);
   }
 
   /** The URL with its password redacted, for logs and state. */

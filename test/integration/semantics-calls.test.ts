@@ -22,7 +22,7 @@ import {
   formatDifferences,
   type Report,
 } from '../support/call-forms.ts';
-import { type TestServer, useServer } from '../support/postgres.ts';
+import { freshDatabase, type TestServer, useServer } from '../support/postgres.ts';
 
 const SUPPORT = new URL('../support/', import.meta.url).pathname;
 const PRELOAD = ['--import', join(SUPPORT, 'hook-preload.ts')];
@@ -95,12 +95,8 @@ function exitShape(e: Exit): { exitedWithin2s: boolean; code: number | null; ans
 
 /** The table's semantic rows run in a child, in a database of its own (the cases create schemas by name). */
 async function tableReport(nodeArgs: string[], server: TestServer, label: string): Promise<Report> {
-  const database = `${server.database}_${label.replace(/\W+/g, '_')}`;
-  await server.query(`DROP DATABASE IF EXISTS ${database}`);
-  await server.query(`CREATE DATABASE ${database}`);
-  const url = new URL(server.connectionString);
-  url.pathname = `/${database}`;
-  const run = await runNode(nodeArgs, 'call-forms-runner.ts', [url.href, ...SEMANTIC], 120_000);
+  const url = await freshDatabase(server, `${server.database}_${label.replace(/\W+/g, '_')}`);
+  const run = await runNode(nodeArgs, 'call-forms-runner.ts', [url, ...SEMANTIC], 120_000);
   assert.equal(run.code, 0, `${label} runner exited ${run.code}\n${run.stderr}`);
   return JSON.parse(run.stdout.trim().split('\n').at(-1) ?? '') as Report;
 }

@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { diffReports, expectedWithPackage, formatDifferences, type Report } from '../support/call-forms.ts';
 import { scratchApp, type ScratchApp } from '../support/package.ts';
-import { type TestServer, useServer } from '../support/postgres.ts';
+import { freshDatabase, type TestServer, useServer } from '../support/postgres.ts';
 
 const SUPPORT = new URL('../support/', import.meta.url).pathname;
 const RUNNER = 'call-forms-runner.ts';
@@ -192,14 +192,7 @@ describe(
       // callback was passed.
       app.write('perturb.cjs', PERTURB);
       // Each run in a database of its own (the cases create schemas by name).
-      const databaseFor = async (run: number) => {
-        const name = `${server.database}_${run}`;
-        await server.query(`DROP DATABASE IF EXISTS ${name}`);
-        await server.query(`CREATE DATABASE ${name}`);
-        const url = new URL(server.connectionString);
-        url.pathname = `/${name}`;
-        return url.href;
-      };
+      const databaseFor = (run: number) => freshDatabase(server, `${server.database}_${run}`);
       const started = Date.now();
       for (const [i, [label, nodeArgs, loader]] of VARIANTS.entries())
         runs.set(label, runRunner(app, [...nodeArgs], await databaseFor(i + 1), loader));

@@ -913,6 +913,18 @@ export async function useServer(options: { database?: string } = {}): Promise<Te
   return server;
 }
 
+/**
+ * A new, empty database `name` on `server` (dropped first if a previous run left it), and its connection
+ * string: for runs that go side by side and create objects by name.
+ */
+export async function freshDatabase(server: TestServer, name: string): Promise<string> {
+  await server.query(`DROP DATABASE IF EXISTS ${name}`);
+  await server.query(`CREATE DATABASE ${name}`);
+  const url = new URL(server.connectionString);
+  url.pathname = `/${name}`;
+  return url.href;
+}
+
 /** Extra: true if something accepts TCP connections on host:port right now. */
 export function portAcceptsConnections(port: number, host = HOST): Promise<boolean> {
   return new Promise((resolve) => {
