@@ -4,9 +4,10 @@
  * pg-pool's `query` checks a client out (`this.connect`), runs the statement, releases the client.
  * Each attempt runs pg-pool's own `query` unchanged; the inner connect and statement recognise the
  * attempt (scope.poolQuery) and pass through, so the policies apply once: rate limit, bulkhead and
- * breaker before any pool slot is taken, and the configured attempts are the attempts, end to end.
- * A failed attempt's client was released with the error by pg-pool (a dead connection is discarded),
- * so a retry runs on another connection.
+ * breaker before any pool slot is taken. A failed attempt's client was released with the error by
+ * pg-pool (a dead connection is discarded), so a retry runs on another connection. A failed checkout
+ * (`connecting`) is counted apart from the statement's attempts (policy/retry.ts), as a substitute's
+ * connect is: a flaky network's refused or reset connects do not use up a read's attempts.
  *
  * Retried when safe (src/safety/retry-safety.ts): the checkout failed (pg-pool's connect callback got an error, so
  * nothing was sent), dispatch tracking proved the statement unsent, the server rejected and rolled back

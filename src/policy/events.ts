@@ -38,7 +38,14 @@ export interface OperationRef {
 export interface RetryEvent extends OperationRef {
   /** The attempt that failed (1-based). The next attempt is `attempt + 1`. */
   readonly attempt: number;
+  /** The attempts its error class allows (see `counted`). */
   readonly maxAttempts: number;
+  /**
+   * A `Pool.query`'s failed checkouts are counted apart from its statement's attempts
+   * (docs/retry-safety.md): which count the failed attempt was in and its number there, the one
+   * `maxAttempts` bounds (`attempt` may then exceed it).
+   */
+  readonly counted?: { readonly kind: 'checkout' | 'statement'; readonly attempt: number };
   readonly delayMs: number;
   readonly error: unknown;
   readonly errorType: string;

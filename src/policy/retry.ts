@@ -16,7 +16,9 @@
  *    rethrow at once, no event;
  * 2. the safety veto refuses: `onSuppressed(reason)`, rethrow;
  * 3. the attempts allowed for this error's class are used up (`attempt >= maxAttempts` of that class,
- *    counting every attempt of the call): `onExhausted`, rethrow the last error;
+ *    counting every attempt of the call; with `ctx.connecting`, an attempt that failed getting its
+ *    connection counts among the consecutive failed connects, any other among the statement's
+ *    attempts): `onExhausted`, rethrow the last error;
  * 4. the caller's signal already aborted: reject with its reason;
  * 5. the retry budget refuses: `onSuppressed('budget')`, rethrow;
  * 6. `onRetry`, wait this class's next backoff delay (abortable through `ctx.signal`), try again.
@@ -54,7 +56,16 @@ export interface RetryContext {
   canRetry?(error: unknown, classification: ErrorClassification, attempt: number): true | SuppressReason;
   /** Told about this call's retry, suppressed and exhausted events (the operation's span). */
   readonly onStep?: (step: OperationStep) => void;
+  /**
+   * The failed attempt failed while getting its connection (a `Pool.query` checkout), so nothing was
+   * sent. Such failures are counted on their own (consecutive ones, against the same per-class limits):
+   * they do not use up the statement's attempts, as a substitute's or a standalone client's connect
+   * retries do not.
+   */
+  readonly connecting?: () => boolean;
 }
+
+type Counted = NonNullable<RetryEvent['counted']>;
 
 /** Attempts and backoff for one error class (or the base settings). */
 interface ClassPlan {
@@ -129,11 +140,32 @@ export class RetryPolicy {
 
   /** Attempt 1 failed with `error`: decides about it and goes on from attempt 2. */
   async #retryAfter<T>(error: unknown, fn: (attempt: number) => Promise<T>, ctx: RetryContext): Promise<T> {
-    // Per call, per error class: where that class is in its backoff sequence.
+    // Per call, per error class: where that class is in its backoff sequence (failed connects apart).
     const backoffs = new Map<ErrorClass, IBackoff<unknown>>();
+    const connectBackoffs = new Map<ErrorClass, IBackoff<unknown>>();
+    let statements = 0; // attempts that got a connection
+    let connects = 0; // consecutive attempts that failed getting one
     let failure = error;
     for (let attempt = 1; ; attempt++) {
-      const delayMs = this.afterFailure(failure, attempt, ctx, backoffs);
+      let counted: Counted | undefined;
+      let sequence = backoffs;
+      if (ctx.connecting !== undefined) {
+        let kind: Counted['kind'];
+        let n: number;
+        if (ctx.connecting()) {
+          kind = 'checkout';
+          n = ++connects;
+          sequence = connectBackoffs;
+        } else {
+          kind = 'statement';
+          n = ++statements;
+          connects = 0;
+          connectBackoffs.clear();
+        }
+        // Told apart only once the two counts differ (until then both are `attempt`).
+        if (n !== attempt) counted = { kind, attempt: n };
+      }
+      const delayMs = this.afterFailure(failure, attempt, counted, ctx, sequence);
       if (delayMs > 0) await this.sleep(delayMs, ctx.signal);
       try {
         return await fn(attempt + 1);
@@ -143,10 +175,14 @@ export class RetryPolicy {
     }
   }
 
-  /** Decides what follows a failed attempt: returns the delay before the next one, or throws. */
+  /**
+   * Decides what follows failed attempt number `attempt` (`counted`: its number among the attempts it
+   * counts with, see RetryContext.connecting): returns the delay before the next one, or throws.
+   */
   private afterFailure(
     error: unknown,
     attempt: number,
+    counted: Counted | undefined,
     ctx: RetryContext,
     backoffs: Map<ErrorClass, IBackoff<unknown>>,
   ): number {
@@ -167,7 +203,7 @@ export class RetryPolicy {
     }
 
     const plan = this.perClass.get(c.errorClass) ?? this.base;
-    if (attempt >= plan.maxAttempts) {
+    if ((counted?.attempt ?? attempt) >= plan.maxAttempts) {
       const event: RetryExhaustedEvent = {
         target: this.target,
         operation: ctx.operation,
@@ -207,6 +243,7 @@ export class RetryPolicy {
       error,
       errorType: c.errorType,
       errorClass: c.errorClass,
+      ...(counted && { counted }),
     };
     this.retryEmitter.emit(event);
     ctx.onStep?.({ type: 'retry', event });

@@ -94,7 +94,10 @@ export class ResilienceLogs {
 
   retry(e: RetryEvent): void {
     this.#log('warn', LOG_EVENTS.retry, e.target, {
-      message: `Retrying ${e.operation} on ${e.target} (attempt ${e.attempt + 1}/${e.maxAttempts}) after ${e.errorType}; next try in ${seconds(e.delayMs)}`,
+      message:
+        e.counted === undefined
+          ? `Retrying ${e.operation} on ${e.target} (attempt ${e.attempt + 1}/${e.maxAttempts}) after ${e.errorType}; next try in ${seconds(e.delayMs)}`
+          : `Retrying ${e.operation} on ${e.target} (attempt ${e.attempt + 1}) after ${e.errorType} on ${e.counted.kind} ${e.counted.attempt}/${e.maxAttempts}; next try in ${seconds(e.delayMs)}`,
       attributes: {
         [ATTR.OPERATION]: e.operation,
         [ATTR.ATTEMPT]: e.attempt + 1,

@@ -216,6 +216,31 @@ describe('safe retries (real PostgreSQL)', { timeout: 180_000 }, () => {
       assert.equal(suppressed.length, 0);
     });
 
+    it(
+      "failed checkouts do not use up the read's attempts (counted apart, as a substitute's connect)",
+      T,
+      async () => {
+        const one = new pg.Pool({ ...proxy.clientConfig(server), max: 1 });
+        try {
+          await one.query('SELECT 1'); // its one connection, warm
+          // Six attempts where four are allowed: the read is cut twice, and the three checkouts after the
+          // first cut are reset on accept (nothing sent). Three statement attempts, at most three
+          // consecutive failed checkouts: each within retry.maxAttempts = 4.
+          proxy.cutOnMessage({ match: /checkouts_apart/, when: 'after', mode: 'rst', limit: 2 });
+          proxy.resetStats();
+          proxy.resetNextConnections(3); // the warm connection needs no accept: these are the checkouts after the first cut
+          const r = await one.query('SELECT 42 AS checkouts_apart');
+          assert.equal(r.rows[0].checkouts_apart, 42);
+          assert.equal(proxy.stats.cutOnMessage, 2, 'the read was cut twice');
+          assert.equal(proxy.stats.resetOnAccept, 3, 'three checkouts were reset');
+          assert.equal(retries.length, 5, 'six attempts in all');
+          assert.equal(suppressed.length, 0);
+        } finally {
+          await one.end();
+        }
+      },
+    );
+
     it('a statement marked idempotent() is retried', T, async () => {
       await pool.query('INSERT INTO accounts VALUES (1, 100) ON CONFLICT (id) DO UPDATE SET balance = 100');
       await pool.query('SELECT 1');

@@ -588,6 +588,7 @@ export class FaultProxy {
   #latency = 0;
   #jitter = 0;
   #resetShare = 0;
+  #resetsLeft = 0;
   #blackhole = false;
   #closing: Promise<void> | undefined;
 
@@ -646,7 +647,9 @@ export class FaultProxy {
       client.destroy();
       return;
     }
-    if (this.#resetShare > 0 && this.#random() < this.#resetShare) {
+    const counted = this.#resetsLeft > 0;
+    if (counted) this.#resetsLeft--;
+    if (counted || (this.#resetShare > 0 && this.#random() < this.#resetShare)) {
       this.stats.resetOnAccept++;
       client.resetAndDestroy();
       return;
@@ -691,6 +694,13 @@ export class FaultProxy {
   resetNewConnections(share: number): void {
     if (!(share >= 0 && share <= 1)) throw new RangeError('resetNewConnections: share must be within 0..1');
     this.#resetShare = share;
+  }
+
+  /** Extra: the next n newly accepted connections are reset (RST) at once, as resetNewConnections() resets a share. */
+  resetNextConnections(n: number): void {
+    if (!Number.isInteger(n) || n < 0)
+      throw new RangeError('resetNextConnections: n must be an integer >= 0');
+    this.#resetsLeft = n;
   }
 
   /** @internal resetStartupMatching()'s pattern. */
@@ -816,6 +826,7 @@ export class FaultProxy {
     this.cutOnMessage(null);
     this.setLatency(0, 0);
     this.resetNewConnections(0);
+    this.resetNextConnections(0);
     this.closeAfterBytes(null);
     this.resetAfterBytes(null);
     this.cutAfterServerMessage(null);

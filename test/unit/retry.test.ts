@@ -180,6 +180,57 @@ describe('RetryPolicy', () => {
     assert.equal(events.exhausted[0]!.errorType, 'connection_lost');
   });
 
+  it("connecting: failed checkouts are counted apart from the statement's attempts, each against maxAttempts", async () => {
+    // S = the statement failed on its connection, C = the checkout failed (nothing sent).
+    const run = (kinds: string) => {
+      const t = setup({ maxAttempts: 3 });
+      const errs = [...kinds].map(() => transient('connection_lost', 'no'));
+      const { fn, calls } = script(...errs);
+      let n = 0;
+      const wrapped = (attempt: number) => {
+        n = attempt;
+        return fn(attempt);
+      };
+      const connecting = () => kinds[n - 1] === 'C';
+      return {
+        ...t,
+        errs,
+        calls,
+        out: settle(t.fake, t.policy.execute(wrapped, { ...ctx, connecting })),
+      };
+    };
+    // Two statement attempts and two failed checkouts between them: six attempts where three are allowed.
+    const a = run('SCCSC');
+    const outA = await a.out;
+    assert.equal(outA.value, 'ok');
+    assert.deepEqual(a.calls, [1, 2, 3, 4, 5, 6]);
+    assert.deepEqual(
+      a.events.retry.map((e) => [e.attempt, e.counted?.kind, e.counted?.attempt]),
+      [
+        [1, undefined, undefined], // statement 1 = attempt 1: told apart only once the counts differ
+        [2, 'checkout', 1],
+        [3, 'checkout', 2],
+        [4, 'statement', 2],
+        [5, 'checkout', 1], // the count restarts after an attempt that got its connection
+      ],
+    );
+    // Three failed checkouts in a row use the class's attempts up.
+    const b = run('SCCC');
+    const outB = await b.out;
+    assert.equal(outB.error, b.errs[3]);
+    assert.equal(b.events.exhausted[0]!.attempts, 4);
+    // So do three statement attempts, failed checkouts between them or not.
+    const c = run('SCSCS');
+    const outC = await c.out;
+    assert.equal(outC.error, c.errs[4]);
+    assert.equal(c.events.exhausted[0]!.attempts, 5);
+    // Without `connecting`, every attempt counts (three in all).
+    const d = setup({ maxAttempts: 3 });
+    const dErrs = [1, 2, 3].map(() => transient('connection_lost', 'no'));
+    const outD = await settle(d.fake, d.policy.execute(script(...dErrs).fn, ctx));
+    assert.equal(outD.error, dErrs[2]);
+  });
+
   it('per-class maxAttempts: a class override allows more (or fewer) attempts than the base', async () => {
     const more = setup({ maxAttempts: 3, perErrorClass: { connect_refused: { maxAttempts: 5 } } });
     const errs = Array.from({ length: 6 }, () => transient('connect_refused'));
