@@ -107,6 +107,8 @@ const DEFAULT_PROFILE: ResilienceSettings = {
     enabled: true,
     // Recovery within about a second of the server coming back.
     intervalMs: 500,
+    // A restart is often over in a few hundred ms: probe at 50, 150, 350 and 750 ms, then every interval.
+    firstProbeMs: 50,
     // Unlimited: keep probing for as long as the outage lasts.
     maxAttempts: 0,
   },
@@ -235,6 +237,8 @@ const BATCH_PROFILE: ResilienceSettings = {
     enabled: true,
     // Every thirty seconds: no hurry, and the probes stay light on a struggling server.
     intervalMs: 30000,
+    // No earlier probes: the first comes after the interval too.
+    firstProbeMs: 30000,
     // Three probes per outage, then recovery is left to the jobs' own traffic.
     maxAttempts: 3,
   },

@@ -141,6 +141,13 @@ export const ENV_VARS: ReadonlyArray<EnvVar> = [
     description: 'Time between background recovery probes, in ms.',
   },
   {
+    name: 'PG_RESILIENCE_RECOVERY_FIRST_PROBE_MS',
+    setting: 'recovery.firstProbeMs',
+    kind: 'integer',
+    description:
+      'The first background recovery probe after the breaker opens, in ms; the gaps then double up to the interval.',
+  },
+  {
     name: 'PG_RESILIENCE_TRANSACTION_OUTCOME_RESOLUTION_MS',
     setting: 'transaction.outcomeResolutionMs',
     kind: 'integer',

@@ -242,6 +242,11 @@ const recoverySchema = object(
   {
     enabled: bool('Probe a target whose breaker is open in the background (connect + SELECT 1).'),
     intervalMs: int(0, MAX_DELAY_MS, 'Time between probes, in ms.'),
+    firstProbeMs: int(
+      1,
+      MAX_DELAY_MS,
+      'The first probe after the breaker opens, in ms; the gaps then double up to intervalMs (at or above intervalMs: no earlier probes).',
+    ),
     maxAttempts: int(
       0,
       1_000_000,

@@ -129,6 +129,11 @@ export interface RecoverySettings {
   enabled: boolean;
   /** Time between probes, in ms. */
   intervalMs: number;
+  /**
+   * The first probe after the breaker opens, in ms; the gaps then double up to `intervalMs` (at most
+   * `intervalMs`: equal or above, the probes keep to `intervalMs` from the start).
+   */
+  firstProbeMs: number;
   /** Probes per outage before the loop stops and leaves recovery to traffic; 0 = no limit. */
   maxAttempts: number;
 }

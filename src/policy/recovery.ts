@@ -3,10 +3,11 @@
  * through `breaker.probe()` (which half-opens an open breaker early), so a server that is back closes the
  * breaker without risking user traffic on it, and without waiting for any traffic at all.
  *
- * - An outage starts when the breaker opens and ends when it closes. Probes run on a grid of
- *   `intervalMs` from the opening, never two at once: a probe slower than the interval makes the loop
- *   skip grid points, not overlap. Re-openings within the outage (a failed probe, failed traffic) keep
- *   the grid and the attempt count.
+ * - An outage starts when the breaker opens and ends when it closes. Probes run on a schedule from the
+ *   opening: the first after `firstProbeMs`, the gaps doubling up to `intervalMs`, then every
+ *   `intervalMs` (a restart is often over before a whole interval). Never two at once: a probe slower
+ *   than a gap makes the loop skip schedule points, not overlap. Re-openings within the outage (a
+ *   failed probe, failed traffic) keep the schedule and the attempt count.
  * - After `maxAttempts` probes in one outage (0 = no limit) the loop stops, leaving recovery to traffic
  *   (the breaker half-opens on its own timer); the next outage starts with a fresh count.
  * - When every half-open slot is taken (traffic is probing already), the attempt is skipped: not counted,
@@ -33,6 +34,7 @@ export class RecoveryLoop {
   readonly target: string;
   readonly #enabled: boolean;
   readonly #intervalMs: number;
+  readonly #firstProbeMs: number;
   readonly #maxAttempts: number;
   readonly #breaker: CircuitBreaker;
   readonly #probe: (signal: AbortSignal) => Promise<void>;
@@ -41,7 +43,7 @@ export class RecoveryLoop {
   #subscription: IDisposable | undefined;
 
   #inOutage = false;
-  /** Grid origin: when the current outage started. */
+  /** Schedule origin: when the current outage started. */
   #origin = 0;
   #attempts = 0;
   #timer: unknown;
@@ -71,6 +73,7 @@ export class RecoveryLoop {
     this.target = target;
     this.#enabled = settings.enabled;
     this.#intervalMs = Math.max(1, settings.intervalMs);
+    this.#firstProbeMs = Math.max(1, Math.min(settings.firstProbeMs, this.#intervalMs));
     this.#maxAttempts = Math.max(0, settings.maxAttempts);
     this.#breaker = breaker;
     this.#probe = probe;
@@ -112,7 +115,18 @@ export class RecoveryLoop {
     this.#inOutage = true;
     this.#attempts = 0;
     this.#origin = at;
-    this.#schedule(at + this.#intervalMs);
+    this.#schedule(this.#pointAfter(at));
+  }
+
+  /** The outage's first schedule point strictly after `now`. */
+  #pointAfter(now: number): number {
+    let at = this.#origin;
+    // The dense start: gaps of firstProbeMs, doubling while below the interval (a few steps at most).
+    for (let gap = this.#firstProbeMs; gap < this.#intervalMs; gap *= 2) {
+      at += gap;
+      if (at > now) return at;
+    }
+    return at + (Math.floor((now - at) / this.#intervalMs) + 1) * this.#intervalMs;
   }
 
   #schedule(at: number): void {
@@ -128,11 +142,9 @@ export class RecoveryLoop {
     );
   }
 
-  /** The next grid point strictly after now. */
+  /** The next schedule point strictly after now. */
   #scheduleNext(): void {
-    const now = this.#clock.now();
-    const k = Math.floor((now - this.#origin) / this.#intervalMs) + 1;
-    this.#schedule(this.#origin + k * this.#intervalMs);
+    this.#schedule(this.#pointAfter(this.#clock.now()));
   }
 
   #run(): void {
@@ -144,7 +156,7 @@ export class RecoveryLoop {
     }
     if (!this.#isActive()) {
       // Nobody uses the target now: no probe (its connection and telemetry would keep an app that has
-      // finished alive), but keep the grid on the unref'd timer in case the app comes back to it.
+      // finished alive), but keep the schedule on the unref'd timer in case the app comes back to it.
       this.#scheduleNext();
       return;
     }

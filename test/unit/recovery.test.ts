@@ -22,7 +22,7 @@ const BREAKER: CircuitBreakerSettings = {
   successesToClose: 1,
   rampMs: 0,
 };
-const RECOVERY: RecoverySettings = { enabled: true, intervalMs: 1_000, maxAttempts: 0 };
+const RECOVERY: RecoverySettings = { enabled: true, intervalMs: 1_000, firstProbeMs: 1_000, maxAttempts: 0 };
 
 class Down extends Error {}
 const isFailure = (e: unknown) => e instanceof Down;
@@ -117,6 +117,39 @@ describe('RecoveryLoop', () => {
     await tick(10_000);
     assert.equal(server.probes.length, 5, 'no probes once closed');
     assert.equal(fake.countTimers(), 0);
+  });
+
+  it('firstProbeMs: the first probes come sooner, the gaps doubling up to intervalMs, then every interval', async () => {
+    const { breaker, server, failCall, tick, fake } = setup({ recovery: { firstProbeMs: 100 } });
+    await failCall();
+    const openedAt = fake.now - START;
+    await tick(3_000);
+    // Gaps of 100, 200, 400 and 800 (each below the 1 s interval), then 1 s from there on.
+    assert.deepEqual(
+      server.probes,
+      [100, 300, 700, 1_500, 2_500].map((t) => openedAt + t),
+    );
+    // A server back after 250 ms closes the breaker at the 300 ms probe, not at 1 s.
+    const second = setup({ recovery: { firstProbeMs: 100 } });
+    await second.failCall();
+    await second.tick(250);
+    second.server.up = true;
+    await second.tick(60);
+    assert.equal(second.breaker.state, 'closed');
+    assert.equal(second.server.probes.length, 2);
+    // A probe slower than a gap skips the schedule points it ran over.
+    const slow = setup({ recovery: { firstProbeMs: 100 } });
+    slow.server.probeMs = 250;
+    await slow.failCall();
+    const slowOpened = slow.fake.now - START;
+    await slow.tick(1_800);
+    assert.deepEqual(
+      slow.server.probes,
+      [100, 700, 1_500].map((t) => slowOpened + t),
+      'the 300 ms point passed during the first probe',
+    );
+    assert.equal(slow.server.maxRunning, 1);
+    assert.equal(breaker.state, 'open');
   });
 
   it('skips probes while nobody uses the target (active() false), and resumes when someone does', async () => {
