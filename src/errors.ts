@@ -35,7 +35,7 @@ export abstract class ResilienceError extends Error {
  */
 export class CircuitOpenError extends ResilienceError {
   readonly code = 'PGR_CIRCUIT_OPEN';
-  /** Epoch ms of the next half-open probe, when known. */
+  /** Epoch ms of the next probe, when known: the background recovery probe's or the half-open timer's, whichever comes first. */
   readonly nextProbeAt: number | undefined;
   readonly state: 'open' | 'half_open';
   constructor(target: string, state: 'open' | 'half_open', nextProbeAt?: number, cause?: unknown) {

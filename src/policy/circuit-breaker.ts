@@ -104,6 +104,8 @@ export class CircuitBreaker {
   #disposed = false;
   /** Held open by the fleet (src/coordination/fleet-breaker.ts): no half-open but through `probe()`. */
   #held = false;
+  /** The recovery loop's next probe for an outage opened at `openedAt` (recovery.ts), when one runs. */
+  #recoveryProbeAt: ((openedAt: number) => number | undefined) | undefined;
 
   /** Fires on every state change, after the state has changed. */
   readonly onStateChange: Event<CircuitStateChangeEvent> = this.#stateChange.addListener;
@@ -293,8 +295,29 @@ export class CircuitBreaker {
     }
   }
 
+  /**
+   * The background recovery loop probes this breaker (recovery.ts): the "next probe" that rejections
+   * and the opening event announce is the earlier of its next probe and the half-open timer.
+   */
+  useRecoveryProbes(nextProbeAt: (openedAt: number) => number | undefined): void {
+    this.#recoveryProbeAt = nextProbeAt;
+  }
+
+  /** The next probe of an outage opened at `openedAt`, whichever comes first (see useRecoveryProbes). */
+  #announcedProbeAt(openedAt: number, halfOpenAt: number | undefined): number | undefined {
+    let probeAt: number | undefined;
+    try {
+      probeAt = this.#recoveryProbeAt?.(openedAt);
+    } catch {
+      probeAt = undefined;
+    }
+    if (probeAt === undefined) return halfOpenAt;
+    return halfOpenAt === undefined || probeAt < halfOpenAt ? probeAt : halfOpenAt;
+  }
+
   #reject<T>(operation: OperationKind, state: 'open' | 'half_open'): Promise<T> {
-    const nextProbeAt = state === 'open' ? this.#nextProbeAt : undefined;
+    const nextProbeAt =
+      state === 'open' ? this.#announcedProbeAt(this.#stateSince, this.#nextProbeAt) : undefined;
     this.#rejected.emit({ target: this.target, operation, state, nextProbeAt });
     return Promise.reject(new CircuitOpenError(this.target, state, nextProbeAt, this.#openedBy));
   }
@@ -315,7 +338,14 @@ export class CircuitBreaker {
         if (this.#state === 'open' && !this.#held) this.#toHalfOpen();
       }, this.#settings.halfOpenAfterMs);
     }
-    this.#stateChange.emit({ target: this.target, from, to: 'open', at, error, nextProbeAt });
+    this.#stateChange.emit({
+      target: this.target,
+      from,
+      to: 'open',
+      at,
+      error,
+      nextProbeAt: this.#announcedProbeAt(at, nextProbeAt),
+    });
   }
 
   #toHalfOpen(): void {

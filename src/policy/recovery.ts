@@ -83,12 +83,26 @@ export class RecoveryLoop {
     this.#gate = gate;
     if (!this.#enabled) return;
     this.#subscription = breaker.onStateChange((e) => this.#onStateChange(e));
+    breaker.useRecoveryProbes((openedAt) => this.#probeAtFor(openedAt));
     if (breaker.state !== 'closed') this.#startOutage(clock.now());
   }
 
   /** Epoch ms of the next probe; undefined while none is scheduled (closed, probing now, stopped, disabled). */
   get nextAttemptAt(): number | undefined {
     return this.#nextAttemptAt;
+  }
+
+  /**
+   * The next probe of an outage that opened at `openedAt` (asked by the breaker for the "next probe" it
+   * announces, possibly before this loop has heard of the opening): the scheduled one, the one that
+   * follows a running probe, or the outage's first. Undefined when none will come.
+   */
+  #probeAtFor(openedAt: number): number | undefined {
+    if (this.#disposed) return undefined;
+    if (!this.#inOutage) return this.#firstPointFrom(openedAt);
+    if (this.#nextAttemptAt !== undefined) return this.#nextAttemptAt;
+    if (this.#maxAttempts > 0 && this.#attempts >= this.#maxAttempts) return undefined;
+    return this.#pointAfter(Math.max(openedAt, this.#clock.now()));
   }
 
   /** Stops probing for good: clears the timer, aborts a running probe, stops listening to the breaker. */
@@ -116,6 +130,11 @@ export class RecoveryLoop {
     this.#attempts = 0;
     this.#origin = at;
     this.#schedule(this.#pointAfter(at));
+  }
+
+  /** The first probe of an outage that opens at `origin`. */
+  #firstPointFrom(origin: number): number {
+    return origin + this.#firstProbeMs;
   }
 
   /** The outage's first schedule point strictly after `now`. */

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { CircuitBreakerSettings, RecoverySettings } from '../../src/config/types.ts';
+import { CircuitOpenError } from '../../src/errors.ts';
 import { CircuitBreaker } from '../../src/policy/circuit-breaker.ts';
 import type { CircuitStateChangeEvent, RecoveryAttemptEvent } from '../../src/policy/events.ts';
 import { RecoveryLoop } from '../../src/policy/recovery.ts';
@@ -150,6 +151,31 @@ describe('RecoveryLoop', () => {
     );
     assert.equal(slow.server.maxRunning, 1);
     assert.equal(breaker.state, 'open');
+  });
+
+  it("the next probe a rejection and the opening announce is the loop's, when it comes before the half-open timer", async () => {
+    const { breaker, changes, failCall, tick, fake, server } = setup({ recovery: { firstProbeMs: 100 } });
+    await failCall();
+    const openedAt = fake.now;
+    // The opening event: the loop's first probe (100 ms), not the half-open timer (600 s).
+    assert.equal(changes.at(-1)?.nextProbeAt, openedAt + 100);
+    const rejected = await breaker
+      .execute(() => Promise.resolve(), 'query', isFailure)
+      .catch((e: unknown) => e);
+    assert.ok(rejected instanceof CircuitOpenError);
+    assert.equal(rejected.nextProbeAt, openedAt + 100);
+    // After the failed first probe the breaker re-opens; the next probe announced is the schedule's.
+    await tick(150);
+    assert.equal(server.probes.length, 1);
+    const later = await breaker.execute(() => Promise.resolve(), 'query', isFailure).catch((e: unknown) => e);
+    assert.ok(later instanceof CircuitOpenError);
+    assert.equal(later.nextProbeAt, openedAt + 300);
+    // Without a recovery loop, the half-open timer.
+    const bare = new CircuitBreaker(BREAKER, TARGET, fakeClock(START, 10_000).clock);
+    await bare.execute(() => Promise.reject(new Down('down')), 'query', isFailure).catch(() => {});
+    const alone = await bare.execute(() => Promise.resolve(), 'query', isFailure).catch((e: unknown) => e);
+    assert.ok(alone instanceof CircuitOpenError);
+    assert.equal(alone.nextProbeAt, bare.nextProbeAt);
   });
 
   it('skips probes while nobody uses the target (active() false), and resumes when someone does', async () => {
