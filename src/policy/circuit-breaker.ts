@@ -305,12 +305,7 @@ export class CircuitBreaker {
 
   /** The next probe of an outage opened at `openedAt`, whichever comes first (see useRecoveryProbes). */
   #announcedProbeAt(openedAt: number, halfOpenAt: number | undefined): number | undefined {
-    let probeAt: number | undefined;
-    try {
-      probeAt = this.#recoveryProbeAt?.(openedAt);
-    } catch {
-      probeAt = undefined;
-    }
+    const probeAt = this.#recoveryProbeAt?.(openedAt);
     if (probeAt === undefined) return halfOpenAt;
     return halfOpenAt === undefined || probeAt < halfOpenAt ? probeAt : halfOpenAt;
   }

@@ -99,7 +99,7 @@ export class RecoveryLoop {
    */
   #probeAtFor(openedAt: number): number | undefined {
     if (this.#disposed) return undefined;
-    if (!this.#inOutage) return this.#firstPointFrom(openedAt);
+    if (!this.#inOutage) return this.#pointAfter(openedAt, openedAt);
     if (this.#nextAttemptAt !== undefined) return this.#nextAttemptAt;
     if (this.#maxAttempts > 0 && this.#attempts >= this.#maxAttempts) return undefined;
     return this.#pointAfter(Math.max(openedAt, this.#clock.now()));
@@ -132,14 +132,9 @@ export class RecoveryLoop {
     this.#schedule(this.#pointAfter(at));
   }
 
-  /** The first probe of an outage that opens at `origin`. */
-  #firstPointFrom(origin: number): number {
-    return origin + this.#firstProbeMs;
-  }
-
-  /** The outage's first schedule point strictly after `now`. */
-  #pointAfter(now: number): number {
-    let at = this.#origin;
+  /** The first schedule point strictly after `now` of the outage that opened at `origin`. */
+  #pointAfter(now: number, origin = this.#origin): number {
+    let at = origin;
     // The dense start: gaps of firstProbeMs, doubling while below the interval (a few steps at most).
     for (let gap = this.#firstProbeMs; gap < this.#intervalMs; gap *= 2) {
       at += gap;
