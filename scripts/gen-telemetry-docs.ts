@@ -102,7 +102,7 @@ const SPAN_EVENT_DOCS: Record<string, string> = {
 const LOG_DOCS: Record<string, [string, string]> = {
   [LOG_EVENTS.retry]: [
     'warn',
-    'Retrying query on db.example:5432/app (attempt 2/5) after ECONNRESET; next try in 1.0 s',
+    'Retrying query on db.example:5432/app (attempt 2/7) after ECONNRESET; next try in 1.0 s',
   ],
   [LOG_EVENTS.retryExhausted]: [
     'warn',

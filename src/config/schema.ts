@@ -122,7 +122,7 @@ const budgetSchema = object(
       'Retries always allowed per window whatever the ratio, so a quiet target can still retry.',
     ),
   },
-  'Retry budget: a cap on retries relative to traffic.',
+  'Retry budget: a cap on retries relative to traffic. A connect the network refused or reset draws nothing from it (docs/retry-safety.md).',
 );
 
 const retrySchema = object(

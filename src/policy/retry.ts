@@ -20,7 +20,8 @@
  *    connection counts among the consecutive failed connects, any other among the statement's
  *    attempts): `onExhausted`, rethrow the last error;
  * 4. the caller's signal already aborted: reject with its reason;
- * 5. the retry budget refuses: `onSuppressed('budget')`, rethrow;
+ * 5. the retry budget refuses: `onSuppressed('budget')`, rethrow (a connect the network refused or reset
+ *    draws nothing from it: see `costsTheServerNothing`);
  * 6. `onRetry`, wait this class's next backoff delay (abortable through `ctx.signal`), try again.
  * Errors always surface as thrown (the same object), never wrapped.
  */
@@ -66,6 +67,26 @@ export interface RetryContext {
 }
 
 type Counted = NonNullable<RetryEvent['counted']>;
+
+/** Node's errors for a connection the network refused or reset: no server process answered it. */
+const REFUSED_OR_RESET: ReadonlySet<unknown> = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EPIPE',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+]);
+
+/**
+ * A failed connect that put no load on a server (refused or reset by the network, before any answer):
+ * its retry draws nothing from the retry budget, which exists to spare a struggling server (gRPC exempts
+ * its transparent retries from retry throttling for the same reason, gRFC A6). The class's attempts,
+ * the backoff and the breaker still bound it. A server's own refusal (57P03, 53300, auth) and a connect
+ * timeout do draw from the budget.
+ */
+function costsTheServerNothing(error: unknown, connecting: boolean): boolean {
+  return connecting && REFUSED_OR_RESET.has((error as { code?: unknown } | null)?.code);
+}
 
 /** Attempts and backoff for one error class (or the base settings). */
 interface ClassPlan {
@@ -149,10 +170,12 @@ export class RetryPolicy {
     for (let attempt = 1; ; attempt++) {
       let counted: Counted | undefined;
       let sequence = backoffs;
+      // The failed attempt was getting a connection: a connect, or a checkout that failed.
+      let connecting = ctx.operation === 'connect';
       if (ctx.connecting !== undefined) {
         let kind: Counted['kind'];
         let n: number;
-        if (ctx.connecting()) {
+        if ((connecting = ctx.connecting())) {
           kind = 'checkout';
           n = ++connects;
           sequence = connectBackoffs;
@@ -165,7 +188,7 @@ export class RetryPolicy {
         // Told apart only once the two counts differ (until then both are `attempt`).
         if (n !== attempt) counted = { kind, attempt: n };
       }
-      const delayMs = this.afterFailure(failure, attempt, counted, ctx, sequence);
+      const delayMs = this.afterFailure(failure, attempt, counted, connecting, ctx, sequence);
       if (delayMs > 0) await this.sleep(delayMs, ctx.signal);
       try {
         return await fn(attempt + 1);
@@ -177,12 +200,14 @@ export class RetryPolicy {
 
   /**
    * Decides what follows failed attempt number `attempt` (`counted`: its number among the attempts it
-   * counts with, see RetryContext.connecting): returns the delay before the next one, or throws.
+   * counts with, see RetryContext.connecting; `connecting`: it failed getting its connection): returns
+   * the delay before the next one, or throws.
    */
   private afterFailure(
     error: unknown,
     attempt: number,
     counted: Counted | undefined,
+    connecting: boolean,
     ctx: RetryContext,
     backoffs: Map<ErrorClass, IBackoff<unknown>>,
   ): number {
@@ -218,7 +243,7 @@ export class RetryPolicy {
 
     if (ctx.signal?.aborted) throw ctx.signal.reason;
 
-    if (this.budget && !this.budget.tryAcquire()) {
+    if (this.budget && !costsTheServerNothing(error, connecting) && !this.budget.tryAcquire()) {
       this.suppressed(ctx, {
         target: this.target,
         operation: ctx.operation,

@@ -229,7 +229,7 @@ describe('telemetry: spans, metrics and logs from a real scenario', T, () => {
       .getFinishedLogRecords()
       .find((r) => r.eventName === LOG_EVENTS.retry && r.attributes[ATTR.TARGET] === MAIN);
     assert.ok(log, 'a retry log record');
-    assert.equal(log.body, `Retrying query on ${MAIN} (attempt 2/5) after ECONNRESET; next try in 0.1 s`);
+    assert.equal(log.body, `Retrying query on ${MAIN} (attempt 2/7) after ECONNRESET; next try in 0.1 s`);
     assert.equal(log.severityText, 'WARN');
     assert.equal(
       log.spanContext?.traceId,

@@ -82,7 +82,7 @@ function assertDeepFrozen(value: unknown, path = 'config'): void {
 const PER_ERROR_CLASS = {
   connect_refused: { maxAttempts: 5, initialDelayMs: 100, maxDelayMs: 2000 },
   too_many_connections: { maxAttempts: 5, initialDelayMs: 200, maxDelayMs: 2000 },
-  connection_lost: { maxAttempts: 5 },
+  connection_lost: { maxAttempts: 7 },
   statement_timeout: { maxAttempts: 1 },
 };
 const BUDGET = { enabled: true, ratio: 0.2, windowMs: 10000, minRetries: 10 };

@@ -378,6 +378,63 @@ describe('RetryPolicy', () => {
     assert.equal(budget!.remaining, 0);
   });
 
+  it('a connect the network refused or reset draws nothing from the budget; a server refusal, a connect timeout and a lost statement do', async () => {
+    const spent = (clock: Clock) =>
+      new RetryBudget({ enabled: true, ratio: 0, windowMs: 10_000, minRetries: 0 }, clock);
+    const sysError = (code: string) => Object.assign(new Error(`connect ${code} 127.0.0.1:5432`), { code });
+    // As the connect patch's veto allows it: nothing was sent on a connection that never opened.
+    const connect = { operation: 'connect' as const, canRetry: () => true as const };
+    // A connect: refused, reset, refused again, then it connects. No budget at all, three retries.
+    {
+      const { fake, policy, events, budget } = setup({ maxAttempts: 5 }, spent);
+      const errs = [sysError('ECONNREFUSED'), sysError('ECONNRESET'), sysError('ECONNREFUSED')];
+      const { fn, calls } = script(...errs);
+      assert.equal((await settle(fake, policy.execute(fn, connect))).value, 'ok');
+      assert.deepEqual(calls, [1, 2, 3, 4]);
+      assert.equal(events.retry.length, 3);
+      assert.equal(events.suppressed.length, 0);
+      assert.equal(budget!.remaining, 0, 'nothing drawn, nothing granted to others');
+      // Still bounded by the class's attempts (connection_lost: maxAttempts 5 here).
+      const resets = Array.from({ length: 6 }, () => sysError('ECONNRESET'));
+      const bounded = script(...resets);
+      assert.equal((await settle(fake, policy.execute(bounded.fn, connect))).error, resets[4]);
+      assert.deepEqual(bounded.calls, [1, 2, 3, 4, 5]);
+      assert.equal(events.exhausted.length, 1);
+    }
+    // A Pool.query checkout that failed (nothing sent) is a connect too; the statement's own lost
+    // connection after it is not.
+    {
+      const { fake, policy, events } = setup({ maxAttempts: 5 }, spent);
+      let phase: 'checkout' | 'statement' = 'checkout';
+      const errs = [sysError('ECONNRESET'), sysError('ECONNRESET')];
+      const { fn, calls } = script(...errs);
+      const run = policy.execute(
+        (n) => {
+          if (n === 2) phase = 'statement';
+          return fn(n);
+        },
+        { operation: 'query', connecting: () => phase === 'checkout', canRetry: () => true },
+      );
+      assert.equal((await settle(fake, run)).error, errs[1]);
+      assert.deepEqual(calls, [1, 2], 'the checkout retried free; the statement refused');
+      assert.deepEqual(
+        events.suppressed.map((e) => e.reason),
+        ['budget'],
+      );
+    }
+    // The server's own refusal (57P03: it forked a backend to say so) and a connect timeout draw.
+    for (const err of [
+      Object.assign(new Error('the database system is starting up'), { code: '57P03', severity: 'FATAL' }),
+      sysError('ETIMEDOUT'),
+    ]) {
+      const { fake, policy, events } = setup({ maxAttempts: 5 }, spent);
+      const { fn, calls } = script(err);
+      assert.equal((await settle(fake, policy.execute(fn, connect))).error, err);
+      assert.deepEqual(calls, [1]);
+      assert.equal(events.suppressed[0]?.reason, 'budget');
+    }
+  });
+
   it('recordCall once per execute, tryAcquire once per retry', async () => {
     const { fake, clock } = fakeClock();
     const budget = new RetryBudget({ enabled: true, ratio: 1, windowMs: 10_000, minRetries: 0 }, clock);
