@@ -253,7 +253,7 @@ export class CircuitBreaker {
     this.#clearTimer();
   }
 
-  async #run<T>(
+  #run<T>(
     fn: () => Promise<T>,
     isFailure: (error: unknown) => boolean,
     isNeutral: ((error: unknown) => boolean) | undefined,
@@ -261,16 +261,19 @@ export class CircuitBreaker {
   ): Promise<T> {
     const epoch = this.#epoch;
     if (round) round.inFlight++;
-    try {
-      const value = await fn();
-      this.#settle(epoch, round, undefined, false);
-      return value;
-    } catch (error) {
-      const failed = judge(isFailure, error);
-      const neutral = !failed && isNeutral !== undefined && judge(isNeutral, error);
-      this.#settle(epoch, round, error, failed, neutral);
-      throw error;
-    }
+    // Reactions on fn's promise rather than an async function: one promise less on every call.
+    return invoke(fn).then(
+      (value) => {
+        this.#settle(epoch, round, undefined, false);
+        return value;
+      },
+      (error: unknown) => {
+        const failed = judge(isFailure, error);
+        const neutral = !failed && isNeutral !== undefined && judge(isNeutral, error);
+        this.#settle(epoch, round, error, failed, neutral);
+        throw error;
+      },
+    );
   }
 
   #settle(
@@ -281,8 +284,7 @@ export class CircuitBreaker {
     neutral = false,
   ): void {
     if (round) round.inFlight--;
-    const now = this.#clock.now();
-    if (failed) this.#lastFailure = { error, at: now };
+    if (failed) this.#lastFailure = { error, at: this.#clock.now() };
     // The state changed while the call ran: its outcome belongs to a state that is gone.
     if (epoch !== this.#epoch) return;
     if (neutral) return;

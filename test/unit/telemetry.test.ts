@@ -224,6 +224,19 @@ describe('metrics', () => {
     assert.equal((durations[0]![1] as { count: number; sum: number }).sum, 0.1);
   });
 
+  it('operation durations are recorded after the caller has its result, and before any collection', async () => {
+    const { policy, points } = setup();
+    for (let i = 0; i < 3; i++) await policy.execute(() => Promise.resolve(i), { operation: 'query' });
+    // No turn of the event loop since: a collection right now still sees all three.
+    const now = await points(METRICS.operationDuration.name);
+    assert.equal((now[0]?.[1] as { count: number } | undefined)?.count, 3);
+    // Left to the event loop, they are recorded on its next turn (and counted once).
+    await policy.execute(() => Promise.resolve(4), { operation: 'query' });
+    await new Promise((resolve) => setImmediate(resolve));
+    const later = await points(METRICS.operationDuration.name);
+    assert.equal((later[0]?.[1] as { count: number } | undefined)?.count, 4);
+  });
+
   it('an SDK whose instruments throw never fails a call, and is reported once through diag', async () => {
     const errors: unknown[][] = [];
     const diagLogger = { error: (...a: unknown[]) => errors.push(a) } as unknown as DiagLogger;
