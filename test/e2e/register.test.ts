@@ -193,7 +193,7 @@ describe('pg-resilience/register (packed tarball, real PostgreSQL)', () => {
           assert.match(
             run.output(),
             new RegExp(
-              `\\[pg-resilience\\] Retrying query on ${target.replace(/\./g, '\\.')} \\(attempt 2/5\\) after ECONNRESET`,
+              `\\[pg-resilience\\] Retrying query on ${target.replace(/\./g, '\\.')} \\(attempt 2/7\\) after ECONNRESET`,
             ),
           );
 
