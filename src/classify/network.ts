@@ -26,6 +26,19 @@ export const ERRNO_TABLE: ReadonlyMap<string, ErrorClassification> = new Map<str
   ['ETIMEDOUT', entry('connect_timeout', true, 'unknown', true, 'ETIMEDOUT')],
 ]);
 
+/**
+ * The errnos of a connection the network refused or reset, before any server process answered it: a
+ * connect's retry after one draws nothing from the retry budget (policy/retry.ts). Not ETIMEDOUT (it
+ * may be a server too busy to accept), nor a name lookup's failure.
+ */
+export const REFUSED_OR_RESET: ReadonlySet<unknown> = new Set<unknown>([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EPIPE',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+]);
+
 /** pg's and pg-pool's errors that carry nothing but a message (exact match). */
 export const PG_MESSAGES: ReadonlyMap<string, ErrorClassification> = new Map<string, ErrorClassification>([
   // pg client: the socket ended without client.end() (server closed it / FIN).

@@ -26,6 +26,7 @@
  * Errors always surface as thrown (the same object), never wrapped.
  */
 import type { Event, IBackoff, IBackoffFactory } from 'cockatiel';
+import { REFUSED_OR_RESET } from '../classify/network.ts';
 import type { ErrorClass, ErrorClassification } from '../classify/types.ts';
 import type { RetrySettings } from '../config/types.ts';
 import { defaultVeto } from '../safety/retry-safety.ts';
@@ -67,15 +68,6 @@ export interface RetryContext {
 }
 
 type Counted = NonNullable<RetryEvent['counted']>;
-
-/** Node's errors for a connection the network refused or reset: no server process answered it. */
-const REFUSED_OR_RESET: ReadonlySet<unknown> = new Set([
-  'ECONNREFUSED',
-  'ECONNRESET',
-  'EPIPE',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-]);
 
 /**
  * A failed connect that put no load on a server (refused or reset by the network, before any answer):
@@ -174,11 +166,11 @@ export class RetryPolicy {
       let counted: Counted | undefined;
       let sequence = backoffs;
       // The failed attempt was getting a connection: a connect, or a checkout that failed.
-      let connecting = ctx.operation === 'connect';
+      const connecting = ctx.connecting ? ctx.connecting() : ctx.operation === 'connect';
       if (ctx.connecting !== undefined) {
         let kind: Counted['kind'];
         let n: number;
-        if ((connecting = ctx.connecting())) {
+        if (connecting) {
           kind = 'checkout';
           n = ++connects;
           sequence = connectBackoffs;
