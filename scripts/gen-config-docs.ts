@@ -223,6 +223,10 @@ function docs(): string {
     '`isConfigError(e)` recognises it (across the ESM and CommonJS builds); `e.issues` holds',
     '`{ field, value, allowed, source }` for each line.',
     '',
+    'Under `node --require pg-resilience/register` (or `--import`), the app does not start: the message above',
+    'goes to stderr alone, followed by one line saying the app was not started and that',
+    '`PG_RESILIENCE_DISABLED=true` runs it without pg-resilience, and the process exits with code 1.',
+    '',
     '## Environment variables',
     '',
     table(

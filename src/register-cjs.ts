@@ -2,6 +2,6 @@
 // package.json's exports map `pg-resilience/register` → `require` here). require() is patched by
 // require-in-the-middle, so no loader hook is needed.
 import './node-guard.ts';
-import { startPgResilience } from './register/start.ts';
+import { startFromRegisterHook } from './register/start.ts';
 
-startPgResilience();
+startFromRegisterHook();

@@ -5,9 +5,9 @@
 import './node-guard.ts';
 import { register } from 'node:module';
 import { killSwitchOn } from './config/index.ts';
-import { startPgResilience } from './register/start.ts';
+import { startFromRegisterHook } from './register/start.ts';
 
 if (!killSwitchOn()) {
   register('@opentelemetry/instrumentation/hook.mjs', import.meta.url);
-  startPgResilience();
+  startFromRegisterHook();
 }

@@ -20,7 +20,7 @@ import { diag } from '@opentelemetry/api';
 import { registerInstrumentations } from '@opentelemetry/instrumentation';
 import { PgInstrumentation } from '@opentelemetry/instrumentation-pg';
 import { NodeSDK } from '@opentelemetry/sdk-node';
-import { killSwitchOn } from '../config/index.ts';
+import { isConfigError, killSwitchOn } from '../config/index.ts';
 import { PgResilienceInstrumentation } from '../instrumentation/instrumentation.ts';
 import { selectInstrumentations } from './instrumentation-selection.ts';
 
@@ -43,6 +43,24 @@ export interface Started {
 /** OTEL_SDK_DISABLED, read as the SDK reads it (case-insensitive `true`). */
 function otelSdkDisabled(env: NodeJS.ProcessEnv = process.env): boolean {
   return env.OTEL_SDK_DISABLED?.trim().toLowerCase() === 'true';
+}
+
+/**
+ * What the register entries run. Bad configuration stops the app before it starts, with the
+ * ConfigError's message alone on stderr and exit code 1: the message names every field, value and what
+ * is allowed, and Node's uncaught-exception code frame and stack around it would only bury it.
+ */
+export function startFromRegisterHook(): void {
+  try {
+    startPgResilience();
+  } catch (error) {
+    if (!isConfigError(error)) throw error;
+    process.stderr.write(
+      `${error.message}\npg-resilience/register: the app was not started. Fix the setting above, or set ` +
+        'PG_RESILIENCE_DISABLED=true to run the app without pg-resilience.\n',
+    );
+    process.exit(1);
+  }
 }
 
 /** Starts the SDK and the instrumentations; undefined when PG_RESILIENCE_DISABLED is set. */

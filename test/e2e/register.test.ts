@@ -380,4 +380,36 @@ describe('pg-resilience/register (packed tarball, real PostgreSQL)', () => {
       });
     }
   }
+
+  for (const args of [
+    ['--require', 'pg-resilience/register', 'app.cjs'],
+    ['--import', 'pg-resilience/register', 'app.mjs'],
+  ]) {
+    it(
+      `bad configuration, ${args[0]}: the app does not start; the message alone, exit code 1`,
+      T,
+      async () => {
+        const run = start(app, args, {
+          DATABASE_URL: server.connectionString,
+          PG_RESILIENCE_RETRY_ATTEMPTS: '0',
+          OTEL_METRICS_EXPORTER: 'none',
+          OTEL_TRACES_EXPORTER: 'none',
+        });
+        try {
+          const res = await run.exited;
+          assert.equal(res.code, 1, run.output());
+          // Exactly the ConfigError's message and what to do: no code frame, no stack, no app output.
+          assert.equal(
+            run.output(),
+            'pg-resilience: invalid configuration (1 issue):\n' +
+              '  retry.maxAttempts = 0 (from env PG_RESILIENCE_RETRY_ATTEMPTS): must be an integer from 1 to 100\n' +
+              'pg-resilience/register: the app was not started. Fix the setting above, or set ' +
+              'PG_RESILIENCE_DISABLED=true to run the app without pg-resilience.\n',
+          );
+        } finally {
+          run.child.kill('SIGKILL');
+        }
+      },
+    );
+  }
 });

@@ -887,13 +887,14 @@ describe('a bad variable with `node --require pg-resilience/register`: one clear
     assert.equal(res.status, 1, `exit code; stderr:\n${res.stderr}`);
     assert.doesNotMatch(res.stdout, /app started/, 'the app must not start with a bad configuration');
     const heading = `pg-resilience: invalid configuration (${lines.length} issue${lines.length === 1 ? '' : 's'}):`;
-    assert.equal(res.stderr.split(heading).length - 1, 1, `the heading once:\n${res.stderr}`);
-    assert.ok(
-      res.stderr.includes(`ConfigError: ${heading}\n${lines.map((l) => `  ${l}`).join('\n')}\n`),
+    // The message alone, then what to do: no `ConfigError:` prefix, no code frame, no stack, and not
+    // the error's `issues` array (Node printed it once, repeating every line).
+    assert.equal(
       res.stderr,
+      `${heading}\n${lines.map((l) => `  ${l}`).join('\n')}\n` +
+        'pg-resilience/register: the app was not started. Fix the setting above, or set ' +
+        'PG_RESILIENCE_DISABLED=true to run the app without pg-resilience.\n',
     );
-    // Regression: Node also printed the error's `issues` array, repeating every line a second time.
-    assert.doesNotMatch(res.stderr, /issues: \[/, res.stderr);
   };
 
   it('CommonJS entry (--require), one bad variable', () => {
