@@ -50,35 +50,38 @@ export function patchPoolQuery(targets: () => Targets): (original: Fn) => Fn {
       const operation = targets()
         .forPool(pool)
         .execute(
-          (_n, signal) =>
-            new Promise((resolve, reject) => {
-              const attempt: PoolQueryAttempt = {
-                client: undefined,
-                txStatus: undefined,
-                provedUnsent: false,
-              };
-              current = attempt;
-              signal?.addEventListener('abort', () => abandon(attempt, signal.reason), { once: true });
-              const previous = scope.poolQuery;
-              scope.poolQuery = attempt;
-              try {
-                // Promise form: pg-pool's own promise, settling this one through its resolving
-                // functions (V8 follows those), so a rejection keeps the caller's async frames exactly
-                // when that pg-pool version restores them (3.6.2 does, 3.1.1 does not).
-                if (typeof cb !== 'function') {
-                  (original.call(pool, text, values) as Promise<unknown>).then(resolve, reject);
-                  return;
-                }
+          (_n, signal) => {
+            const attempt: PoolQueryAttempt = {
+              client: undefined,
+              txStatus: undefined,
+              provedUnsent: false,
+            };
+            current = attempt;
+            signal?.addEventListener('abort', () => abandon(attempt, signal.reason), { once: true });
+            const previous = scope.poolQuery;
+            scope.poolQuery = attempt;
+            try {
+              // Promise form: pg-pool's own promise, returned as it is when it is a native one (the
+              // policies react on it directly), so a rejection keeps the caller's async frames exactly
+              // when that pg-pool version restores them (3.6.2 does, 3.1.1 does not). Another Promise
+              // class (pg-pool's `Promise` option) is followed through a native promise's resolving functions.
+              if (typeof cb !== 'function') {
+                const answer = original.call(pool, text, values) as PromiseLike<unknown>;
+                if (answer instanceof Promise) return answer;
+                return new Promise((resolve, reject) => answer.then(resolve, reject));
+              }
+              return new Promise((resolve, reject) => {
                 original.call(pool, text, values, (...cbArgs: unknown[]) => {
                   if (current !== attempt) return; // a late answer to an attempt that timed out
                   last = cbArgs;
                   if (cbArgs[0]) reject(cbArgs[0]);
                   else resolve(cbArgs[1]);
                 });
-              } finally {
-                scope.poolQuery = previous;
-              }
-            }),
+              });
+            } finally {
+              scope.poolQuery = previous;
+            }
+          },
           {
             operation: 'query',
             retry: !submittable,

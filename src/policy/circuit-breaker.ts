@@ -179,6 +179,32 @@ export class CircuitBreaker {
   }
 
   /**
+   * For a caller that runs a call itself and reports its outcome (the pipeline's fast path, one
+   * promise reaction fewer than execute()): while closed, the state's epoch to hand to `succeeded` or
+   * `failed`; -1 when not closed (or off), for execute() to decide.
+   */
+  closedEpoch(): number {
+    if (!this.#settings.enabled) return -1;
+    this.#halfOpenIfDue();
+    return this.#state === 'closed' ? this.#epoch : -1;
+  }
+
+  /** A call admitted by closedEpoch() succeeded: recorded as execute() records it. */
+  succeeded(epoch: number): void {
+    this.#settle(epoch, undefined, undefined, false);
+  }
+
+  /** A call admitted by closedEpoch() failed with `error`: judged and recorded as execute() does. */
+  failed(
+    epoch: number,
+    error: unknown,
+    isFailure: (error: unknown) => boolean,
+    isNeutral?: (error: unknown) => boolean,
+  ): void {
+    this.#settleFailure(epoch, undefined, error, isFailure, isNeutral);
+  }
+
+  /**
    * Admission without running anything through the breaker (for calls whose outcome the breaker cannot
    * follow, e.g. pg Submittables): undefined when closed; otherwise the CircuitOpenError the call is
    * refused with (and `onRejected` fires). Such calls are never used as half-open probes.
@@ -268,12 +294,22 @@ export class CircuitBreaker {
         return value;
       },
       (error: unknown) => {
-        const failed = judge(isFailure, error);
-        const neutral = !failed && isNeutral !== undefined && judge(isNeutral, error);
-        this.#settle(epoch, round, error, failed, neutral);
+        this.#settleFailure(epoch, round, error, isFailure, isNeutral);
         throw error;
       },
     );
+  }
+
+  #settleFailure(
+    epoch: number,
+    round: HalfOpenRound | undefined,
+    error: unknown,
+    isFailure: (error: unknown) => boolean,
+    isNeutral: ((error: unknown) => boolean) | undefined,
+  ): void {
+    const failed = judge(isFailure, error);
+    const neutral = !failed && isNeutral !== undefined && judge(isNeutral, error);
+    this.#settle(epoch, round, error, failed, neutral);
   }
 
   #settle(

@@ -22,11 +22,12 @@
  *   nothing: retried and counted; a statement timeout has an unknown outcome: counted, retried only
  *   when the call's safety veto allows it).
  *
- * Happy path (rate limit, bulkhead and timeout off, as by default; a first attempt that succeeds):
- * `budget.recordCall()` (a clock read and two increments), the breaker's closed check and its success
- * bookkeeping, the call of `fn`, our counters; one `performance.now()` pair only when `onOperation`
- * has a listener. No timer, no per-call policy object: two small closures (the attempt and the
- * breaker's thunk) and three async frames (this one, the retry loop's and the breaker's).
+ * Happy path (rate limit, bulkhead and timeout off, as by default; the breaker closed; a first attempt
+ * that succeeds): `#firstAttempt` counts the call for the retry budget (a clock read and two
+ * increments), calls `fn`, and on its promise's one reaction does the breaker's success bookkeeping and
+ * our counters; one `performance.now()` pair only when `onOperation` has a listener or an observer is
+ * set. No timer, no per-call policy object, no async frame: the retry loop, the breaker's `execute` and
+ * the observer (spans) join only once attempt 1 failed.
  */
 import type { Event } from 'cockatiel';
 import { classifyError } from '../classify/classify.ts';
@@ -93,6 +94,13 @@ function retryContext(
 const noEvent: Event<never> = () => ({ dispose() {} });
 
 const isConnectLike = (operation: OperationKind): boolean => operation === 'connect' || operation === 'probe';
+
+/** One attempt of an operation (see TargetPolicy.execute). */
+type AttemptFn<T> = (
+  attempt: number,
+  signal?: AbortSignal,
+  report?: (step: OperationStep) => void,
+) => Promise<T>;
 
 export class TargetPolicy {
   readonly target: string;
@@ -229,21 +237,73 @@ export class TargetPolicy {
    * OperationTimeoutError), or the caller's abort reason. `report(step)` lets an attempt tell what it did
    * itself (withTransaction's COMMIT resolution): the per-target event and the operation's span get it.
    */
-  async execute<T>(
-    fn: (attempt: number, signal?: AbortSignal, report?: (step: OperationStep) => void) => Promise<T>,
-    ctx: ExecuteContext,
-  ): Promise<T> {
+  execute<T>(fn: AttemptFn<T>, ctx: ExecuteContext): Promise<T> {
     this.#operations++;
     const observer = this.#observer;
     const started = this.#operation.size > 0 || observer ? this.#now() : -1;
-    let attempts = 0;
+    const admission = ctx.admission !== false;
+    if (
+      (observer === undefined || observer.beginsLate === true) &&
+      ctx.operation !== 'transaction' &&
+      this.#timeoutFor(ctx) === undefined &&
+      (!admission || (this.#rateLimiter === undefined && this.#bulkhead === undefined))
+    ) {
+      const breaker = admission ? this.#activeBreaker : undefined;
+      const epoch = breaker === undefined ? 0 : breaker.closedEpoch();
+      if (epoch >= 0) return this.#firstAttempt(fn, ctx, started, breaker, epoch);
+    }
+    return this.#run(fn, ctx, started, undefined);
+  }
+
+  /**
+   * The fast path, for a call with nothing to wait for (no rate limit, bulkhead or timeout; the breaker
+   * closed or off; no observer before an event): attempt 1 runs at once with the breaker's bookkeeping
+   * in one reaction on its promise, instead of the retry loop's, the breaker's and an async frame's.
+   * From a failure on, #run takes over as if it had run attempt 1 itself. Not for transactions: their
+   * attempt reports steps (`report`) that an observer must see from the start.
+   */
+  #firstAttempt<T>(
+    fn: AttemptFn<T>,
+    ctx: ExecuteContext,
+    started: number,
+    breaker: CircuitBreaker | undefined,
+    epoch: number,
+  ): Promise<T> {
+    this.#retry.countCall();
+    let first: Promise<T>;
+    try {
+      first = fn(1, ctx.signal);
+    } catch (error) {
+      first = Promise.reject(error);
+    }
+    return first.then(
+      (value) => {
+        breaker?.succeeded(epoch);
+        this.#succeeded(ctx.operation, started, 1, undefined);
+        return value;
+      },
+      (error: unknown) => {
+        breaker?.failed(epoch, error, this.#isBreakerFailure, this.#isBreakerNeutral);
+        return this.#run(fn, ctx, started, { error });
+      },
+    );
+  }
+
+  /**
+   * The whole pipeline for one operation; with `failedFirst`, attempt 1 already ran (and was admitted)
+   * in #firstAttempt and failed: the retry loop goes on from attempt 2.
+   */
+  async #run<T>(
+    fn: AttemptFn<T>,
+    ctx: ExecuteContext,
+    started: number,
+    failedFirst: { readonly error: unknown } | undefined,
+  ): Promise<T> {
+    // An observer set while attempt 1 ran has no start time for this operation (`started` < 0).
+    const observer = failedFirst && started < 0 ? undefined : this.#observer;
+    let attempts = failedFirst ? 1 : 0;
     const operation = ctx.operation;
-    const timeout =
-      ctx.timeout === false
-        ? undefined
-        : isConnectLike(operation)
-          ? this.#connectTimeout
-          : this.#queryTimeout;
+    const timeout = this.#timeoutFor(ctx);
     const admission = ctx.admission !== false;
     const breaker = admission ? this.#activeBreaker : undefined;
     const observed = observer?.begin(this.target, operation, started);
@@ -279,33 +339,26 @@ export class TargetPolicy {
     };
 
     try {
-      const limiter = admission ? this.#rateLimiter : undefined;
-      if (limiter) {
-        const permit = limiter.acquire(operation, ctx.signal);
-        if (permit) {
-          const waitStarted = observer ? this.#now() : 0;
-          await permit;
-          observer?.step(observed, { type: 'rate_limit.wait', waitedMs: this.#now() - waitStarted });
-        }
-      }
-      const bulkhead = admission ? this.#bulkhead : undefined;
       const retryCtx = retryContext(ctx, observer, observed);
-      const value = bulkhead
-        ? await bulkhead.execute(() => this.#retry.execute(attempt, retryCtx), operation, ctx.signal)
-        : await this.#retry.execute(attempt, retryCtx);
-      this.#successes++;
-      this.#connectOutage.success();
-      if (started >= 0) {
-        const event: OperationEvent = {
-          target: this.target,
-          operation,
-          outcome: 'success',
-          durationMs: this.#now() - started,
-          attempts,
-        };
-        this.#operation.emit(event);
-        observer?.end(observed, event);
+      let value: T;
+      if (failedFirst) {
+        value = await this.#retry.retryAfterFirst(failedFirst.error, attempt, retryCtx);
+      } else {
+        const limiter = admission ? this.#rateLimiter : undefined;
+        if (limiter) {
+          const permit = limiter.acquire(operation, ctx.signal);
+          if (permit) {
+            const waitStarted = observer ? this.#now() : 0;
+            await permit;
+            observer?.step(observed, { type: 'rate_limit.wait', waitedMs: this.#now() - waitStarted });
+          }
+        }
+        const bulkhead = admission ? this.#bulkhead : undefined;
+        value = bulkhead
+          ? await bulkhead.execute(() => this.#retry.execute(attempt, retryCtx), operation, ctx.signal)
+          : await this.#retry.execute(attempt, retryCtx);
       }
+      this.#succeeded(operation, started, attempts, observer && { observer, observed });
       return value;
     } catch (error) {
       const rejected = attempts === 0 && isResilienceError(error);
@@ -332,6 +385,33 @@ export class TargetPolicy {
       }
       throw error;
     }
+  }
+
+  /** An operation succeeded after `attempts` attempts: counters, the operation event, the observer's end. */
+  #succeeded(
+    operation: OperationKind,
+    started: number,
+    attempts: number,
+    followed: { readonly observer: OperationObserver; readonly observed: unknown } | undefined,
+  ): void {
+    this.#successes++;
+    this.#connectOutage.success();
+    if (started < 0) return;
+    const event: OperationEvent = {
+      target: this.target,
+      operation,
+      outcome: 'success',
+      durationMs: this.#now() - started,
+      attempts,
+    };
+    this.#operation.emit(event);
+    followed?.observer.end(followed.observed, event);
+  }
+
+  /** The per-attempt timeout that applies to this call, if any. */
+  #timeoutFor(ctx: ExecuteContext): TimeoutPolicy | undefined {
+    if (ctx.timeout === false) return undefined;
+    return isConnectLike(ctx.operation) ? this.#connectTimeout : this.#queryTimeout;
   }
 
   /**

@@ -142,7 +142,7 @@ export class RetryPolicy {
    * during a backoff wait. The call counts for the retry budget's ratio either way.
    */
   execute<T>(fn: (attempt: number) => Promise<T>, ctx: RetryContext): Promise<T> {
-    this.budget?.recordCall();
+    this.countCall();
     let first: Promise<T>;
     try {
       first = fn(1);
@@ -152,6 +152,20 @@ export class RetryPolicy {
     if (ctx.retry === false || !this.#enabled) return first;
     // A reaction on the first attempt's promise rather than an async function: one promise less per call.
     return first.then(undefined, (error: unknown) => this.#retryAfter(error, fn, ctx));
+  }
+
+  /** A call starts: it counts for the retry budget's ratio (execute() does this itself). */
+  countCall(): void {
+    this.budget?.recordCall();
+  }
+
+  /**
+   * The rest of execute() for a caller that ran attempt 1 itself (after countCall()), which failed with
+   * `error`: the same decisions, then `fn(2)` and on. Rejects with `error` when the call is never retried.
+   */
+  retryAfterFirst<T>(error: unknown, fn: (attempt: number) => Promise<T>, ctx: RetryContext): Promise<T> {
+    if (ctx.retry === false || !this.#enabled) return Promise.reject(error);
+    return this.#retryAfter(error, fn, ctx);
   }
 
   /** Attempt 1 failed with `error`: decides about it and goes on from attempt 2. */

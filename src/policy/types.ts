@@ -78,6 +78,12 @@ export interface OperationEvent extends OperationRef {
  * a background recovery probe. None of them may throw (the observer guards itself).
  */
 export interface OperationObserver<S = unknown> {
+  /**
+   * true: an operation whose first attempt succeeds needs nothing from the observer, and `begin` may
+   * come late, once that attempt failed, from a promise reaction registered when the operation started
+   * (so under the operation's context). The policies then skip the observer on the happy path.
+   */
+  readonly beginsLate?: boolean;
   /** `startedAt`: the policy clock's now (performance.now() for the real clock). */
   begin(target: string, operation: OperationKind, startedAt: number): S;
   attempt<T>(state: S, attempt: number, run: () => T): T;

@@ -83,6 +83,11 @@ export class OperationSpans implements OperationObserver<Followed | undefined> {
     return this.#mode !== 'off';
   }
 
+  /** `on_event` and `off`: an operation gets nothing of ours before its first event (OperationObserver). */
+  get beginsLate(): boolean {
+    return this.#mode !== 'always';
+  }
+
   begin(target: string, operation: OperationKind, startedAt: number): Followed | undefined {
     if (this.#mode === 'off') return undefined;
     try {

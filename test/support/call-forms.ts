@@ -36,6 +36,24 @@ export type Report = Record<string, unknown>;
 
 const tick = (ms = 0) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
+/** A promise class that is not the native one (pg-pool's and pg's `Promise` option, e.g. bluebird). */
+class OtherPromise<T> implements PromiseLike<T> {
+  #inner: Promise<T>;
+  constructor(executor: (resolve: (v: T) => void, reject: (e: unknown) => void) => void) {
+    this.#inner = new Promise(executor);
+  }
+  then<A = T, B = never>(
+    onFulfilled?: ((v: T) => A | PromiseLike<A>) | null,
+    onRejected?: ((e: unknown) => B | PromiseLike<B>) | null,
+  ): OtherPromise<A | B> {
+    const next = this.#inner.then(onFulfilled, onRejected);
+    return new OtherPromise<A | B>((resolve, reject) => next.then(resolve, reject));
+  }
+  catch<B = never>(onRejected?: ((e: unknown) => B | PromiseLike<B>) | null): OtherPromise<T | B> {
+    return this.then(undefined, onRejected);
+  }
+}
+
 /** The kind of a value returned by a pg call. */
 export function kindOf(value: unknown, submitted?: unknown): string {
   if (submitted !== undefined && value === submitted) return 'same-submittable';
@@ -341,6 +359,27 @@ export const CASES: CallFormCase[] = [
         const result = describeResult(await p);
         return { kind: kindOf(p), result, total: pool.totalCount, idle: pool.idleCount };
       }),
+  },
+  {
+    name: "pool.query promise, the pool's Promise option another promise class",
+    run: (ctx) =>
+      withPool(
+        ctx,
+        async (pool) => {
+          const p = pool.query(`SELECT v FROM ${ctx.schema}.t WHERE id = $1`, [3]);
+          const isOther = p instanceof OtherPromise;
+          const result = describeResult(await p);
+          const failed = pool.query('SELECT 1/0');
+          return {
+            kind: kindOf(p),
+            isOther,
+            result,
+            settled: await settle(failed),
+            other: failed instanceof OtherPromise,
+          };
+        },
+        { Promise: OtherPromise },
+      ),
   },
   {
     name: 'pool.query callback',
