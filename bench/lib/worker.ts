@@ -95,3 +95,71 @@ export function runLoad(root: string, arm: Arm, options: LoadOptions): Promise<L
     BENCH_WARMUP_MS: String(options.warmupMs),
   });
 }
+
+/** A load worker that stays up and measures on demand (load.ts with BENCH_SLICES=1). */
+export interface SliceWorker {
+  /** Runs the callers for `warmupMs` unmeasured, then `durationMs` measured; resolves with that slice. */
+  slice(warmupMs: number, durationMs: number): Promise<LoadResult>;
+  /** Ends the worker (its pools closed). */
+  stop(): Promise<void>;
+}
+
+/** Starts a load worker under an arm in slice mode: connected and idle until asked for a slice. */
+export function startSliceWorker(
+  root: string,
+  arm: Arm,
+  options: Pick<LoadOptions, 'urls' | 'concurrency' | 'workload'>,
+): SliceWorker {
+  const child = spawn(
+    process.execPath,
+    [
+      ...arm.execArgv,
+      '--disable-warning=ExperimentalWarning',
+      path.join(root, 'bench', 'workers', 'load.ts'),
+    ],
+    {
+      cwd: root,
+      env: {
+        ...process.env,
+        ...arm.env,
+        BENCH_URLS: JSON.stringify(options.urls),
+        BENCH_CONCURRENCY: String(options.concurrency),
+        BENCH_WORKLOAD: options.workload,
+        BENCH_SLICES: '1',
+      },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    },
+  );
+  child.stdin.on('error', () => {});
+  let err = '';
+  let out = '';
+  let waiting: { resolve: (r: LoadResult) => void; reject: (e: Error) => void } | undefined;
+  const failed = (why: string) => new Error(`load.ts (arm ${arm.id}, slices) ${why}: ${err}`);
+  child.stderr.on('data', (d) => (err = (err + String(d)).slice(-2000)));
+  child.stdout.on('data', (d) => {
+    out += String(d);
+    let nl: number;
+    while ((nl = out.indexOf('\n')) >= 0) {
+      const line = out.slice(0, nl);
+      out = out.slice(nl + 1);
+      const w = waiting;
+      waiting = undefined;
+      w?.resolve(JSON.parse(line) as LoadResult);
+    }
+  });
+  const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+  void exited.then((code) => waiting?.reject(failed(`exited with ${code}`)));
+  return {
+    slice: (warmupMs, durationMs) =>
+      new Promise<LoadResult>((resolve, reject) => {
+        if (child.exitCode !== null) return reject(failed('has exited'));
+        waiting = { resolve, reject };
+        child.stdin.write(`${warmupMs} ${durationMs}\n`);
+      }),
+    stop: async () => {
+      child.stdin.end();
+      const code = await exited;
+      if (code !== 0) throw failed(`exited with ${code}`);
+    },
+  };
+}

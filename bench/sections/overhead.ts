@@ -1,13 +1,15 @@
 /**
- * 1. Happy-path overhead: the same workloads under arms A–E in separate child processes, the arms
- * alternated (their order rotates every round); per arm the median over the rounds of throughput, p50,
- * p99, CPU per operation and peak RSS, with ratios to A and to B. The targets use each round's own ratio.
+ * 1. Happy-path overhead: the same workloads under arms A–E, one long-lived child process per arm
+ * (load.ts in slice mode), taking turns: every round each arm measures one short slice, the arms that a
+ * target compares (A and D, B and C) back to back and their order reversed every round; per arm the
+ * median over the rounds of throughput, p50, p99, CPU per operation and peak RSS, with ratios to A and
+ * to B. The targets use each round's own ratio of two slices seconds apart.
  */
 import { type ArmId, arms, startSink } from '../lib/arms.ts';
 import type { BenchContext, Section, SectionResult, TargetCheck } from '../lib/types.ts';
 import { freePort } from '../../test/support/postgres.ts';
-import { type LoadResult, runLoad } from '../lib/worker.ts';
-import { fixed as f, median, rotated } from '../lib/stats.ts';
+import { type LoadResult, type SliceWorker, startSliceWorker } from '../lib/worker.ts';
+import { fixed as f, median } from '../lib/stats.ts';
 
 export interface Workload {
   readonly name: string;
@@ -22,6 +24,8 @@ export const WORKLOADS: readonly Workload[] = [
 ];
 
 const ORDER: readonly ArmId[] = ['A', 'B', 'C', 'D', 'E'];
+/** The order of the slices in a round (reversed every other round): the compared arms back to back. */
+const SLICE_ORDER: readonly ArmId[] = ['A', 'D', 'B', 'C', 'E'];
 
 export interface ArmSummary {
   readonly throughput: number;
@@ -47,30 +51,42 @@ export const section: Section = {
   id: 'overhead',
   title: '1. Happy-path overhead',
   async run(ctx: BenchContext): Promise<SectionResult> {
-    const rounds = ctx.quick ? 1 : 5;
-    const durationMs = ctx.quick ? 1_000 : 5_000;
+    const rounds = ctx.quick ? 1 : 10;
+    const durationMs = ctx.quick ? 500 : 2_000;
+    // Before every slice, unmeasured: the callers get going again (and reconnect what the pool closed).
+    const sliceWarmupMs = ctx.quick ? 100 : 500;
     const warmupMs = ctx.quick ? 300 : 1_500;
     const sink = await startSink();
-    const all = arms(ctx.root, sink.url, await freePort());
     const results: Record<string, Record<ArmId, ArmSummary>> = {};
     const lines: string[] = [];
     const targets: TargetCheck[] = [];
+    let labels: Record<ArmId, string> | undefined;
     try {
       for (const w of WORKLOADS) {
         const runs: Record<ArmId, LoadResult[]> = { A: [], B: [], C: [], D: [], E: [] };
-        for (let round = 0; round < rounds; round++) {
-          const order = rotated(ORDER, round);
-          for (const id of order) {
-            const r = await runLoad(ctx.root, all[id], {
+        const workers = {} as Record<ArmId, SliceWorker>;
+        try {
+          for (const id of ORDER) {
+            // Each arm its own Prometheus port: the processes are up at the same time.
+            const arm = arms(ctx.root, sink.url, await freePort())[id];
+            labels = { ...labels, [id]: arm.label } as Record<ArmId, string>;
+            workers[id] = startSliceWorker(ctx.root, arm, {
               urls: [ctx.server.connectionString],
               concurrency: w.concurrency,
               workload: w.workload,
-              durationMs,
-              warmupMs,
             });
-            runs[id].push(r);
-            ctx.log(`overhead ${w.name} round ${round + 1} ${id}: ${r.throughput.toFixed(0)} ops/s`);
           }
+          for (const id of ORDER) await workers[id].slice(warmupMs, Math.min(durationMs, 500));
+          for (let round = 0; round < rounds; round++) {
+            const order = round % 2 === 0 ? SLICE_ORDER : [...SLICE_ORDER].reverse();
+            for (const id of order) {
+              const r = await workers[id].slice(sliceWarmupMs, durationMs);
+              runs[id].push(r);
+              ctx.log(`overhead ${w.name} round ${round + 1} ${id}: ${r.throughput.toFixed(0)} ops/s`);
+            }
+          }
+        } finally {
+          await Promise.all(Object.values(workers).map((x) => x.stop()));
         }
         const s = Object.fromEntries(ORDER.map((id) => [id, summarise(runs[id])])) as Record<
           ArmId,
@@ -84,7 +100,7 @@ export const section: Section = {
           '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
           ...ORDER.map((id) => {
             const a = s[id];
-            return `| ${id} ${all[id].label} | ${f(a.throughput, 0)} | ${f(a.p50Ms, 3)} | ${f(a.p99Ms, 3)} | ${f(a.cpuUsPerOp, 1)} | ${f(a.maxRssMb, 0)} | ${f(a.throughput / s.A.throughput)} | ${f(a.throughput / s.B.throughput)} | ${f(a.p50Ms / s.A.p50Ms)} | ${f(a.p50Ms / s.B.p50Ms)} |`;
+            return `| ${id} ${labels![id]} | ${f(a.throughput, 0)} | ${f(a.p50Ms, 3)} | ${f(a.p99Ms, 3)} | ${f(a.cpuUsPerOp, 1)} | ${f(a.maxRssMb, 0)} | ${f(a.throughput / s.A.throughput)} | ${f(a.throughput / s.B.throughput)} | ${f(a.p50Ms / s.A.p50Ms)} | ${f(a.p50Ms / s.B.p50Ms)} |`;
           }),
           '',
         );
@@ -118,7 +134,7 @@ export const section: Section = {
       await sink.close();
     }
     const markdown = [
-      `Closed-loop callers in a child process per measurement; ${rounds} round(s) of ${durationMs / 1000} s per arm and workload after a ${warmupMs / 1000} s warm-up, the arms' order rotating each round; medians over the rounds. The targets compare two arms round by round (each round's own ratio, then the median over the rounds), which cancels the machine's drift between rounds. B, C and E send their spans over OTLP/HTTP to a local sink that discards them and keep metrics on a Prometheus endpoint nobody scrapes; D has no tracing and no instrumentation-pg.`,
+      `Closed-loop callers, one child process per arm and workload, all up at once and taking turns: each warmed up for ${warmupMs / 1000} s, then ${rounds} round(s) in which every arm runs alone for ${durationMs / 1000} s (after ${sliceWarmupMs / 1000} s unmeasured), the arms a target compares (A and D, B and C) back to back and the order reversed every round; medians over the rounds. The targets compare two arms round by round (each round's own ratio of two slices a few seconds apart, then the median over the rounds), which cancels the machine's drift between rounds. B, C and E send their spans over OTLP/HTTP to a local sink that discards them and keep metrics on a Prometheus endpoint nobody scrapes; D has no tracing and no instrumentation-pg.`,
       '',
       ...lines,
     ].join('\n');

@@ -4,6 +4,11 @@
  * call when the previous one answered) against the pools of BENCH_URLS, warms up, measures for
  * BENCH_DURATION_MS, and prints one JSON line: operations, latency percentiles, CPU time and peak RSS.
  *
+ * BENCH_SLICES=1: the worker stays up and measures on demand instead. Each stdin line `<warmupMs>
+ * <durationMs>` runs the callers for that long (warm-up unmeasured) and prints that slice's JSON line;
+ * between slices the callers are stopped and the pools keep their connections. Closing stdin ends it.
+ * This lets two arms' processes take turns every few seconds (bench/sections/overhead.ts).
+ *
  * Workloads (BENCH_WORKLOAD): `select1` (`SELECT 1` via `pool.query`), `mix` (an indexed read 80 %,
  * an insert 20 %, on the table bench/run.ts creates).
  */
@@ -36,7 +41,7 @@ let measuring = false;
 let stop = false;
 let ops = 0;
 let errors = 0;
-const latencies: number[] = [];
+let latencies: number[] = [];
 
 async function caller(i: number): Promise<void> {
   while (!stop) {
@@ -54,30 +59,55 @@ async function caller(i: number): Promise<void> {
   }
 }
 
-const callers = Array.from({ length: concurrency }, (_, i) => caller(i));
-await new Promise((r) => setTimeout(r, warmupMs));
-const cpu0 = process.cpuUsage();
-const t0 = performance.now();
-measuring = true;
-await new Promise((r) => setTimeout(r, durationMs));
-measuring = false;
-const elapsed = performance.now() - t0;
-const cpu = process.cpuUsage(cpu0);
-stop = true;
-await Promise.all(callers);
-latencies.sort((a, b) => a - b);
-const pct = (p: number) =>
-  latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))] ?? null;
-const result = {
-  ops,
-  errors,
-  durationMs: elapsed,
-  throughput: (ops / elapsed) * 1000,
-  p50Ms: pct(50),
-  p99Ms: pct(99),
-  cpuUsPerOp: ops > 0 ? (cpu.user + cpu.system) / ops : null,
-  maxRssMb: process.resourceUsage().maxRSS / 1024,
-};
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Runs the callers for `warmup + duration` ms and returns what the `duration` part measured. */
+async function measure(warmup: number, duration: number) {
+  stop = false;
+  ops = 0;
+  errors = 0;
+  latencies = [];
+  const callers = Array.from({ length: concurrency }, (_, i) => caller(i));
+  await sleep(warmup);
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  measuring = true;
+  await sleep(duration);
+  measuring = false;
+  const elapsed = performance.now() - t0;
+  const cpu = process.cpuUsage(cpu0);
+  stop = true;
+  await Promise.all(callers);
+  latencies.sort((a, b) => a - b);
+  const pct = (p: number) =>
+    latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))] ?? null;
+  return {
+    ops,
+    errors,
+    durationMs: elapsed,
+    throughput: (ops / elapsed) * 1000,
+    p50Ms: pct(50),
+    p99Ms: pct(99),
+    cpuUsPerOp: ops > 0 ? (cpu.user + cpu.system) / ops : null,
+    cpuSystemUsPerOp: ops > 0 ? cpu.system / ops : null,
+    maxRssMb: process.resourceUsage().maxRSS / 1024,
+  };
+}
+
+if (process.env.BENCH_SLICES === '1') {
+  process.stdin.setEncoding('utf8');
+  let buffered = '';
+  for await (const chunk of process.stdin) {
+    buffered += chunk as string;
+    let nl: number;
+    while ((nl = buffered.indexOf('\n')) >= 0) {
+      const [warmup, duration] = buffered.slice(0, nl).trim().split(/\s+/).map(Number);
+      buffered = buffered.slice(nl + 1);
+      process.stdout.write(`${JSON.stringify(await measure(warmup!, duration!))}\n`);
+    }
+  }
+} else {
+  process.stdout.write(`${JSON.stringify(await measure(warmupMs, durationMs))}\n`);
+}
 await Promise.all(pools.map((p) => p.end().catch(() => {})));
-process.stdout.write(`${JSON.stringify(result)}\n`);
 process.exit(0);
