@@ -31,7 +31,7 @@ import { markHostStale, stillSuits } from './host-choice.ts';
 import { type HostAddress, type HostSpec } from './multi-host.ts';
 import type { Targets } from './targets.ts';
 import type { PgClientLike } from './types.ts';
-import { type FailoverKind, failoverSignalled, watchWrites } from './write-availability.ts';
+import { type FailoverKind, failoverSignalled, watchWrites, writesRestoredAt } from './write-availability.ts';
 
 /** Targets whose connections go to a read-only server on purpose. */
 const WANTS_READ_ONLY: ReadonlySet<string> = new Set(['read-only', 'standby', 'prefer-standby']);
@@ -91,13 +91,17 @@ const lastSignal = new Map<string, number>();
 
 /**
  * Reports a signal to the target's write-unavailability window; true when it opened one (a new
- * failover). A signal on a connection opened before the previous signal of the same server is a late
- * echo of that failover (a client checked out before it, released after writes resumed): never a new one.
+ * failover). A late echo of a failover is never a new one: a signal on a connection opened before the
+ * previous signal of the same server (a client checked out before it, released after writes resumed),
+ * or opened before the target's writes were last restored (while the address still led to the old
+ * server; its connections are evicted all the same).
  */
 function signalled(key: string, client: object | undefined, target: string, kind: FailoverKind): boolean {
   const previous = lastSignal.get(key);
   const opened = client === undefined ? undefined : openedAt.get(client);
   if (previous !== undefined && opened !== undefined && opened <= previous) return false;
+  const restoredAt = writesRestoredAt(target);
+  if (restoredAt !== undefined && opened !== undefined && opened <= restoredAt) return false;
   lastSignal.set(key, Date.now());
   return failoverSignalled(target, kind);
 }

@@ -42,6 +42,14 @@ export function onWritesRestored(listener: (event: WritesRestoredEvent) => void)
   return () => listeners.delete(listener);
 }
 
+/** Target → when its last window closed (writes restored). */
+const restored = new Map<string, number>();
+
+/** When `target`'s writes were last restored after a failover (undefined: never). */
+export function writesRestoredAt(target: string): number | undefined {
+  return restored.get(target);
+}
+
 /** A failover signal on `target`; true when it opened a window (the first signal of a failover). */
 export function failoverSignalled(target: string, kind: FailoverKind): boolean {
   if (open.has(target)) return false;
@@ -73,6 +81,7 @@ function writeSucceeded(target: string, openedAt: number): void {
   const window = open.get(target);
   if (window === undefined || openedAt <= window.at) return;
   open.delete(target);
+  restored.set(target, Date.now());
   const event: WritesRestoredEvent = { target, kind: window.kind, durationMs: Date.now() - window.at };
   for (const listener of listeners) {
     try {

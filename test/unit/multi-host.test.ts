@@ -313,7 +313,7 @@ describe('the write-unavailability window', () => {
 });
 
 describe('one failover, however many connections report it', () => {
-  it('a late error on a connection opened before the previous signal of that server is no new failover', (t) => {
+  it('a late error on a connection opened before the previous signal of that server, or before writes were restored, is no new failover', (t) => {
     t.mock.timers.enable({ apis: ['Date'], now: 9_000 });
     const spec = parseConfig({ host: 'e1,e2', port: '7011,7012', database: 'd' });
     assert.ok(spec);
@@ -343,14 +343,17 @@ describe('one failover, however many connections report it', () => {
       a.emit('errorMessage', { code: '57P02' });
       b.emit('errorMessage', { code: '57P02' });
       const c = connect(); // after the failover: the write that closes its window
+      const d = connect(); // opened during the window, still on the old server
       c.emit('commandComplete', { text: 'INSERT 0 1' });
       b.emit('errorMessage', { code: '25006' }); // b, checked out before, answers late
+      d.emit('errorMessage', { code: '25006' }); // d, opened before writes were restored: an echo too
       connect().emit('errorMessage', { code: '25006' }); // a connection from after it: a new failover
       assert.deepEqual(
         events.map((e) => [e.kind, e.first]),
         [
           ['crash_shutdown', true],
           ['crash_shutdown', false],
+          ['read_only', false],
           ['read_only', false],
           ['read_only', true],
         ],
