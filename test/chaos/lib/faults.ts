@@ -154,6 +154,12 @@ export async function runFault(fault: PlannedFault, ctx: FaultContext): Promise<
           cutBefore = proxy.stats.cutOnMessage - before.cutOnMessage;
           proxy.cutOnMessage({ match: COMMIT, when: 'after', share });
           await sleep(d / 2);
+          // The first half's cuts can leave transfers waiting (a breaker opened): give the second half up to
+          // as long again to cut one COMMIT after forwarding, so the check it feeds is never vacuous.
+          const until = Date.now() + d / 2;
+          while (proxy.stats.cutOnMessage - before.cutOnMessage === cutBefore && Date.now() < until) {
+            await sleep(50);
+          }
         } finally {
           proxy.cutOnMessage(null);
         }
