@@ -28,18 +28,14 @@ export interface StartedWorker<T> {
   stop(): Promise<T>;
 }
 
-/**
- * Starts `bench/workers/<script>` under an arm in a child process (the arm's flags, then `nodeFlags`; its
- * env, then `env`). `result` resolves with the JSON of the last line it prints, or rejects with the tail
- * of its stderr when it fails; a worker that runs until its stdin closes is ended by `stop()`.
- */
-export function startWorker<T>(
+/** `bench/workers/<script>` in a child process under an arm (its flags, then `nodeFlags`; its env, then `env`), and the tail of its stderr. */
+function spawnUnder(
   root: string,
   arm: Arm,
   script: string,
   env: Readonly<Record<string, string>>,
   nodeFlags: readonly string[] = [],
-): StartedWorker<T> {
+) {
   const child = spawn(
     process.execPath,
     [
@@ -52,17 +48,33 @@ export function startWorker<T>(
   );
   // Closing the stdin of a worker that has already exited must not throw (EPIPE).
   child.stdin.on('error', () => {});
-  let out = '';
   let err = '';
-  child.stdout.on('data', (d) => (out += d));
   child.stderr.on('data', (d) => (err = (err + String(d)).slice(-2000)));
+  return { child, stderr: () => err };
+}
+
+/**
+ * Starts `bench/workers/<script>` under an arm in a child process (the arm's flags, then `nodeFlags`; its
+ * env, then `env`). `result` resolves with the JSON of the last line it prints, or rejects with the tail
+ * of its stderr when it fails; a worker that runs until its stdin closes is ended by `stop()`.
+ */
+export function startWorker<T>(
+  root: string,
+  arm: Arm,
+  script: string,
+  env: Readonly<Record<string, string>>,
+  nodeFlags: readonly string[] = [],
+): StartedWorker<T> {
+  const { child, stderr } = spawnUnder(root, arm, script, env, nodeFlags);
+  let out = '';
+  child.stdout.on('data', (d) => (out += d));
   const result = new Promise<T>((resolve, reject) => {
     child.on('exit', (code) => {
       try {
         if (code !== 0) throw new Error(`exit ${code}`);
         resolve(JSON.parse(out.trim().split('\n').pop() ?? '') as T);
       } catch (e) {
-        reject(new Error(`${script} (arm ${arm.id}) failed (${(e as Error).message}): ${err}`));
+        reject(new Error(`${script} (arm ${arm.id}) failed (${(e as Error).message}): ${stderr()}`));
       }
     });
   });
@@ -110,32 +122,15 @@ export function startSliceWorker(
   arm: Arm,
   options: Pick<LoadOptions, 'urls' | 'concurrency' | 'workload'>,
 ): SliceWorker {
-  const child = spawn(
-    process.execPath,
-    [
-      ...arm.execArgv,
-      '--disable-warning=ExperimentalWarning',
-      path.join(root, 'bench', 'workers', 'load.ts'),
-    ],
-    {
-      cwd: root,
-      env: {
-        ...process.env,
-        ...arm.env,
-        BENCH_URLS: JSON.stringify(options.urls),
-        BENCH_CONCURRENCY: String(options.concurrency),
-        BENCH_WORKLOAD: options.workload,
-        BENCH_SLICES: '1',
-      },
-      stdio: ['pipe', 'pipe', 'pipe'],
-    },
-  );
-  child.stdin.on('error', () => {});
-  let err = '';
+  const { child, stderr } = spawnUnder(root, arm, 'load.ts', {
+    BENCH_URLS: JSON.stringify(options.urls),
+    BENCH_CONCURRENCY: String(options.concurrency),
+    BENCH_WORKLOAD: options.workload,
+    BENCH_SLICES: '1',
+  });
   let out = '';
   let waiting: { resolve: (r: LoadResult) => void; reject: (e: Error) => void } | undefined;
-  const failed = (why: string) => new Error(`load.ts (arm ${arm.id}, slices) ${why}: ${err}`);
-  child.stderr.on('data', (d) => (err = (err + String(d)).slice(-2000)));
+  const failed = (why: string) => new Error(`load.ts (arm ${arm.id}, slices) ${why}: ${stderr()}`);
   child.stdout.on('data', (d) => {
     out += String(d);
     let nl: number;

@@ -97,11 +97,9 @@ const lastSignal = new Map<string, number>();
  * server; its connections are evicted all the same).
  */
 function signalled(key: string, client: object | undefined, target: string, kind: FailoverKind): boolean {
-  const previous = lastSignal.get(key);
   const opened = client === undefined ? undefined : openedAt.get(client);
-  if (previous !== undefined && opened !== undefined && opened <= previous) return false;
-  const restoredAt = writesRestoredAt(target);
-  if (restoredAt !== undefined && opened !== undefined && opened <= restoredAt) return false;
+  const echoesUntil = Math.max(lastSignal.get(key) ?? -Infinity, writesRestoredAt(target) ?? -Infinity);
+  if (opened !== undefined && opened <= echoesUntil) return false;
   lastSignal.set(key, Date.now());
   return failoverSignalled(target, kind);
 }

@@ -279,7 +279,7 @@ export class TargetPolicy {
     return first.then(
       (value) => {
         breaker?.succeeded(epoch);
-        this.#succeeded(ctx.operation, started, 1, undefined);
+        this.#succeeded(ctx.operation, started, 1);
         return value;
       },
       (error: unknown) => {
@@ -358,7 +358,7 @@ export class TargetPolicy {
           ? await bulkhead.execute(() => this.#retry.execute(attempt, retryCtx), operation, ctx.signal)
           : await this.#retry.execute(attempt, retryCtx);
       }
-      this.#succeeded(operation, started, attempts, observer && { observer, observed });
+      this.#succeeded(operation, started, attempts, observer, observed);
       return value;
     } catch (error) {
       const rejected = attempts === 0 && isResilienceError(error);
@@ -392,7 +392,8 @@ export class TargetPolicy {
     operation: OperationKind,
     started: number,
     attempts: number,
-    followed: { readonly observer: OperationObserver; readonly observed: unknown } | undefined,
+    observer?: OperationObserver,
+    observed?: unknown,
   ): void {
     this.#successes++;
     this.#connectOutage.success();
@@ -405,7 +406,7 @@ export class TargetPolicy {
       attempts,
     };
     this.#operation.emit(event);
-    followed?.observer.end(followed.observed, event);
+    observer?.end(observed, event);
   }
 
   /** The per-attempt timeout that applies to this call, if any. */
