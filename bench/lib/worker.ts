@@ -108,29 +108,28 @@ export function runLoad(root: string, arm: Arm, options: LoadOptions): Promise<L
   });
 }
 
-/** A load worker that stays up and measures on demand (load.ts with BENCH_SLICES=1). */
-export interface SliceWorker {
-  /** Runs the callers for `warmupMs` unmeasured, then `durationMs` measured; resolves with that slice. */
-  slice(warmupMs: number, durationMs: number): Promise<LoadResult>;
+/** A worker that stays up and measures on demand: each stdin line `<warmupMs> <durationMs>` is one slice. */
+export interface SliceWorker<T = LoadResult> {
+  /** Runs the workload for `warmupMs` unmeasured, then `durationMs` measured; resolves with that slice. */
+  slice(warmupMs: number, durationMs: number): Promise<T>;
   /** Ends the worker (its pools closed). */
   stop(): Promise<void>;
 }
 
-/** Starts a load worker under an arm in slice mode: connected and idle until asked for a slice. */
-export function startSliceWorker(
+/**
+ * Starts `bench/workers/<script>` under an arm in slice mode (`BENCH_SLICES=1` added to `env`): set up
+ * and idle until asked for a slice, then one JSON line per slice on its stdout.
+ */
+export function startSlices<T>(
   root: string,
   arm: Arm,
-  options: Pick<LoadOptions, 'urls' | 'concurrency' | 'workload'>,
-): SliceWorker {
-  const { child, stderr } = spawnUnder(root, arm, 'load.ts', {
-    BENCH_URLS: JSON.stringify(options.urls),
-    BENCH_CONCURRENCY: String(options.concurrency),
-    BENCH_WORKLOAD: options.workload,
-    BENCH_SLICES: '1',
-  });
+  script: string,
+  env: Readonly<Record<string, string>>,
+): SliceWorker<T> {
+  const { child, stderr } = spawnUnder(root, arm, script, { ...env, BENCH_SLICES: '1' });
   let out = '';
-  let waiting: { resolve: (r: LoadResult) => void; reject: (e: Error) => void } | undefined;
-  const failed = (why: string) => new Error(`load.ts (arm ${arm.id}, slices) ${why}: ${stderr()}`);
+  let waiting: { resolve: (r: T) => void; reject: (e: Error) => void } | undefined;
+  const failed = (why: string) => new Error(`${script} (arm ${arm.id}, slices) ${why}: ${stderr()}`);
   child.stdout.on('data', (d) => {
     out += String(d);
     let nl: number;
@@ -139,14 +138,14 @@ export function startSliceWorker(
       out = out.slice(nl + 1);
       const w = waiting;
       waiting = undefined;
-      w?.resolve(JSON.parse(line) as LoadResult);
+      w?.resolve(JSON.parse(line) as T);
     }
   });
   const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
   void exited.then((code) => waiting?.reject(failed(`exited with ${code}`)));
   return {
     slice: (warmupMs, durationMs) =>
-      new Promise<LoadResult>((resolve, reject) => {
+      new Promise<T>((resolve, reject) => {
         if (child.exitCode !== null) return reject(failed('has exited'));
         waiting = { resolve, reject };
         child.stdin.write(`${warmupMs} ${durationMs}\n`);
@@ -157,4 +156,17 @@ export function startSliceWorker(
       if (code !== 0) throw failed(`exited with ${code}`);
     },
   };
+}
+
+/** A load worker (load.ts) in slice mode: connected and idle until asked for a slice. */
+export function startSliceWorker(
+  root: string,
+  arm: Arm,
+  options: Pick<LoadOptions, 'urls' | 'concurrency' | 'workload'>,
+): SliceWorker {
+  return startSlices<LoadResult>(root, arm, 'load.ts', {
+    BENCH_URLS: JSON.stringify(options.urls),
+    BENCH_CONCURRENCY: String(options.concurrency),
+    BENCH_WORKLOAD: options.workload,
+  });
 }

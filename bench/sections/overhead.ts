@@ -9,6 +9,7 @@ import { type ArmId, arms, startSink } from '../lib/arms.ts';
 import type { BenchContext, Section, SectionResult, TargetCheck } from '../lib/types.ts';
 import { freePort } from '../../test/support/postgres.ts';
 import { type LoadResult, type SliceWorker, startSliceWorker } from '../lib/worker.ts';
+import { roundRatios, takeTurns } from '../lib/turns.ts';
 import { fixed as f, median } from '../lib/stats.ts';
 
 export interface Workload {
@@ -63,31 +64,26 @@ export const section: Section = {
     let labels: Record<ArmId, string> | undefined;
     try {
       for (const w of WORKLOADS) {
-        const runs: Record<ArmId, LoadResult[]> = { A: [], B: [], C: [], D: [], E: [] };
         const workers = {} as Record<ArmId, SliceWorker>;
-        try {
-          for (const id of ORDER) {
-            // Each arm its own Prometheus port: the processes are up at the same time.
-            const arm = arms(ctx.root, sink.url, await freePort())[id];
-            labels = { ...labels, [id]: arm.label } as Record<ArmId, string>;
-            workers[id] = startSliceWorker(ctx.root, arm, {
-              urls: [ctx.server.connectionString],
-              concurrency: w.concurrency,
-              workload: w.workload,
-            });
-          }
-          for (const id of ORDER) await workers[id].slice(warmupMs, Math.min(durationMs, 500));
-          for (let round = 0; round < rounds; round++) {
-            const order = round % 2 === 0 ? SLICE_ORDER : [...SLICE_ORDER].reverse();
-            for (const id of order) {
-              const r = await workers[id].slice(sliceWarmupMs, durationMs);
-              runs[id].push(r);
-              ctx.log(`overhead ${w.name} round ${round + 1} ${id}: ${r.throughput.toFixed(0)} ops/s`);
-            }
-          }
-        } finally {
-          await Promise.all(Object.values(workers).map((x) => x.stop()));
+        for (const id of ORDER) {
+          // Each arm its own Prometheus port: the processes are up at the same time.
+          const arm = arms(ctx.root, sink.url, await freePort())[id];
+          labels = { ...labels, [id]: arm.label } as Record<ArmId, string>;
+          workers[id] = startSliceWorker(ctx.root, arm, {
+            urls: [ctx.server.connectionString],
+            concurrency: w.concurrency,
+            workload: w.workload,
+          });
         }
+        const runs = await takeTurns(workers, {
+          order: SLICE_ORDER,
+          rounds,
+          warmupMs,
+          sliceWarmupMs,
+          durationMs,
+          log: (id, round, r) =>
+            ctx.log(`overhead ${w.name} round ${round + 1} ${id}: ${r.throughput.toFixed(0)} ops/s`),
+        });
         const s = Object.fromEntries(ORDER.map((id) => [id, summarise(runs[id])])) as Record<
           ArmId,
           ArmSummary
@@ -109,7 +105,7 @@ export const section: Section = {
           // machine's drift between rounds (large on a shared VM) cancels out of their ratio.
           const pair = (x: ArmId, y: ArmId) => {
             const ratios = (key: 'throughput' | 'p50Ms' | 'cpuUsPerOp') =>
-              runs[x].map((r, i) => (r[key] ?? Number.NaN) / (runs[y][i]![key] ?? Number.NaN));
+              roundRatios(runs[x], runs[y], (r) => r[key]);
             return { ops: ratios('throughput'), p50: ratios('p50Ms'), cpu: ratios('cpuUsPerOp') };
           };
           const spread = (xs: number[]) =>

@@ -1,16 +1,20 @@
 /**
  * 6. Scaling: how the overhead grows with load and with targets. `SELECT 1` via `pool.query` at 1, 4, 16
  * and 64 callers under A, B, C and D; then C and D (and A, the baseline) with the same 16 callers spread
- * over 1 vs 8 targets (8 databases: 8 sets of policies), in rotated rounds, median and range per point.
+ * over 1 vs 8 targets (8 databases: 8 sets of policies). Long-lived workers taking turns in slices
+ * (bench/lib/turns.ts), median and range per point, the ratios per round.
  */
 import { type ArmId, arms, startSink } from '../lib/arms.ts';
 import type { BenchContext, Section, SectionResult, TargetCheck } from '../lib/types.ts';
 import { freePort } from '../../test/support/postgres.ts';
-import { runLoad } from '../lib/worker.ts';
-import { fixed as f, median, medianRange as spread, rotated as rotate } from '../lib/stats.ts';
+import { type LoadResult, type SliceWorker, startSliceWorker } from '../lib/worker.ts';
+import { roundRatios, takeTurns } from '../lib/turns.ts';
+import { fixed as f, median, medianRange as spread } from '../lib/stats.ts';
 
 const CONCURRENCY = [1, 4, 16, 64] as const;
 const SCALING_ARMS: readonly ArmId[] = ['A', 'B', 'C', 'D'];
+/** The slices' order in a round: the compared arms (D and A, C and B) back to back. */
+const SWEEP_ORDER: readonly ArmId[] = ['A', 'D', 'B', 'C'];
 const TARGET_ARMS: readonly ArmId[] = ['A', 'C', 'D'];
 const TARGET_LABELS = ['1 target', '8 targets'] as const;
 const TARGET_CALLERS = 16;
@@ -42,76 +46,88 @@ export const section: Section = {
   id: 'scaling',
   title: '6. Scaling',
   async run(ctx: BenchContext): Promise<SectionResult> {
-    const sweepRounds = ctx.quick ? 1 : 2;
-    const targetRounds = ctx.quick ? 1 : 5;
+    const sweepRounds = ctx.quick ? 1 : 3;
+    const targetRounds = ctx.quick ? 1 : 8;
     const durationMs = ctx.quick ? 500 : 2_000;
-    const warmupMs = ctx.quick ? 200 : 700;
+    const sliceWarmupMs = ctx.quick ? 100 : 500;
+    const warmupMs = ctx.quick ? 300 : 1_500;
     const sink = await startSink();
-    const all = arms(ctx.root, sink.url, await freePort());
     const byConcurrency: Record<number, Record<string, number[]>> = {};
+    const sweepRatios: Record<number, { CB: number[]; DA: number[] }> = {};
     const byTargets: Record<string, number[]> = {};
     const cpuByTargets: Record<string, number[]> = {};
+    // Each worker its own Prometheus port: the processes are up at the same time.
+    const armFor = async (id: ArmId) => arms(ctx.root, sink.url, await freePort())[id];
+    const turns = { warmupMs, sliceWarmupMs, durationMs };
     try {
       for (const c of CONCURRENCY) {
-        const runs: Record<string, number[]> = Object.fromEntries(SCALING_ARMS.map((id) => [id, []]));
-        for (let round = 0; round < sweepRounds; round++) {
-          for (const id of rotate(SCALING_ARMS, round)) {
-            const r = await runLoad(ctx.root, all[id], {
-              urls: [ctx.server.connectionString],
-              concurrency: c,
-              workload: 'select1',
-              durationMs,
-              warmupMs,
-            });
-            runs[id]!.push(r.throughput);
-            ctx.log(`scaling c${c} round ${round + 1} ${id}: ${r.throughput.toFixed(0)} ops/s`);
-          }
+        const workers = {} as Record<ArmId, SliceWorker>;
+        for (const id of SCALING_ARMS) {
+          workers[id] = startSliceWorker(ctx.root, await armFor(id), {
+            urls: [ctx.server.connectionString],
+            concurrency: c,
+            workload: 'select1',
+          });
         }
-        byConcurrency[c] = runs;
+        const runs = await takeTurns(workers, {
+          ...turns,
+          order: SWEEP_ORDER,
+          rounds: sweepRounds,
+          log: (id, round, r) =>
+            ctx.log(`scaling c${c} round ${round + 1} ${id}: ${r.throughput.toFixed(0)} ops/s`),
+        });
+        byConcurrency[c] = Object.fromEntries(
+          SCALING_ARMS.map((id) => [id, runs[id].map((r) => r.throughput)]),
+        );
+        const ops = (r: LoadResult) => r.throughput;
+        sweepRatios[c] = { CB: roundRatios(runs.C, runs.B, ops), DA: roundRatios(runs.D, runs.A, ops) };
       }
       const urlsOf: Record<(typeof TARGET_LABELS)[number], string[]> = {
         '1 target': [ctx.server.connectionString],
         '8 targets': await targetUrls(ctx, 8),
       };
-      // Every (arm, targets) point once per round; the points' order rotates each round.
-      const points = TARGET_ARMS.flatMap((id) => TARGET_LABELS.map((label) => ({ id, label })));
-      for (const p of points) {
-        byTargets[`${p.label} ${p.id}`] = [];
-        cpuByTargets[`${p.label} ${p.id}`] = [];
-      }
-      for (let round = 0; round < targetRounds; round++) {
-        for (const p of rotate(points, round)) {
-          const r = await runLoad(ctx.root, all[p.id], {
-            urls: urlsOf[p.label],
+      // One worker per (arm, targets) point; a round's two points of an arm run back to back.
+      const points = TARGET_ARMS.flatMap((id) => TARGET_LABELS.map((label) => `${label} ${id}`));
+      const workers = {} as Record<string, SliceWorker>;
+      for (const id of TARGET_ARMS) {
+        for (const label of TARGET_LABELS) {
+          workers[`${label} ${id}`] = startSliceWorker(ctx.root, await armFor(id), {
+            urls: urlsOf[label],
             concurrency: TARGET_CALLERS,
             workload: 'select1',
-            durationMs,
-            warmupMs,
           });
-          byTargets[`${p.label} ${p.id}`]!.push(r.throughput);
-          cpuByTargets[`${p.label} ${p.id}`]!.push(r.cpuUsPerOp ?? Number.NaN);
-          ctx.log(
-            `scaling ${p.label} round ${round + 1} ${p.id}: ${r.throughput.toFixed(0)} ops/s, ${f(r.cpuUsPerOp ?? Number.NaN, 1)} CPU µs/op`,
-          );
         }
+      }
+      const runs = await takeTurns(workers, {
+        ...turns,
+        order: points,
+        rounds: targetRounds,
+        log: (p, round, r) =>
+          ctx.log(
+            `scaling ${p} round ${round + 1}: ${r.throughput.toFixed(0)} ops/s, ${f(r.cpuUsPerOp ?? Number.NaN, 1)} CPU µs/op`,
+          ),
+      });
+      for (const p of points) {
+        byTargets[p] = runs[p]!.map((r) => r.throughput);
+        cpuByTargets[p] = runs[p]!.map((r) => r.cpuUsPerOp ?? Number.NaN);
       }
     } finally {
       await sink.close();
     }
     const med = (xs: readonly number[] | undefined) => median(xs ?? [Number.NaN]);
-    const rows = CONCURRENCY.map((c) => {
-      const t = byConcurrency[c]!;
-      const m = (id: ArmId) => med(t[id]);
-      return `| ${c} | ${spread(t.A!)} | ${spread(t.B!)} | ${spread(t.C!)} | ${spread(t.D!)} | ${f(m('C') / m('B'))} | ${f(m('D') / m('A'))} |`;
-    });
-    // 8 ÷ 1 target per round (the two runs of a round are close in time, so drift cancels), then the
-    // median and range over the rounds.
-    const paired = (id: ArmId) =>
-      byTargets[`8 targets ${id}`]!.map((t8, i) => t8 / byTargets[`1 target ${id}`]![i]!);
     const ratioText = (xs: readonly number[]) =>
       xs.length > 1
         ? `×${f(median(xs), 3)} (${f(Math.min(...xs))}–${f(Math.max(...xs))})`
         : `×${f(xs[0]!, 3)}`;
+    const rows = CONCURRENCY.map((c) => {
+      const t = byConcurrency[c]!;
+      const r = sweepRatios[c]!;
+      return `| ${c} | ${spread(t.A!)} | ${spread(t.B!)} | ${spread(t.C!)} | ${spread(t.D!)} | ${ratioText(r.CB)} | ${ratioText(r.DA)} |`;
+    });
+    // 8 ÷ 1 target per round (the two runs of a round are close in time, so drift cancels), then the
+    // median and range over the rounds.
+    const paired = (id: ArmId) =>
+      roundRatios(byTargets[`8 targets ${id}`]!, byTargets[`1 target ${id}`]!, (x) => x);
     const targets: TargetCheck[] = (['C', 'D'] as const).map((id) => ({
       name: `${id}, 8 targets vs 1 target, ${TARGET_CALLERS} callers`,
       target: '8 targets ≥ 0.95× 1 target for the same callers',
@@ -119,13 +135,13 @@ export const section: Section = {
       met: ctx.quick ? null : median(paired(id)) >= 0.95,
     }));
     const markdown = [
-      `\`SELECT 1\` via \`pool.query\` (pool max = callers), ${durationMs / 1000} s per point after ${warmupMs / 1000} s of warm-up in a fresh process; ops/s as median (min–max) over ${sweepRounds} round(s), the arms' order rotating each round; ratios of medians.`,
+      `\`SELECT 1\` via \`pool.query\` (pool max = callers). As in section 1, one long-lived process per arm (per point below), warmed up for ${warmupMs / 1000} s, then taking turns: ${sweepRounds} round(s) of one ${durationMs / 1000} s slice each (after ${sliceWarmupMs / 1000} s unmeasured), the compared arms back to back and the order reversed every round. ops/s as median (min–max) over the rounds; the ratios are each round's own ratio of two slices seconds apart, median (min–max).`,
       '',
-      '| callers | A ops/s | B ops/s | C ops/s | D ops/s | C ÷ B | D ÷ A |',
+      '| callers | A ops/s | B ops/s | C ops/s | D ops/s | C ÷ B, per round | D ÷ A, per round |',
       '| ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
       ...rows,
       '',
-      `The same ${TARGET_CALLERS} callers spread over 1 or 8 targets (8 databases: 8 pools of 2, 8 sets of policies, 8 breakers), ${targetRounds} round(s), the order of the six points rotating each round; median (min–max) ops/s:`,
+      `The same ${TARGET_CALLERS} callers spread over 1 or 8 targets (8 databases: 8 pools of 2, 8 sets of policies, 8 breakers): one process per point, ${targetRounds} round(s) of slices as above, an arm's two points back to back; median (min–max) ops/s:`,
       '',
       '| targets | A ops/s | C ops/s | D ops/s | C ÷ A | D ÷ A |',
       '| --- | ---: | ---: | ---: | ---: | ---: |',
@@ -142,7 +158,7 @@ export const section: Section = {
       title: this.title,
       markdown,
       targets,
-      data: { byConcurrency, byTargets, cpuByTargets },
+      data: { byConcurrency, sweepRatios, byTargets, cpuByTargets },
     };
   },
 };

@@ -88,16 +88,43 @@ if (job.workload === 'failover') {
               await client.query("UPDATE bench_items SET v = 'tx' WHERE id = 1");
             })
         : byHand;
-  for (let i = 0; i < Math.min(50, job.calls); i++) await call();
-  let n = 0;
-  const t0 = performance.now();
-  while (n < job.calls && performance.now() < deadline) {
-    await call();
-    n++;
+  /** Calls one after another for `warmup` ms unmeasured, then `duration` ms (at most job.calls) measured. */
+  const measure = async (warmup: number, duration: number) => {
+    for (const end = performance.now() + warmup; performance.now() < end;) await call();
+    let n = 0;
+    const cpu0 = process.cpuUsage();
+    const t0 = performance.now();
+    const end = Math.min(t0 + duration, deadline);
+    while (n < job.calls && performance.now() < end) {
+      await call();
+      n++;
+    }
+    const ms = performance.now() - t0;
+    const cpu = process.cpuUsage(cpu0);
+    return {
+      calls: n,
+      throughput: (n / ms) * 1000,
+      cpuUsPerCall: n > 0 ? (cpu.user + cpu.system) / n : null,
+    };
+  };
+  if (process.env.BENCH_SLICES === '1') {
+    // Slice mode (bench/lib/turns.ts): one slice per stdin line `<warmupMs> <durationMs>`, until it closes.
+    process.stdin.setEncoding('utf8');
+    let buffered = '';
+    for await (const chunk of process.stdin) {
+      buffered += chunk as string;
+      let nl: number;
+      while ((nl = buffered.indexOf('\n')) >= 0) {
+        const [warmup, duration] = buffered.slice(0, nl).trim().split(/\s+/).map(Number);
+        buffered = buffered.slice(nl + 1);
+        process.stdout.write(`${JSON.stringify(await measure(warmup!, duration!))}\n`);
+      }
+    }
+    result = { done: true };
+  } else {
+    result = await measure(0, job.maxMs);
   }
-  const ms = performance.now() - t0;
   await one.end();
-  result = { calls: n, throughput: (n / ms) * 1000 };
 } else if (job.workload === 'substitute') {
   // A plain read (classified read-only, no marking) that keeps the server busy for tens of ms.
   const READ =
