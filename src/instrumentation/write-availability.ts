@@ -63,17 +63,25 @@ interface Completing {
   connection?: { on?: (event: string, listener: (msg: { text?: unknown }) => void) => unknown };
 }
 
-/** Watches a new connection of `target` for the first successful write after a failover signal. */
+/**
+ * Watches a new connection of `target` for the first successful write after a failover signal. Only a
+ * connection opened while a window is open can close it, and never a later window (opened before that
+ * signal): so one opened with no window open is not watched at all, and its statements pay nothing.
+ */
 export function watchWrites(client: PgClientLike, target: () => string): void {
+  if (open.size === 0) return;
+  let key: string;
+  try {
+    key = target();
+  } catch {
+    return; // no target, no window
+  }
+  if (!open.has(key)) return;
   const con = (client as unknown as Completing).connection;
   const openedAt = Date.now();
   con?.on?.('commandComplete', (msg) => {
     if (open.size === 0 || typeof msg?.text !== 'string' || !WRITE_TAG.test(msg.text)) return;
-    try {
-      writeSucceeded(target(), openedAt);
-    } catch {
-      // never in the way of pg's own message handling
-    }
+    writeSucceeded(key, openedAt);
   });
 }
 

@@ -287,12 +287,14 @@ describe('the write-unavailability window', () => {
       old.emit('commandComplete', { text: 'INSERT 0 1' });
       t.mock.timers.tick(1);
       assert.equal(seen.length, 0, 'no window open: nothing to close');
+      assert.equal(old.listenerCount('commandComplete'), 0, 'opened with no window open: not watched');
       assert.equal(failoverSignalled('w1:1,w2:2/d', 'admin_shutdown'), true);
       t.mock.timers.tick(300);
       assert.equal(failoverSignalled('w1:1,w2:2/d', 'read_only'), false, 'the same failover');
       old.emit('commandComplete', { text: 'INSERT 0 1' });
       assert.equal(seen.length, 0, 'a write on a connection from before the signal may be the old primary’s');
       const fresh = watched();
+      assert.equal(fresh.listenerCount('commandComplete'), 1, 'opened during the window: watched');
       t.mock.timers.tick(400);
       fresh.emit('commandComplete', { text: 'SELECT 1' });
       fresh.emit('commandComplete', { text: 'COMMIT' });
