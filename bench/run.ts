@@ -123,6 +123,8 @@ const md = [
     r.targets.map((t) => `| ${r.title} — ${t.name} | ${t.target} | ${t.measured} | ${mark(t.met)} |`),
   ),
   '',
+  "A ratio judged over rounds is the median of the rounds' own ratios; \"95 % interval of the median\" is the distribution-free interval from the rounds' order statistics (bench/lib/stats.ts). A target whose interval holds values on both sides of it is met or missed by this run's median, not beyond this machine's noise.",
+  '',
   ...results.flatMap((r) => [`## ${r.title}`, '', r.markdown, '']),
 ].join('\n');
 mkdirSync(outDir, { recursive: true });

@@ -24,3 +24,33 @@ export const medianRange = (xs: readonly number[], d = 0): string =>
   xs.length > 1
     ? `${fixed(median(xs), d)} (${fixed(Math.min(...xs), d)}–${fixed(Math.max(...xs), d)})`
     : fixed(xs[0] ?? Number.NaN, d);
+
+/**
+ * A distribution-free interval for the median of `xs` (order statistics: the k-th smallest and largest
+ * values, k the largest with P(Binomial(n, ½) < k) ≤ (1 − level)/2), or undefined for too few values
+ * (under 6 at 95 %). How far a median of a few noisy rounds can be trusted.
+ */
+export const medianInterval = (xs: readonly number[], level = 0.95): [number, number] | undefined => {
+  const n = xs.length;
+  const tail = (1 - level) / 2;
+  let k = 0;
+  let below = 0; // P(X < k + 1) for X ~ Binomial(n, ½), summed term by term
+  let term = 0.5 ** n; // P(X = 0)
+  for (let i = 0; i < n; i++) {
+    below += term;
+    if (below > tail) break;
+    k = i + 1;
+    term = (term * (n - i)) / (i + 1);
+  }
+  if (k === 0) return undefined;
+  const s = [...xs].sort((a, b) => a - b);
+  return [s[k - 1]!, s[n - k]!];
+};
+
+/** "×median (rounds min–max; 95 % interval of the median lo–hi)" for per-round ratios. */
+export const ratioSummary = (xs: readonly number[]): string => {
+  if (xs.length < 2) return `×${fixed(xs[0] ?? Number.NaN, 3)}`;
+  const ci = medianInterval(xs);
+  const interval = ci ? `; 95 % interval of the median ${fixed(ci[0])}–${fixed(ci[1])}` : '';
+  return `×${fixed(median(xs), 3)} (rounds ${fixed(Math.min(...xs))}–${fixed(Math.max(...xs))}${interval})`;
+};

@@ -14,7 +14,7 @@ import { arms, startSink } from '../lib/arms.ts';
 import type { BenchContext, Section, SectionResult, TargetCheck } from '../lib/types.ts';
 import { startSliceWorker } from '../lib/worker.ts';
 import { roundRatios, takeTurns } from '../lib/turns.ts';
-import { fixed as f, median, medianRange as range } from '../lib/stats.ts';
+import { fixed as f, median, medianRange as range, ratioSummary } from '../lib/stats.ts';
 import { freePort } from '../../test/support/postgres.ts';
 import { type RedisServer, startRedis } from '../../test/support/redis.ts';
 import { type LoadApp, loadAppReady, startLoadApp, stopLoadApps } from '../../test/support/load-apps.ts';
@@ -141,11 +141,10 @@ export const section: Section = {
       const costRatio = median(ratios);
       const cpuRatio = median(roundRatios(runs.on, runs.off, (r) => r.cpuUsPerOp));
       data.cost = { throughput: cost, cpuUsPerOp: cpu, ratios };
-      const spread = ratios.length > 1 ? ` (rounds ${f(Math.min(...ratios))}–${f(Math.max(...ratios))})` : '';
       targets.push({
         name: 'coordination on vs off, SELECT 1, c16, a rate limit that never waits',
         target: "on ≥ 0.95× off (throughput, median of the rounds' own ratios)",
-        measured: `×${f(costRatio, 3)}${spread}; CPU µs/op ×${f(cpuRatio, 3)}`,
+        measured: `${ratioSummary(ratios)}; CPU µs/op ×${f(cpuRatio, 3)}`,
         met: ctx.quick ? null : costRatio >= 0.95,
       });
       lines.push(

@@ -9,7 +9,7 @@ import { arms } from '../lib/arms.ts';
 import type { BenchContext, Section, SectionResult, TargetCheck } from '../lib/types.ts';
 import { runWorker, startSlices, startWorker } from '../lib/worker.ts';
 import { roundRatios, takeTurns } from '../lib/turns.ts';
-import { fixed as f, median, percentile as pct } from '../lib/stats.ts';
+import { fixed as f, median, percentile as pct, ratioSummary } from '../lib/stats.ts';
 
 interface Arm {
   readonly label: string;
@@ -208,7 +208,7 @@ export const section: Section = {
         targets.push({
           name: 'statement cancel armed, happy path',
           target: c.target,
-          measured: `×${f(ratio, 3)} (rounds ${f(Math.min(...ratios), 3)}–${f(Math.max(...ratios), 3)})`,
+          measured: ratioSummary(ratios),
           met: quick ? null : ratio >= 0.97,
         });
         continue;

@@ -10,7 +10,7 @@ import type { BenchContext, Section, SectionResult, TargetCheck } from '../lib/t
 import { freePort } from '../../test/support/postgres.ts';
 import { type LoadResult, type SliceWorker, startSliceWorker } from '../lib/worker.ts';
 import { roundRatios, takeTurns } from '../lib/turns.ts';
-import { fixed as f, median } from '../lib/stats.ts';
+import { fixed as f, median, ratioSummary } from '../lib/stats.ts';
 
 export interface Workload {
   readonly name: string;
@@ -108,8 +108,6 @@ export const section: Section = {
               roundRatios(runs[x], runs[y], (r) => r[key]);
             return { ops: ratios('throughput'), p50: ratios('p50Ms'), cpu: ratios('cpuUsPerOp') };
           };
-          const spread = (xs: number[]) =>
-            xs.length > 1 ? ` (rounds ${f(Math.min(...xs))}–${f(Math.max(...xs))})` : '';
           for (const [x, y] of [
             ['C', 'B'],
             ['D', 'A'],
@@ -120,7 +118,7 @@ export const section: Section = {
             targets.push({
               name: `${x} vs ${y}, ${w.name}`,
               target: `${x} within 3 % of ${y} (throughput and p50, median of the rounds' own ratios)`,
-              measured: `throughput ×${f(ops, 3)}${spread(p.ops)}, p50 ×${f(p50, 3)}, CPU µs/op ×${f(median(p.cpu), 3)}`,
+              measured: `throughput ${ratioSummary(p.ops)}, p50 ×${f(p50, 3)}, CPU µs/op ×${f(median(p.cpu), 3)}`,
               met: ctx.quick ? null : ops >= 0.97 && p50 <= 1.03,
             });
           }

@@ -9,7 +9,7 @@ import type { BenchContext, Section, SectionResult, TargetCheck } from '../lib/t
 import { freePort } from '../../test/support/postgres.ts';
 import { type LoadResult, type SliceWorker, startSliceWorker } from '../lib/worker.ts';
 import { roundRatios, takeTurns } from '../lib/turns.ts';
-import { fixed as f, median, medianRange as spread } from '../lib/stats.ts';
+import { fixed as f, median, medianRange as spread, ratioSummary } from '../lib/stats.ts';
 
 const CONCURRENCY = [1, 4, 16, 64] as const;
 const SCALING_ARMS: readonly ArmId[] = ['A', 'B', 'C', 'D'];
@@ -134,7 +134,7 @@ export const section: Section = {
     const targets: TargetCheck[] = (['C', 'D'] as const).map((id) => ({
       name: `${id}, 8 targets vs 1 target, ${TARGET_CALLERS} callers`,
       target: '8 targets ≥ 0.95× 1 target for the same callers',
-      measured: `${ratioText(paired(id))} (bare pg A: ${ratioText(paired('A'))}), median (min–max) of ${targetRounds} round(s)' ratios; CPU µs/op 8 ÷ 1: ×${f(med(cpuByTargets[`8 targets ${id}`]) / med(cpuByTargets[`1 target ${id}`]), 3)}`,
+      measured: `${ratioSummary(paired(id))}, median of ${targetRounds} round(s)' ratios (bare pg A: ${ratioText(paired('A'))}); CPU µs/op 8 ÷ 1: ×${f(med(cpuByTargets[`8 targets ${id}`]) / med(cpuByTargets[`1 target ${id}`]), 3)}`,
       met: ctx.quick ? null : median(paired(id)) >= 0.95,
     }));
     const markdown = [
