@@ -1,8 +1,9 @@
 /**
  * Workers taking turns: the measurement scheme of the sections that compare arms by throughput. Every
- * worker stays up (slice mode, bench/lib/worker.ts); each round, each runs one measured slice alone, in
- * `order` on even rounds and reversed on odd ones, so the workers a ratio compares (put next to each other
- * in `order`) run seconds apart and the machine's drift between rounds cancels out of their ratio.
+ * worker stays up (slice mode, bench/lib/worker.ts); each round, each runs one measured slice alone, the
+ * first round in `order` and every other round reversed, so the workers a ratio compares (put next to
+ * each other in `order`) run seconds apart and the machine's drift between rounds cancels out of their
+ * ratio.
  */
 import type { SliceWorker } from './worker.ts';
 

@@ -13,6 +13,7 @@
  * an insert 20 %, on the table bench/run.ts creates).
  */
 import { createRequire } from 'node:module';
+import { answerSlices } from '../lib/slice-mode.ts';
 
 const pg = createRequire(import.meta.url)('pg') as typeof import('pg');
 
@@ -95,17 +96,7 @@ async function measure(warmup: number, duration: number) {
 }
 
 if (process.env.BENCH_SLICES === '1') {
-  process.stdin.setEncoding('utf8');
-  let buffered = '';
-  for await (const chunk of process.stdin) {
-    buffered += chunk as string;
-    let nl: number;
-    while ((nl = buffered.indexOf('\n')) >= 0) {
-      const [warmup, duration] = buffered.slice(0, nl).trim().split(/\s+/).map(Number);
-      buffered = buffered.slice(nl + 1);
-      process.stdout.write(`${JSON.stringify(await measure(warmup!, duration!))}\n`);
-    }
-  }
+  await answerSlices(measure);
 } else {
   process.stdout.write(`${JSON.stringify(await measure(warmupMs, durationMs))}\n`);
 }

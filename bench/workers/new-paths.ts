@@ -7,6 +7,7 @@
  * - `tx`: transactions one after another on a pool of one (BEGIN, INSERT, UPDATE, COMMIT; through
  *   withTransaction when instrumented, by hand when bare), transactions per second;
  * - `select`: `SELECT 1` one after another on a pool of one, statements per second;
+ *   (both in slice mode with BENCH_SLICES=1, bench/lib/slice-mode.ts: a measurement per stdin line)
  * - `substitute`: a read on a client checked out of a pg.Pool whose backend is terminated
  *   (pg_terminate_backend from an admin connection) while the read runs, and the same read uncut:
  *   latency and outcome of each;
@@ -16,6 +17,7 @@
  *   epoch ms of every acknowledged write and the error codes seen.
  */
 import { createRequire } from 'node:module';
+import { answerSlices } from '../lib/slice-mode.ts';
 
 interface Job {
   readonly url: string;
@@ -108,18 +110,7 @@ if (job.workload === 'failover') {
     };
   };
   if (process.env.BENCH_SLICES === '1') {
-    // Slice mode (bench/lib/turns.ts): one slice per stdin line `<warmupMs> <durationMs>`, until it closes.
-    process.stdin.setEncoding('utf8');
-    let buffered = '';
-    for await (const chunk of process.stdin) {
-      buffered += chunk as string;
-      let nl: number;
-      while ((nl = buffered.indexOf('\n')) >= 0) {
-        const [warmup, duration] = buffered.slice(0, nl).trim().split(/\s+/).map(Number);
-        buffered = buffered.slice(nl + 1);
-        process.stdout.write(`${JSON.stringify(await measure(warmup!, duration!))}\n`);
-      }
-    }
+    await answerSlices(measure);
     result = { done: true };
   } else {
     result = await measure(0, job.maxMs);
