@@ -149,17 +149,22 @@ export async function runFault(fault: PlannedFault, ctx: FaultContext): Promise<
         const share = Number(p.share);
         proxy.cutOnMessage({ match: COMMIT, when: 'before', share });
         let cutBefore = 0;
+        // A half can find no COMMIT to cut for a while: the first half's cuts, or a fault in the other lane
+        // (a server restart), leave transfers waiting behind an open breaker. Each half gets up to as long
+        // again to cut one, so the check it feeds is never vacuous.
+        const cutsPast = async (count: number): Promise<void> => {
+          const until = Date.now() + d / 2;
+          while (proxy.stats.cutOnMessage - before.cutOnMessage <= count && Date.now() < until) {
+            await sleep(50);
+          }
+        };
         try {
           await sleep(d / 2);
+          await cutsPast(0);
           cutBefore = proxy.stats.cutOnMessage - before.cutOnMessage;
           proxy.cutOnMessage({ match: COMMIT, when: 'after', share });
           await sleep(d / 2);
-          // The first half's cuts can leave transfers waiting (a breaker opened): give the second half up to
-          // as long again to cut one COMMIT after forwarding, so the check it feeds is never vacuous.
-          const until = Date.now() + d / 2;
-          while (proxy.stats.cutOnMessage - before.cutOnMessage === cutBefore && Date.now() < until) {
-            await sleep(50);
-          }
+          await cutsPast(cutBefore);
         } finally {
           proxy.cutOnMessage(null);
         }
