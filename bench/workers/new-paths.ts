@@ -7,7 +7,7 @@
  * - `tx`: transactions one after another on a pool of one (BEGIN, INSERT, UPDATE, COMMIT; through
  *   withTransaction when instrumented, by hand when bare), transactions per second;
  * - `select`: `SELECT 1` one after another on a pool of one, statements per second;
- *   (both in slice mode with BENCH_SLICES=1, bench/lib/slice-mode.ts: a measurement per stdin line)
+ *   (both in slice mode, bench/lib/slice-mode.ts: a measurement per stdin line until stdin closes)
  * - `substitute`: a read on a client checked out of a pg.Pool whose backend is terminated
  *   (pg_terminate_backend from an admin connection) while the read runs, and the same read uncut:
  *   latency and outcome of each;
@@ -109,12 +109,9 @@ if (job.workload === 'failover') {
       cpuUsPerCall: n > 0 ? (cpu.user + cpu.system) / n : null,
     };
   };
-  if (process.env.BENCH_SLICES === '1') {
-    await answerSlices(measure);
-    result = { done: true };
-  } else {
-    result = await measure(0, job.maxMs);
-  }
+  // Always in slice mode (bench/lib/turns.ts takes the measurements): one per stdin line, until it closes.
+  await answerSlices(measure);
+  result = { done: true };
   await one.end();
 } else if (job.workload === 'substitute') {
   // A plain read (classified read-only, no marking) that keeps the server busy for tens of ms.
