@@ -160,7 +160,8 @@ export const section: Section = {
       sliceWarmupMs: quick ? 100 : 500,
       durationMs: quick ? 500 : 2_000,
     };
-    // Per slice at most 100,000 calls; each process at most 10 min.
+    // Per slice at most 100,000 calls. maxMs bounds only the one-shot workloads: a slice worker ends when
+    // takeTurns closes its stdin.
     const slices = (workload: 'tx' | 'select', config: object | null) =>
       startSlices<{ calls: number; throughput: number; cpuUsPerCall: number | null }>(
         ctx.root,
